@@ -1,0 +1,31 @@
+"""Scrubbing a customer's personal data the way Spryker anonymizes: the row stays, the person is gone."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.models import Customer, OneTimeToken
+
+ANONYMIZED_EMAIL_DOMAIN = "anonymized.invalid"  # RFC 2606: can never be delivered
+
+
+def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> None:
+    placeholder = f"{secrets.token_hex(12)}@{ANONYMIZED_EMAIL_DOMAIN}"
+    customer.email = placeholder
+    customer.email_key = placeholder  # frees the real address for a new registration
+    for field in ("salutation", "first_name", "last_name", "gender", "date_of_birth", "phone", "company"):
+        setattr(customer, field, None)
+    customer.password_hash = None
+    customer.anonymized_at = now
+    customer.token_version += 1
+
+
+async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:
+    statement = update(OneTimeToken).where(OneTimeToken.customer_id == customer_id, OneTimeToken.used_at.is_(None))
+    if purpose is not None:
+        statement = statement.where(OneTimeToken.purpose == purpose)
+    await session.execute(statement.values(used_at=now))

@@ -1,0 +1,31 @@
+"""Audit trail: one row per thing that happened to a customer, written in the same transaction as the change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.models import AuditEvent
+
+
+def record(
+    session: AsyncSession,
+    *,
+    customer_reference: str,
+    event: str,
+    channel: str,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            customer_reference=customer_reference,
+            event=event,
+            channel=channel,
+            actor=actor,
+            details=details or {},
+            idempotency_key=idempotency_key,
+        )
+    )

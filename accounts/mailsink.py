@@ -1,0 +1,200 @@
+"""An SMTP server that keeps every email it receives, for ``accounts dev`` and the tests.
+
+It runs on the current asyncio loop (aiosmtpd's ``SMTP`` protocol served with ``loop.create_server``),
+so tests can ``await sink.wait_for(...)`` an email without threads, and ``accounts dev`` can print each
+confirmation link to the console and keep a copy as an ``.eml`` file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import re
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from types import TracebackType
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+# Stops at whitespace and at the characters that commonly wrap a link in prose or markup.
+_LINK = re.compile(r"""https?://[^\s<>"'()\[\]]+""")
+_TRAILING_PUNCTUATION = ".,;:!?"
+_LISTED_ON_TIMEOUT = 20
+
+
+@dataclass
+class ReceivedEmail:
+    sender: str
+    to: list[str]
+    subject: str
+    text: str
+    html: str
+    headers: dict[str, str]
+    links: list[str]
+    """The http(s) links in the text part, in order."""
+    received_at: datetime
+
+
+class MailSink:
+    """Accepts every email over SMTP and keeps it in memory, optionally on disk and echoed."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        store_dir: Path | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._store_dir = store_dir
+        self._echo = echo
+        self._messages: list[ReceivedEmail] = []
+        self._received = 0
+        self._arrived = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the mail sink is already running")
+        if self._store_dir is not None:
+            self._store_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        handler = _Handler(self._receive)
+
+        def connection() -> SMTP:
+            # An explicit hostname: aiosmtpd would otherwise ask DNS for this host's FQDN per connection.
+            protocol = SMTP(handler, hostname="localhost", enable_SMTPUTF8=True, loop=loop)
+            self._connections.add(protocol)
+            return protocol
+
+        self._server = await loop.create_server(connection, host=self._host, port=self._port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        # A client that never says QUIT would otherwise keep its connection (and wait_closed) alive.
+        for protocol in list(self._connections):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        self._connections.clear()
+        await server.wait_closed()
+
+    async def __aenter__(self) -> MailSink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the one picked for port 0), else the configured one."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def messages(self) -> list[ReceivedEmail]:
+        return list(self._messages)
+
+    def to(self, address: str) -> list[ReceivedEmail]:
+        wanted = address.casefold()
+        return [message for message in self._messages if wanted in (r.casefold() for r in message.to)]
+
+    async def wait_for(self, predicate: Callable[[ReceivedEmail], bool], *, timeout: float = 10.0) -> ReceivedEmail:
+        """The oldest email received so far, or the next to arrive, for which ``predicate`` is true."""
+        async with self._arrived:
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        for message in self._messages:
+                            if predicate(message):
+                                return message
+                        await self._arrived.wait()
+            except TimeoutError:
+                raise TimeoutError(self._nothing_matched(timeout)) from None
+
+    def _nothing_matched(self, timeout: float) -> str:
+        summary = f"no email matching the predicate arrived at the mail sink within {timeout:g} s"
+        if not self._messages:
+            return f"{summary}; no email arrived at all"
+        # A session-long sink can hold hundreds of emails; the latest are the ones a failing test sent.
+        latest = self._messages[-_LISTED_ON_TIMEOUT:]
+        arrived = "\n".join(f"  to {', '.join(m.to)}: {m.subject!r}" for m in latest)
+        count = f"{len(self._messages)} did"
+        if len(latest) < len(self._messages):
+            count += f", the latest {len(latest)} of them"
+        return f"{summary}; {count}:\n{arrived}"
+
+    async def _receive(self, envelope: Envelope) -> None:
+        raw: bytes = envelope.original_content or b""
+        message = _parse(envelope, raw)
+        # Counted before any await, so two emails arriving together still get different numbers.
+        self._received += 1
+        if self._store_dir is not None:
+            name = f"{message.received_at:%Y%m%dT%H%M%S%fZ}-{self._received}.eml"
+            await asyncio.to_thread((self._store_dir / name).write_bytes, raw)
+        async with self._arrived:
+            self._messages.append(message)
+            self._arrived.notify_all()
+        if self._echo is not None:
+            self._echo(_summary(message))
+
+
+class _Handler:
+    """The aiosmtpd handler, which finds its hooks by their ``handle_*`` names."""
+
+    def __init__(self, receive: Callable[[Envelope], Awaitable[None]]) -> None:
+        self._receive = receive
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._receive(envelope)
+        return "250 Message accepted for delivery"
+
+
+def _parse(envelope: Envelope, raw: bytes) -> ReceivedEmail:
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+    text = _body(parsed, "plain")
+    headers: dict[str, str] = {}
+    for name, value in parsed.items():
+        # Keep the first of a repeated header (Received:, say), as mail clients show it.
+        headers.setdefault(name, str(value))
+    return ReceivedEmail(
+        sender=envelope.mail_from or "",
+        to=list(envelope.rcpt_tos),
+        subject=str(parsed["Subject"] or ""),
+        text=text,
+        html=_body(parsed, "html"),
+        headers=headers,
+        links=[link.rstrip(_TRAILING_PUNCTUATION) for link in _LINK.findall(text)],
+        received_at=datetime.now(UTC),
+    )
+
+
+def _body(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    if part is None:
+        return ""
+    content = part.get_content()
+    return content if isinstance(content, str) else content.decode("utf-8", "replace")
+
+
+def _summary(message: ReceivedEmail) -> str:
+    # Links go on lines of their own, unindented, so a terminal can make them clickable and copyable.
+    lines = [f"Email to {', '.join(message.to)}", f"Subject: {message.subject}", *message.links]
+    return "\n".join(lines)

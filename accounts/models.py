@@ -1,0 +1,132 @@
+"""SQLAlchemy models: the tables every lifecycle reads and writes.
+
+Status is derived, never stored twice: anonymized when `anonymized_at` is set, verified when
+`registered_at` is set, otherwise unverified.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), date: Date()}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_reference: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(255))
+    # lower-cased email: the unique index that makes "one account per address" hold under races
+    email_key: Mapped[str] = mapped_column(String(255), unique=True)
+    salutation: Mapped[str | None] = mapped_column(String(8))
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    gender: Mapped[str | None] = mapped_column(String(8))
+    date_of_birth: Mapped[date | None]
+    phone: Mapped[str | None] = mapped_column(String(255))
+    company: Mapped[str | None] = mapped_column(String(255))
+    locale: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    registered_at: Mapped[datetime | None]
+    anonymized_at: Mapped[datetime | None]
+    token_version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def status(self) -> str:
+        if self.anonymized_at is not None:
+            return "anonymized"
+        return "verified" if self.registered_at is not None else "unverified"
+
+
+class ReferenceCounter(Base):
+    """One row per counter; customer references come from an atomic UPDATE ... RETURNING on it."""
+
+    __tablename__ = "reference_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+
+
+class OneTimeToken(Base):
+    """Single-use tokens sent by email. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "one_time_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    # the lifecycle step that minted it: a retried activity finds its own token again
+    issue_key: Mapped[str] = mapped_column(String(200), unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmailOutbox(Base):
+    """One row per email the system decided to send, keyed by its idempotency key.
+
+    No body is kept: bodies carry one-time links, and no plaintext token may rest in the database.
+    """
+
+    __tablename__ = "email_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    customer_reference: Mapped[str | None] = mapped_column(String(32), index=True)
+    recipient: Mapped[str] = mapped_column(String(255))
+    template: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # sending | sent
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Who did what to which customer, from which channel."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_reference: Mapped[str] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)

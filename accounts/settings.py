@@ -1,0 +1,113 @@
+"""One Settings object, read from ACCOUNTS_* environment variables in the composition roots and passed down.
+
+Workflows never read it: the timings they need travel in their input.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _seconds_or_iso(value: Any) -> Any:
+    """Durations are ISO 8601 (``PT24H``) or plain seconds (``86400``)."""
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        return float(value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCOUNTS_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    var_dir: Path = Path("var")
+
+    # database
+    database_url: str = "sqlite+aiosqlite:///var/accounts.db"
+
+    # Temporal: unset means "localhost:7233", and `accounts dev` starts its own dev server there
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    task_queue: str = "accounts"
+    temporal_ui_url: str = "http://localhost:8233"
+    # base64 of 32 random bytes: payloads (inputs, results, signals) are AES-GCM encrypted in Temporal
+    payload_encryption_key: SecretStr | None = None
+
+    # email: unset host means "127.0.0.1:1025", and `accounts dev` starts its own sink there
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout: float = 30.0
+    mail_from: str = "Shop <no-reply@shop.example>"
+    shop_name: str = "Shop"
+
+    # ports of what `accounts dev` starts itself
+    dev_temporal_port: int = 7233
+    dev_ui_port: int = 8233
+    dev_smtp_port: int = 1025
+
+    # HTTP
+    public_url: str = "http://localhost:8000"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_request_bytes: int = 2 * 1024 * 1024
+
+    # customers
+    customer_reference_prefix: str = "DE--"
+    default_locale: str = "en_US"
+    locales: list[str] = ["en_US", "de_DE"]
+
+    # registration lifecycle
+    verification_reminder_after: Duration = timedelta(hours=24)
+    verification_expires_after: Duration = timedelta(hours=72)
+    unverified_action: Literal["keep", "anonymize"] = "keep"
+    verification_resend_min_interval: Duration = timedelta(minutes=1)
+    verification_resend_max: int = 5
+    already_registered_notice_interval: Duration = timedelta(hours=1)
+
+    # password policy (Spryker's knobs, plus the offline common-password and similarity checks)
+    password_min_length: int = 12
+    password_max_length: int = 128
+    password_require_character_set: bool = False
+    password_max_repeated_characters: int = 3
+    password_deny_list: list[str] = []
+    password_check_common: bool = True
+    password_check_similarity: bool = True
+
+    # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    argon2_parallelism: int = 4
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.verification_reminder_after >= self.verification_expires_after:
+            raise ValueError("ACCOUNTS_VERIFICATION_REMINDER_AFTER must be shorter than ..._EXPIRES_AFTER")
+        if self.default_locale not in self.locales:
+            raise ValueError("ACCOUNTS_DEFAULT_LOCALE must be one of ACCOUNTS_LOCALES")
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
+        return self
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or "localhost:7233"
+
+    @property
+    def smtp_target(self) -> tuple[str, int]:
+        return (self.smtp_host or "127.0.0.1", self.smtp_port or 1025)
+
+    @property
+    def templates_dir(self) -> Path:
+        return PROJECT_ROOT / "templates"

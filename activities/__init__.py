@@ -1,0 +1,1 @@
+"""Side effects of the lifecycles: database writes and email sends, each idempotent under retry."""

@@ -1,0 +1,159 @@
+"""Database writes of the registration lifecycle. Each is keyed by customer and step, so a retry is harmless."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+
+from accounts import anonymization, audit
+from accounts.db import SessionFactory
+from accounts.models import Customer, utcnow
+
+EMAIL_VERIFICATION = "email_verification"
+
+
+@dataclass
+class NewCustomer:
+    customer_reference: str
+    email: str
+    locale: str
+    channel: str
+    password_hash: str | None = None
+    salutation: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    gender: str | None = None
+    date_of_birth: date | None = None
+    phone: str | None = None
+    company: str | None = None
+
+
+@dataclass
+class CustomerCreated:
+    created: bool
+    customer_reference: str
+    # set when the address already belongs to another account: that owner is told, no account is made
+    existing_customer_reference: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class ActivationInput:
+    customer_reference: str
+    channel: str
+    method: str  # link | manual
+    actor: str
+    reason: str | None = None
+
+
+@dataclass
+class Activated:
+    registered_at: datetime
+
+
+@dataclass
+class ExpiryInput:
+    customer_reference: str
+    channel: str
+    action: str  # keep | anonymize
+
+
+class CustomerActivities:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn
+    async def create_customer(self, new: NewCustomer) -> CustomerCreated:
+        try:
+            async with self._sessions.begin() as session:
+                customer = Customer(
+                    customer_reference=new.customer_reference,
+                    email=new.email,
+                    email_key=new.email.lower(),
+                    salutation=new.salutation,
+                    first_name=new.first_name,
+                    last_name=new.last_name,
+                    gender=new.gender,
+                    date_of_birth=new.date_of_birth,
+                    phone=new.phone,
+                    company=new.company,
+                    locale=new.locale,
+                    password_hash=new.password_hash,
+                    channel=new.channel,
+                )
+                session.add(customer)
+                await session.flush()
+                audit.record(
+                    session,
+                    customer_reference=new.customer_reference,
+                    event="registration_started",
+                    channel=new.channel,
+                    actor=new.customer_reference,
+                )
+            return CustomerCreated(True, new.customer_reference, None, customer.created_at, customer.updated_at)
+        except IntegrityError:
+            pass
+        # Either a retry of this very step (our row exists) or the address belongs to someone else.
+        async with self._sessions() as session:
+            ours = await session.scalar(select(Customer).where(Customer.customer_reference == new.customer_reference))
+            if ours is not None:
+                return CustomerCreated(True, ours.customer_reference, None, ours.created_at, ours.updated_at)
+            owner = await session.scalar(select(Customer).where(Customer.email_key == new.email.lower()))
+        if owner is None:  # the owner was anonymized between our insert and this read: try again
+            raise RuntimeError("email uniqueness conflict vanished; retrying")
+        return CustomerCreated(False, new.customer_reference, owner.customer_reference)
+
+    @activity.defn
+    async def activate_customer(self, request: ActivationInput) -> Activated:
+        async with self._sessions.begin() as session:
+            customer = await _customer(session, request.customer_reference)
+            if customer.registered_at is None:
+                now = utcnow()
+                customer.registered_at = now
+                await anonymization.kill_tokens(session, customer.id, now=now, purpose=EMAIL_VERIFICATION)
+                audit.record(
+                    session,
+                    customer_reference=customer.customer_reference,
+                    event="email_verified" if request.method == "link" else "verified_manually",
+                    channel=request.channel,
+                    actor=request.actor,
+                    details={"reason": request.reason} if request.reason else {},
+                )
+            assert customer.registered_at is not None
+            return Activated(customer.registered_at)
+
+    @activity.defn
+    async def expire_registration(self, request: ExpiryInput) -> None:
+        async with self._sessions.begin() as session:
+            customer = await _customer(session, request.customer_reference)
+            if customer.registered_at is not None or customer.anonymized_at is not None:
+                return
+            now = utcnow()
+            await anonymization.kill_tokens(session, customer.id, now=now)
+            anonymize = request.action == "anonymize"
+            if anonymize:
+                anonymization.scrub(session, customer, now=now)
+            audit.record(
+                session,
+                customer_reference=customer.customer_reference,
+                event="registration_expired",
+                channel=request.channel,
+                actor="system",
+                details={"action": request.action},
+                idempotency_key=f"registration-expired:{customer.customer_reference}",
+            )
+
+
+async def _customer(session: AsyncSession, customer_reference: str) -> Customer:
+    customer = await session.scalar(
+        select(Customer).where(Customer.customer_reference == customer_reference).with_for_update()
+    )
+    if customer is None:
+        raise LookupError(f"customer {customer_reference} does not exist")
+    return customer

@@ -1,0 +1,160 @@
+"""Email sends: render the customer's message in their language and deliver it once per idempotency key.
+
+Every send first claims its key in the outbox table. A retry finds the key marked "sent" and does nothing;
+a retry after a crash between the SMTP handover and the "sent" mark sends again (SMTP gives no
+exactly-once, so at-least-once with a stable Message-ID is the honest best).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from temporalio import activity
+
+from accounts import tokens
+from accounts.db import SessionFactory
+from accounts.emails import EmailRenderer, Mailer
+from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
+from accounts.settings import Settings
+
+
+@dataclass
+class TokenLinkInput:
+    """Mint a one-time token for the customer and email a link carrying it."""
+
+    customer_reference: str
+    purpose: str
+    template: str
+    path: str  # storefront path of the link, e.g. /register/confirm
+    expires_at: datetime
+    idempotency_key: str
+
+
+@dataclass
+class TokenLinkSent:
+    token_hash: str  # the workflow keeps hashes only; the token itself exists in the email alone
+
+
+@dataclass
+class NoticeInput:
+    customer_reference: str
+    template: str
+    idempotency_key: str
+
+
+class EmailActivities:
+    def __init__(self, sessions: SessionFactory, renderer: EmailRenderer, mailer: Mailer, settings: Settings) -> None:
+        self._sessions = sessions
+        self._renderer = renderer
+        self._mailer = mailer
+        self._settings = settings
+
+    @activity.defn
+    async def send_token_link(self, request: TokenLinkInput) -> TokenLinkSent:
+        async with self._sessions.begin() as session:
+            customer = await _customer(session, request.customer_reference)
+            issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == request.idempotency_key))
+            if issued is not None and await _already_sent(session, request.idempotency_key):
+                return TokenLinkSent(issued.token_hash)
+            token = tokens.new_token()
+            if issued is None:
+                issued = OneTimeToken(issue_key=request.idempotency_key, customer_id=customer.id)
+                session.add(issued)
+            issued.token_hash = tokens.hash_token(token)
+            issued.purpose = request.purpose
+            issued.expires_at = request.expires_at
+        link = f"{self._settings.public_url.rstrip('/')}{request.path}?token={token}"
+        await self._deliver(
+            customer,
+            request.template,
+            request.idempotency_key,
+            {"link": link, "expires_at": request.expires_at},
+        )
+        return TokenLinkSent(issued.token_hash)
+
+    @activity.defn
+    async def send_notice(self, request: NoticeInput) -> bool:
+        """Send a message without a token (welcome, already registered). False when it had gone out before."""
+        async with self._sessions() as session:
+            customer = await _customer(session, request.customer_reference)
+        base = self._settings.public_url.rstrip("/")
+        context = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
+        return await self._deliver(customer, request.template, request.idempotency_key, context)
+
+    async def _deliver(self, customer: Customer, template: str, key: str, context: dict[str, Any]) -> bool:
+        if customer.anonymized_at is not None:
+            return False
+        if not await self._claim(customer, template, key):
+            return False
+        content = self._renderer.render_email(
+            template,
+            customer.locale,
+            {
+                "shop_name": self._settings.shop_name,
+                "public_url": self._settings.public_url,
+                "customer": {
+                    "salutation": customer.salutation,
+                    "first_name": customer.first_name,
+                    "last_name": customer.last_name,
+                    "email": customer.email,
+                },
+                **context,
+            },
+        )
+        domain = self._settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
+        message_id = f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+        await self._mailer.send(
+            sender=self._settings.mail_from,
+            to=customer.email,
+            content=content,
+            headers={"Message-ID": message_id},
+        )
+        async with self._sessions.begin() as session:
+            row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
+            assert row is not None
+            row.status = "sent"
+            row.sent_at = utcnow()
+        return True
+
+    async def _claim(self, customer: Customer, template: str, key: str) -> bool:
+        """Take the idempotency key for this send; False when the message already went out."""
+        try:
+            async with self._sessions.begin() as session:
+                row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
+                if row is None:
+                    session.add(
+                        EmailOutbox(
+                            idempotency_key=key,
+                            customer_reference=customer.customer_reference,
+                            recipient=customer.email,
+                            template=template,
+                            locale=customer.locale,
+                            status="sending",
+                            attempts=1,
+                        )
+                    )
+                    return True
+                if row.status == "sent":
+                    return False
+                row.attempts += 1
+                return True
+        except IntegrityError:  # a concurrent attempt claimed it first
+            return False
+
+
+async def _already_sent(session: Any, key: str) -> bool:
+    status = await session.scalar(select(EmailOutbox.status).where(EmailOutbox.idempotency_key == key))
+    return bool(status == "sent")
+
+
+async def _customer(session: Any, customer_reference: str) -> Customer:
+    customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
+    if customer is None:
+        raise LookupError(f"customer {customer_reference} does not exist")
+    assert isinstance(customer, Customer)
+    return customer

@@ -1,0 +1,1 @@
+"""The reference HTTP layer: Spryker-Glue-compatible JSON:API endpoints and storefront landing pages."""

@@ -1,0 +1,63 @@
+"""The FastAPI application: built by create_app(settings), connected to Temporal in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+
+from accounts.db import create_engine, session_factory
+from accounts.emails import EmailRenderer
+from accounts.settings import Settings
+from accounts.temporal import connect
+from api import jsonapi
+from api.middleware import BodySizeLimit, install_log_redaction
+from api.routes import confirmation, customers
+from starter import AccountsClient
+
+
+def create_app(settings: Settings | None = None, *, temporal_client: Client | None = None) -> FastAPI:
+    """The app; tests hand in a Temporal client, production connects with the settings."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.sessions = session_factory(engine)
+        app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
+        client = temporal_client or await connect(settings)
+        app.state.accounts = AccountsClient(client, settings, app.state.sessions)
+        install_log_redaction()
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Shop accounts",
+        version="0.1.0",
+        description="Customer accounts with double opt-in, Spryker Glue compatible.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _schema_violation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return jsonapi.errors_response(jsonapi.schema_errors(exc))
+
+    @app.exception_handler(jsonapi.GlueException)
+    async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:
+        return jsonapi.errors_response(exc.errors)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(customers.router)
+    app.include_router(confirmation.router)
+    return app

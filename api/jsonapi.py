@@ -1,0 +1,95 @@
+"""The Glue JSON:API envelope: resources out, errors out, and the one map from failures to statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+MEDIA_TYPE = "application/vnd.api+json"
+
+
+@dataclass(frozen=True)
+class GlueError:
+    status: int
+    code: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "detail": self.detail}
+
+
+class GlueException(Exception):
+    def __init__(self, *errors: GlueError) -> None:
+        super().__init__(errors[0].detail)
+        self.errors = errors
+
+
+def resource(request: Request, type_: str, id_: str, attributes: Mapping[str, Any], path: str) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "id": id_,
+        "attributes": dict(attributes),
+        "links": {"self": f"{str(request.base_url).rstrip('/')}{path}"},
+    }
+
+
+def document(data: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse({"data": data}, status_code=status, media_type=MEDIA_TYPE)
+
+
+def errors_response(errors: Iterable[GlueError], headers: Mapping[str, str] | None = None) -> JSONResponse:
+    errors = list(errors)
+    return JSONResponse(
+        {"errors": [e.as_dict() for e in errors]},
+        status_code=errors[0].status,
+        media_type=MEDIA_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+# Symfony's validator texts, which Glue clients see for schema violations (code 901).
+_MESSAGES = {
+    "missing": "This field is missing.",
+    "string_type": "This value should be of type string.",
+    "bool_type": "This value should be of type bool.",
+    "dict_type": "This value should be of type object.",
+    "model_type": "This value should be of type object.",
+    "literal_error": "The value you selected is not a valid choice.",
+    "date_type": "This value is not a valid date.",
+    "date_from_datetime_parsing": "This value is not a valid date.",
+    "date_parsing": "This value is not a valid date.",
+    "json_invalid": "The request body is not valid JSON.",
+    "extra_forbidden": "This field was not expected.",
+}
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    names = [str(part) for part in loc if isinstance(part, str) and part not in ("body", "query", "path", "header")]
+    return names[-1] if names else "data"
+
+
+def schema_errors(exc: RequestValidationError) -> list[GlueError]:
+    errors = []
+    for error in exc.errors():
+        kind = error.get("type", "")
+        ctx = error.get("ctx") or {}
+        if kind == "string_too_long":
+            message = f"This value is too long. It should have {ctx.get('max_length')} characters or less."
+        elif kind == "string_too_short":
+            message = (
+                "This value should not be blank."
+                if ctx.get("min_length") == 1
+                else (f"This value is too short. It should have {ctx.get('min_length')} characters or more.")
+            )
+        elif kind == "value_error":
+            message = str(ctx.get("error") or error.get("msg"))
+        else:
+            message = _MESSAGES.get(kind, str(error.get("msg", "This value is not valid.")))
+        field = "data" if kind == "json_invalid" else _field(tuple(error.get("loc", ())))
+        errors.append(GlueError(422, "901", f"{field} => {message}"))
+    return errors

@@ -1,0 +1,109 @@
+"""POST /customers: registration, the start of the double opt-in."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from accounts.locales import locale_from_accept_language, normalize_locale
+from api import jsonapi
+from api.deps import Accounts, SettingsDep
+from api.jsonapi import GlueError, GlueException
+from api.schemas import CustomerRegistrationAttributes, CustomerRegistrationRequest
+from starter import EmailTaken, PasswordRejected, Registration
+
+router = APIRouter(tags=["customers"])
+
+EMAIL_MAX_LENGTH = 100
+ALREADY_EXISTS_DETAIL = (
+    "If this email address is already in use, you will receive an email with further instructions. "
+    "Otherwise you must first validate your email address to finish registration. Please check your email."
+)
+
+
+def registration_errors(attributes: CustomerRegistrationAttributes) -> list[GlueError]:
+    """Glue's dedicated codes, checked in its order; the first failing rule answers."""
+    if not attributes.accepted_terms:
+        return [GlueError(400, "413", "Terms and Conditions was not accepted.")]
+    if len(attributes.email) > EMAIL_MAX_LENGTH:
+        return [GlueError(422, "417", "Email is too long. It should have 100 characters or less.")]
+    try:
+        validate_email(attributes.email, check_deliverability=False)
+    except EmailNotValidError:
+        return [GlueError(422, "416", "Invalid Email address format.")]
+    if attributes.gender is not None and attributes.gender not in ("Male", "Female"):
+        return [GlueError(400, "414", "Gender is not valid.")]
+    if attributes.password != attributes.confirm_password:
+        return [
+            GlueError(
+                422,
+                "406",
+                "Value in field password should be identical to value in the confirmPassword field.",
+            )
+        ]
+    return []
+
+
+@router.post("/customers", status_code=201, summary="Register a customer (double opt-in: a verification email is sent)")
+async def register_customer(
+    body: CustomerRegistrationRequest,
+    request: Request,
+    accounts: Accounts,
+    settings: SettingsDep,
+    accept_language: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    attributes = body.data.attributes
+    errors = registration_errors(attributes)
+    if errors:
+        raise GlueException(*errors)
+    locale = (
+        normalize_locale(attributes.locale, settings.locales, settings.default_locale)
+        if attributes.locale
+        else locale_from_accept_language(accept_language, settings.locales, settings.default_locale)
+    )
+    try:
+        registered = await accounts.register(
+            Registration(
+                email=attributes.email.strip(),
+                channel="api",
+                locale=locale,
+                password=attributes.password,
+                salutation=attributes.salutation,
+                first_name=attributes.first_name.strip(),
+                last_name=attributes.last_name.strip(),
+                gender=attributes.gender,
+                date_of_birth=attributes.date_of_birth,
+                phone=attributes.phone,
+                company=attributes.company,
+            )
+        )
+    except PasswordRejected as rejected:
+        raise GlueException(*(GlueError(400, v.code, v.detail) for v in rejected.violations)) from None
+    except EmailTaken:
+        raise GlueException(GlueError(422, "400", ALREADY_EXISTS_DETAIL)) from None
+    reference = registered.customer_reference
+    return jsonapi.document(
+        jsonapi.resource(
+            request,
+            "customers",
+            reference,
+            {
+                "firstName": attributes.first_name.strip(),
+                "lastName": attributes.last_name.strip(),
+                "gender": attributes.gender,
+                "dateOfBirth": attributes.date_of_birth.isoformat() if attributes.date_of_birth else None,
+                "salutation": attributes.salutation,
+                "email": attributes.email.strip(),
+                "phone": attributes.phone,
+                "company": attributes.company,
+                "locale": locale,
+                "createdAt": registered.created_at.isoformat(),
+                "updatedAt": registered.updated_at.isoformat(),
+            },
+            f"/customers/{reference}",
+        ),
+        status=201,
+    )

@@ -1,0 +1,257 @@
+"""AccountsClient: the typed API over the lifecycle workflows.
+
+Entry points hand it what a person typed; it applies the password policy, hashes the password
+(so no plaintext reaches Temporal), allocates the customer reference and starts or messages the
+workflow. It reads the database (token lookups) but never writes lifecycle state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import select
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from accounts.db import SessionFactory
+from accounts.models import Customer, OneTimeToken, utcnow
+from accounts.passwords import PasswordHasher, PasswordPolicy
+from accounts.references import allocate_customer_reference
+from accounts.settings import Settings
+from accounts.temporal import connect, ui_url
+from accounts.tokens import hash_token
+from activities.customers import EMAIL_VERIFICATION, NewCustomer
+from starter.errors import (
+    AccountsError,
+    EmailTaken,
+    NotAwaitingVerification,
+    PasswordRejected,
+    RegistrationNotFound,
+    ResendLimitReached,
+    ResendThrottled,
+)
+from workflows.registration import (
+    Activation,
+    ConfirmRequest,
+    ManualVerification,
+    RegistrationInput,
+    RegistrationResult,
+    RegistrationStatus,
+    RegistrationTimings,
+    RegistrationWorkflow,
+    Resent,
+)
+
+
+@dataclass
+class Registration:
+    """A sign-up as an entry point received it (already schema-validated)."""
+
+    email: str
+    channel: str
+    locale: str
+    password: str | None = field(default=None, repr=False)
+    salutation: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    gender: str | None = None
+    date_of_birth: date | None = None
+    phone: str | None = None
+    company: str | None = None
+
+
+@dataclass
+class Registered:
+    customer_reference: str
+    created_at: datetime
+    updated_at: datetime
+    workflow_id: str
+
+
+@dataclass
+class Confirmation:
+    outcome: str  # activated | already_active | invalid
+    customer_reference: str | None = None
+    locale: str | None = None
+    first_name: str | None = None
+
+
+def registration_id(customer_reference: str) -> str:
+    return f"registration:{customer_reference}"
+
+
+def registration_timings(settings: Settings) -> RegistrationTimings:
+    return RegistrationTimings(
+        reminder_after=settings.verification_reminder_after,
+        expires_after=settings.verification_expires_after,
+        resend_min_interval=settings.verification_resend_min_interval,
+        resend_max=settings.verification_resend_max,
+        unverified_action=settings.unverified_action,
+        already_registered_notice_interval=settings.already_registered_notice_interval,
+    )
+
+
+class AccountsClient:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        sessions: SessionFactory,
+        *,
+        hasher: PasswordHasher | None = None,
+        policy: PasswordPolicy | None = None,
+    ) -> None:
+        self.temporal = client
+        self._settings = settings
+        self._sessions = sessions
+        self._hasher = hasher or PasswordHasher.from_settings(settings)
+        self._policy = policy or PasswordPolicy.from_settings(settings)
+
+    @classmethod
+    async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
+        return cls(await connect(settings), settings, sessions)
+
+    # --- registration -----------------------------------------------------------------------------
+
+    async def register(self, registration: Registration) -> Registered:
+        """Start the double opt-in. Raises PasswordRejected, or EmailTaken (the owner gets an email)."""
+        password_hash = None
+        if registration.password is not None:
+            violations = self._policy.violations(registration.password, user_inputs=_personal_data(registration))
+            if violations:
+                raise PasswordRejected(violations)
+            password_hash = await self._hasher.hash_async(registration.password)
+        reference = await allocate_customer_reference(self._sessions, prefix=self._settings.customer_reference_prefix)
+        workflow_input = RegistrationInput(
+            customer=NewCustomer(
+                customer_reference=reference,
+                email=registration.email,
+                locale=registration.locale,
+                channel=registration.channel,
+                password_hash=password_hash,
+                salutation=registration.salutation,
+                first_name=registration.first_name,
+                last_name=registration.last_name,
+                gender=registration.gender,
+                date_of_birth=registration.date_of_birth,
+                phone=registration.phone,
+                company=registration.company,
+            ),
+            timings=registration_timings(self._settings),
+        )
+        start = WithStartWorkflowOperation(
+            RegistrationWorkflow.run,
+            workflow_input,
+            id=registration_id(reference),
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Registration of {reference} ({registration.channel})",
+        )
+        created = await self.temporal.execute_update_with_start_workflow(
+            RegistrationWorkflow.account_created, start_workflow_operation=start
+        )
+        if not created.created:
+            raise EmailTaken()
+        assert created.created_at is not None and created.updated_at is not None
+        return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
+
+    async def confirm_email(self, token: str) -> Confirmation:
+        """Confirm with the token from the email link; the token is hashed before anything else sees it."""
+        token_hash = hash_token(token)
+        async with self._sessions() as session:
+            found = (
+                await session.execute(
+                    select(OneTimeToken, Customer)
+                    .join(Customer, Customer.id == OneTimeToken.customer_id)
+                    .where(OneTimeToken.token_hash == token_hash, OneTimeToken.purpose == EMAIL_VERIFICATION)
+                )
+            ).one_or_none()
+        if found is None:
+            return Confirmation("invalid")
+        issued, customer = found
+        known = Confirmation("invalid", customer.customer_reference, customer.locale, customer.first_name)
+        if customer.registered_at is not None and customer.anonymized_at is None:
+            known.outcome = "already_active"
+            return known
+        if issued.used_at is not None or issued.expires_at <= utcnow():
+            return known
+        try:
+            await self.temporal.get_workflow_handle(registration_id(customer.customer_reference)).execute_update(
+                RegistrationWorkflow.confirm, ConfirmRequest(token_hash)
+            )
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            _raise_unless_rejection(error)
+            return known
+        known.outcome = "activated"
+        return known
+
+    async def verify_manually(self, customer_reference: str, *, agent: str, reason: str) -> Activation:
+        with _business_errors(customer_reference):
+            return await self._registration(customer_reference).execute_update(
+                RegistrationWorkflow.verify_manually, ManualVerification(agent, reason)
+            )
+
+    async def resend_verification(self, customer_reference: str) -> Resent:
+        with _business_errors(customer_reference):
+            return await self._registration(customer_reference).execute_update(RegistrationWorkflow.resend)
+
+    async def registration_status(self, customer_reference: str) -> RegistrationStatus:
+        try:
+            return await self._registration(customer_reference).query(RegistrationWorkflow.status)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise RegistrationNotFound(customer_reference) from error
+            raise
+
+    def run_url(self, customer_reference: str) -> str:
+        return ui_url(self._settings, registration_id(customer_reference))
+
+    def _registration(self, customer_reference: str) -> WorkflowHandle[RegistrationWorkflow, RegistrationResult]:
+        return self.temporal.get_workflow_handle_for(RegistrationWorkflow.run, registration_id(customer_reference))
+
+
+@contextmanager
+def _business_errors(customer_reference: str) -> Iterator[None]:
+    try:
+        yield
+    except (WorkflowUpdateFailedError, RPCError) as error:
+        raise _business_error(error, customer_reference) from error
+
+
+def _personal_data(registration: Registration) -> list[str]:
+    values = [
+        registration.email,
+        registration.email.split("@", 1)[0],
+        registration.first_name,
+        registration.last_name,
+    ]
+    return [v for v in values if v]
+
+
+def _business_error(error: Exception, customer_reference: str) -> Exception:
+    if isinstance(error, RPCError):
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return RegistrationNotFound(customer_reference)
+        return error
+    cause = error.cause if isinstance(error, WorkflowUpdateFailedError) else None
+    if not isinstance(cause, ApplicationError):
+        return error
+    if cause.type == "ResendThrottled":
+        return ResendThrottled(int(cause.details[0]) if cause.details else 60)
+    if cause.type == "ResendLimitReached":
+        return ResendLimitReached(customer_reference)
+    if cause.type in ("NotWaiting", "InvalidToken"):
+        return NotAwaitingVerification(customer_reference)
+    return AccountsError(cause.message)
+
+
+def _raise_unless_rejection(error: Exception) -> None:
+    """A confirm refused by the workflow (closed, expired, unknown token) is an invalid link, nothing worse."""
+    mapped = _business_error(error, "")
+    if not isinstance(mapped, AccountsError):
+        raise mapped

@@ -1,0 +1,37 @@
+"""Business outcomes a caller must handle, as exceptions; the API maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+from accounts.passwords import PolicyViolation
+
+
+class AccountsError(Exception):
+    """Base of every expected business failure."""
+
+
+class PasswordRejected(AccountsError):
+    def __init__(self, violations: list[PolicyViolation]) -> None:
+        super().__init__("; ".join(v.detail for v in violations))
+        self.violations = violations
+
+
+class EmailTaken(AccountsError):
+    """The address already has an account; its owner was emailed instead (answer neutrally)."""
+
+
+class RegistrationNotFound(AccountsError):
+    pass
+
+
+class NotAwaitingVerification(AccountsError):
+    """The registration is verified, expired, or was never opened."""
+
+
+class ResendThrottled(AccountsError):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"wait {retry_after_seconds} s before asking for another email")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ResendLimitReached(AccountsError):
+    pass

@@ -1,0 +1,328 @@
+"""Customer emails and storefront pages: rendering in every locale, escaping, and delivery over real SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jinja2 import UndefinedError
+
+from accounts.emails import EmailContent, EmailRenderer, SmtpMailer
+from accounts.locales import locale_from_accept_language, normalize_locale
+from accounts.mailsink import MailSink
+from accounts.settings import PROJECT_ROOT, Settings
+
+MESSAGES = ("verify", "reminder", "welcome", "already_registered")
+LOCALES = ("en_US", "de_DE")
+SUPPORTED = ("en_US", "de_DE")
+LINK = "http://localhost:8000/register/confirm?token=abc123"
+
+
+@pytest.fixture(scope="module")
+def renderer() -> EmailRenderer:
+    return EmailRenderer(PROJECT_ROOT / "templates", default_locale="en_US")
+
+
+def customer(
+    *, salutation: str | None = "Ms", first_name: str | None = "Anna", last_name: str | None = "Smith"
+) -> dict[str, Any]:
+    return {
+        "salutation": salutation,
+        "first_name": first_name,
+        "last_name": last_name,
+        "email": "anna@example.com",
+    }
+
+
+def context(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "shop_name": "Shop",
+        "public_url": "http://localhost:8000",
+        "customer": customer(),
+        "link": LINK,
+        "expires_at": datetime(2026, 11, 25, 10, 40, tzinfo=UTC),
+        "login_url": "http://localhost:8000/login",
+        "reset_url": "http://localhost:8000/password/reset",
+    }
+    return values | overrides
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("name", MESSAGES)
+def test_every_message_renders_all_three_parts(renderer: EmailRenderer, name: str, locale: str) -> None:
+    content = renderer.render_email(name, locale, context())
+
+    assert content.subject.strip()
+    assert "\n" not in content.subject
+    assert content.text.strip()
+    assert content.html.strip()
+    assert renderer.has_email(name)
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+def test_german_messages_are_german(renderer: EmailRenderer, name: str) -> None:
+    english = renderer.render_email(name, "en_US", context())
+    german = renderer.render_email(name, "de_DE", context())
+
+    assert german.subject != english.subject
+    assert '<html lang="de">' in german.html
+    assert '<html lang="en">' in english.html
+
+
+@pytest.mark.parametrize("name", ["verify", "reminder"])
+def test_confirmation_link_stands_alone_in_text_and_is_a_button_in_html(renderer: EmailRenderer, name: str) -> None:
+    content = renderer.render_email(name, "en_US", context())
+
+    assert LINK in content.text.splitlines()
+    assert f'href="{LINK}"' in content.html
+    assert "November 25, 2026 at 10:40 UTC" in content.text
+
+
+def test_already_registered_offers_sign_in_and_reset_on_their_own_lines(renderer: EmailRenderer) -> None:
+    content = renderer.render_email("already_registered", "de_DE", context())
+
+    lines = content.text.splitlines()
+    assert "http://localhost:8000/login" in lines
+    assert "http://localhost:8000/password/reset" in lines
+
+
+def test_dates_follow_the_locale(renderer: EmailRenderer) -> None:
+    german = renderer.render_email("verify", "de_DE", context())
+
+    assert "25.11.2026, 10:40 UTC" in german.text
+    assert "25.11.2026, 10:40 UTC" in german.html
+
+
+def test_dates_keep_their_own_time_zone(renderer: EmailRenderer) -> None:
+    berlin_winter = timezone(timedelta(hours=1), "CET")
+    content = renderer.render_email(
+        "verify", "en_US", context(expires_at=datetime(2026, 1, 2, 9, 5, tzinfo=berlin_winter))
+    )
+
+    assert "January 2, 2026 at 09:05 CET" in content.text
+
+
+def test_a_naive_expiry_is_refused(renderer: EmailRenderer) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        renderer.render_email("verify", "en_US", context(expires_at=datetime(2026, 11, 25, 10, 40)))
+
+
+@pytest.mark.parametrize("locale", ["fr_FR", "xx", "", "../../etc"])
+def test_unknown_locale_falls_back_to_english(renderer: EmailRenderer, locale: str) -> None:
+    assert renderer.render_email("verify", locale, context()) == renderer.render_email("verify", "en_US", context())
+
+
+@pytest.mark.parametrize("locale", ["de", "de-DE", "DE_de", "de-AT"])
+def test_locale_spellings_reach_the_german_templates(renderer: EmailRenderer, locale: str) -> None:
+    assert renderer.render_email("welcome", locale, context()) == renderer.render_email("welcome", "de_DE", context())
+
+
+@pytest.mark.parametrize(
+    ("locale", "who", "greeting"),
+    [
+        ("en_US", customer(salutation="Ms"), "Dear Ms. Smith,"),
+        ("en_US", customer(salutation="Mr"), "Dear Mr. Smith,"),
+        ("en_US", customer(salutation="Dr"), "Dear Dr. Smith,"),
+        ("en_US", customer(salutation=None), "Hello Anna,"),
+        ("en_US", customer(salutation="Ms", last_name=None), "Hello Anna,"),
+        ("en_US", customer(salutation=None, first_name=None), "Hello,"),
+        ("de_DE", customer(salutation="Mrs"), "Sehr geehrte Frau Smith,"),
+        ("de_DE", customer(salutation="Ms"), "Sehr geehrte Frau Smith,"),
+        ("de_DE", customer(salutation="Mr"), "Sehr geehrter Herr Smith,"),
+        ("de_DE", customer(salutation="Dr"), "Guten Tag Dr. Smith,"),
+        ("de_DE", customer(salutation=None), "Hallo Anna,"),
+        ("de_DE", customer(salutation=None, first_name=" ", last_name=None), "Guten Tag,"),
+    ],
+)
+def test_greeting(renderer: EmailRenderer, locale: str, who: dict[str, Any], greeting: str) -> None:
+    content = renderer.render_email("welcome", locale, context(customer=who))
+
+    assert content.text.splitlines()[0] == greeting
+    assert f">{greeting}</p>" in content.html
+
+
+def test_html_escapes_customer_data_and_text_keeps_it_raw(renderer: EmailRenderer) -> None:
+    content = renderer.render_email(
+        "verify", "en_US", context(customer=customer(salutation=None, first_name="<script>"))
+    )
+
+    assert "<script>" not in content.html
+    assert "&lt;script&gt;" in content.html
+    assert "Hello <script>," in content.text
+
+
+def test_a_missing_variable_fails_instead_of_rendering_blank(renderer: EmailRenderer) -> None:
+    incomplete = context()
+    del incomplete["link"]
+
+    with pytest.raises(UndefinedError, match="link"):
+        renderer.render_email("verify", "en_US", incomplete)
+
+
+def test_has_email_only_for_messages_with_templates(renderer: EmailRenderer) -> None:
+    assert renderer.has_email("verify")
+    assert not renderer.has_email("no_such_message")
+
+
+@pytest.mark.parametrize(
+    ("locale", "outcome", "heading"),
+    [
+        ("en_US", "activated", "Your account is active"),
+        ("en_US", "already_active", "Your email is already confirmed"),
+        ("en_US", "invalid", "This confirmation link is invalid, expired or was already used"),
+        ("de_DE", "activated", "Ihr Kundenkonto ist aktiv"),
+        ("de_DE", "already_active", "Ihre E-Mail-Adresse ist bereits bestätigt"),
+        ("de_DE", "invalid", "Dieser Bestätigungslink ist ungültig, abgelaufen oder wurde bereits verwendet"),
+    ],
+)
+def test_register_confirm_page(renderer: EmailRenderer, locale: str, outcome: str, heading: str) -> None:
+    page = renderer.render_page(
+        "register_confirm",
+        locale,
+        {
+            "shop_name": "Shop",
+            "outcome": outcome,
+            "customer_first_name": "<b>Anna</b>",
+            "login_url": "http://localhost:8000/login",
+        },
+    )
+
+    assert page.startswith("<!DOCTYPE html>")
+    assert f'<html lang="{locale[:2]}">' in page
+    assert heading in page
+    assert 'href="http://localhost:8000/login"' in page
+    assert "<script" not in page
+    assert "<b>Anna</b>" not in page
+
+
+def test_register_confirm_page_in_an_unknown_locale_is_english(renderer: EmailRenderer) -> None:
+    page = renderer.render_page(
+        "register_confirm",
+        "fr",
+        {"shop_name": "Shop", "outcome": "activated", "customer_first_name": None, "login_url": "/login"},
+    )
+
+    assert '<html lang="en">' in page
+    assert "Your account is active" in page
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("de_DE", "de_DE"),
+        ("de", "de_DE"),
+        ("de-DE", "de_DE"),
+        ("de_de", "de_DE"),
+        ("DE_DE", "de_DE"),
+        ("de-AT", "de_DE"),
+        ("de_DE.UTF-8", "de_DE"),
+        ("en-GB", "en_US"),
+        ("fr_FR", "en_US"),
+        ("", "en_US"),
+        ("   ", "en_US"),
+        (None, "en_US"),
+    ],
+)
+def test_normalize_locale(value: str | None, expected: str) -> None:
+    assert normalize_locale(value, SUPPORTED, "en_US") == expected
+
+
+def test_normalize_locale_prefers_the_exact_region() -> None:
+    supported = ["de_DE", "de_AT", "en_US"]
+
+    assert normalize_locale("de-at", supported, "en_US") == "de_AT"
+    assert normalize_locale("de-CH", supported, "en_US") == "de_DE"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("de-DE,de;q=0.9,en-US;q=0.8,en;q=0.7", "de_DE"),
+        ("en-US,en;q=0.9,de;q=0.8", "en_US"),
+        ("fr-FR,fr;q=0.9,de;q=0.8,en;q=0.5", "de_DE"),
+        ("en;q=0.5, de;q=0.9", "de_DE"),
+        ("de;q=0, en;q=0.1", "en_US"),
+        ("fr, *;q=0.5", "en_US"),
+        ("fr, it", "en_US"),
+        ("de;q=banana, en", "en_US"),
+        ("", "en_US"),
+        (None, "en_US"),
+    ],
+)
+def test_locale_from_accept_language(header: str | None, expected: str) -> None:
+    assert locale_from_accept_language(header, SUPPORTED, "en_US") == expected
+
+
+def test_accept_language_ties_keep_header_order() -> None:
+    assert locale_from_accept_language("de, en", SUPPORTED, "en_US") == "de_DE"
+    assert locale_from_accept_language("en, de", SUPPORTED, "de_DE") == "en_US"
+
+
+async def test_smtp_round_trip_into_the_mail_sink(renderer: EmailRenderer, tmp_path: Path) -> None:
+    echoed: list[str] = []
+    who = customer(salutation="Mr", first_name="Jürgen", last_name="Müller")
+    content = renderer.render_email("verify", "de_DE", context(customer=who, shop_name="Bäckerei Größe"))
+
+    async with MailSink(store_dir=tmp_path, echo=echoed.append) as sink:
+        settings = Settings(smtp_host="127.0.0.1", smtp_port=sink.port)
+        await SmtpMailer.from_settings(settings).send(
+            sender="Bäckerei Größe <no-reply@shop.example>",
+            to="Jürgen Müller <Juergen@Example.com>",
+            content=content,
+            headers={"X-Registration-Id": "reg-1"},
+        )
+        received = await sink.wait_for(
+            lambda message: "juergen@example.com" in [address.casefold() for address in message.to]
+        )
+
+        assert sink.to("JUERGEN@example.com") == [received]
+        assert sink.messages == [received]
+
+    assert received.sender == "no-reply@shop.example"
+    assert received.subject == content.subject == "Bitte bestätigen Sie Ihre E-Mail-Adresse für Bäckerei Größe"
+    assert received.text.replace("\r\n", "\n") == content.text
+    assert received.html.replace("\r\n", "\n").rstrip("\n") == content.html.rstrip("\n")
+    assert "Sehr geehrter Herr Müller," in received.text
+    assert received.links == [LINK, "http://localhost:8000"]
+    assert received.headers["X-Registration-Id"] == "reg-1"
+    assert received.headers["Auto-Submitted"] == "auto-generated"
+
+    stored = list(tmp_path.glob("*.eml"))
+    assert len(stored) == 1
+    assert "X-Registration-Id: reg-1" in stored[0].read_text("utf-8")
+
+    assert len(echoed) == 1
+    assert LINK in echoed[0].splitlines()
+    assert content.subject in echoed[0]
+    assert "Juergen@Example.com" in echoed[0]
+
+
+async def test_waiting_for_an_email_that_never_comes_says_what_did_arrive() -> None:
+    content = EmailContent(subject="Something else", text="Hello\n", html="<p>Hello</p>")
+
+    async with MailSink() as sink:
+        await SmtpMailer("127.0.0.1", sink.port).send(
+            sender="no-reply@shop.example", to="bob@example.com", content=content
+        )
+        await sink.wait_for(lambda message: True)
+
+        with pytest.raises(TimeoutError, match=r"(?s)within 0\.2 s.*bob@example\.com: 'Something else'"):
+            await sink.wait_for(lambda message: "anna@example.com" in message.to, timeout=0.2)
+
+
+async def test_wait_for_also_returns_an_email_that_arrives_later() -> None:
+    content = EmailContent(subject="Later", text="See http://localhost:8000/later.\n", html="<p>Later</p>")
+
+    async with MailSink() as sink:
+        waiting = asyncio.create_task(sink.wait_for(lambda message: message.subject == "Later"))
+        await asyncio.sleep(0)
+        await SmtpMailer("127.0.0.1", sink.port).send(
+            sender="no-reply@shop.example", to="carol@example.com", content=content
+        )
+        received = await asyncio.wait_for(waiting, timeout=10)
+
+    assert received.to == ["carol@example.com"]
+    assert received.links == ["http://localhost:8000/later"]

@@ -1,0 +1,80 @@
+"""The worker: the composition root that builds the activities with their dependencies and runs them.
+
+python worker.py        (or: accounts worker)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from accounts.db import SessionFactory, create_engine, session_factory
+from accounts.emails import EmailRenderer, Mailer, SmtpMailer
+from accounts.settings import Settings
+from accounts.temporal import connect
+from activities.customers import CustomerActivities
+from activities.emails import EmailActivities
+from workflows.registration import RegistrationWorkflow
+
+WORKFLOWS = [RegistrationWorkflow]
+log = logging.getLogger("accounts.worker")
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    sessions: SessionFactory,
+    *,
+    mailer: Mailer | None = None,
+    task_queue: str | None = None,
+) -> Worker:
+    customers = CustomerActivities(sessions)
+    emails = EmailActivities(
+        sessions,
+        EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
+        mailer or SmtpMailer.from_settings(settings),
+        settings,
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            customers.create_customer,
+            customers.activate_customer,
+            customers.expire_registration,
+            emails.send_token_link,
+            emails.send_notice,
+        ],
+        # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        worker = build_worker(await connect(settings), settings, session_factory(engine))
+        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_target)
+        async with worker:
+            await stop.wait()
+    finally:
+        await engine.dispose()
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_worker(Settings(), stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Workflow definitions: one module per lifecycle, deterministic, no I/O."""
