@@ -112,6 +112,8 @@ class EmailOutbox(Base):
     template: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # sending | sent
+    # the activity (workflow id / activity id) that claimed the key: only it may retry a "sending" row
+    claimed_by: Mapped[str] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

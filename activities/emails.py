@@ -122,7 +122,9 @@ class EmailActivities:
         return True
 
     async def _claim(self, customer: Customer, template: str, key: str) -> bool:
-        """Take the idempotency key for this send; False when the message already went out."""
+        """Take the idempotency key for this send; False when it went out or another sender holds it."""
+        info = activity.info()
+        claimant = f"{info.workflow_id}/{info.activity_id}"
         try:
             async with self._sessions.begin() as session:
                 row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
@@ -135,15 +137,16 @@ class EmailActivities:
                             template=template,
                             locale=customer.locale,
                             status="sending",
+                            claimed_by=claimant,
                             attempts=1,
                         )
                     )
                     return True
-                if row.status == "sent":
+                if row.status == "sent" or row.claimed_by != claimant:
                     return False
-                row.attempts += 1
+                row.attempts += 1  # our own earlier attempt died between claim and "sent": send again
                 return True
-        except IntegrityError:  # a concurrent attempt claimed it first
+        except IntegrityError:  # a concurrent sender inserted the key first
             return False
 
 

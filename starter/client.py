@@ -7,8 +7,7 @@ workflow. It reads the database (token lookups) but never writes lifecycle state
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -122,7 +121,10 @@ class AccountsClient:
         """Start the double opt-in. Raises PasswordRejected, or EmailTaken (the owner gets an email)."""
         password_hash = None
         if registration.password is not None:
-            violations = self._policy.violations(registration.password, user_inputs=_personal_data(registration))
+            # ~5 ms of CPU on long inputs: off the event loop, like the hash
+            violations = await asyncio.to_thread(
+                self._policy.violations, registration.password, user_inputs=_personal_data(registration)
+            )
             if violations:
                 raise PasswordRejected(violations)
             password_hash = await self._hasher.hash_async(registration.password)
@@ -149,7 +151,9 @@ class AccountsClient:
             workflow_input,
             id=registration_id(reference),
             task_queue=self._settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A fresh reference never has a run; joining one would answer for another customer
+            # (a database restored while Temporal kept its history). Fail loudly instead.
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"Registration of {reference} ({registration.channel})",
         )
         created = await self.temporal.execute_update_with_start_workflow(
@@ -191,14 +195,30 @@ class AccountsClient:
         return known
 
     async def verify_manually(self, customer_reference: str, *, agent: str, reason: str) -> Activation:
-        with _business_errors(customer_reference):
+        try:
             return await self._registration(customer_reference).execute_update(
                 RegistrationWorkflow.verify_manually, ManualVerification(agent, reason)
             )
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            raise await self._explain(error, customer_reference) from error
 
     async def resend_verification(self, customer_reference: str) -> Resent:
-        with _business_errors(customer_reference):
+        try:
             return await self._registration(customer_reference).execute_update(RegistrationWorkflow.resend)
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            raise await self._explain(error, customer_reference) from error
+
+    async def _explain(self, error: Exception, customer_reference: str) -> Exception:
+        """A closed registration is no lookup failure when the customer exists: say what state it is in."""
+        mapped = _business_error(error, customer_reference)
+        if isinstance(mapped, RegistrationNotFound):
+            async with self._sessions() as session:
+                customer = await session.scalar(
+                    select(Customer).where(Customer.customer_reference == customer_reference)
+                )
+            if customer is not None:
+                return NotAwaitingVerification(f"{customer_reference} is {customer.status}")
+        return mapped
 
     async def registration_status(self, customer_reference: str) -> RegistrationStatus:
         try:
@@ -213,14 +233,6 @@ class AccountsClient:
 
     def _registration(self, customer_reference: str) -> WorkflowHandle[RegistrationWorkflow, RegistrationResult]:
         return self.temporal.get_workflow_handle_for(RegistrationWorkflow.run, registration_id(customer_reference))
-
-
-@contextmanager
-def _business_errors(customer_reference: str) -> Iterator[None]:
-    try:
-        yield
-    except (WorkflowUpdateFailedError, RPCError) as error:
-        raise _business_error(error, customer_reference) from error
 
 
 def _personal_data(registration: Registration) -> list[str]:

@@ -110,6 +110,8 @@ class Database:
     url: str
     engine: Any
     sessions: SessionFactory
+    # each database counts references from 1, and one dev server serves both: keep workflow ids apart
+    reference_prefix: str
 
 
 async def _postgres_available() -> bool:
@@ -126,13 +128,15 @@ async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'accounts.db'}"
     await upgrade_async(url)
     engine = create_engine(url)
-    yield Database("sqlite", url, engine, session_factory(engine))
+    yield Database("sqlite", url, engine, session_factory(engine), "DE--")
     await engine.dispose()
 
 
 @pytest_asyncio.fixture(scope="session")
 async def postgres_database() -> AsyncIterator[Database]:
     if not await _postgres_available():
+        if os.environ.get("ACCOUNTS_TEST_REQUIRE_POSTGRES"):
+            pytest.fail(f"ACCOUNTS_TEST_REQUIRE_POSTGRES is set but no PostgreSQL answers at {PG_ADMIN_DSN}")
         pytest.skip(f"no PostgreSQL server answers at {PG_ADMIN_DSN}")
     name = f"accounts_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(PG_ADMIN_DSN)
@@ -142,16 +146,16 @@ async def postgres_database() -> AsyncIterator[Database]:
     try:
         await upgrade_async(url)
         engine = create_engine(url, pool_size=30, max_overflow=10)
-        yield Database("postgres", url, engine, session_factory(engine))
+        yield Database("postgres", url, engine, session_factory(engine), "DE-PG--")
         await engine.dispose()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(f"{request.param}_database")  # type: ignore[no-any-return]
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Database:
+    return request.getfixturevalue(f"{request.param}_database")
 
 
 # --- email ------------------------------------------------------------------------------------------
@@ -225,6 +229,7 @@ def stack(sink: MailSink) -> StackFactory:
             smtp_host="127.0.0.1",
             smtp_port=sink.port,
             public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
+            customer_reference_prefix=database.reference_prefix,
             **{**FAST_ARGON2, **overrides},
         )
         client = client_with_converter(env, settings)

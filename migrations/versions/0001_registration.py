@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("template", sa.String(64), nullable=False),
         sa.Column("locale", sa.String(16), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("claimed_by", sa.String(255), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("sent_at", UTCDateTime()),
