@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from accounts.settings import Settings
 
@@ -65,7 +65,12 @@ def data_converter(settings: Settings) -> DataConverter:
     if settings.payload_encryption_key is None:
         return pydantic_data_converter
     codec = EncryptionCodec.from_base64(settings.payload_encryption_key.get_secret_value())
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    # failure messages and stack traces go through the codec too
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect(settings: Settings) -> Client:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
@@ -62,6 +63,13 @@ class ExpiryInput:
     customer_reference: str
     channel: str
     action: str  # keep | anonymize
+
+
+@dataclass
+class Rehash:
+    customer_reference: str
+    old_hash: str
+    new_hash: str
 
 
 class CustomerActivities:
@@ -129,6 +137,19 @@ class CustomerActivities:
             return Activated(customer.registered_at)
 
     @activity.defn
+    async def replace_password_hash(self, rehash: Rehash) -> bool:
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Customer)
+                .where(
+                    Customer.customer_reference == rehash.customer_reference,
+                    Customer.password_hash == rehash.old_hash,
+                )
+                .values(password_hash=rehash.new_hash)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    @activity.defn
     async def expire_registration(self, request: ExpiryInput) -> None:
         async with self._sessions.begin() as session:
             customer = await _customer(session, request.customer_reference)
@@ -155,5 +176,7 @@ async def _customer(session: AsyncSession, customer_reference: str) -> Customer:
         select(Customer).where(Customer.customer_reference == customer_reference).with_for_update()
     )
     if customer is None:
-        raise LookupError(f"customer {customer_reference} does not exist")
+        raise ApplicationError(
+            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
+        )
     return customer

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from accounts import tokens
 from accounts.db import SessionFactory
@@ -45,6 +46,8 @@ class NoticeInput:
     customer_reference: str
     template: str
     idempotency_key: str
+    locked_until: datetime | None = None  # account_locked
+    failures: int | None = None  # account_locked
 
 
 class EmailActivities:
@@ -69,11 +72,14 @@ class EmailActivities:
             issued.purpose = request.purpose
             issued.expires_at = request.expires_at
         link = f"{self._settings.public_url.rstrip('/')}{request.path}?token={token}"
+        # A retry after a lost "sent" mark mints a new token: its mail gets its own Message-ID, so a
+        # receiver that drops duplicates keeps the mail whose link works.
         await self._deliver(
             customer,
             request.template,
             request.idempotency_key,
             {"link": link, "expires_at": request.expires_at},
+            message_key=f"{request.idempotency_key}/{issued.token_hash[:16]}",
         )
         return TokenLinkSent(issued.token_hash)
 
@@ -83,10 +89,14 @@ class EmailActivities:
         async with self._sessions() as session:
             customer = await _customer(session, request.customer_reference)
         base = self._settings.public_url.rstrip("/")
-        context = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
+        context: dict[str, Any] = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
+        if request.locked_until is not None:
+            context.update(locked_until=request.locked_until, failures=request.failures)
         return await self._deliver(customer, request.template, request.idempotency_key, context)
 
-    async def _deliver(self, customer: Customer, template: str, key: str, context: dict[str, Any]) -> bool:
+    async def _deliver(
+        self, customer: Customer, template: str, key: str, context: dict[str, Any], message_key: str | None = None
+    ) -> bool:
         if customer.anonymized_at is not None:
             return False
         if not await self._claim(customer, template, key):
@@ -107,7 +117,7 @@ class EmailActivities:
             },
         )
         domain = self._settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
-        message_id = f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+        message_id = f"<{hashlib.sha256((message_key or key).encode()).hexdigest()[:32]}@{domain}>"
         await self._mailer.send(
             sender=self._settings.mail_from,
             to=customer.email,
@@ -158,6 +168,8 @@ async def _already_sent(session: Any, key: str) -> bool:
 async def _customer(session: Any, customer_reference: str) -> Customer:
     customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
     if customer is None:
-        raise LookupError(f"customer {customer_reference} does not exist")
+        raise ApplicationError(
+            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
+        )
     assert isinstance(customer, Customer)
     return customer

@@ -8,15 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
+from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
 from accounts.emails import EmailRenderer
+from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
 from accounts.temporal import connect
 from api import jsonapi
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import confirmation, customers
+from api.routes import access_tokens, confirmation, customers
 from starter import AccountsClient
 
 
@@ -30,6 +33,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
+        app.state.issuer = AccessTokenIssuer.from_settings(settings)
+        app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         install_log_redaction()
@@ -50,6 +55,11 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     async def _schema_violation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return jsonapi.errors_response(jsonapi.schema_errors(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        return jsonapi.errors_response([jsonapi.GlueError(exc.status_code, str(exc.status_code), detail)])
+
     @app.exception_handler(jsonapi.GlueException)
     async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:
         return jsonapi.errors_response(exc.errors)
@@ -60,4 +70,5 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
 
     app.include_router(customers.router)
     app.include_router(confirmation.router)
+    app.include_router(access_tokens.router)
     return app

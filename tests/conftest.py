@@ -204,7 +204,8 @@ class Stack:
     async def restart_worker(self) -> None:
         """Stop the worker (in-flight work finishes or is retried) and start a new one, as a redeploy does."""
         assert self.worker is not None
-        await self.worker.shutdown()
+        if self.worker.is_running:
+            await self.worker.shutdown()
         self.worker = build_worker(
             self.client, self.settings, self.database.sessions, task_queue=self.settings.task_queue
         )
@@ -216,7 +217,7 @@ StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
 
 
 @pytest.fixture
-def stack(sink: MailSink) -> StackFactory:
+def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFactory:
     @contextlib.asynccontextmanager
     async def build(
         env: WorkflowEnvironment, database: Database, *, api: bool = False, **overrides: Any
@@ -230,6 +231,7 @@ def stack(sink: MailSink) -> StackFactory:
             smtp_port=sink.port,
             public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
             customer_reference_prefix=database.reference_prefix,
+            var_dir=tmp_path_factory.getbasetemp() / "var",
             **{**FAST_ARGON2, **overrides},
         )
         client = client_with_converter(env, settings)

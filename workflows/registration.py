@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -40,8 +41,8 @@ EXPIRED = "expired"
 DUPLICATE = "duplicate"
 WAITING_STAGES = (AWAITING_VERIFICATION, REMINDED)
 
-ACTIVITY_OPTIONS: dict = {
-    "start_to_close_timeout": timedelta(seconds=30),
+ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=90),  # above ACCOUNTS_SMTP_TIMEOUT's 30 s default
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
 }
 
@@ -173,13 +174,18 @@ class RegistrationWorkflow:
     async def account_created(self) -> CustomerCreated:
         """Answers once the customer row exists (or the address proved taken): what the API replies with."""
         await workflow.wait_condition(lambda: self._state.created is not None)
-        assert self._state.created is not None
-        return self._state.created
+        return self._state.created  # type: ignore[return-value]  # set: the condition above held
 
     @workflow.update
     async def confirm(self, request: ConfirmRequest) -> Activation:
-        # The email can be opened before this workflow has recorded the link's hash: wait for that.
-        await self._settled()
+        # The email can be opened before this workflow has recorded the link's hash: wait for that,
+        # but only while the hash is unknown (a reminder stuck on a down SMTP server must not block it).
+        await workflow.wait_condition(
+            lambda: (
+                request.token_hash in self._state.token_hashes
+                or (self._state.stage != CREATING and not self._state.sending_link)
+            )
+        )
         if request.token_hash not in self._state.token_hashes:
             raise ApplicationError("confirmation token is not valid for this registration", type="InvalidToken")
         self._require_waiting()
@@ -202,22 +208,34 @@ class RegistrationWorkflow:
         self._require_open()
         if not request.agent.strip() or not request.reason.strip():
             raise ApplicationError("manual verification needs an agent and a reason", type="InvalidRequest")
+        if len(request.agent) > 255 or len(request.reason) > 1000:
+            raise ApplicationError("agent (255) or reason (1000 characters) too long", type="InvalidRequest")
 
     @workflow.update
     async def resend(self) -> Resent:
         self._state.resend_requested = True
         sent_before = self._state.links_sent
-        await workflow.wait_condition(lambda: self._state.links_sent > sent_before)
-        assert self._state.last_link_at is not None
+        # A confirm or manual verification may win the race: then this resend is moot, not pending forever.
+        await workflow.wait_condition(
+            lambda: (
+                self._state.links_sent > sent_before
+                or self._state.requested is not None
+                or self._state.stage not in WAITING_STAGES
+            )
+        )
+        if self._state.links_sent == sent_before or self._state.last_link_at is None:
+            self._state.resend_requested = False
+            raise ApplicationError("registration is no longer awaiting verification", type="NotWaiting")
         return Resent(self._state.last_link_at, self._resends_left)
 
     @resend.validator
     def _validate_resend(self) -> None:
-        if self._state.stage == CREATING or self._state.sending_link:  # a link is on its way right now
+        if self._state.stage == CREATING or self._state.sending_link or self._state.resend_requested:
+            # a link is on its way right now
             seconds = int(self._input.timings.resend_min_interval.total_seconds())
             raise ApplicationError(f"wait {seconds} s before asking for another email", seconds, type="ResendThrottled")
         self._require_waiting()
-        if self._resends_left <= 0 or self._state.resend_requested:
+        if self._resends_left <= 0:
             raise ApplicationError("no more verification emails may be sent", type="ResendLimitReached")
         next_at = self._next_resend_at
         if next_at is not None and workflow.now() < next_at:
@@ -275,19 +293,17 @@ class RegistrationWorkflow:
             return False
 
     async def _activate(self, request: ManualVerification | ConfirmRequest) -> None:
-        manual = isinstance(request, ManualVerification)
+        customer = self._input.customer
+        if isinstance(request, ManualVerification):
+            activation = ActivationInput(
+                customer.customer_reference, "backoffice", "manual", request.agent, request.reason
+            )
+        else:
+            activation = ActivationInput(
+                customer.customer_reference, customer.channel, "link", customer.customer_reference
+            )
         activated = await workflow.execute_activity_method(
-            CustomerActivities.activate_customer,
-            ActivationInput(
-                customer_reference=self._input.customer.customer_reference,
-                channel="backoffice" if manual else self._input.customer.channel,
-                method="manual" if manual else "link",
-                actor=request.agent
-                if isinstance(request, ManualVerification)
-                else self._input.customer.customer_reference,
-                reason=request.reason if isinstance(request, ManualVerification) else None,
-            ),
-            **ACTIVITY_OPTIONS,
+            CustomerActivities.activate_customer, activation, **ACTIVITY_OPTIONS
         )
         self._state.registered_at = activated.registered_at
         self._enter(VERIFIED)
@@ -328,8 +344,7 @@ class RegistrationWorkflow:
 
     async def _activation(self) -> Activation:
         await workflow.wait_condition(lambda: self._state.registered_at is not None)
-        assert self._state.registered_at is not None
-        return Activation(self._input.customer.customer_reference, self._state.registered_at)
+        return Activation(self._input.customer.customer_reference, self._state.registered_at)  # type: ignore[arg-type]
 
     async def _settled(self) -> None:
         await workflow.wait_condition(lambda: self._state.stage != CREATING and not self._state.sending_link)

@@ -34,7 +34,7 @@ async def confirm_page(
     accounts: Accounts,
     renderer: Renderer,
     settings: SettingsDep,
-    token: Annotated[str, Query(max_length=150)] = "",
+    token: Annotated[str, Query()] = "",  # any junk gets the "invalid link" page, not a JSON error
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
     confirmation = await accounts.confirm_email(token)

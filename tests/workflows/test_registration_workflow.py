@@ -276,3 +276,51 @@ async def test_the_workflow_is_findable_by_its_search_attributes(ts_stack) -> No
             "LifecycleStage": "awaiting_verification",
             "Channel": "storefront",
         }
+
+
+async def test_a_resend_and_a_verification_queued_together_both_finish(stack, dev_server, sqlite_database) -> None:
+    """Updates that pile up while no worker runs (a deploy) arrive in one task: none may hang.
+
+    On the dev server: the time-skipping test server does not hold updates for a worker-less run."""
+    async with stack(dev_server, sqlite_database, verification_resend_min_interval=timedelta(0)) as stack:
+        email = unique_email()
+        registered = await stack.accounts.register(signup(email))
+        await stack.mail_to(email, "confirm")
+        handle = stack.client.get_workflow_handle_for(
+            RegistrationWorkflow.run, registration_id(registered.customer_reference)
+        )
+        while (await handle.query(RegistrationWorkflow.status)).stage != "awaiting_verification":
+            await asyncio.sleep(0.05)
+        assert stack.worker is not None
+        await stack.worker.shutdown()
+        resend = asyncio.create_task(stack.accounts.resend_verification(registered.customer_reference))
+        verify = asyncio.create_task(
+            stack.accounts.verify_manually(registered.customer_reference, agent="alice", reason="deploy race")
+        )
+        await asyncio.sleep(1)
+        await stack.restart_worker()
+
+        assert (await asyncio.wait_for(verify, 30)).registered_at is not None
+        try:
+            await asyncio.wait_for(resend, 30)  # either it went out first, or it is refused: never pending
+        except NotAwaitingVerification:
+            pass
+        assert (await asyncio.wait_for(handle.result(), 30)).outcome == "verified"
+
+
+async def test_with_a_payload_key_the_history_holds_no_readable_customer_data(ts_stack) -> None:
+    import base64
+    import os
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    async with ts_stack(payload_encryption_key=key) as stack:
+        email = unique_email()
+        registered = await stack.accounts.register(signup(email))
+        await stack.mail_to(email, "confirm")
+        handle = stack.client.get_workflow_handle_for(
+            RegistrationWorkflow.run, registration_id(registered.customer_reference)
+        )
+        raw = b"".join(event.SerializeToString() for event in (await handle.fetch_history()).events)
+        assert email.encode() not in raw and b"Lovelace" not in raw and b"argon2" not in raw
+        # while the service itself, holding the key, reads it fine
+        assert (await handle.query(RegistrationWorkflow.status)).customer_reference == registered.customer_reference
