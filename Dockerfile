@@ -27,8 +27,8 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 # The code stays root-owned, read-only for the service; only var/ is writable.
 COPY . .
 RUN pip install -e ".[postgres]" \
-    && mkdir -p /app/var \
-    && chown accounts:accounts /app/var
+    && mkdir -p /app/var/keys \
+    && chown -R accounts:accounts /app/var
 
 USER accounts
 

@@ -19,9 +19,12 @@ from accounts.settings import Settings
 from accounts.temporal import connect
 from activities.customers import CustomerActivities
 from activities.emails import EmailActivities
+from activities.lockout import LockoutActivities
+from workflows.lockout import LockoutWindowWorkflow
+from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.registration import RegistrationWorkflow
 
-WORKFLOWS = [RegistrationWorkflow]
+WORKFLOWS = [RegistrationWorkflow, LockoutWindowWorkflow, PasswordRehashWorkflow]
 log = logging.getLogger("accounts.worker")
 
 
@@ -34,6 +37,7 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     customers = CustomerActivities(sessions)
+    lockout = LockoutActivities(sessions)
     emails = EmailActivities(
         sessions,
         EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
@@ -48,6 +52,10 @@ def build_worker(
             customers.create_customer,
             customers.activate_customer,
             customers.expire_registration,
+            customers.replace_password_hash,
+            lockout.set_lock,
+            lockout.lift_lock,
+            lockout.close_window,
             emails.send_token_link,
             emails.send_notice,
         ],

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -60,6 +61,15 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database at {revision}")
 
 
+@app.command("jwt-key")
+def jwt_key(path: Path) -> None:
+    """Create the RS256 key that signs access tokens at PATH, unless it exists (idempotent)."""
+    from accounts.access_tokens import SigningKey
+
+    key = SigningKey.load_or_create(path)
+    console.print(f"signing key {key.kid} at {path}")
+
+
 def _with_client(action: Callable[[Any], Awaitable[T]]) -> T:
     from accounts.db import create_engine, session_factory
     from starter import AccountsClient
@@ -97,6 +107,17 @@ def resend(customer_reference: str) -> None:
     """Support: send a fresh verification link (throttled like the customer's own resend)."""
     resent = _with_client(lambda c: c.resend_verification(customer_reference))
     console.print(f"verification email sent at {resent.sent_at:%H:%M:%S %Z}; {resent.resends_left} resends left")
+
+
+@app.command()
+def unlock(
+    customer_reference: str,
+    agent: Annotated[str, typer.Option(help="who unlocks (recorded in the audit trail)")],
+    reason: Annotated[str, typer.Option(help="why")] = "support unlock",
+) -> None:
+    """Support: lift a sign-in lock before its timer runs out."""
+    unlocked = _with_client(lambda c: c.logins.unlock(customer_reference, agent=agent, reason=reason))
+    console.print(f"{customer_reference} unlocked (was locked until {unlocked.was_locked_until:%H:%M:%S %Z})")
 
 
 @app.command()

@@ -132,3 +132,20 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Failed-login counting for one lockout subject ("customer:DE--1" or "ip:<keyed hash>").
+
+    The login path reserves an attempt with one conditional UPDATE before it verifies a password, so
+    however many requests race, no more than the threshold are verified per window. The lockout
+    workflow owns the timers: it applies the lock, lifts it and closes the window.
+    """
+
+    __tablename__ = "login_throttles"
+
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    window_ends_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

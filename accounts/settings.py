@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_SECRET = "development-only-not-secret"  # noqa: S105
 
 
 def _seconds_or_iso(value: Any) -> Any:
@@ -85,6 +86,26 @@ class Settings(BaseSettings):
     password_check_common: bool = True
     password_check_similarity: bool = True
 
+    # login: access tokens (RS256 JWT) and refresh tokens
+    # signs the keyed hash of client IPs (lockout-ip:{hash}); production refuses the placeholder
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    jwt_private_key_path: Path | None = None  # PEM; unset: generated under var/ on first use
+    jwt_issuer: str = "shop-accounts"
+    access_token_lifetime: Duration = timedelta(hours=8)
+    refresh_token_lifetime: Duration = timedelta(days=30)
+
+    # lockout windows (defaults: Spryker's recommended 9 failures in 900 s block for 360 s)
+    lockout_max_failures: int = 9
+    lockout_window: Duration = timedelta(seconds=900)
+    lockout_duration: Duration = timedelta(seconds=360)
+    lockout_escalation_factor: float = 2.0
+    lockout_max_duration: Duration = timedelta(hours=24)
+    lockout_escalation_period: Duration = timedelta(hours=24)
+    lockout_history_limit: int = 2000  # events before a lockout window continues as new
+    lockout_ip_max_failures: int = 100
+    lockout_ip_window: Duration = timedelta(seconds=900)
+    lockout_ip_duration: Duration = timedelta(seconds=360)
+
     # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
@@ -96,6 +117,12 @@ class Settings(BaseSettings):
             raise ValueError("ACCOUNTS_VERIFICATION_REMINDER_AFTER must be shorter than ..._EXPIRES_AFTER")
         if self.default_locale not in self.locales:
             raise ValueError("ACCOUNTS_DEFAULT_LOCALE must be one of ACCOUNTS_LOCALES")
+        if self.environment == "production":
+            secret = self.secret_key.get_secret_value()
+            if secret == DEVELOPMENT_SECRET or len(secret) < 32:
+                raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
+        if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
+            raise ValueError("lockout thresholds must be at least 1")
         if self.password_min_length > self.password_max_length:
             raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
         return self

@@ -67,3 +67,31 @@ class ConfirmationData(BaseModel):
 
 class ConfirmationRequest(BaseModel):
     data: ConfirmationData
+
+
+class AccessTokenAttributes(_Attributes):
+    username: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+    # longer than any policy allows, short enough never to feed argon2 a megabyte
+    password: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(repr=False)
+
+
+class AccessTokenData(BaseModel):
+    type: Literal["access-tokens"]
+    attributes: AccessTokenAttributes
+
+
+class AccessTokenRequest(BaseModel):
+    data: AccessTokenData
+
+
+class RefreshTokenAttributes(_Attributes):
+    refresh_token: Annotated[StrictStr, Field(min_length=1, max_length=255)] = Field(alias="refreshToken", repr=False)
+
+
+class RefreshTokenData(BaseModel):
+    type: Literal["refresh-tokens"]
+    attributes: RefreshTokenAttributes
+
+
+class RefreshTokenRequest(BaseModel):
+    data: RefreshTokenData

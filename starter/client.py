@@ -34,6 +34,7 @@ from starter.errors import (
     ResendLimitReached,
     ResendThrottled,
 )
+from starter.login import Authenticated, Logins
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -110,6 +111,7 @@ class AccountsClient:
         self._sessions = sessions
         self._hasher = hasher or PasswordHasher.from_settings(settings)
         self._policy = policy or PasswordPolicy.from_settings(settings)
+        self.logins = Logins(client, settings, sessions, self._hasher)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
@@ -227,6 +229,14 @@ class AccountsClient:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise RegistrationNotFound(customer_reference) from error
             raise
+
+    async def customer_by_id(self, customer_id: int) -> Authenticated | None:
+        """The signed-in identity behind a refresh token, if that customer may still sign in."""
+        async with self._sessions() as session:
+            customer = await session.get(Customer, customer_id)
+        if customer is None or customer.status != "verified":
+            return None
+        return Authenticated(customer.id, customer.customer_reference, customer.token_version)
 
     def run_url(self, customer_reference: str) -> str:
         return ui_url(self._settings, registration_id(customer_reference))

@@ -35,3 +35,17 @@ class ResendThrottled(AccountsError):
 
 class ResendLimitReached(AccountsError):
     pass
+
+
+class LoginFailed(AccountsError):
+    """Wrong password, unknown email, unverified or anonymized account: one answer for all."""
+
+
+class LoginBlocked(AccountsError):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed sign-ins; wait {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class NotLocked(AccountsError):
+    pass

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from accounts.locales import locale_from_accept_language, normalize_locale
+from accounts.models import Customer
 from api import jsonapi
+from api.auth import CurrentCustomer
 from api.deps import Accounts, SettingsDep
 from api.jsonapi import GlueError, GlueException
 from api.schemas import CustomerRegistrationAttributes, CustomerRegistrationRequest
@@ -107,3 +109,42 @@ async def register_customer(
         ),
         status=201,
     )
+
+
+def customer_attributes(customer: Customer) -> dict[str, object]:
+    return {
+        "firstName": customer.first_name,
+        "lastName": customer.last_name,
+        "gender": customer.gender,
+        "dateOfBirth": customer.date_of_birth.isoformat() if customer.date_of_birth else None,
+        "salutation": customer.salutation,
+        "email": customer.email,
+        "phone": customer.phone,
+        "company": customer.company,
+        "locale": customer.locale,
+        "createdAt": customer.created_at.isoformat(),
+        "updatedAt": customer.updated_at.isoformat(),
+    }
+
+
+def customer_resource(request: Request, customer: Customer) -> dict[str, object]:
+    reference = customer.customer_reference
+    return jsonapi.resource(request, "customers", reference, customer_attributes(customer), f"/customers/{reference}")
+
+
+@router.get("/customers", summary="The signed-in customer, as a collection of one")
+async def list_customers(request: Request, customer: CurrentCustomer) -> JSONResponse:
+    return JSONResponse(
+        {
+            "data": [customer_resource(request, customer)],
+            "links": {"self": f"{str(request.base_url).rstrip('/')}/customers"},
+        },
+        media_type=jsonapi.MEDIA_TYPE,
+    )
+
+
+@router.get("/customers/{customer_reference}", summary="The signed-in customer's account")
+async def get_customer(customer_reference: str, request: Request, customer: CurrentCustomer) -> JSONResponse:
+    if customer_reference != customer.customer_reference:
+        raise GlueException(GlueError(403, "411", "Unauthorized request."))
+    return jsonapi.document(customer_resource(request, customer))

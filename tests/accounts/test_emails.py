@@ -15,7 +15,7 @@ from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.mailsink import MailSink
 from accounts.settings import PROJECT_ROOT, Settings
 
-MESSAGES = ("verify", "reminder", "welcome", "already_registered")
+MESSAGES = ("verify", "reminder", "welcome", "already_registered", "account_locked")
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
 LINK = "http://localhost:8000/register/confirm?token=abc123"
@@ -46,6 +46,8 @@ def context(**overrides: Any) -> dict[str, Any]:
         "expires_at": datetime(2026, 11, 25, 10, 40, tzinfo=UTC),
         "login_url": "http://localhost:8000/login",
         "reset_url": "http://localhost:8000/password/reset",
+        "locked_until": datetime(2026, 11, 25, 11, 10, tzinfo=UTC),
+        "failures": 5,
     }
     return values | overrides
 

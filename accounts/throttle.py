@@ -1,0 +1,115 @@
+"""Atomic failed-login counting: the bound on password verifications per lockout window.
+
+Before a password is verified, `reserve` takes one attempt for each subject (customer, client IP)
+with a single conditional UPDATE: below the threshold, inside the window, not locked. However many
+requests race, at most `max_failures` reservations succeed per window, so at most that many
+verifications happen. A successful login gives its reservation back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from accounts.db import SessionFactory
+from accounts.models import LoginThrottle, utcnow
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    max_failures: int
+    window: timedelta
+    lock_duration: timedelta
+
+
+@dataclass(frozen=True)
+class Reservation:
+    subject: str
+    attempts: int  # including this one
+    window_ends_at: datetime
+    opened_window: bool  # the first attempt of a new window: the lockout workflow must hear of it
+
+    def crossed(self, policy: ThrottlePolicy) -> bool:
+        return self.attempts == policy.max_failures
+
+
+class Blocked(Exception):
+    def __init__(self, subject: str, retry_after: timedelta) -> None:
+        super().__init__(f"{subject} is blocked")
+        self.subject = subject
+        self.retry_after = retry_after
+
+
+def customer_subject(customer_reference: str) -> str:
+    return f"customer:{customer_reference}"
+
+
+def ip_subject(ip: str, secret: str) -> str:
+    """A keyed hash: workflow ids and rows name no IP address, and nobody can enumerate them back."""
+    return "ip:" + hmac.new(secret.encode(), ip.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy) -> Reservation:
+    """Take one attempt, or raise Blocked. A count of zero means no window is open: this one opens it.
+
+    The lockout workflow closes windows and lifts locks on its own clock; `window_ends_at` and
+    `locked_until` only let a subject go free by itself if that workflow never answers.
+    """
+    table = LoginThrottle
+    for _ in range(3):
+        now = utcnow()
+        not_locked = or_(table.locked_until.is_(None), table.locked_until <= now)
+        async with sessions.begin() as session:
+            row = (
+                await session.execute(
+                    update(table)
+                    .where(table.subject == subject, not_locked, table.attempts < policy.max_failures)
+                    .values(
+                        attempts=table.attempts + 1,
+                        window_ends_at=case((table.attempts == 0, now + policy.window), else_=table.window_ends_at),
+                    )
+                    .returning(table.attempts, table.window_ends_at)
+                )
+            ).one_or_none()
+            if row is None:  # threshold reached and no lock followed for a whole lock duration: start over
+                row = (
+                    await session.execute(
+                        update(table)
+                        .where(table.subject == subject, not_locked, table.window_ends_at <= now - policy.lock_duration)
+                        .values(attempts=1, window_ends_at=now + policy.window)
+                        .returning(table.attempts, table.window_ends_at)
+                    )
+                ).one_or_none()
+            if row is not None:
+                return Reservation(subject, row.attempts, row.window_ends_at, opened_window=row.attempts == 1)
+            existing = await session.scalar(select(table).where(table.subject == subject))
+            if existing is not None:
+                raise Blocked(subject, _retry_after(existing, policy, now))
+        try:
+            async with sessions.begin() as session:
+                session.add(LoginThrottle(subject=subject, attempts=1, window_ends_at=now + policy.window))
+            return Reservation(subject, 1, now + policy.window, opened_window=True)
+        except IntegrityError:
+            continue  # another request created the row first: go round once more
+    raise Blocked(subject, policy.lock_duration)
+
+
+async def release(sessions: SessionFactory, reservation: Reservation, *, forget_failures: bool) -> None:
+    """Give back a reservation that was no failure; a customer's successful login also clears its count."""
+    table = LoginThrottle
+    values = {"attempts": 0} if forget_failures else {"attempts": table.attempts - 1}
+    async with sessions.begin() as session:
+        await session.execute(
+            update(table).where(table.subject == reservation.subject, table.attempts > 0).values(**values)
+        )
+
+
+def _retry_after(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> timedelta:
+    if row.locked_until is not None and row.locked_until > now:
+        return row.locked_until - now
+    return policy.lock_duration  # threshold reached, the lock is being applied

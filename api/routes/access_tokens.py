@@ -1,0 +1,161 @@
+"""Sign-in: POST /access-tokens and /refresh-tokens (Glue), POST /token (OAuth 2.0), JWKS, DELETE refresh tokens."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from email_validator import EmailNotValidError, validate_email
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import JSONResponse
+
+from accounts.access_tokens import AccessTokenIssuer
+from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
+from api import jsonapi
+from api.auth import CurrentCustomer
+from api.deps import Accounts
+from api.jsonapi import GlueError, GlueException
+from api.schemas import AccessTokenRequest, RefreshTokenRequest
+from starter import LoginBlocked, LoginFailed
+from starter.login import Authenticated
+
+router = APIRouter(tags=["access-tokens"])
+
+AUTHENTICATION_FAILED = GlueError(401, "003", "Failed to authenticate user.")
+REFRESH_FAILED = GlueError(401, "004", "Failed to refresh token.")
+
+
+def blocked_error(error: LoginBlocked) -> GlueError:
+    minutes = max(1, math.ceil(error.retry_after_seconds / 60))
+    return GlueError(
+        429, "4401", f"Too many log in attempts from your address. Please wait {minutes} minutes before trying again."
+    )
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _tokens(request: Request, who: Authenticated, family_id: str | None = None) -> dict[str, Any]:
+    issuer: AccessTokenIssuer = request.app.state.issuer
+    store: RefreshTokenStore = request.app.state.refresh_tokens
+    access_token, claims = issuer.issue(who.customer_reference, who.token_version)
+    refresh_token = await store.issue(who.customer_id, family_id=family_id)
+    return {
+        "tokenType": "Bearer",
+        "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
+        "accessToken": access_token,
+        "refreshToken": refresh_token,
+        "refreshTokenExpiresIn": int(request.app.state.settings.refresh_token_lifetime.total_seconds()),
+    }
+
+
+async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> dict[str, Any]:
+    store: RefreshTokenStore = request.app.state.refresh_tokens
+    issuer: AccessTokenIssuer = request.app.state.issuer
+    customer_id, new_refresh = await store.rotate(refresh_token)
+    who = await accounts.customer_by_id(customer_id)
+    if who is None:  # anonymized or no longer able to sign in
+        await store.revoke(new_refresh)
+        raise InvalidRefreshToken("customer cannot sign in")
+    access_token, claims = issuer.issue(who.customer_reference, who.token_version)
+    return {
+        "tokenType": "Bearer",
+        "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
+        "accessToken": access_token,
+        "refreshToken": new_refresh,
+        "refreshTokenExpiresIn": int(request.app.state.settings.refresh_token_lifetime.total_seconds()),
+    }
+
+
+def _token_document(request: Request, type_: str, attributes: dict[str, Any]) -> JSONResponse:
+    data = jsonapi.resource(request, type_, "", attributes, f"/{type_}")
+    data["id"] = None  # Glue answers these resources without an id
+    return jsonapi.document(data, status=201)
+
+
+@router.post("/access-tokens", status_code=201, summary="Sign in with email and password")
+async def create_access_token(body: AccessTokenRequest, request: Request, accounts: Accounts) -> JSONResponse:
+    attributes = body.data.attributes
+    try:
+        validate_email(attributes.username, check_deliverability=False)
+    except EmailNotValidError:
+        raise GlueException(GlueError(422, "901", "username => This value is not a valid email address.")) from None
+    try:
+        who = await accounts.logins.authenticate(
+            attributes.username, attributes.password, client_ip=_client_ip(request)
+        )
+    except LoginFailed:
+        raise GlueException(AUTHENTICATION_FAILED) from None
+    except LoginBlocked as blocked:
+        raise GlueException(blocked_error(blocked)) from None
+    return _token_document(request, "access-tokens", await _tokens(request, who))
+
+
+@router.post("/refresh-tokens", status_code=201, summary="Exchange a refresh token (rotated: the old one dies)")
+async def refresh_access_token(body: RefreshTokenRequest, request: Request, accounts: Accounts) -> JSONResponse:
+    try:
+        attributes = await _rotate(request, accounts, body.data.attributes.refresh_token)
+    except InvalidRefreshToken:
+        raise GlueException(REFRESH_FAILED) from None
+    return _token_document(request, "refresh-tokens", attributes)
+
+
+@router.delete("/refresh-tokens/{refresh_token}", status_code=204, summary="Revoke a refresh token, or all (`mine`)")
+async def revoke_refresh_token(refresh_token: str, request: Request, customer: CurrentCustomer) -> Response:
+    store: RefreshTokenStore = request.app.state.refresh_tokens
+    if refresh_token == "mine":  # noqa: S105 (Glue's name for "all of mine", not a secret)
+        await store.revoke_all(customer.id)
+    else:
+        await store.revoke(refresh_token, customer_id=customer.id)
+    return Response(status_code=204)
+
+
+@router.post("/token", summary="OAuth 2.0 token endpoint (grant_type password or refresh_token)")
+async def oauth_token(
+    request: Request,
+    accounts: Accounts,
+    grant_type: Annotated[str, Form(max_length=32)],
+    username: Annotated[str | None, Form(max_length=255)] = None,
+    password: Annotated[str | None, Form(max_length=4096)] = None,
+    refresh_token: Annotated[str | None, Form(max_length=255)] = None,
+) -> JSONResponse:
+    try:
+        if grant_type == "password" and username and password:
+            who = await accounts.logins.authenticate(username, password, client_ip=_client_ip(request))
+            tokens = await _tokens(request, who)
+        elif grant_type == "refresh_token" and refresh_token:
+            tokens = await _rotate(request, accounts, refresh_token)
+        else:
+            return _oauth_error(
+                400,
+                "unsupported_grant_type" if grant_type not in ("password", "refresh_token") else "invalid_request",
+                "grant_type with its parameters is required",
+            )
+    except (LoginFailed, InvalidRefreshToken):
+        return _oauth_error(400, "invalid_grant", "The credentials or the refresh token are not valid.")
+    except LoginBlocked as blocked:
+        response = _oauth_error(429, "invalid_grant", blocked_error(blocked).detail)
+        response.headers["Retry-After"] = str(blocked.retry_after_seconds)
+        return response
+    return JSONResponse(
+        {
+            "token_type": "Bearer",
+            "access_token": tokens["accessToken"],
+            "expires_in": tokens["expiresIn"],
+            "refresh_token": tokens["refreshToken"],
+        },
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+async def jwks(request: Request) -> dict[str, Any]:
+    issuer: AccessTokenIssuer = request.app.state.issuer
+    return issuer.jwks()

@@ -1,0 +1,149 @@
+"""Sign-in: the password check, its lockout bound, and the events the lockout workflows hear.
+
+reserve an attempt per client IP and per customer (atomic; refused while locked -> LoginBlocked)
+verify the password (a dummy verification for unknown addresses: same cost, same answer)
+success -> give the reservations back, rehash when the argon2 parameters changed
+failure -> the first failure of a window and the N-th one signal-with-start the lockout workflow
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from accounts import throttle
+from accounts.db import SessionFactory
+from accounts.models import Customer
+from accounts.passwords import PasswordHasher
+from accounts.settings import Settings
+from accounts.throttle import Blocked, Reservation, ThrottlePolicy
+from starter.errors import LoginBlocked, LoginFailed, NotLocked
+from workflows.lockout import (
+    THRESHOLD_CROSSED,
+    WINDOW_OPENED,
+    LockoutInput,
+    LockoutPolicy,
+    LockoutWindowWorkflow,
+    Unlock,
+    Unlocked,
+)
+from workflows.password_rehash import PasswordRehashWorkflow, Rehash
+
+
+@dataclass
+class Authenticated:
+    customer_id: int
+    customer_reference: str
+    token_version: int
+
+
+def lockout_id(subject: str) -> str:
+    kind, _, key = subject.partition(":")
+    return f"lockout:{key}" if kind == "customer" else f"lockout-ip:{key}"
+
+
+class Logins:
+    def __init__(self, client: Client, settings: Settings, sessions: SessionFactory, hasher: PasswordHasher) -> None:
+        self._client = client
+        self._settings = settings
+        self._sessions = sessions
+        self._hasher = hasher
+        self.customer_policy = ThrottlePolicy(
+            settings.lockout_max_failures, settings.lockout_window, settings.lockout_duration
+        )
+        self.ip_policy = ThrottlePolicy(
+            settings.lockout_ip_max_failures, settings.lockout_ip_window, settings.lockout_ip_duration
+        )
+
+    async def authenticate(self, email: str, password: str, *, client_ip: str) -> Authenticated:
+        """Raises LoginFailed (one answer for every reason) or LoginBlocked (no password was checked)."""
+        async with self._sessions() as session:
+            customer = await session.scalar(select(Customer).where(Customer.email_key == email.strip().lower()))
+        reservations: list[tuple[Reservation, ThrottlePolicy]] = []
+        subjects = [(throttle.ip_subject(client_ip, self._settings.secret_key.get_secret_value()), self.ip_policy)]
+        if customer is not None:
+            subjects.append((throttle.customer_subject(customer.customer_reference), self.customer_policy))
+        try:
+            for subject, policy in subjects:
+                reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
+        except Blocked as blocked:
+            for reservation, _ in reservations:
+                await throttle.release(self._sessions, reservation, forget_failures=False)
+            raise LoginBlocked(max(60, math.ceil(blocked.retry_after.total_seconds()))) from None
+
+        if customer is None or customer.password_hash is None:
+            await self._hasher.dummy_verify_async(password)
+            matches = False
+        else:
+            matches = await self._hasher.verify_async(customer.password_hash, password)
+        if matches:
+            for reservation, _ in reservations:
+                await throttle.release(
+                    self._sessions, reservation, forget_failures=reservation.subject.startswith("customer:")
+                )
+            assert customer is not None and customer.password_hash is not None
+            if customer.registered_at is None or customer.anonymized_at is not None:
+                raise LoginFailed()  # the right password of an account that cannot sign in is no attack
+            if self._hasher.needs_rehash(customer.password_hash):
+                await self._rehash(customer, password)
+            return Authenticated(customer.id, customer.customer_reference, customer.token_version)
+
+        for reservation, policy in reservations:
+            await self._tell_lockout(
+                reservation, policy, customer if reservation.subject.startswith("customer:") else None
+            )
+        raise LoginFailed()
+
+    async def unlock(self, customer_reference: str, *, agent: str, reason: str) -> Unlocked:
+        handle = self._client.get_workflow_handle_for(
+            LockoutWindowWorkflow.run, lockout_id(throttle.customer_subject(customer_reference))
+        )
+        try:
+            return await handle.execute_update(LockoutWindowWorkflow.unlock, Unlock(agent, reason))
+        except WorkflowUpdateFailedError as error:
+            raise NotLocked(f"{customer_reference} is not locked") from error
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise NotLocked(f"{customer_reference} is not locked") from error
+            raise
+
+    async def _tell_lockout(self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer | None) -> None:
+        crossed = reservation.crossed(policy)
+        if not (reservation.opened_window or crossed):
+            return  # failures inside a window cost the cluster nothing
+        settings = self._settings
+        await self._client.start_workflow(
+            LockoutWindowWorkflow.run,
+            LockoutInput(
+                subject=reservation.subject,
+                customer_reference=customer.customer_reference if customer else None,
+                policy=LockoutPolicy(
+                    max_failures=policy.max_failures,
+                    window=policy.window,
+                    lock_duration=policy.lock_duration,
+                    escalation_factor=settings.lockout_escalation_factor,
+                    max_lock_duration=settings.lockout_max_duration,
+                    escalation_period=settings.lockout_escalation_period,
+                    history_limit=settings.lockout_history_limit,
+                ),
+            ),
+            id=lockout_id(reservation.subject),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=THRESHOLD_CROSSED if crossed else WINDOW_OPENED,
+        )
+
+    async def _rehash(self, customer: Customer, password: str) -> None:
+        new_hash = await self._hasher.hash_async(password)
+        await self._client.start_workflow(
+            PasswordRehashWorkflow.run,
+            Rehash(customer.customer_reference, customer.password_hash or "", new_hash),
+            id=f"password-rehash:{customer.customer_reference}",
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )

@@ -1,0 +1,237 @@
+"""Lockout windows on the time-skipping server: lock, unlock by timer, window expiry, escalation,
+support unlock, continue-as-new, and the bound on password verifications under a concurrent attack."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import Stack, StackFactory, unique_email
+from sqlalchemy import select
+
+from accounts.models import AuditEvent, Customer
+from accounts.passwords import PasswordHasher
+from accounts.throttle import customer_subject
+from starter import AccountsClient, LoginBlocked, LoginFailed, NotLocked, Registration
+from starter.login import lockout_id
+from workflows.lockout import LockoutWindowWorkflow
+
+PASSWORD = "Vq8#nT2!pLm4-kettle"
+IP = "203.0.113.7"
+
+
+class CountingHasher(PasswordHasher):
+    """Counts password verifications (real and dummy): the quantity the lockout bound is about."""
+
+    verifications = 0
+
+    async def verify_async(self, password_hash: str, password: str) -> bool:
+        CountingHasher.verifications += 1
+        return await super().verify_async(password_hash, password)
+
+    async def dummy_verify_async(self, password: str) -> bool:
+        CountingHasher.verifications += 1
+        return await super().dummy_verify_async(password)
+
+
+@pytest.fixture
+def lockout_stack(stack: StackFactory, time_skipping: Any, sqlite_database: Any) -> Any:
+    def build(**overrides: Any) -> Any:
+        settings = {"lockout_max_failures": 3, **overrides}
+        return stack(time_skipping, sqlite_database, **settings)
+
+    return build
+
+
+async def verified_customer(stack: Stack) -> tuple[str, str]:
+    email = unique_email()
+    registered = await stack.accounts.register(
+        Registration(
+            email=email, channel="api", locale="en_US", password=PASSWORD, first_name="Eve", last_name="Tester"
+        )
+    )
+    await stack.mail_to(email, "confirm")
+    await stack.accounts.verify_manually(registered.customer_reference, agent="setup", reason="test")
+    return email, registered.customer_reference
+
+
+async def fail(stack: Stack, email: str, times: int, ip: str = IP) -> None:
+    for _ in range(times):
+        with pytest.raises(LoginFailed):
+            await stack.accounts.logins.authenticate(email, "wrong password!", client_ip=ip)
+
+
+async def lock_status(stack: Stack, reference: str) -> Any:
+    handle = stack.client.get_workflow_handle_for(LockoutWindowWorkflow.run, lockout_id(customer_subject(reference)))
+    for _ in range(100):
+        status = await handle.query(LockoutWindowWorkflow.status)
+        if status.locked_until is not None:
+            return status
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def test_the_nth_failure_locks_the_account_and_the_timer_lifts_it(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await fail(stack, email, 3)
+
+        with pytest.raises(LoginBlocked) as blocked:  # even the right password is not checked now
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        assert 60 <= blocked.value.retry_after_seconds <= 360
+        notice = await stack.mail_to(email, "paused")
+        assert "3 failed" in notice.text
+        status = await lock_status(stack, reference)
+        assert status.stage == "locked" and status.locks_total == 1
+
+        await stack.env.sleep(timedelta(seconds=361))
+        for _ in range(100):  # the lift is an activity: give it a moment of real time
+            try:
+                signed_in = await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+                break
+            except LoginBlocked:
+                await asyncio.sleep(0.05)
+        assert signed_in.customer_reference == reference
+        assert len([m for m in stack.sink.to(email) if "paused" in m.subject]) == 1
+
+
+async def test_failures_below_the_threshold_expire_with_the_window(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await fail(stack, email, 2)
+        await stack.env.sleep(timedelta(seconds=901))
+        await asyncio.sleep(0.3)  # the close-window activity runs in real time
+        await fail(stack, email, 2)  # a new window: two more are allowed without a lock
+        assert (await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)).customer_reference == reference
+
+
+async def test_a_successful_sign_in_clears_the_count(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, _ = await verified_customer(stack)
+        for _ in range(3):
+            await fail(stack, email, 2)
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+
+
+async def test_repeat_lockouts_escalate_up_to_the_cap(lockout_stack: Any) -> None:
+    async with lockout_stack(lockout_max_duration=timedelta(seconds=1000)) as stack:
+        email, reference = await verified_customer(stack)
+        durations = []
+        for _ in range(3):
+            await fail(stack, email, 3)
+            status = await lock_status(stack, reference)
+            durations.append(round((status.locked_until - status.lock_starts[-1]).total_seconds()))
+            await stack.env.sleep(status.locked_until - status.lock_starts[-1] + timedelta(seconds=1))
+            for _ in range(100):
+                if (await lock_status_now(stack, reference)).locked_until is None:
+                    break
+                await asyncio.sleep(0.05)
+        assert durations == [360, 720, 1000]  # doubling, capped at ACCOUNTS_LOCKOUT_MAX_DURATION
+
+
+async def lock_status_now(stack: Stack, reference: str) -> Any:
+    handle = stack.client.get_workflow_handle_for(LockoutWindowWorkflow.run, lockout_id(customer_subject(reference)))
+    return await handle.query(LockoutWindowWorkflow.status)
+
+
+async def test_support_unlocks_at_once_and_it_is_audited(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)
+        with pytest.raises(NotLocked):
+            await stack.accounts.logins.unlock(reference, agent="alice", reason="nothing to unlock")
+        await fail(stack, email, 3)
+        await lock_status(stack, reference)
+
+        unlocked = await stack.accounts.logins.unlock(reference, agent="alice", reason="customer called")
+
+        assert unlocked.was_locked_until is not None
+        assert (await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)).customer_reference == reference
+        async with stack.database.sessions() as session:
+            events = (
+                await session.execute(
+                    select(AuditEvent.event, AuditEvent.actor).where(AuditEvent.customer_reference == reference)
+                )
+            ).all()
+        assert ("account_locked", "system") in events and ("account_unlocked", "alice") in events
+
+
+async def test_a_window_under_sustained_attack_continues_as_new(lockout_stack: Any) -> None:
+    # a small history limit stands in for the server's suggestion after thousands of events
+    async with lockout_stack(lockout_escalation_factor=1.0, lockout_history_limit=40) as stack:
+        email, reference = await verified_customer(stack)
+        handle = stack.client.get_workflow_handle_for(
+            LockoutWindowWorkflow.run, lockout_id(customer_subject(reference))
+        )
+        run_ids = set()
+        for round_ in range(8):
+            await fail(stack, email, 3)
+            await lock_status(stack, reference)
+            run_ids.add((await handle.describe()).run_id)
+            await stack.accounts.logins.unlock(reference, agent="alice", reason=f"round {round_}")
+        assert len(run_ids) > 1  # the window moved to a fresh run with a short history...
+        status = await lock_status_now(stack, reference)
+        assert status.locks_total == 8  # ...and carried its state along
+        history = await handle.fetch_history()
+        assert len(history.events) <= 60
+
+
+async def test_a_hundred_concurrent_wrong_attempts_verify_at_most_the_threshold(lockout_stack: Any) -> None:
+    async with lockout_stack(lockout_max_failures=9) as stack:
+        email, reference = await verified_customer(stack)
+        counting = AccountsClient(
+            stack.client, stack.settings, stack.database.sessions, hasher=CountingHasher.from_settings(stack.settings)
+        )
+        CountingHasher.verifications = 0
+        results = await asyncio.gather(
+            *(counting.logins.authenticate(email, f"wrong {i}", client_ip=f"198.51.100.{i}") for i in range(100)),
+            return_exceptions=True,
+        )
+        assert CountingHasher.verifications <= 9
+        assert sum(isinstance(r, LoginFailed) for r in results) == CountingHasher.verifications
+        assert all(isinstance(r, LoginFailed | LoginBlocked) for r in results)
+        status = await lock_status(stack, reference)
+        assert status.locks_total == 1  # crossing the threshold told the workflow once
+        assert len([m for m in await _wait_mails(stack, email) if "paused" in m.subject]) == 1
+
+
+async def _wait_mails(stack: Stack, email: str) -> list[Any]:
+    await stack.mail_to(email, "paused")
+    await asyncio.sleep(0.3)
+    return stack.sink.to(email)
+
+
+async def test_every_kind_of_failure_costs_exactly_one_verification(lockout_stack: Any) -> None:
+    """Unknown addresses, unverified accounts and wrong passwords do the same argon2 work: no timing oracle."""
+    async with lockout_stack(lockout_max_failures=50) as stack:
+        email, _ = await verified_customer(stack)
+        unverified = unique_email()
+        await stack.accounts.register(Registration(email=unverified, channel="api", locale="en_US", password=PASSWORD))
+        counting = AccountsClient(
+            stack.client, stack.settings, stack.database.sessions, hasher=CountingHasher.from_settings(stack.settings)
+        )
+        for username, password in ((email, "wrong!"), (unique_email(), PASSWORD), (unverified, PASSWORD)):
+            CountingHasher.verifications = 0
+            with pytest.raises(LoginFailed):
+                await counting.logins.authenticate(username, password, client_ip=IP)
+            assert CountingHasher.verifications == 1, username
+
+
+async def test_a_sign_in_rehashes_a_password_stored_with_old_parameters(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)  # hashed with the stack's time_cost=1
+        stronger = stack.settings.model_copy(update={"argon2_time_cost": 2})
+        upgraded = AccountsClient(stack.client, stronger, stack.database.sessions)
+        await upgraded.logins.authenticate(email, PASSWORD, client_ip=IP)
+        for _ in range(100):
+            async with stack.database.sessions() as session:
+                stored = await session.scalar(
+                    select(Customer.password_hash).where(Customer.customer_reference == reference)
+                )
+            if stored and ",t=2," in stored:
+                break
+            await asyncio.sleep(0.05)
+        assert stored is not None and ",t=2," in stored
+        assert PASSWORD not in stored
+        assert (await upgraded.logins.authenticate(email, PASSWORD, client_ip=IP)).customer_reference == reference
