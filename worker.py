@@ -20,11 +20,20 @@ from accounts.temporal import connect
 from activities.customers import CustomerActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
+from activities.passwords import PasswordActivities
 from workflows.lockout import LockoutWindowWorkflow
+from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
+from workflows.password_reset import PasswordResetWorkflow
 from workflows.registration import RegistrationWorkflow
 
-WORKFLOWS = [RegistrationWorkflow, LockoutWindowWorkflow, PasswordRehashWorkflow]
+WORKFLOWS = [
+    RegistrationWorkflow,
+    LockoutWindowWorkflow,
+    PasswordRehashWorkflow,
+    PasswordResetWorkflow,
+    PasswordChangeWorkflow,
+]
 log = logging.getLogger("accounts.worker")
 
 
@@ -38,6 +47,7 @@ def build_worker(
 ) -> Worker:
     customers = CustomerActivities(sessions)
     lockout = LockoutActivities(sessions)
+    passwords = PasswordActivities(sessions)
     emails = EmailActivities(
         sessions,
         EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
@@ -56,6 +66,9 @@ def build_worker(
             lockout.set_lock,
             lockout.lift_lock,
             lockout.close_window,
+            passwords.set_password,
+            passwords.force_reset,
+            passwords.expire_reset_links,
             emails.send_token_link,
             emails.send_notice,
         ],

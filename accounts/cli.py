@@ -19,6 +19,9 @@ from accounts.settings import Settings
 app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+passwords_app = typer.Typer(help="Support: customers' passwords.", no_args_is_help=True)
+app.add_typer(passwords_app, name="passwords")
+Agent = Annotated[str, typer.Option(help="who acts (recorded in the audit trail)")]
 console = Console()
 T = TypeVar("T")
 
@@ -136,3 +139,55 @@ def status(customer_reference: str, as_json: Annotated[bool, typer.Option("--jso
         table.add_row(name.replace("_", " "), "-" if value is None else str(value))
     table.add_row("temporal ui", url)
     console.print(table)
+
+
+@passwords_app.command("send-token")
+def send_password_token(customer_reference: str, agent: Agent) -> None:
+    """Email the customer a "set your password" link."""
+    _with_client(lambda c: c.passwords.send_set_password_link(customer_reference, agent=agent))
+    console.print(f"set-password link on its way to {customer_reference}")
+
+
+@passwords_app.command("set")
+def set_password(
+    customer_reference: str,
+    agent: Agent,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Set a password for the customer (policy enforced, sessions ended, customer notified)."""
+    _with_client(lambda c: c.passwords.set_by_support(customer_reference, password, agent=agent))
+    console.print(f"password of {customer_reference} set; the customer is notified")
+
+
+@passwords_app.command("force-reset")
+def force_reset(customer_reference: str, agent: Agent) -> None:
+    """The current password stops working at once and a reset link is emailed."""
+    _with_client(lambda c: c.passwords.force_reset(customer_reference, agent=agent))
+    console.print(f"{customer_reference} must reset the password; the link is on its way")
+
+
+@passwords_app.command("send-tokens")
+def send_tokens(
+    agent: Agent,
+    without_password: Annotated[
+        bool, typer.Option("--without-password", help="required: the customers to mail")
+    ] = False,
+) -> None:
+    """Bulk: set-password links to every active customer without a password (resumable)."""
+    from rich.progress import Progress
+
+    if not without_password:
+        raise typer.BadParameter("name the customers: --without-password")
+
+    async def run(client: Any) -> tuple[int, int]:
+        total = await client.passwords.count_customers_without_password()
+        sent = skipped = 0
+        with Progress(console=console) as progress:
+            task = progress.add_task("sending set-password links", total=total)
+            async for _reference, was_sent in client.passwords.send_links_to_customers_without_password(agent=agent):
+                sent, skipped = (sent + 1, skipped) if was_sent else (sent, skipped + 1)
+                progress.advance(task)
+        return sent, skipped
+
+    sent, skipped = _with_client(run)
+    console.print(f"{sent} links sent, {skipped} skipped (a link was already on its way)")

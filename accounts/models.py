@@ -62,6 +62,8 @@ class Customer(Base):
     registered_at: Mapped[datetime | None]
     anonymized_at: Mapped[datetime | None]
     token_version: Mapped[int] = mapped_column(default=0)
+    # set by a back-office "force reset": the current password no longer signs in
+    password_reset_required: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

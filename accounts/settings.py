@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     password_check_common: bool = True
     password_check_similarity: bool = True
 
+    # password reset
+    password_reset_expires_after: Duration = timedelta(hours=2)
+    password_reset_resend_min_interval: Duration = timedelta(minutes=1)
+    password_reset_resends_per_hour: int = 5
+
     # login: access tokens (RS256 JWT) and refresh tokens
     # signs the keyed hash of client IPs (lockout-ip:{hash}); production refuses the placeholder
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)

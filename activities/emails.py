@@ -48,6 +48,7 @@ class NoticeInput:
     idempotency_key: str
     locked_until: datetime | None = None  # account_locked
     failures: int | None = None  # account_locked
+    changed_at: datetime | None = None  # password_changed
 
 
 class EmailActivities:
@@ -92,6 +93,8 @@ class EmailActivities:
         context: dict[str, Any] = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
         if request.locked_until is not None:
             context.update(locked_until=request.locked_until, failures=request.failures)
+        if request.changed_at is not None:
+            context.update(changed_at=request.changed_at)
         return await self._deliver(customer, request.template, request.idempotency_key, context)
 
     async def _deliver(

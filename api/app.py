@@ -19,7 +19,7 @@ from accounts.settings import Settings
 from accounts.temporal import connect
 from api import jsonapi
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import access_tokens, confirmation, customers
+from api.routes import access_tokens, confirmation, customers, passwords
 from starter import AccountsClient
 
 
@@ -71,4 +71,5 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(customers.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
+    app.include_router(passwords.router)
     return app

@@ -95,3 +95,53 @@ class RefreshTokenData(BaseModel):
 
 class RefreshTokenRequest(BaseModel):
     data: RefreshTokenData
+
+
+class ForgottenPasswordAttributes(_Attributes):
+    email: Annotated[StrictStr, Field(min_length=1, max_length=255)]
+
+
+class ForgottenPasswordData(BaseModel):
+    type: Literal["customer-forgotten-password"]
+    attributes: ForgottenPasswordAttributes
+
+
+class ForgottenPasswordRequest(BaseModel):
+    data: ForgottenPasswordData
+
+
+Password = Annotated[StrictStr, Field(min_length=1)]
+
+
+class RestorePasswordAttributes(_Attributes):
+    restore_password_key: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, alias="restorePasswordKey", repr=False
+    )
+    password: Password = Field(repr=False)
+    confirm_password: Password = Field(alias="confirmPassword", repr=False)
+
+
+class RestorePasswordData(BaseModel):
+    type: Literal["customer-restore-password"]
+    id: StrictStr | None = None
+    attributes: RestorePasswordAttributes
+
+
+class RestorePasswordRequest(BaseModel):
+    data: RestorePasswordData
+
+
+class ChangePasswordAttributes(_Attributes):
+    password: Password = Field(repr=False)
+    new_password: Password = Field(alias="newPassword", repr=False)
+    confirm_password: Password = Field(alias="confirmPassword", repr=False)
+
+
+class ChangePasswordData(BaseModel):
+    type: Literal["customer-password"]
+    id: StrictStr | None = None
+    attributes: ChangePasswordAttributes
+
+
+class ChangePasswordRequest(BaseModel):
+    data: ChangePasswordData

@@ -4,14 +4,17 @@ from starter.client import AccountsClient, Confirmation, Registration
 from starter.errors import (
     AccountsError,
     EmailTaken,
+    InvalidResetKey,
     LoginBlocked,
     LoginFailed,
     NotAwaitingVerification,
     NotLocked,
     PasswordRejected,
+    PasswordResetRequired,
     RegistrationNotFound,
     ResendLimitReached,
     ResendThrottled,
+    WrongCurrentPassword,
 )
 
 __all__ = [
@@ -19,13 +22,16 @@ __all__ = [
     "AccountsError",
     "Confirmation",
     "EmailTaken",
+    "InvalidResetKey",
     "LoginBlocked",
     "LoginFailed",
     "NotAwaitingVerification",
     "NotLocked",
     "PasswordRejected",
+    "PasswordResetRequired",
     "Registration",
     "RegistrationNotFound",
     "ResendLimitReached",
     "ResendThrottled",
+    "WrongCurrentPassword",
 ]

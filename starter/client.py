@@ -35,6 +35,7 @@ from starter.errors import (
     ResendThrottled,
 )
 from starter.login import Authenticated, Logins
+from starter.passwords import Passwords
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -112,6 +113,7 @@ class AccountsClient:
         self._hasher = hasher or PasswordHasher.from_settings(settings)
         self._policy = policy or PasswordPolicy.from_settings(settings)
         self.logins = Logins(client, settings, sessions, self._hasher)
+        self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

@@ -49,3 +49,15 @@ class LoginBlocked(AccountsError):
 
 class NotLocked(AccountsError):
     pass
+
+
+class InvalidResetKey(AccountsError):
+    """Unknown, expired or used restore-password key."""
+
+
+class PasswordResetRequired(AccountsError):
+    """The right password of an account whose reset was forced: use the emailed link."""
+
+
+class WrongCurrentPassword(AccountsError):
+    """Changing a password needs the current one; a wrong one counts as a failed sign-in."""

@@ -22,7 +22,7 @@ from accounts.models import Customer
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
-from starter.errors import LoginBlocked, LoginFailed, NotLocked
+from starter.errors import LoginBlocked, LoginFailed, NotLocked, PasswordResetRequired, WrongCurrentPassword
 from workflows.lockout import (
     THRESHOLD_CROSSED,
     WINDOW_OPENED,
@@ -31,6 +31,8 @@ from workflows.lockout import (
     LockoutWindowWorkflow,
     Unlock,
     Unlocked,
+    ip_lockout_workflow_id,
+    lockout_workflow_id,
 )
 from workflows.password_rehash import PasswordRehashWorkflow, Rehash
 
@@ -44,7 +46,7 @@ class Authenticated:
 
 def lockout_id(subject: str) -> str:
     kind, _, key = subject.partition(":")
-    return f"lockout:{key}" if kind == "customer" else f"lockout-ip:{key}"
+    return lockout_workflow_id(key) if kind == "customer" else ip_lockout_workflow_id(key)
 
 
 class Logins:
@@ -61,9 +63,28 @@ class Logins:
         )
 
     async def authenticate(self, email: str, password: str, *, client_ip: str) -> Authenticated:
-        """Raises LoginFailed (one answer for every reason) or LoginBlocked (no password was checked)."""
+        """Raises LoginFailed (one answer for every reason), LoginBlocked (no password was checked) or
+        PasswordResetRequired (the right password of an account whose reset was forced)."""
         async with self._sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email.strip().lower()))
+        if not await self._verify(customer, password, client_ip=client_ip):
+            raise LoginFailed()
+        assert customer is not None
+        if customer.registered_at is None or customer.anonymized_at is not None:
+            raise LoginFailed()  # the right password of an account that cannot sign in is no attack
+        if customer.password_reset_required:
+            raise PasswordResetRequired()
+        assert customer.password_hash is not None
+        if self._hasher.needs_rehash(customer.password_hash):
+            await self._rehash(customer, password)
+        return Authenticated(customer.id, customer.customer_reference, customer.token_version)
+
+    async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:
+        """The signed-in customer's current password, under the same lockout as sign-in."""
+        if not await self._verify(customer, password, client_ip=client_ip):
+            raise WrongCurrentPassword()
+
+    async def _verify(self, customer: Customer | None, password: str, *, client_ip: str) -> bool:
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
         subjects = [(throttle.ip_subject(client_ip, self._settings.secret_key.get_secret_value()), self.ip_policy)]
         if customer is not None:
@@ -83,21 +104,13 @@ class Logins:
             matches = await self._hasher.verify_async(customer.password_hash, password)
         if matches:
             for reservation, _ in reservations:
-                await throttle.release(
-                    self._sessions, reservation, forget_failures=reservation.subject.startswith("customer:")
-                )
-            assert customer is not None and customer.password_hash is not None
-            if customer.registered_at is None or customer.anonymized_at is not None:
-                raise LoginFailed()  # the right password of an account that cannot sign in is no attack
-            if self._hasher.needs_rehash(customer.password_hash):
-                await self._rehash(customer, password)
-            return Authenticated(customer.id, customer.customer_reference, customer.token_version)
-
+                is_customer = reservation.subject.startswith("customer:")
+                await throttle.release(self._sessions, reservation, forget_failures=is_customer)
+            return True
         for reservation, policy in reservations:
-            await self._tell_lockout(
-                reservation, policy, customer if reservation.subject.startswith("customer:") else None
-            )
-        raise LoginFailed()
+            owner = customer if reservation.subject.startswith("customer:") else None
+            await self._tell_lockout(reservation, policy, owner)
+        return False
 
     async def unlock(self, customer_reference: str, *, agent: str, reason: str) -> Unlocked:
         handle = self._client.get_workflow_handle_for(

@@ -45,6 +45,9 @@ from worker import build_worker
 
 PG_ADMIN_DSN = os.environ.get("ACCOUNTS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 8192, "argon2_parallelism": 1}
+# Every test connects from 127.0.0.1 against session-long databases: the per-IP window would fill up
+# across tests. The IP lockout has its own test, which sets its threshold explicitly.
+TEST_DEFAULTS = {**FAST_ARGON2, "lockout_ip_max_failures": 100_000}
 
 
 def free_port() -> int:
@@ -187,6 +190,13 @@ class Stack:
     env: WorkflowEnvironment
     api_url: str | None = None
     worker: Worker | None = None
+    server: uvicorn.Server | None = None
+    server_task: asyncio.Task[None] | None = None
+
+    async def stop_api(self) -> None:
+        if self.server is not None and self.server_task is not None and not self.server_task.done():
+            self.server.should_exit = True
+            await self.server_task
 
     def http(self) -> httpx.AsyncClient:
         assert self.api_url is not None, "this stack was built without the API"
@@ -232,7 +242,7 @@ def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFact
             public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
             customer_reference_prefix=database.reference_prefix,
             var_dir=tmp_path_factory.getbasetemp() / "var",
-            **{**FAST_ARGON2, **overrides},
+            **{**TEST_DEFAULTS, **overrides},
         )
         client = client_with_converter(env, settings)
         built = Stack(settings, client, AccountsClient(client, settings, database.sessions), database, sink, env)
@@ -252,6 +262,7 @@ def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFact
                     )
                 )
                 server_task = asyncio.get_running_loop().create_task(server.serve())
+                built.server, built.server_task = server, server_task
                 while not server.started:
                     if server_task.done():
                         server_task.result()
@@ -259,9 +270,7 @@ def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFact
                 built.api_url = f"http://127.0.0.1:{port}"
             yield built
         finally:
-            if server is not None and server_task is not None:
-                server.should_exit = True
-                await server_task
+            await built.stop_api()
             assert built.worker is not None
             if built.worker.is_running:
                 await built.worker.shutdown()

@@ -28,10 +28,19 @@ with workflow.unsafe.imports_passed_through():
 
 WINDOW_OPENED = "window_opened"
 THRESHOLD_CROSSED = "threshold_crossed"
+CLEAR_LOCK = "clear"  # a completed password reset: lift any lock, forget the window
 
 OPEN = "window_open"
 LOCKED = "locked"
 IDLE = "idle"
+
+
+def lockout_workflow_id(customer_reference: str) -> str:
+    return f"lockout:{customer_reference}"
+
+
+def ip_lockout_workflow_id(ip_hash: str) -> str:
+    return f"lockout-ip:{ip_hash}"
 
 
 @dataclass
@@ -127,6 +136,12 @@ class LockoutWindowWorkflow:
     def threshold_crossed(self) -> None:
         self.window_opened()
         self._state.threshold_pending = True
+
+    @workflow.signal(name=CLEAR_LOCK)
+    def clear(self) -> None:
+        self._state.threshold_pending = False
+        if self._state.locked_until is not None:
+            self._state.unlocked_by = "password-reset"
 
     @workflow.update
     async def unlock(self, request: Unlock) -> Unlocked:

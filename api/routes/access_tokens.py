@@ -16,12 +16,16 @@ from api.auth import CurrentCustomer
 from api.deps import Accounts
 from api.jsonapi import GlueError, GlueException
 from api.schemas import AccessTokenRequest, RefreshTokenRequest
-from starter import LoginBlocked, LoginFailed
+from starter import LoginBlocked, LoginFailed, PasswordResetRequired
 from starter.login import Authenticated
 
 router = APIRouter(tags=["access-tokens"])
 
 AUTHENTICATION_FAILED = GlueError(401, "003", "Failed to authenticate user.")
+# Not a Spryker code: the right password of an account whose reset support forced.
+RESET_REQUIRED = GlueError(
+    401, "426", "Password reset required. Use the link sent to your email address to set a new password."
+)
 REFRESH_FAILED = GlueError(401, "004", "Failed to refresh token.")
 
 
@@ -87,6 +91,8 @@ async def create_access_token(body: AccessTokenRequest, request: Request, accoun
         )
     except LoginFailed:
         raise GlueException(AUTHENTICATION_FAILED) from None
+    except PasswordResetRequired:
+        raise GlueException(RESET_REQUIRED) from None
     except LoginBlocked as blocked:
         raise GlueException(blocked_error(blocked)) from None
     return _token_document(request, "access-tokens", await _tokens(request, who))
@@ -132,6 +138,8 @@ async def oauth_token(
                 "unsupported_grant_type" if grant_type not in ("password", "refresh_token") else "invalid_request",
                 "grant_type with its parameters is required",
             )
+    except PasswordResetRequired:
+        return _oauth_error(400, "invalid_grant", RESET_REQUIRED.detail)
     except (LoginFailed, InvalidRefreshToken):
         return _oauth_error(400, "invalid_grant", "The credentials or the refresh token are not valid.")
     except LoginBlocked as blocked:

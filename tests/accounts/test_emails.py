@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,16 @@ from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.mailsink import MailSink
 from accounts.settings import PROJECT_ROOT, Settings
 
-MESSAGES = ("verify", "reminder", "welcome", "already_registered", "account_locked")
+MESSAGES = (
+    "verify",
+    "reminder",
+    "welcome",
+    "already_registered",
+    "account_locked",
+    "password_reset",
+    "set_password",
+    "password_changed",
+)
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
 LINK = "http://localhost:8000/register/confirm?token=abc123"
@@ -48,6 +58,7 @@ def context(**overrides: Any) -> dict[str, Any]:
         "reset_url": "http://localhost:8000/password/reset",
         "locked_until": datetime(2026, 11, 25, 11, 10, tzinfo=UTC),
         "failures": 5,
+        "changed_at": datetime(2026, 11, 25, 9, 15, tzinfo=UTC),
     }
     return values | overrides
 
@@ -209,6 +220,161 @@ def test_register_confirm_page_in_an_unknown_locale_is_english(renderer: EmailRe
 
     assert '<html lang="en">' in page
     assert "Your account is active" in page
+
+
+@pytest.mark.parametrize("name", ["password_reset", "set_password"])
+@pytest.mark.parametrize("locale", LOCALES)
+def test_password_link_stands_alone_in_text_and_is_a_button_in_html(
+    renderer: EmailRenderer, name: str, locale: str
+) -> None:
+    content = renderer.render_email(name, locale, context())
+    expiry = {"en_US": "November 25, 2026 at 10:40 UTC", "de_DE": "25.11.2026, 10:40 UTC"}[locale]
+
+    assert LINK in content.text.splitlines()
+    assert f'href="{LINK}"' in content.html
+    assert expiry in content.text
+    assert expiry in content.html
+
+
+@pytest.mark.parametrize(
+    ("locale", "reassurance"),
+    [
+        ("en_US", "your password stays as it is"),
+        ("de_DE", "Ihr Passwort bleibt unverändert"),
+    ],
+)
+def test_password_reset_says_an_unasked_reset_changes_nothing(
+    renderer: EmailRenderer, locale: str, reassurance: str
+) -> None:
+    content = renderer.render_email("password_reset", locale, context())
+
+    assert reassurance in content.text
+    assert reassurance in content.html
+
+
+@pytest.mark.parametrize(
+    ("locale", "changed"),
+    [
+        ("en_US", "changed on November 25, 2026 at 09:15 UTC"),
+        ("de_DE", "am 25.11.2026, 09:15 UTC geändert"),
+    ],
+)
+def test_password_changed_names_the_time_and_offers_the_reset_link(
+    renderer: EmailRenderer, locale: str, changed: str
+) -> None:
+    reset_url = "http://localhost:8000/password/reset"
+    content = renderer.render_email("password_changed", locale, context())
+
+    assert changed in content.text
+    assert changed in content.html
+    assert reset_url in content.text.splitlines()
+    assert f'href="{reset_url}"' in content.html
+
+
+def test_password_changed_needs_an_aware_time(renderer: EmailRenderer) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        renderer.render_email("password_changed", "de_DE", context(changed_at=datetime(2026, 11, 25, 9, 15)))
+
+
+def restore_context(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "shop_name": "Shop",
+        "token": "tok-123",
+        "state": "form",
+        "errors": [],
+        "login_url": "http://localhost:8000/login",
+        "min_length": 12,
+    }
+    return values | overrides
+
+
+@pytest.mark.parametrize(
+    ("locale", "state", "heading", "text"),
+    [
+        ("en_US", "form", "Choose a new password", "at least 12 characters"),
+        ("en_US", "done", "Your password was changed", "You can sign in now"),
+        ("en_US", "invalid", "This link is invalid, expired or was already used", "request a new link"),
+        ("de_DE", "form", "Neues Passwort festlegen", "Mindestens 12 Zeichen"),
+        ("de_DE", "done", "Ihr Passwort wurde geändert", "Sie können sich jetzt mit Ihrem neuen Passwort anmelden"),
+        ("de_DE", "invalid", "Dieser Link ist ungültig, abgelaufen oder wurde bereits verwendet", "neuen Link"),
+    ],
+)
+def test_restore_password_page(renderer: EmailRenderer, locale: str, state: str, heading: str, text: str) -> None:
+    page = renderer.render_page("restore_password", locale, restore_context(state=state))
+
+    assert page.startswith("<!DOCTYPE html>")
+    assert f'<html lang="{locale[:2]}">' in page
+    assert f"<h1>{heading}</h1>" in page
+    assert text in page
+    assert "<script" not in page
+    assert ("<form" in page) == (state == "form")
+    if state != "form":
+        assert 'href="http://localhost:8000/login"' in page
+        assert "tok-123" not in page
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_restore_password_form_posts_without_javascript(renderer: EmailRenderer, locale: str) -> None:
+    page = renderer.render_page("restore_password", locale, restore_context())
+
+    assert '<form method="post" action="/password/restore">' in page
+    assert '<input type="hidden" name="token" value="tok-123">' in page
+    for field in ("password", "confirm_password"):
+        assert (
+            f'<input id="{field}" name="{field}" type="password" autocomplete="new-password" required minlength="12"'
+        ) in page
+    assert '<button type="submit"' in page
+    assert "<script" not in page
+    assert "onsubmit" not in page
+    assert "onclick" not in page
+    assert 'role="alert"' not in page
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_restore_password_form_escapes_the_token(renderer: EmailRenderer, locale: str) -> None:
+    token = '"><script>alert(1)</script>'
+    page = renderer.render_page("restore_password", locale, restore_context(token=token))
+
+    assert '<input type="hidden" name="token" value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;">' in page
+    assert "<script" not in page
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_restore_password_form_shows_errors_above_the_form_escaped(renderer: EmailRenderer, locale: str) -> None:
+    errors = ["The two passwords are not identical.", "<b>too short</b>"]
+    page = renderer.render_page("restore_password", locale, restore_context(errors=errors))
+
+    assert 'role="alert"' in page
+    assert "<li>The two passwords are not identical.</li>" in page
+    assert "<li>&lt;b&gt;too short&lt;/b&gt;</li>" in page
+    assert page.index('role="alert"') < page.index("<form")
+
+
+def password_errors(locale: str) -> dict[str, str]:
+    path = PROJECT_ROOT / "templates" / "pages" / locale / "password_errors.json"
+    loaded = json.loads(path.read_text("utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_password_error_messages_cover_every_policy_code(locale: str) -> None:
+    messages = password_errors(locale)
+
+    assert set(messages) == {"406", "418", "419", "420", "421", "422"}
+    assert all(isinstance(message, str) and message.strip() for message in messages.values())
+    assert "{min_length}" in messages["418"]
+    # Every message goes through str.format(min_length=...): no other placeholders, no stray braces.
+    assert "12" in messages["418"].format(min_length=12)
+    for message in messages.values():
+        message.format(min_length=12)
+
+
+def test_password_error_messages_have_the_same_codes_in_every_locale() -> None:
+    english, german = (password_errors(locale) for locale in LOCALES)
+
+    assert english.keys() == german.keys()
+    assert all(english[code] != german[code] for code in english)
 
 
 @pytest.mark.parametrize(

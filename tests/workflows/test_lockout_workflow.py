@@ -235,3 +235,15 @@ async def test_a_sign_in_rehashes_a_password_stored_with_old_parameters(lockout_
         assert stored is not None and ",t=2," in stored
         assert PASSWORD not in stored
         assert (await upgraded.logins.authenticate(email, PASSWORD, client_ip=IP)).customer_reference == reference
+
+
+async def test_one_address_failing_on_many_accounts_is_blocked_by_its_ip_window(lockout_stack: Any) -> None:
+    async with lockout_stack(lockout_max_failures=50, lockout_ip_max_failures=5) as stack:
+        victims = [await verified_customer(stack) for _ in range(3)]
+        attacker = "198.51.100.66"
+        for email, _ in victims:
+            await fail(stack, email, 2 if email != victims[-1][0] else 1, ip=attacker)
+        with pytest.raises(LoginBlocked):  # the sixth attempt from that address, on any account
+            await stack.accounts.logins.authenticate(victims[0][0], PASSWORD, client_ip=attacker)
+        # the customers themselves, from their own addresses, are not locked out
+        assert await stack.accounts.logins.authenticate(victims[0][0], PASSWORD, client_ip="192.0.2.10")

@@ -1,0 +1,114 @@
+"""Database side of password lifecycles: one place that sets a password and what must follow it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from accounts import anonymization, audit
+from accounts.db import SessionFactory
+from accounts.models import AuditEvent, Customer, LoginThrottle, utcnow
+from accounts.refresh_tokens import RefreshToken
+from accounts.throttle import customer_subject
+
+PASSWORD_RESET = "password_reset"  # noqa: S105 (a token purpose, not a secret)
+
+
+@dataclass
+class SetPassword:
+    customer_reference: str
+    password_hash: str
+    event: str  # password_reset | password_changed | password_set
+    channel: str
+    actor: str
+    idempotency_key: str
+    verifies_email: bool = False  # a reset link proves the address: an unverified account becomes active
+
+
+@dataclass
+class ForceReset:
+    customer_reference: str
+    actor: str
+    idempotency_key: str
+
+
+class PasswordActivities:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn
+    async def set_password(self, request: SetPassword) -> None:
+        """Store the hash; end every session (refresh tokens, access tokens via token_version); clear the
+        lockout count and reset flag; kill outstanding reset links. Once per idempotency key."""
+        async with self._sessions.begin() as session:
+            if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
+                return
+            customer = await _customer(session, request.customer_reference)
+            now = utcnow()
+            customer.password_hash = request.password_hash
+            customer.password_reset_required = False
+            customer.token_version += 1
+            if request.verifies_email and customer.registered_at is None:
+                customer.registered_at = now
+            await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.customer_id == customer.id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            await session.execute(
+                update(LoginThrottle)
+                .where(LoginThrottle.subject == customer_subject(customer.customer_reference))
+                .values(attempts=0, locked_until=None)
+            )
+            await anonymization.kill_tokens(session, customer.id, now=now, purpose=PASSWORD_RESET)
+            audit.record(
+                session,
+                customer_reference=customer.customer_reference,
+                event=request.event,
+                channel=request.channel,
+                actor=request.actor,
+                idempotency_key=request.idempotency_key,
+            )
+
+    @activity.defn
+    async def force_reset(self, request: ForceReset) -> None:
+        async with self._sessions.begin() as session:
+            if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
+                return
+            customer = await _customer(session, request.customer_reference)
+            customer.password_reset_required = True
+            customer.token_version += 1
+            await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.customer_id == customer.id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            audit.record(
+                session,
+                customer_reference=customer.customer_reference,
+                event="password_reset_forced",
+                channel="backoffice",
+                actor=request.actor,
+                idempotency_key=request.idempotency_key,
+            )
+
+    @activity.defn
+    async def expire_reset_links(self, customer_reference: str) -> None:
+        async with self._sessions.begin() as session:
+            customer = await _customer(session, customer_reference)
+            await anonymization.kill_tokens(session, customer.id, now=utcnow(), purpose=PASSWORD_RESET)
+
+
+async def _customer(session: object, customer_reference: str) -> Customer:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    assert isinstance(session, AsyncSession)
+    customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
+    if customer is None:
+        raise ApplicationError(
+            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
+        )
+    return customer

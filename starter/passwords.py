@@ -1,0 +1,215 @@
+"""Password use cases for every entry point (REST API, storefront form, CLI, back office):
+forgotten password, reset completion, change, set by support, forced reset, set-password links."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from accounts.db import SessionFactory
+from accounts.models import Customer, OneTimeToken, utcnow
+from accounts.passwords import PasswordHasher, PasswordPolicy
+from accounts.settings import Settings
+from accounts.tokens import hash_token
+from activities.passwords import PASSWORD_RESET
+from starter.errors import AccountsError, InvalidResetKey, PasswordRejected, RegistrationNotFound
+from starter.login import Logins
+from workflows.password_change import PasswordChange, PasswordChangeWorkflow
+from workflows.password_reset import RESEND, CompleteReset, PasswordResetWorkflow, ResetInput, ResetTimings
+
+
+def reset_id(customer_reference: str) -> str:
+    return f"password-reset:{customer_reference}"
+
+
+class Passwords:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        sessions: SessionFactory,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        logins: Logins,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._sessions = sessions
+        self._hasher = hasher
+        self._policy = policy
+        self._logins = logins
+
+    async def forgotten(self, email: str) -> None:
+        """Start or join the reset for this address; nothing (and no difference) for an unknown one."""
+        customer = await self._by_email(email)
+        if customer is not None:
+            await self._start_reset(customer.customer_reference, kind="reset", channel="storefront", actor="customer")
+
+    async def complete_reset(self, token: str, password: str) -> str:
+        """Set the new password with the emailed key. Raises InvalidResetKey or PasswordRejected."""
+        token_hash = hash_token(token)
+        async with self._sessions() as session:
+            found = (
+                await session.execute(
+                    select(OneTimeToken, Customer)
+                    .join(Customer, Customer.id == OneTimeToken.customer_id)
+                    .where(OneTimeToken.token_hash == token_hash, OneTimeToken.purpose == PASSWORD_RESET)
+                )
+            ).one_or_none()
+        if found is None or found[0].used_at is not None or found[0].expires_at <= utcnow():
+            raise InvalidResetKey()
+        customer = found[1]
+        password_hash = await self.checked_hash(password, customer)
+        handle = self._client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(customer.customer_reference))
+        try:
+            await handle.execute_update(PasswordResetWorkflow.complete, CompleteReset(token_hash, password_hash))
+        except (WorkflowUpdateFailedError, RPCError) as error:
+            raise InvalidResetKey() from error
+        return customer.customer_reference
+
+    async def change(self, customer: Customer, *, current: str, new: str, client_ip: str) -> None:
+        """The signed-in customer's change. A wrong current password counts as a failed sign-in."""
+        await self._logins.check_password(customer, current, client_ip=client_ip)
+        await self._store(customer, await self.checked_hash(new, customer), event="password_changed",
+                          channel="storefront", actor=customer.customer_reference)  # fmt: skip
+
+    async def set_by_support(self, customer_reference: str, password: str, *, agent: str) -> None:
+        customer = await self._by_reference(customer_reference)
+        await self._store(customer, await self.checked_hash(password, customer), event="password_set",
+                          channel="backoffice", actor=agent)  # fmt: skip
+
+    async def send_set_password_link(self, customer_reference: str, *, agent: str) -> None:
+        await self._by_reference(customer_reference)
+        await self._start_reset(customer_reference, kind="set_password", channel="backoffice", actor=agent)
+
+    async def force_reset(self, customer_reference: str, *, agent: str) -> None:
+        """The current password stops working at once; a reset link goes out. Replaces a running reset."""
+        await self._by_reference(customer_reference)
+        await self._client.start_workflow(
+            PasswordResetWorkflow.run,
+            self._input(customer_reference, "forced", "backoffice", agent),
+            id=reset_id(customer_reference),
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+        )
+
+    async def send_links_to_customers_without_password(self, *, agent: str) -> AsyncIterator[tuple[str, bool]]:
+        """Bulk set-password links to active customers without a password: yields (reference, sent).
+
+        Resumable: a customer whose link is still running is skipped, so an interrupted run can be
+        started again without mailing anyone twice."""
+        last_id = 0
+        while True:
+            async with self._sessions() as session:
+                batch = (
+                    await session.execute(
+                        select(Customer.id, Customer.customer_reference)
+                        .where(
+                            Customer.id > last_id,
+                            Customer.password_hash.is_(None),
+                            Customer.registered_at.is_not(None),
+                            Customer.anonymized_at.is_(None),
+                        )
+                        .order_by(Customer.id)
+                        .limit(200)
+                    )
+                ).all()
+            if not batch:
+                return
+            for customer_id, reference in batch:
+                last_id = customer_id
+                try:
+                    await self._client.start_workflow(
+                        PasswordResetWorkflow.run,
+                        self._input(reference, "set_password", "backoffice", agent),
+                        id=reset_id(reference),
+                        task_queue=self._settings.task_queue,
+                        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    )
+                    yield reference, True
+                except WorkflowAlreadyStartedError:
+                    yield reference, False
+
+    async def count_customers_without_password(self) -> int:
+        from sqlalchemy import func
+
+        async with self._sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Customer)
+                    .where(
+                        Customer.password_hash.is_(None),
+                        Customer.registered_at.is_not(None),
+                        Customer.anonymized_at.is_(None),
+                    )
+                )
+                or 0
+            )
+
+    async def checked_hash(self, password: str, customer: Customer) -> str:
+        user_inputs = [
+            v for v in (customer.email, customer.email.split("@")[0], customer.first_name, customer.last_name) if v
+        ]
+        violations = await asyncio.to_thread(self._policy.violations, password, user_inputs=user_inputs)
+        if violations:
+            raise PasswordRejected(violations)
+        return await self._hasher.hash_async(password)
+
+    async def _store(self, customer: Customer, password_hash: str, *, event: str, channel: str, actor: str) -> None:
+        start = WithStartWorkflowOperation(
+            PasswordChangeWorkflow.run,
+            PasswordChange(customer.customer_reference, password_hash, event, channel, actor),
+            id=f"password-change:{customer.customer_reference}:{uuid.uuid4().hex[:12]}",
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        # Answers once the hash is stored; the email follows durably whatever happens to this process.
+        await self._client.execute_update_with_start_workflow(
+            PasswordChangeWorkflow.stored, start_workflow_operation=start
+        )
+
+    async def _start_reset(self, customer_reference: str, *, kind: str, channel: str, actor: str) -> None:
+        # One workflow per customer: a repeated request arrives as a throttled resend.
+        await self._client.start_workflow(
+            PasswordResetWorkflow.run,
+            self._input(customer_reference, kind, channel, actor),
+            id=reset_id(customer_reference),
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=RESEND,
+        )
+
+    def _input(self, customer_reference: str, kind: str, channel: str, actor: str) -> ResetInput:
+        settings = self._settings
+        return ResetInput(
+            customer_reference,
+            kind,
+            channel,
+            actor,
+            ResetTimings(settings.password_reset_expires_after, settings.password_reset_resend_min_interval,
+                         settings.password_reset_resends_per_hour),
+        )  # fmt: skip
+
+    async def _by_email(self, email: str) -> Customer | None:
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(Customer).where(Customer.email_key == email.strip().lower(), Customer.anonymized_at.is_(None))
+            )
+
+    async def _by_reference(self, customer_reference: str) -> Customer:
+        async with self._sessions() as session:
+            customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
+        if customer is None or customer.anonymized_at is not None:
+            raise RegistrationNotFound(customer_reference)
+        return customer
+
+
+__all__ = ["AccountsError", "Passwords", "reset_id"]

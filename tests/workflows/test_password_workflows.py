@@ -1,0 +1,214 @@
+"""Password reset, change and support actions on the time-skipping server, with real activities."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import Stack, StackFactory, token_from, unique_email
+from sqlalchemy import select
+from test_lockout_workflow import IP, PASSWORD, fail, lock_status, verified_customer
+
+from accounts.models import AuditEvent, Customer
+from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
+from starter import InvalidResetKey, LoginBlocked, LoginFailed, PasswordRejected, PasswordResetRequired, Registration
+from starter.passwords import reset_id
+from workflows.password_reset import PasswordResetWorkflow
+
+NEW_PASSWORD = "Lantern-7#quiet-harbor"
+
+
+@pytest.fixture
+def pw_stack(stack: StackFactory, time_skipping: Any, sqlite_database: Any) -> Any:
+    def build(**overrides: Any) -> Any:
+        return stack(time_skipping, sqlite_database, **{"lockout_max_failures": 3, **overrides})
+
+    return build
+
+
+async def reset_link(stack: Stack, email: str, subject: str = "reset") -> str:
+    return token_from(await stack.mail_to(email, subject))
+
+
+async def customer(stack: Stack, reference: str) -> Customer:
+    async with stack.database.sessions() as session:
+        return (await session.execute(select(Customer).where(Customer.customer_reference == reference))).scalar_one()
+
+
+async def test_a_forgotten_password_is_reset_with_the_emailed_link(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        signed_in = await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        refresh = RefreshTokenStore(stack.database.sessions, lifetime=timedelta(days=1))
+        session_token = await refresh.issue(signed_in.customer_id)
+        version_before = (await customer(stack, reference)).token_version
+
+        await stack.accounts.passwords.forgotten(email.upper())
+        token = await reset_link(stack, email)
+        await stack.accounts.passwords.complete_reset(token, NEW_PASSWORD)
+
+        await stack.mail_to(email, "was changed")
+        assert (
+            await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+        ).customer_reference == reference
+        with pytest.raises(LoginFailed):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        assert (await customer(stack, reference)).token_version == version_before + 1  # access tokens die
+        with pytest.raises(InvalidRefreshToken):
+            await refresh.rotate(session_token)  # and every session with them
+        with pytest.raises(InvalidResetKey):  # single use
+            await stack.accounts.passwords.complete_reset(token, "Another-9#fine-password")
+        handle = stack.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        assert await handle.result() == "password_set"
+        raw = b"".join(e.SerializeToString() for e in (await handle.fetch_history()).events)
+        assert NEW_PASSWORD.encode() not in raw and token.encode() not in raw
+
+
+async def test_the_link_dies_after_two_hours(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await stack.accounts.passwords.forgotten(email)
+        token = await reset_link(stack, email)
+        await stack.env.sleep(timedelta(hours=2, minutes=1))
+        handle = stack.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        assert await handle.result() == "expired"
+        with pytest.raises(InvalidResetKey):
+            await stack.accounts.passwords.complete_reset(token, NEW_PASSWORD)
+
+
+async def test_repeated_requests_resend_through_one_workflow_throttled(pw_stack: Any) -> None:
+    async with pw_stack(password_reset_resends_per_hour=3) as stack:
+        email, reference = await verified_customer(stack)
+        for _ in range(3):
+            await stack.accounts.passwords.forgotten(email)
+        await reset_link(stack, email)
+        await asyncio.sleep(0.5)
+        assert len([m for m in stack.sink.to(email) if "Reset the password" in m.subject]) == 1
+        for _ in range(4):
+            await stack.env.sleep(timedelta(minutes=1, seconds=1))
+            await stack.accounts.passwords.forgotten(email)
+            await asyncio.sleep(0.3)
+        handle = stack.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        assert len((await handle.query(PasswordResetWorkflow.status)).sent_at) == 3  # capped per hour
+        links = [token_from(m) for m in stack.sink.to(email) if "Reset the password" in m.subject]
+        assert len(links) == 3
+        await stack.accounts.passwords.complete_reset(links[0], NEW_PASSWORD)  # any live link works
+
+
+async def test_two_concurrent_submissions_of_one_key_exactly_one_wins(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, _ = await verified_customer(stack)
+        await stack.accounts.passwords.forgotten(email)
+        token = await reset_link(stack, email)
+        results = await asyncio.gather(
+            stack.accounts.passwords.complete_reset(token, NEW_PASSWORD),
+            stack.accounts.passwords.complete_reset(token, "Other-4#calm-meadow-x"),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["InvalidResetKey", "str"]
+
+
+async def test_a_reset_clears_a_lock(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await fail(stack, email, 3)
+        await lock_status(stack, reference)
+        with pytest.raises(LoginBlocked):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        await stack.accounts.passwords.forgotten(email)
+        await stack.accounts.passwords.complete_reset(await reset_link(stack, email), NEW_PASSWORD)
+        assert (
+            await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+        ).customer_reference == reference
+
+
+async def test_the_policy_applies_to_a_reset(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, _ = await verified_customer(stack)
+        await stack.accounts.passwords.forgotten(email)
+        token = await reset_link(stack, email)
+        with pytest.raises(PasswordRejected) as rejected:
+            await stack.accounts.passwords.complete_reset(token, "short")
+        assert rejected.value.violations[0].code == "418"
+        await stack.accounts.passwords.complete_reset(token, NEW_PASSWORD)  # the link survived the refusal
+
+
+async def test_support_forces_a_reset(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await stack.accounts.passwords.force_reset(reference, agent="alice")
+        token = await reset_link(stack, email)
+        with pytest.raises(PasswordResetRequired):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        with pytest.raises(LoginFailed):  # a wrong password still gets the plain answer
+            await stack.accounts.logins.authenticate(email, "wrong password!", client_ip=IP)
+        await stack.accounts.passwords.complete_reset(token, NEW_PASSWORD)
+        assert (
+            await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+        ).customer_reference == reference
+        async with stack.database.sessions() as session:
+            events = set(
+                (
+                    await session.execute(select(AuditEvent.event).where(AuditEvent.customer_reference == reference))
+                ).scalars()
+            )
+        assert {"password_reset_forced", "password_reset"} <= events
+
+
+async def test_support_sets_a_password_and_the_customer_is_told(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        with pytest.raises(PasswordRejected):
+            await stack.accounts.passwords.set_by_support(reference, "password1234", agent="alice")
+        await stack.accounts.passwords.set_by_support(reference, NEW_PASSWORD, agent="alice")
+        assert (
+            await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+        ).customer_reference == reference
+        await stack.mail_to(email, "was changed")
+
+
+async def test_set_password_links_go_to_customers_without_one_and_resume(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        emails = []
+        for _ in range(3):
+            email = unique_email("nopassword")
+            registered = await stack.accounts.register(
+                Registration(email=email, channel="backoffice", locale="de_DE", password=None)
+            )
+            await stack.mail_to(email)
+            await stack.accounts.verify_manually(registered.customer_reference, agent="setup", reason="imported")
+            emails.append(email)
+        first = [r async for r in stack.accounts.passwords.send_links_to_customers_without_password(agent="alice")]
+        again = [r async for r in stack.accounts.passwords.send_links_to_customers_without_password(agent="alice")]
+        assert sum(sent for _, sent in first) >= 3  # (other tests' customers without password may be there too)
+        assert not any(sent for _, sent in again)  # an interrupted run starts again without mailing twice
+        for email in emails:
+            link = token_from(await stack.mail_to(email, "Passwort fest"))
+            await stack.accounts.passwords.complete_reset(link, NEW_PASSWORD)
+            assert await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+
+
+async def test_a_reset_link_verifies_an_unverified_account(pw_stack: Any) -> None:
+    """The link proves the address: an account whose verification expired is not stuck forever."""
+    async with pw_stack() as stack:
+        email = unique_email()
+        registered = await stack.accounts.register(
+            Registration(email=email, channel="api", locale="en_US", password=PASSWORD)
+        )
+        await stack.mail_to(email, "confirm")
+        await stack.env.sleep(timedelta(hours=73))
+        with pytest.raises(LoginFailed):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        await stack.accounts.passwords.forgotten(email)
+        await stack.accounts.passwords.complete_reset(await reset_link(stack, email), NEW_PASSWORD)
+        signed_in = await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
+        assert signed_in.customer_reference == registered.customer_reference
+
+
+async def test_an_unknown_address_starts_nothing(pw_stack: Any) -> None:
+    async with pw_stack() as stack:
+        await stack.accounts.passwords.forgotten(unique_email("nobody"))
+        await asyncio.sleep(0.3)
+        assert not [m for m in stack.sink.messages if "nobody" in m.to[0]]

@@ -1,0 +1,207 @@
+"""Password reset: a single-use emailed link, then the new password, or nothing when it expires.
+
+    email a link (reset, or "set your password" for accounts made without one)
+    wait for: complete (token hash + new argon2 hash, checked) | resend (throttled; a repeated
+        "forgot password" request arrives here instead of starting a second workflow)
+        the latest link's lifetime passes -> links die, nothing changes
+    complete -> store the hash, end every session, clear the lockout; the "password changed" email
+
+Like registration, the workflow sees token hashes only; the API hashes the presented token and the
+new password before they reach `complete`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
+    from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
+    from activities.passwords import PASSWORD_RESET, ForceReset, PasswordActivities, SetPassword
+    from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
+    from workflows.registration import ACTIVITY_OPTIONS
+
+RESEND = "resend"
+AWAITING = "awaiting_new_password"
+COMPLETED = "password_set"
+EXPIRED = "expired"
+
+
+@dataclass
+class ResetTimings:
+    link_lifetime: timedelta
+    resend_min_interval: timedelta
+    resends_per_hour: int
+
+
+@dataclass
+class ResetInput:
+    customer_reference: str
+    kind: str  # reset | set_password | forced (the current password stops working first)
+    channel: str
+    actor: str
+    timings: ResetTimings
+
+
+@dataclass
+class CompleteReset:
+    token_hash: str
+    password_hash: str
+
+
+@dataclass
+class ResetCompleted:
+    customer_reference: str
+
+
+@dataclass
+class ResetState:
+    stage: str = AWAITING
+    token_hashes: list[str] = field(default_factory=list)
+    sent_at: list[datetime] = field(default_factory=list)
+    resend_requested: bool = False
+    sending: bool = False
+    completion: CompleteReset | None = None
+    completed: bool = False
+
+
+@workflow.defn
+class PasswordResetWorkflow:
+    @workflow.init
+    def __init__(self, input: ResetInput) -> None:
+        self._input = input
+        self._state = ResetState()
+
+    @workflow.run
+    async def run(self, input: ResetInput) -> str:
+        workflow.upsert_search_attributes(
+            [CUSTOMER_REFERENCE.value_set(input.customer_reference), CHANNEL.value_set(input.channel)]
+        )
+        if input.kind == "forced":
+            await workflow.execute_activity_method(
+                PasswordActivities.force_reset,
+                ForceReset(input.customer_reference, input.actor, f"{self._key}/forced"),
+                **ACTIVITY_OPTIONS,
+            )
+        self._enter(AWAITING)
+        await self._send_link()
+        while self._state.completion is None:
+            if self._state.resend_requested:
+                self._state.resend_requested = False
+                if self._may_resend():
+                    await self._send_link()
+                continue
+            remaining = self._expires_at - workflow.now()
+            try:
+                await workflow.wait_condition(
+                    lambda: self._state.completion is not None or self._state.resend_requested,
+                    timeout=max(remaining, timedelta(0)),
+                )
+            except TimeoutError:
+                self._enter(EXPIRED)
+                await workflow.execute_activity_method(
+                    PasswordActivities.expire_reset_links, input.customer_reference, **ACTIVITY_OPTIONS
+                )
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return EXPIRED
+
+        await workflow.execute_activity_method(
+            PasswordActivities.set_password,
+            SetPassword(
+                customer_reference=input.customer_reference,
+                password_hash=self._state.completion.password_hash,
+                event="password_set" if input.kind == "set_password" else "password_reset",
+                channel=input.channel,
+                actor=input.customer_reference,
+                idempotency_key=f"{self._key}/set",
+                verifies_email=True,
+            ),
+            **ACTIVITY_OPTIONS,
+        )
+        self._state.completed = True
+        self._enter(COMPLETED)
+        await clear_lockout(input.customer_reference)
+        await workflow.execute_activity_method(
+            EmailActivities.send_notice,
+            NoticeInput(
+                input.customer_reference, "password_changed", f"{self._key}/changed", changed_at=workflow.now()
+            ),
+            **ACTIVITY_OPTIONS,
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return COMPLETED
+
+    @workflow.update
+    async def complete(self, request: CompleteReset) -> ResetCompleted:
+        # The link may be opened before its hash is recorded here (see registration): wait while unknown.
+        await workflow.wait_condition(lambda: request.token_hash in self._state.token_hashes or not self._state.sending)
+        if request.token_hash not in self._state.token_hashes or self._state.completion is not None:
+            raise ApplicationError("reset link is not valid", type="InvalidToken")
+        self._state.completion = request
+        await workflow.wait_condition(lambda: self._state.completed)
+        return ResetCompleted(self._input.customer_reference)
+
+    @complete.validator
+    def _validate_complete(self, request: CompleteReset) -> None:
+        # Two submissions of one link: the first sets `completion`, the second is refused here.
+        if self._state.stage != AWAITING or self._state.completion is not None or workflow.now() >= self._expires_at:
+            raise ApplicationError("reset link is not valid", type="InvalidToken")
+
+    @workflow.signal(name=RESEND)
+    def resend(self) -> None:
+        self._state.resend_requested = True
+
+    @workflow.query
+    def status(self) -> ResetState:
+        return self._state
+
+    async def _send_link(self) -> None:
+        self._state.sending = True
+        sent = await workflow.execute_activity_method(
+            EmailActivities.send_token_link,
+            TokenLinkInput(
+                customer_reference=self._input.customer_reference,
+                purpose=PASSWORD_RESET,
+                template="set_password" if self._input.kind == "set_password" else "password_reset",
+                path="/password/restore",
+                expires_at=workflow.now() + self._input.timings.link_lifetime,
+                idempotency_key=f"{self._key}/link/{len(self._state.sent_at) + 1}",
+            ),
+            **ACTIVITY_OPTIONS,
+        )
+        self._state.token_hashes.append(sent.token_hash)
+        self._state.sent_at.append(workflow.now())
+        self._state.sending = False
+
+    def _may_resend(self) -> bool:
+        now = workflow.now()
+        timings = self._input.timings
+        if self._state.sent_at and now - self._state.sent_at[-1] < timings.resend_min_interval:
+            return False
+        return sum(1 for t in self._state.sent_at if now - t < timedelta(hours=1)) < timings.resends_per_hour
+
+    def _enter(self, stage: str) -> None:
+        self._state.stage = stage
+        workflow.upsert_search_attributes([LIFECYCLE_STAGE.value_set(stage)])
+
+    @property
+    def _expires_at(self) -> datetime:
+        start = self._state.sent_at[-1] if self._state.sent_at else workflow.now()
+        return start + self._input.timings.link_lifetime
+
+    @property
+    def _key(self) -> str:
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.first_execution_run_id}"
+
+
+async def clear_lockout(customer_reference: str) -> None:
+    """A completed reset unlocks through the same path as support: the lockout workflow lifts its lock."""
+    try:
+        await workflow.get_external_workflow_handle(lockout_workflow_id(customer_reference)).signal(CLEAR_LOCK)
+    except Exception:  # no lockout window is running: nothing to clear (the count was reset above)
+        workflow.logger.debug("no lockout window to clear for %s", customer_reference)
