@@ -21,6 +21,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 passwords_app = typer.Typer(help="Support: customers' passwords.", no_args_is_help=True)
 app.add_typer(passwords_app, name="passwords")
+staff_app = typer.Typer(help="Back-office staff.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
 Agent = Annotated[str, typer.Option(help="who acts (recorded in the audit trail)")]
 console = Console()
 T = TypeVar("T")
@@ -191,3 +193,31 @@ def send_tokens(
 
     sent, skipped = _with_client(run)
     console.print(f"{sent} links sent, {skipped} skipped (a link was already on its way)")
+
+
+@staff_app.command("create")
+def staff_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin or support")] = "support",
+) -> None:
+    """Create a staff member and print their API key (shown once, stored as an argon2 hash)."""
+    from accounts.db import create_engine, session_factory
+    from accounts.passwords import PasswordHasher
+    from accounts.staff import StaffDirectory, StaffExists
+
+    async def create() -> tuple[Any, str]:
+        settings = Settings()
+        engine = create_engine(settings.database_url)
+        try:
+            directory = StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings))
+            return await directory.create(name, role)
+        finally:
+            await engine.dispose()
+
+    try:
+        member, key = asyncio.run(create())
+    except (StaffExists, ValueError) as error:
+        console.print(f"[red]cannot create {name}[/red]: {error}")
+        raise typer.Exit(1) from None
+    console.print(f"{member.name} ({member.role}) created. API key, shown this once:")
+    typer.echo(key)

@@ -14,12 +14,14 @@ from temporalio.client import Client
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
 from accounts.emails import EmailRenderer
+from accounts.passwords import PasswordHasher
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
+from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import access_tokens, confirmation, customers, passwords
+from api.routes import access_tokens, backoffice, confirmation, customers, passwords
 from starter import AccountsClient
 
 
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
+        app.state.staff = StaffDirectory(app.state.sessions, PasswordHasher.from_settings(settings))
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         install_log_redaction()
@@ -72,4 +75,5 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
     app.include_router(passwords.router)
+    app.include_router(backoffice.router)
     return app

@@ -90,15 +90,31 @@ class Passwords:
         await self._start_reset(customer_reference, kind="set_password", channel="backoffice", actor=agent)
 
     async def force_reset(self, customer_reference: str, *, agent: str) -> None:
-        """The current password stops working at once; a reset link goes out. Replaces a running reset."""
+        """The current password stops working before this returns; a reset link goes out.
+
+        A running reset is replaced; should a customer's own request start one in between, we end
+        that one too and try again."""
         await self._by_reference(customer_reference)
-        await self._client.start_workflow(
-            PasswordResetWorkflow.run,
-            self._input(customer_reference, "forced", "backoffice", agent),
-            id=reset_id(customer_reference),
-            task_queue=self._settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-        )
+        for _ in range(3):
+            try:
+                await self._client.get_workflow_handle(reset_id(customer_reference)).terminate(
+                    "replaced by a forced reset"
+                )
+            except RPCError:
+                pass  # none running
+            start = WithStartWorkflowOperation(
+                PasswordResetWorkflow.run,
+                self._input(customer_reference, "forced", "backoffice", agent),
+                id=reset_id(customer_reference),
+                task_queue=self._settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+            kind = await self._client.execute_update_with_start_workflow(
+                PasswordResetWorkflow.applied, start_workflow_operation=start
+            )
+            if kind == "forced":
+                return
+        raise AccountsError(f"could not force a reset for {customer_reference}: other resets kept starting")
 
     async def send_links_to_customers_without_password(self, *, agent: str) -> AsyncIterator[tuple[str, bool]]:
         """Bulk set-password links to active customers without a password: yields (reference, sent).

@@ -62,6 +62,7 @@ class LockoutState:
     lock_starts: list[datetime] = field(default_factory=list)  # recent locks, for escalation
     locks_total: int = 0
     locked_until: datetime | None = None
+    locking: bool = False  # between the threshold and the lock being in place
     unlocked_by: str | None = None
 
 
@@ -145,6 +146,9 @@ class LockoutWindowWorkflow:
 
     @workflow.update
     async def unlock(self, request: Unlock) -> Unlocked:
+        # The database refuses sign-ins from the moment the threshold is crossed; the lock itself
+        # follows a moment later. An unlock in between waits for the lock it is meant to lift.
+        await workflow.wait_condition(lambda: self._state.locked_until is not None)
         until = self._state.locked_until
         assert until is not None
         self._state.unlocked_by = request.agent
@@ -153,7 +157,7 @@ class LockoutWindowWorkflow:
 
     @unlock.validator
     def _validate_unlock(self, request: Unlock) -> None:
-        if self._state.locked_until is None:
+        if self._state.locked_until is None and not (self._state.threshold_pending or self._state.locking):
             raise ApplicationError(f"{self._input.subject} is not locked", type="NotLocked")
         if not request.agent.strip():
             raise ApplicationError("unlock needs an agent", type="InvalidRequest")
@@ -168,6 +172,7 @@ class LockoutWindowWorkflow:
         policy = self._input.policy
         now = workflow.now()
         self._state.threshold_pending = False
+        self._state.locking = True
         recent = [t for t in self._state.lock_starts if now - t < policy.escalation_period]
         duration = min(policy.lock_duration * policy.escalation_factor ** len(recent), policy.max_lock_duration)
         self._state.lock_starts = [*recent, now]
@@ -180,6 +185,7 @@ class LockoutWindowWorkflow:
             **ACTIVITY_OPTIONS,
         )
         self._state.locked_until = until
+        self._state.locking = False
         self._state.unlocked_by = None
         self._enter(LOCKED)
         if self._input.customer_reference:

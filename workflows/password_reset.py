@@ -67,6 +67,7 @@ class ResetState:
     sending: bool = False
     completion: CompleteReset | None = None
     completed: bool = False
+    forced: bool = False  # a forced reset's first step is done: the old password no longer signs in
 
 
 @workflow.defn
@@ -87,6 +88,7 @@ class PasswordResetWorkflow:
                 ForceReset(input.customer_reference, input.actor, f"{self._key}/forced"),
                 **ACTIVITY_OPTIONS,
             )
+            self._state.forced = True
         self._enter(AWAITING)
         await self._send_link()
         while self._state.completion is None:
@@ -150,6 +152,12 @@ class PasswordResetWorkflow:
         # Two submissions of one link: the first sets `completion`, the second is refused here.
         if self._state.stage != AWAITING or self._state.completion is not None or workflow.now() >= self._expires_at:
             raise ApplicationError("reset link is not valid", type="InvalidToken")
+
+    @workflow.update
+    async def applied(self) -> str:
+        """Answers once the request took effect (for a forced reset: the old password is dead)."""
+        await workflow.wait_condition(lambda: self._input.kind != "forced" or self._state.forced)
+        return self._input.kind
 
     @workflow.signal(name=RESEND)
     def resend(self) -> None:
