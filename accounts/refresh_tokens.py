@@ -70,10 +70,16 @@ class RefreshTokenStore:
     def from_settings(cls, settings: RefreshTokenSettings, sessions: SessionFactory) -> RefreshTokenStore:
         return cls(sessions, lifetime=settings.refresh_token_lifetime)
 
-    async def issue(self, customer_id: int, *, family_id: str | None = None) -> str:
-        """A new token for a login (a new family unless `family_id` is given); shown once, never stored."""
+    async def issue(self, customer_id: int, *, family_id: str | None = None, token_version: int | None = None) -> str:
+        """A new token for a login (a new family unless `family_id` is given); shown once, never stored.
+
+        With `token_version` (the one the password check saw), refuses when a password change or
+        reset happened since: a sign-in racing a reset must not outlive it."""
         token = new_token()
         async with self.sessions.begin() as session:
+            current_version = await _lock_customer(session, customer_id)
+            if token_version is not None and current_version != token_version:
+                raise InvalidRefreshToken("the password changed during this sign-in")
             self._add(session, customer_id, token, family_id or uuid.uuid4().hex, self.clock())
         return token
 
@@ -85,6 +91,10 @@ class RefreshTokenStore:
                 current = await _find(session, token)
                 if current is None:
                     raise InvalidRefreshToken("unknown refresh token")
+                # Serialize with set_password (which updates the customer row first, then revokes):
+                # after this lock we see its revocation, or it sees our successor and revokes it.
+                await _lock_customer(session, current.customer_id)
+                await session.refresh(current)
                 if current.revoked_at is None and current.expires_at > now:
                     retired = await _execute(
                         session,
@@ -150,6 +160,14 @@ async def _revoke_where(session: AsyncSession, now: datetime, condition: ColumnE
         session, update(RefreshToken).where(condition, RefreshToken.revoked_at.is_(None)).values(revoked_at=now)
     )
     return result.rowcount
+
+
+async def _lock_customer(session: AsyncSession, customer_id: int) -> int | None:
+    """The customer's token version, with the row locked for this transaction (PostgreSQL; SQLite
+    serializes writers anyway)."""
+    from accounts.models import Customer
+
+    return await session.scalar(select(Customer.token_version).where(Customer.id == customer_id).with_for_update())
 
 
 async def _execute(session: AsyncSession, statement: Any) -> CursorResult[Any]:

@@ -8,6 +8,7 @@ not pay an argon2 verification per request; disabling a member takes effect with
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from accounts.passwords import PasswordHasher
 
 ROLES = ("admin", "support")
 CACHE_SECONDS = 60.0
+KEY_FORMAT = re.compile(r"stf_([0-9]{1,12})_([A-Za-z0-9_-]{43})")
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,12 @@ class StaffDirectory:
         cached = self._verified.get(digest)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        prefix, _, rest = api_key.partition("_")
-        staff_id, _, secret = rest.partition("_")
-        if prefix != "stf" or not staff_id.isdigit() or not secret:
+        parsed = KEY_FORMAT.fullmatch(api_key)
+        if parsed is None:  # not even shaped like a key: no database read, no argon2
             return None
+        staff_id, secret = int(parsed[1]), parsed[2]
         async with self._sessions() as session:
-            staff = await session.scalar(select(Staff).where(Staff.id == int(staff_id), Staff.disabled_at.is_(None)))
+            staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
         if staff is None:
             await self._hasher.dummy_verify_async(secret)
             return None

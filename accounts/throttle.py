@@ -49,6 +49,12 @@ def customer_subject(customer_reference: str) -> str:
     return f"customer:{customer_reference}"
 
 
+def email_subject(email: str, secret: str) -> str:
+    """Failures for an address without an account are counted too, so that the answers (401s, then
+    429s) are the same whether or not the address has an account."""
+    return "email:" + hmac.new(secret.encode(), email.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def ip_subject(ip: str, secret: str) -> str:
     """A keyed hash: workflow ids and rows name no IP address, and nobody can enumerate them back."""
     return "ip:" + hmac.new(secret.encode(), ip.encode(), hashlib.sha256).hexdigest()[:32]
@@ -64,27 +70,26 @@ async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy
     for _ in range(3):
         now = utcnow()
         not_locked = or_(table.locked_until.is_(None), table.locked_until <= now)
+        # A count of zero, or a window past its end by the wall clock (its workflow never closed it:
+        # Temporal was down), starts a new window.
+        fresh = or_(table.attempts == 0, table.window_ends_at <= now)
         async with sessions.begin() as session:
             row = (
                 await session.execute(
                     update(table)
-                    .where(table.subject == subject, not_locked, table.attempts < policy.max_failures)
+                    .where(
+                        table.subject == subject,
+                        not_locked,
+                        # below the threshold, or it was reached and no lock followed for a lock duration
+                        or_(table.attempts < policy.max_failures, table.window_ends_at <= now - policy.lock_duration),
+                    )
                     .values(
-                        attempts=table.attempts + 1,
-                        window_ends_at=case((table.attempts == 0, now + policy.window), else_=table.window_ends_at),
+                        attempts=case((fresh, 1), else_=table.attempts + 1),
+                        window_ends_at=case((fresh, now + policy.window), else_=table.window_ends_at),
                     )
                     .returning(table.attempts, table.window_ends_at)
                 )
             ).one_or_none()
-            if row is None:  # threshold reached and no lock followed for a whole lock duration: start over
-                row = (
-                    await session.execute(
-                        update(table)
-                        .where(table.subject == subject, not_locked, table.window_ends_at <= now - policy.lock_duration)
-                        .values(attempts=1, window_ends_at=now + policy.window)
-                        .returning(table.attempts, table.window_ends_at)
-                    )
-                ).one_or_none()
             if row is not None:
                 return Reservation(subject, row.attempts, row.window_ends_at, opened_window=row.attempts == 1)
             existing = await session.scalar(select(table).where(table.subject == subject))

@@ -66,8 +66,8 @@ class LockoutActivities:
                     session,
                     customer_reference=request.customer_reference,
                     event="account_unlocked",
-                    channel="backoffice" if request.lifted_by != "timer" else "storefront",
-                    actor=request.lifted_by if request.lifted_by != "timer" else "system",
+                    channel="storefront" if request.lifted_by in ("timer", "password-reset") else "backoffice",
+                    actor="system" if request.lifted_by == "timer" else request.lifted_by,
                     idempotency_key=f"{request.idempotency_key}/lift",
                 )
 

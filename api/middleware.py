@@ -10,7 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jsonapi import MEDIA_TYPE
 
-_TOKEN_IN_URL = re.compile(r"((?:token|key)=)[^&\s\"]+|(/customer-restore-password/)[^/?\s\"]+", re.IGNORECASE)
+_TOKEN_IN_URL = re.compile(
+    r"((?:token|key)=)[^&\s\"]+|(/customer-restore-password/|/refresh-tokens/(?!mine\b))[^/?\s\"]+", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:

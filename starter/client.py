@@ -240,6 +240,10 @@ class AccountsClient:
             return None
         return Authenticated(customer.id, customer.customer_reference, customer.token_version)
 
+    async def customer_by_reference(self, customer_reference: str) -> Customer | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
+
     def run_url(self, customer_reference: str) -> str:
         return ui_url(self._settings, registration_id(customer_reference))
 

@@ -8,6 +8,7 @@ failure -> the first failure of a window and the N-th one signal-with-start the 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ from workflows.lockout import (
 )
 from workflows.password_rehash import PasswordRehashWorkflow, Rehash
 
+log = logging.getLogger("accounts.login")
+
 
 @dataclass
 class Authenticated:
@@ -46,7 +49,9 @@ class Authenticated:
 
 def lockout_id(subject: str) -> str:
     kind, _, key = subject.partition(":")
-    return lockout_workflow_id(key) if kind == "customer" else ip_lockout_workflow_id(key)
+    if kind == "customer":
+        return lockout_workflow_id(key)
+    return ip_lockout_workflow_id(key) if kind == "ip" else f"lockout-email:{key}"
 
 
 class Logins:
@@ -67,7 +72,7 @@ class Logins:
         PasswordResetRequired (the right password of an account whose reset was forced)."""
         async with self._sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email.strip().lower()))
-        if not await self._verify(customer, password, client_ip=client_ip):
+        if not await self._verify(customer, password, client_ip=client_ip, email=email):
             raise LoginFailed()
         assert customer is not None
         if customer.registered_at is None or customer.anonymized_at is not None:
@@ -81,36 +86,46 @@ class Logins:
 
     async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:
         """The signed-in customer's current password, under the same lockout as sign-in."""
-        if not await self._verify(customer, password, client_ip=client_ip):
+        if not await self._verify(customer, password, client_ip=client_ip, email=customer.email):
             raise WrongCurrentPassword()
 
-    async def _verify(self, customer: Customer | None, password: str, *, client_ip: str) -> bool:
+    async def _verify(self, customer: Customer | None, password: str, *, client_ip: str, email: str) -> bool:
+        secret = self._settings.secret_key.get_secret_value()
+        account = (
+            throttle.customer_subject(customer.customer_reference)
+            if customer is not None
+            else throttle.email_subject(email, secret)
+        )
+        subjects = [(throttle.ip_subject(client_ip, secret), self.ip_policy), (account, self.customer_policy)]
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
-        subjects = [(throttle.ip_subject(client_ip, self._settings.secret_key.get_secret_value()), self.ip_policy)]
-        if customer is not None:
-            subjects.append((throttle.customer_subject(customer.customer_reference), self.customer_policy))
         try:
             for subject, policy in subjects:
                 reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
         except Blocked as blocked:
-            for reservation, _ in reservations:
-                await throttle.release(self._sessions, reservation, forget_failures=False)
+            await self._release(reservations, forget=False)
             raise LoginBlocked(max(60, math.ceil(blocked.retry_after.total_seconds()))) from None
 
-        if customer is None or customer.password_hash is None:
-            await self._hasher.dummy_verify_async(password)
-            matches = False
-        else:
-            matches = await self._hasher.verify_async(customer.password_hash, password)
+        try:
+            if customer is None or customer.password_hash is None:
+                await self._hasher.dummy_verify_async(password)
+                matches = False
+            else:
+                matches = await self._hasher.verify_async(customer.password_hash, password)
+        except BaseException:  # cancelled or broken: this was no failed guess, give the attempt back
+            await self._release(reservations, forget=False)
+            raise
         if matches:
-            for reservation, _ in reservations:
-                is_customer = reservation.subject.startswith("customer:")
-                await throttle.release(self._sessions, reservation, forget_failures=is_customer)
+            await self._release(reservations, forget=True)
             return True
         for reservation, policy in reservations:
             owner = customer if reservation.subject.startswith("customer:") else None
             await self._tell_lockout(reservation, policy, owner)
         return False
+
+    async def _release(self, reservations: list[tuple[Reservation, ThrottlePolicy]], *, forget: bool) -> None:
+        for reservation, _ in reservations:
+            forget_failures = forget and not reservation.subject.startswith("ip:")
+            await throttle.release(self._sessions, reservation, forget_failures=forget_failures)
 
     async def unlock(self, customer_reference: str, *, agent: str, reason: str) -> Unlocked:
         handle = self._client.get_workflow_handle_for(
@@ -129,6 +144,16 @@ class Logins:
         crossed = reservation.crossed(policy)
         if not (reservation.opened_window or crossed):
             return  # failures inside a window cost the cluster nothing
+        try:
+            await self._start_lockout(reservation, policy, customer, crossed)
+        except (RPCError, RuntimeError) as error:  # RuntimeError: the client could not connect at all
+            # The count in the database still bounds verifications; the window then ends by the wall
+            # clock (see throttle.reserve). A sign-in must not fail because Temporal is unreachable.
+            log.warning("lockout workflow for %s not told: %s", reservation.subject.split(":")[0], type(error).__name__)
+
+    async def _start_lockout(
+        self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer | None, crossed: bool
+    ) -> None:
         settings = self._settings
         await self._client.start_workflow(
             LockoutWindowWorkflow.run,
@@ -152,6 +177,12 @@ class Logins:
         )
 
     async def _rehash(self, customer: Customer, password: str) -> None:
+        try:
+            await self._start_rehash(customer, password)
+        except (RPCError, RuntimeError) as error:  # the next sign-in tries again
+            log.warning("rehash for %s not started: %s", customer.customer_reference, type(error).__name__)
+
+    async def _start_rehash(self, customer: Customer, password: str) -> None:
         new_hash = await self._hasher.hash_async(password)
         await self._client.start_workflow(
             PasswordRehashWorkflow.run,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
 from accounts.models import Customer, OneTimeToken, utcnow
@@ -70,8 +70,12 @@ class Passwords:
         handle = self._client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(customer.customer_reference))
         try:
             await handle.execute_update(PasswordResetWorkflow.complete, CompleteReset(token_hash, password_hash))
-        except (WorkflowUpdateFailedError, RPCError) as error:
+        except WorkflowUpdateFailedError as error:
             raise InvalidResetKey() from error
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # the reset ended (expired or completed)
+                raise InvalidResetKey() from error
+            raise  # Temporal unreachable: the API answers 503, the key stays valid
         return customer.customer_reference
 
     async def change(self, customer: Customer, *, current: str, new: str, client_ip: str) -> None:

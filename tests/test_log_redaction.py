@@ -23,3 +23,8 @@ def test_the_access_log_filter_rewrites_uvicorns_arguments() -> None:
     )  # fmt: skip
     assert RedactTokens().filter(record)
     assert "TOPSECRET" not in record.getMessage()
+
+
+def test_refresh_tokens_in_paths_are_redacted_but_mine_is_kept() -> None:
+    assert redact("DELETE /refresh-tokens/abcDEF123 HTTP/1.1") == "DELETE /refresh-tokens/[redacted] HTTP/1.1"
+    assert redact("DELETE /refresh-tokens/mine HTTP/1.1") == "DELETE /refresh-tokens/mine HTTP/1.1"

@@ -141,16 +141,19 @@ class LockoutWindowWorkflow:
     @workflow.signal(name=CLEAR_LOCK)
     def clear(self) -> None:
         self._state.threshold_pending = False
-        if self._state.locked_until is not None:
+        if self._state.locked_until is not None or self._state.locking:  # also a lock still being applied
             self._state.unlocked_by = "password-reset"
 
     @workflow.update
     async def unlock(self, request: Unlock) -> Unlocked:
         # The database refuses sign-ins from the moment the threshold is crossed; the lock itself
         # follows a moment later. An unlock in between waits for the lock it is meant to lift.
-        await workflow.wait_condition(lambda: self._state.locked_until is not None)
+        await workflow.wait_condition(
+            lambda: self._state.locked_until is not None or not (self._state.threshold_pending or self._state.locking)
+        )
         until = self._state.locked_until
-        assert until is not None
+        if until is None:  # a password reset cleared the pending threshold first: nothing to lift
+            raise ApplicationError(f"{self._input.subject} is not locked", type="NotLocked")
         self._state.unlocked_by = request.agent
         await workflow.wait_condition(lambda: self._state.locked_until is None)
         return Unlocked(self._input.subject, until)
@@ -173,6 +176,7 @@ class LockoutWindowWorkflow:
         now = workflow.now()
         self._state.threshold_pending = False
         self._state.locking = True
+        self._state.unlocked_by = None  # from here on, an unlock or a reset's clear lifts this lock
         recent = [t for t in self._state.lock_starts if now - t < policy.escalation_period]
         duration = min(policy.lock_duration * policy.escalation_factor ** len(recent), policy.max_lock_duration)
         self._state.lock_starts = [*recent, now]
@@ -186,9 +190,8 @@ class LockoutWindowWorkflow:
         )
         self._state.locked_until = until
         self._state.locking = False
-        self._state.unlocked_by = None
         self._enter(LOCKED)
-        if self._input.customer_reference:
+        if self._input.customer_reference and self._state.unlocked_by is None:  # not when already being lifted
             await workflow.execute_activity_method(
                 EmailActivities.send_notice,
                 NoticeInput(

@@ -44,7 +44,7 @@ async def _tokens(request: Request, who: Authenticated, family_id: str | None = 
     issuer: AccessTokenIssuer = request.app.state.issuer
     store: RefreshTokenStore = request.app.state.refresh_tokens
     access_token, claims = issuer.issue(who.customer_reference, who.token_version)
-    refresh_token = await store.issue(who.customer_id, family_id=family_id)
+    refresh_token = await store.issue(who.customer_id, family_id=family_id, token_version=who.token_version)
     return {
         "tokenType": "Bearer",
         "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
@@ -95,7 +95,11 @@ async def create_access_token(body: AccessTokenRequest, request: Request, accoun
         raise GlueException(RESET_REQUIRED) from None
     except LoginBlocked as blocked:
         raise GlueException(blocked_error(blocked)) from None
-    return _token_document(request, "access-tokens", await _tokens(request, who))
+    try:
+        tokens = await _tokens(request, who)
+    except InvalidRefreshToken:  # the password changed while it was being checked
+        raise GlueException(AUTHENTICATION_FAILED) from None
+    return _token_document(request, "access-tokens", tokens)
 
 
 @router.post("/refresh-tokens", status_code=201, summary="Exchange a refresh token (rotated: the old one dies)")

@@ -92,6 +92,8 @@ async def resend(customer_reference: str, staff: CurrentStaff, accounts: Account
 
 @router.post("/customers/{customer_reference}/unlock", status_code=204, summary="Lift a sign-in lock")
 async def unlock(customer_reference: str, body: Reason, staff: CurrentStaff, accounts: Accounts) -> Response:
+    if await accounts.customer_by_reference(customer_reference) is None:
+        raise GlueException(NOT_FOUND)
     try:
         await accounts.logins.unlock(customer_reference, agent=staff.name, reason=body.reason)
     except NotLocked as error:

@@ -225,3 +225,22 @@ async def test_no_plaintext_token_rests_in_the_table(database: Database, store: 
 async def test_lifetime_must_be_positive(sqlite_database: Database) -> None:
     with pytest.raises(ValueError):
         RefreshTokenStore(sqlite_database.sessions, lifetime=timedelta(0))
+
+
+async def test_a_sign_in_that_raced_a_password_change_gets_no_refresh_token(database: Database) -> None:
+    from sqlalchemy import update as sa_update
+
+    from accounts.models import Customer as CustomerRow
+
+    store = RefreshTokenStore(database.sessions, lifetime=timedelta(days=1))
+    customer_id = await new_customer(database)
+    async with database.sessions.begin() as session:
+        version = (
+            await session.execute(select(CustomerRow.token_version).where(CustomerRow.id == customer_id))
+        ).scalar_one()
+        await session.execute(
+            sa_update(CustomerRow).where(CustomerRow.id == customer_id).values(token_version=version + 1)
+        )
+    with pytest.raises(InvalidRefreshToken):
+        await store.issue(customer_id, token_version=version)  # what the password check saw
+    assert await store.issue(customer_id, token_version=version + 1)

@@ -57,10 +57,11 @@ async def verified_customer(stack: Stack) -> tuple[str, str]:
     return email, registered.customer_reference
 
 
-async def fail(stack: Stack, email: str, times: int, ip: str = IP) -> None:
+async def fail(stack: Stack | AccountsClient, email: str, times: int, ip: str = IP) -> None:
+    accounts = stack if isinstance(stack, AccountsClient) else stack.accounts
     for _ in range(times):
         with pytest.raises(LoginFailed):
-            await stack.accounts.logins.authenticate(email, "wrong password!", client_ip=ip)
+            await accounts.logins.authenticate(email, "wrong password!", client_ip=ip)
 
 
 async def lock_status(stack: Stack, reference: str) -> Any:
@@ -247,3 +248,62 @@ async def test_one_address_failing_on_many_accounts_is_blocked_by_its_ip_window(
             await stack.accounts.logins.authenticate(victims[0][0], PASSWORD, client_ip=attacker)
         # the customers themselves, from their own addresses, are not locked out
         assert await stack.accounts.logins.authenticate(victims[0][0], PASSWORD, client_ip="192.0.2.10")
+
+
+async def test_known_and_unknown_addresses_get_the_same_sequence_of_answers(lockout_stack: Any) -> None:
+    """Lockouts must not tell which addresses have accounts: both get 401s, then 429s."""
+    async with lockout_stack() as stack:
+        known, _ = await verified_customer(stack)
+        sequences = []
+        for email in (known, unique_email("nobody")):
+            answers = []
+            for _ in range(6):
+                try:
+                    await stack.accounts.logins.authenticate(email, "wrong password!", client_ip=IP)
+                except (LoginFailed, LoginBlocked) as error:
+                    answers.append(type(error).__name__)
+            sequences.append(answers)
+        assert sequences[0] == sequences[1] == ["LoginFailed"] * 3 + ["LoginBlocked"] * 3
+
+
+async def test_a_temporal_outage_never_fails_a_sign_in_and_windows_still_end(lockout_stack: Any) -> None:
+    from temporalio.client import Client
+
+    from accounts.temporal import data_converter
+
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)
+        # nothing listens there: every Temporal call fails as it would in an outage
+        unreachable = await Client.connect("127.0.0.1:9", lazy=True, data_converter=data_converter(stack.settings))
+        offline = AccountsClient(unreachable, stack.settings, stack.database.sessions)
+        await fail(offline, email, 2)  # the first failure cannot tell any workflow: still a plain 401
+        signed_in = await offline.logins.authenticate(email, PASSWORD, client_ip=IP)
+        assert signed_in.customer_reference == reference
+
+
+async def test_an_unlock_racing_a_reset_never_hangs_and_the_reset_wins(lockout_stack: Any) -> None:
+    async with lockout_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await stack.accounts.passwords.forgotten(email)
+        link = token_from_mail(await stack.mail_to(email, "reset"))
+        await fail(stack, email, 3)  # the threshold: a lock is on its way
+        reset = asyncio.create_task(stack.accounts.passwords.complete_reset(link, "Lantern-7#quiet-harbor"))
+        try:
+            await asyncio.wait_for(stack.accounts.logins.unlock(reference, agent="alice", reason="race"), 20)
+        except NotLocked:
+            pass  # the reset lifted it first: an answer, not a hang
+        await reset
+        for _ in range(100):
+            status = await lock_status_now(stack, reference)
+            if status.locked_until is None and not status.locking:
+                break
+            await asyncio.sleep(0.05)
+        assert status.locked_until is None
+        signed_in = await stack.accounts.logins.authenticate(email, "Lantern-7#quiet-harbor", client_ip=IP)
+        assert signed_in.customer_reference == reference
+
+
+def token_from_mail(mail: Any) -> str:
+    from conftest import token_from
+
+    return token_from(mail)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import Stack, StackFactory, token_from, unique_email
 from sqlalchemy import select
-from test_lockout_workflow import IP, PASSWORD, fail, lock_status, verified_customer
+from test_lockout_workflow import IP, PASSWORD, fail, lock_status, lock_status_now, verified_customer
 
 from accounts.models import AuditEvent, Customer
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
@@ -122,6 +122,20 @@ async def test_a_reset_clears_a_lock(pw_stack: Any) -> None:
         assert (
             await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)
         ).customer_reference == reference
+        # ...through the lockout workflow itself, the same path as a support unlock
+        for _ in range(100):
+            if (await lock_status_now(stack, reference)).locked_until is None:
+                break
+            await asyncio.sleep(0.05)
+        async with stack.database.sessions() as session:
+            unlocks = (
+                await session.execute(
+                    select(AuditEvent.actor, AuditEvent.channel).where(
+                        AuditEvent.customer_reference == reference, AuditEvent.event == "account_unlocked"
+                    )
+                )
+            ).all()
+        assert unlocks == [("password-reset", "storefront")]
 
 
 async def test_the_policy_applies_to_a_reset(pw_stack: Any) -> None:
