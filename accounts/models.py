@@ -66,6 +66,15 @@ class Customer(Base):
     password_reset_required: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    preferred_shipping_method: Mapped[str | None] = mapped_column(String(64))
+    # addresses.customer_id points back here: use_alter (with named constraints) breaks the cycle so the
+    # tables can still be ordered; deleting an address clears a default that points at it.
+    default_billing_address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="SET NULL", use_alter=True, name="fk_customers_default_billing_address")
+    )
+    default_shipping_address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="SET NULL", use_alter=True, name="fk_customers_default_shipping_address")
+    )
 
     @property
     def status(self) -> str:
@@ -164,3 +173,31 @@ class Staff(Base):
     api_key_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
+
+
+class Address(Base):
+    """A customer's postal address. `uuid` is its id in the Glue API; the integer id never leaves the database.
+
+    Which address is the default for billing and for shipping is kept on the customer row, so a customer
+    has at most one of each by construction (rules in accounts.addresses).
+    """
+
+    __tablename__ = "addresses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    salutation: Mapped[str] = mapped_column(String(8))
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    address1: Mapped[str] = mapped_column(String(255))
+    address2: Mapped[str] = mapped_column(String(255))
+    address3: Mapped[str | None] = mapped_column(String(255))
+    zip_code: Mapped[str] = mapped_column(String(15))
+    city: Mapped[str] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(255))
+    iso2_code: Mapped[str] = mapped_column(String(2))
+    company: Mapped[str | None] = mapped_column(String(255))
+    phone: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
@@ -21,7 +22,7 @@ from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import access_tokens, backoffice, confirmation, customers, passwords
+from api.routes import access_tokens, addresses, backoffice, confirmation, customers, passwords
 from starter import AccountsClient
 
 
@@ -63,6 +64,14 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return jsonapi.errors_response([jsonapi.GlueError(exc.status_code, str(exc.status_code), detail)])
 
+    @app.exception_handler(RPCError)
+    async def _temporal_unavailable(_: Request, exc: RPCError) -> JSONResponse:
+        # Temporal unreachable or overloaded: nothing was decided; the client may try again.
+        return jsonapi.errors_response(
+            [jsonapi.GlueError(503, "503", "The service is temporarily unavailable. Please try again.")],
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(jsonapi.GlueException)
     async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:
         return jsonapi.errors_response(exc.errors)
@@ -72,6 +81,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         return {"status": "ok"}
 
     app.include_router(customers.router)
+    app.include_router(addresses.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
     app.include_router(passwords.router)

@@ -145,3 +145,127 @@ class ChangePasswordData(BaseModel):
 
 class ChangePasswordRequest(BaseModel):
     data: ChangePasswordData
+
+
+# --- PATCH /customers/{ref} and the address book (/customers/{ref}/addresses) ---------------------
+
+Salutation = Literal["Mr", "Mrs", "Ms", "Dr"]
+
+
+def _in_the_past(value: date) -> date:
+    if value >= date.today():
+        raise ValueError("This value should be a date in the past.")
+    return value
+
+
+def _iso2_code(value: str) -> str:
+    if len(value) != 2:
+        raise ValueError("This value should have exactly 2 characters.")
+    if not (value.isascii() and value.isalpha()):
+        raise ValueError("This value is not a valid country.")
+    return value.upper()
+
+
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("This value should not be null.")
+    return value
+
+
+# on a PATCH attribute: left out it stays as it is; sent as null it is refused
+NotNull = AfterValidator(_not_null)
+BirthDate = Annotated[date, AfterValidator(_in_the_past)]
+LocaleName = Annotated[StrictStr, Field(min_length=1, max_length=16)]
+ShippingMethod = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+AddressLine = Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_printable)]
+ZipCode = Annotated[StrictStr, Field(min_length=1, max_length=15), AfterValidator(_printable)]
+City = Annotated[StrictStr, Field(min_length=3, max_length=255), AfterValidator(_printable)]
+Iso2Code = Annotated[StrictStr, AfterValidator(_iso2_code)]
+
+
+class _Edits(BaseModel):
+    """Profile and address attributes (no secrets among them): surrounding whitespace is dropped."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", str_strip_whitespace=True)
+
+
+class CustomerProfileAttributes(_Edits):
+    """Every attribute optional. password, newPassword, confirmPassword and email are not read here."""
+
+    salutation: Annotated[Salutation | None, NotNull] = None
+    first_name: Annotated[Name | None, NotNull] = Field(default=None, alias="firstName")
+    last_name: Annotated[Name | None, NotNull] = Field(default=None, alias="lastName")
+    # gender and locale are checked by the route: Glue's code 414, and the configured locales
+    gender: StrictStr | None = None
+    date_of_birth: BirthDate | None = Field(default=None, alias="dateOfBirth")
+    phone: Text | None = None
+    company: Text | None = None
+    locale: Annotated[LocaleName | None, NotNull] = None
+    preferred_shipping_method: ShippingMethod | None = Field(default=None, alias="preferredShippingMethod")
+
+
+class CustomerProfileData(BaseModel):
+    type: Literal["customers"]
+    id: StrictStr | None = None
+    attributes: CustomerProfileAttributes
+
+
+class CustomerProfileRequest(BaseModel):
+    data: CustomerProfileData
+
+
+class AddressAttributes(_Edits):
+    """POST: Glue's required set."""
+
+    salutation: Salutation
+    first_name: Name = Field(alias="firstName")
+    last_name: Name = Field(alias="lastName")
+    address1: AddressLine
+    address2: AddressLine
+    address3: Text | None = None
+    zip_code: ZipCode = Field(alias="zipCode")
+    city: City
+    country: Text | None = None
+    iso2_code: Iso2Code = Field(alias="iso2Code")
+    company: Text | None = None
+    phone: Text | None = None
+    is_default_shipping: StrictBool | None = Field(default=None, alias="isDefaultShipping")
+    is_default_billing: StrictBool | None = Field(default=None, alias="isDefaultBilling")
+
+
+class AddressData(BaseModel):
+    type: Literal["addresses"]
+    attributes: AddressAttributes
+
+
+class AddressRequest(BaseModel):
+    data: AddressData
+
+
+class AddressUpdateAttributes(_Edits):
+    """PATCH: any attribute of the POST, each optional; the required ones cannot be sent as null."""
+
+    salutation: Annotated[Salutation | None, NotNull] = None
+    first_name: Annotated[Name | None, NotNull] = Field(default=None, alias="firstName")
+    last_name: Annotated[Name | None, NotNull] = Field(default=None, alias="lastName")
+    address1: Annotated[AddressLine | None, NotNull] = None
+    address2: Annotated[AddressLine | None, NotNull] = None
+    address3: Text | None = None
+    zip_code: Annotated[ZipCode | None, NotNull] = Field(default=None, alias="zipCode")
+    city: Annotated[City | None, NotNull] = None
+    country: Text | None = None
+    iso2_code: Annotated[Iso2Code | None, NotNull] = Field(default=None, alias="iso2Code")
+    company: Text | None = None
+    phone: Text | None = None
+    is_default_shipping: StrictBool | None = Field(default=None, alias="isDefaultShipping")
+    is_default_billing: StrictBool | None = Field(default=None, alias="isDefaultBilling")
+
+
+class AddressUpdateData(BaseModel):
+    type: Literal["addresses"]
+    id: StrictStr | None = None
+    attributes: AddressUpdateAttributes
+
+
+class AddressUpdateRequest(BaseModel):
+    data: AddressUpdateData

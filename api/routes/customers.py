@@ -8,13 +8,21 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from accounts import audit
 from accounts.locales import locale_from_accept_language, normalize_locale
-from accounts.models import Customer
+from accounts.locks import lock_customer
+from accounts.models import Customer, utcnow
 from api import jsonapi
 from api.auth import CurrentCustomer
-from api.deps import Accounts, SettingsDep
+from api.deps import Accounts, Sessions, SettingsDep
 from api.jsonapi import GlueError, GlueException
-from api.schemas import CustomerRegistrationAttributes, CustomerRegistrationRequest
+from api.ownership import OwnAccount
+from api.schemas import (
+    CustomerProfileAttributes,
+    CustomerProfileRequest,
+    CustomerRegistrationAttributes,
+    CustomerRegistrationRequest,
+)
 from starter import EmailTaken, PasswordRejected, Registration
 
 router = APIRouter(tags=["customers"])
@@ -122,6 +130,7 @@ def customer_attributes(customer: Customer) -> dict[str, object]:
         "phone": customer.phone,
         "company": customer.company,
         "locale": customer.locale,
+        "preferredShippingMethod": customer.preferred_shipping_method,
         "createdAt": customer.created_at.isoformat(),
         "updatedAt": customer.updated_at.isoformat(),
     }
@@ -148,3 +157,43 @@ async def get_customer(customer_reference: str, request: Request, customer: Curr
     if customer_reference != customer.customer_reference:
         raise GlueException(GlueError(403, "411", "Unauthorized request."))
     return jsonapi.document(customer_resource(request, customer))
+
+
+UNSUPPORTED_LOCALE = GlueError(422, "901", "locale => The value you selected is not a valid choice.")
+
+
+# Profile edits are a plain database write from the API, not a workflow: nothing waits, expires or
+# has to be retried later, so there is no lifecycle to own. (An email change is one, and has its own.)
+@router.patch("/customers/{customer_reference}", summary="Change the signed-in customer's profile and preferences")
+async def update_customer(
+    body: CustomerProfileRequest, request: Request, customer: OwnAccount, sessions: Sessions, settings: SettingsDep
+) -> JSONResponse:
+    edits = body.data.attributes.model_dump(exclude_unset=True)
+    if edits.get("gender") is not None and edits["gender"] not in ("Male", "Female"):
+        raise GlueException(GlueError(400, "414", "Gender is not valid."))
+    if "locale" in edits:
+        # "de" and "de-DE" mean de_DE; a language the shop does not speak is refused, not defaulted
+        edits["locale"] = normalize_locale(edits["locale"], settings.locales, "")
+        if not edits["locale"]:
+            raise GlueException(UNSUPPORTED_LOCALE)
+    async with sessions.begin() as session:
+        row = await lock_customer(session, customer_id=customer.id)
+        changed = [name for name, value in edits.items() if getattr(row, name) != value]
+        if changed:
+            for name in changed:
+                setattr(row, name, edits[name])
+            row.updated_at = utcnow()
+            audit.record(
+                session,
+                customer_reference=row.customer_reference,
+                event="profile_updated",
+                channel="api",
+                actor=row.customer_reference,
+                # names only: the audit trail must not become a second copy of personal data
+                details={"fields": [_attribute_name(name) for name in changed]},
+            )
+    return jsonapi.document(customer_resource(request, row))
+
+
+def _attribute_name(field: str) -> str:
+    return CustomerProfileAttributes.model_fields[field].alias or field

@@ -276,8 +276,9 @@ async def test_a_temporal_outage_never_fails_a_sign_in_and_windows_still_end(loc
         # nothing listens there: every Temporal call fails as it would in an outage
         unreachable = await Client.connect("127.0.0.1:9", lazy=True, data_converter=data_converter(stack.settings))
         offline = AccountsClient(unreachable, stack.settings, stack.database.sessions)
-        await fail(offline, email, 2)  # the first failure cannot tell any workflow: still a plain 401
-        signed_in = await offline.logins.authenticate(email, PASSWORD, client_ip=IP)
+        own_ip = "192.0.2.99"  # not shared with other tests' windows
+        await fail(offline, email, 2, ip=own_ip)  # the first failure cannot tell any workflow: still a plain 401
+        signed_in = await offline.logins.authenticate(email, PASSWORD, client_ip=own_ip)
         assert signed_in.customer_reference == reference
 
 

@@ -1,0 +1,30 @@
+"""Per-customer row locks for writes that read before they decide (address defaults, profile changes)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.models import Customer
+
+
+async def lock_customer(session: AsyncSession, *, customer_id: int) -> Customer:
+    """The customer's row, locked until the transaction ends.
+
+    A write that changes nothing, rather than SELECT ... FOR UPDATE: SQLite ignores FOR UPDATE, and its
+    driver runs reads outside a transaction until the first write, so only a write makes later reads
+    of the same transaction current. On PostgreSQL it takes the row lock; on SQLite the database lock.
+    `updated_at` is named so that its onupdate default does not fire.
+    """
+    await session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(updated_at=Customer.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    customer = await session.scalar(
+        select(Customer).where(Customer.id == customer_id).execution_options(populate_existing=True)
+    )
+    if customer is None:
+        raise LookupError(f"customer id {customer_id} does not exist")
+    return customer
