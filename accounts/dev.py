@@ -100,7 +100,15 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
         echo("applying database migrations ...")
         await upgrade_async(settings.database_url)
 
-        server = _Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port))
+        server = _Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.api_host,
+                port=settings.api_port,
+                proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
+            )
+        )
         worker = asyncio.create_task(run_worker(settings, stop))
         api = asyncio.create_task(server.serve())
         echo(

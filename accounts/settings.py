@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_request_bytes: int = 2 * 1024 * 1024
+    # proxies trusted to name the client address (X-Forwarded-For): the per-IP lockout needs the real
+    # address; behind a proxy that is not listed here, every customer would share the proxy's address
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # customers
     customer_reference_prefix: str = "DE--"
@@ -108,6 +111,8 @@ class Settings(BaseSettings):
     lockout_escalation_period: Duration = timedelta(hours=24)
     lockout_history_limit: int = 2000  # events before a lockout window continues as new
     lockout_ip_max_failures: int = 100
+    # many customers can share one address (an office, a mobile carrier): IP locks do not escalate
+    lockout_ip_escalation_factor: float = 1.0
     lockout_ip_window: Duration = timedelta(seconds=900)
     lockout_ip_duration: Duration = timedelta(seconds=360)
 

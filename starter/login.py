@@ -164,7 +164,11 @@ class Logins:
                     max_failures=policy.max_failures,
                     window=policy.window,
                     lock_duration=policy.lock_duration,
-                    escalation_factor=settings.lockout_escalation_factor,
+                    escalation_factor=(
+                        settings.lockout_escalation_factor
+                        if reservation.subject.startswith(("customer:", "email:"))
+                        else settings.lockout_ip_escalation_factor
+                    ),
                     max_lock_duration=settings.lockout_max_duration,
                     escalation_period=settings.lockout_escalation_period,
                     history_limit=settings.lockout_history_limit,

@@ -308,3 +308,30 @@ def token_from_mail(mail: Any) -> str:
     from conftest import token_from
 
     return token_from(mail)
+
+
+async def test_ip_locks_do_not_escalate_by_default(lockout_stack: Any) -> None:
+    from accounts.throttle import ip_subject
+
+    async with lockout_stack(lockout_max_failures=50, lockout_ip_max_failures=2) as stack:
+        email, _ = await verified_customer(stack)
+        shared = "203.0.113.200"  # an office behind one address
+        handle = stack.client.get_workflow_handle_for(
+            LockoutWindowWorkflow.run,
+            lockout_id(ip_subject(shared, stack.settings.secret_key.get_secret_value())),
+        )
+        durations = []
+        for _ in range(2):
+            await fail(stack, email, 2, ip=shared)
+            for _ in range(100):
+                status = await handle.query(LockoutWindowWorkflow.status)
+                if status.locked_until is not None:
+                    break
+                await asyncio.sleep(0.05)
+            durations.append(round((status.locked_until - status.lock_starts[-1]).total_seconds()))
+            await stack.env.sleep(status.locked_until - status.lock_starts[-1] + timedelta(seconds=1))
+            for _ in range(100):
+                if (await handle.query(LockoutWindowWorkflow.status)).locked_until is None:
+                    break
+                await asyncio.sleep(0.05)
+        assert durations == [360, 360]
