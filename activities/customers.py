@@ -7,13 +7,12 @@ from datetime import date, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
+from activities.lookup import load_customer
 
 EMAIL_VERIFICATION = "email_verification"
 
@@ -120,7 +119,7 @@ class CustomerActivities:
     @activity.defn
     async def activate_customer(self, request: ActivationInput) -> Activated:
         async with self._sessions.begin() as session:
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference, for_update=True)
             if customer.registered_at is None:
                 now = utcnow()
                 customer.registered_at = now
@@ -152,7 +151,7 @@ class CustomerActivities:
     @activity.defn
     async def expire_registration(self, request: ExpiryInput) -> None:
         async with self._sessions.begin() as session:
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference, for_update=True)
             if customer.registered_at is not None or customer.anonymized_at is not None:
                 return
             now = utcnow()
@@ -169,14 +168,3 @@ class CustomerActivities:
                 details={"action": request.action},
                 idempotency_key=f"registration-expired:{customer.customer_reference}",
             )
-
-
-async def _customer(session: AsyncSession, customer_reference: str) -> Customer:
-    customer = await session.scalar(
-        select(Customer).where(Customer.customer_reference == customer_reference).with_for_update()
-    )
-    if customer is None:
-        raise ApplicationError(
-            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
-        )
-    return customer

@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from accounts import tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer
 from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import Settings
+from activities.lookup import load_customer
 
 
 @dataclass
@@ -61,7 +61,7 @@ class EmailActivities:
     @activity.defn
     async def send_token_link(self, request: TokenLinkInput) -> TokenLinkSent:
         async with self._sessions.begin() as session:
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference)
             issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == request.idempotency_key))
             if issued is not None and await _already_sent(session, request.idempotency_key):
                 return TokenLinkSent(issued.token_hash)
@@ -88,7 +88,7 @@ class EmailActivities:
     async def send_notice(self, request: NoticeInput) -> bool:
         """Send a message without a token (welcome, already registered). False when it had gone out before."""
         async with self._sessions() as session:
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference)
         base = self._settings.public_url.rstrip("/")
         context: dict[str, Any] = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
         if request.locked_until is not None:
@@ -166,13 +166,3 @@ class EmailActivities:
 async def _already_sent(session: Any, key: str) -> bool:
     status = await session.scalar(select(EmailOutbox.status).where(EmailOutbox.idempotency_key == key))
     return bool(status == "sent")
-
-
-async def _customer(session: Any, customer_reference: str) -> Customer:
-    customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
-    if customer is None:
-        raise ApplicationError(
-            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
-        )
-    assert isinstance(customer, Customer)
-    return customer

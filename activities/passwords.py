@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
-from accounts.models import AuditEvent, Customer, LoginThrottle, utcnow
+from accounts.models import AuditEvent, LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
 from accounts.throttle import customer_subject
+from activities.lookup import load_customer
 
 PASSWORD_RESET = "password_reset"  # noqa: S105 (a token purpose, not a secret)
 
@@ -46,7 +46,7 @@ class PasswordActivities:
         async with self._sessions.begin() as session:
             if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
                 return
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference)
             now = utcnow()
             customer.password_hash = request.password_hash
             customer.password_reset_required = False
@@ -78,7 +78,7 @@ class PasswordActivities:
         async with self._sessions.begin() as session:
             if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
                 return
-            customer = await _customer(session, request.customer_reference)
+            customer = await load_customer(session, request.customer_reference)
             customer.password_reset_required = True
             customer.token_version += 1
             await session.execute(
@@ -98,17 +98,5 @@ class PasswordActivities:
     @activity.defn
     async def expire_reset_links(self, customer_reference: str) -> None:
         async with self._sessions.begin() as session:
-            customer = await _customer(session, customer_reference)
+            customer = await load_customer(session, customer_reference)
             await anonymization.kill_tokens(session, customer.id, now=utcnow(), purpose=PASSWORD_RESET)
-
-
-async def _customer(session: object, customer_reference: str) -> Customer:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    assert isinstance(session, AsyncSession)
-    customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
-    if customer is None:
-        raise ApplicationError(
-            f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
-        )
-    return customer

@@ -18,13 +18,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
-from accounts.models import Customer, OneTimeToken, utcnow
+from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy
 from accounts.references import allocate_customer_reference
 from accounts.settings import Settings
 from accounts.temporal import connect, ui_url
-from accounts.tokens import hash_token
+from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
+from starter.deletions import Deletions
 from starter.errors import (
     AccountsError,
     EmailTaken,
@@ -114,6 +115,7 @@ class AccountsClient:
         self._policy = policy or PasswordPolicy.from_settings(settings)
         self.logins = Logins(client, settings, sessions, self._hasher)
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
+        self.deletions = Deletions(client, settings, sessions)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
@@ -171,14 +173,7 @@ class AccountsClient:
     async def confirm_email(self, token: str) -> Confirmation:
         """Confirm with the token from the email link; the token is hashed before anything else sees it."""
         token_hash = hash_token(token)
-        async with self._sessions() as session:
-            found = (
-                await session.execute(
-                    select(OneTimeToken, Customer)
-                    .join(Customer, Customer.id == OneTimeToken.customer_id)
-                    .where(OneTimeToken.token_hash == token_hash, OneTimeToken.purpose == EMAIL_VERIFICATION)
-                )
-            ).one_or_none()
+        found = await find_issued(self._sessions, token, EMAIL_VERIFICATION)
         if found is None:
             return Confirmation("invalid")
         issued, customer = found

@@ -14,10 +14,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
-from accounts.models import Customer, OneTimeToken, utcnow
+from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy
 from accounts.settings import Settings
-from accounts.tokens import hash_token
+from accounts.tokens import find_issued, hash_token
 from activities.passwords import PASSWORD_RESET
 from starter.errors import AccountsError, InvalidResetKey, PasswordRejected, RegistrationNotFound
 from starter.login import Logins
@@ -55,14 +55,7 @@ class Passwords:
     async def complete_reset(self, token: str, password: str) -> str:
         """Set the new password with the emailed key. Raises InvalidResetKey or PasswordRejected."""
         token_hash = hash_token(token)
-        async with self._sessions() as session:
-            found = (
-                await session.execute(
-                    select(OneTimeToken, Customer)
-                    .join(Customer, Customer.id == OneTimeToken.customer_id)
-                    .where(OneTimeToken.token_hash == token_hash, OneTimeToken.purpose == PASSWORD_RESET)
-                )
-            ).one_or_none()
+        found = await find_issued(self._sessions, token, PASSWORD_RESET)
         if found is None or found[0].used_at is not None or found[0].expires_at <= utcnow():
             raise InvalidResetKey()
         customer = found[1]
