@@ -201,3 +201,24 @@ class Address(Base):
     phone: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Order(Base):
+    """A customer's past order, written by the shop's order system (accounts.orders) and only read here.
+
+    Amounts are integer cents. Customers are anonymized, never deleted, so the order outlives the
+    personal data and needs no ON DELETE rule.
+    """
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_reference: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    # when the shop placed the order, not when it arrived here
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    totals: Mapped[dict[str, int]] = mapped_column(JSON)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
