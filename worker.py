@@ -17,10 +17,12 @@ from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
 from accounts.settings import Settings
 from accounts.temporal import connect
+from activities.anonymization import AnonymizationActivities
 from activities.customers import CustomerActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
 from activities.passwords import PasswordActivities
+from workflows.anonymization import AnonymizationWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
@@ -33,6 +35,7 @@ WORKFLOWS = [
     PasswordRehashWorkflow,
     PasswordResetWorkflow,
     PasswordChangeWorkflow,
+    AnonymizationWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 
@@ -48,6 +51,7 @@ def build_worker(
     customers = CustomerActivities(sessions)
     lockout = LockoutActivities(sessions)
     passwords = PasswordActivities(sessions)
+    anonymization = AnonymizationActivities(sessions)
     emails = EmailActivities(
         sessions,
         EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
@@ -69,6 +73,7 @@ def build_worker(
             passwords.set_password,
             passwords.force_reset,
             passwords.expire_reset_links,
+            anonymization.anonymize_customer,
             emails.send_token_link,
             emails.send_notice,
         ],

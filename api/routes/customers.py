@@ -6,7 +6,7 @@ from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from accounts import audit
 from accounts.locales import locale_from_accept_language, normalize_locale
@@ -197,3 +197,14 @@ async def update_customer(
 
 def _attribute_name(field: str) -> str:
     return CustomerProfileAttributes.model_fields[field].alias or field
+
+
+@router.delete(
+    "/customers/{customer_reference}",
+    status_code=204,
+    summary="Delete the signed-in customer's account (anonymized; a confirmation email goes out first)",
+)
+async def delete_customer(customer: OwnAccount, accounts: Accounts) -> Response:
+    # Answers once the personal data is gone; the access token used here is dead from then on.
+    await accounts.deletions.delete(customer.customer_reference, channel="api", actor=customer.customer_reference)
+    return Response(status_code=204)

@@ -17,6 +17,7 @@ from accounts.mailsink import MailSink
 from accounts.settings import PROJECT_ROOT, Settings
 
 MESSAGES = (
+    "account_deleted",
     "verify",
     "reminder",
     "welcome",
