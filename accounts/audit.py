@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import AuditEvent
@@ -29,3 +30,9 @@ def record(
             idempotency_key=idempotency_key,
         )
     )
+
+
+async def recorded(session: AsyncSession, idempotency_key: str) -> bool:
+    """Whether the step with this key already happened: activities check it to stay idempotent."""
+    found = await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == idempotency_key))
+    return found is not None

@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
-from accounts.models import Address, AuditEvent, Customer, LoginThrottle, utcnow
+from accounts.models import Address, Customer, LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
 from accounts.throttle import customer_subject
 
@@ -32,7 +32,7 @@ class AnonymizationActivities:
         """Scrub the row, drop addresses, kill one-time and refresh tokens, forget the lockout count and
         record `customer_anonymized`: all or nothing, once per idempotency key. Orders are not touched."""
         async with self._sessions.begin() as session:
-            if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
+            if await audit.recorded(session, request.idempotency_key):
                 return
             customer = await session.scalar(
                 select(Customer).where(Customer.customer_reference == request.customer_reference).with_for_update()

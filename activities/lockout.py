@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import or_, update
 from temporalio import activity
 
 from accounts import audit
 from accounts.db import SessionFactory
-from accounts.models import AuditEvent, LoginThrottle, utcnow
+from accounts.models import LoginThrottle, utcnow
 
 
 @dataclass
@@ -42,7 +41,7 @@ class LockoutActivities:
                 .where(LoginThrottle.subject == request.subject)
                 .values(locked_until=request.locked_until)
             )
-            if request.customer_reference and not await _recorded(session, f"{request.idempotency_key}/set"):
+            if request.customer_reference and not await audit.recorded(session, f"{request.idempotency_key}/set"):
                 audit.record(
                     session,
                     customer_reference=request.customer_reference,
@@ -61,7 +60,7 @@ class LockoutActivities:
                 .where(LoginThrottle.subject == request.subject)
                 .values(locked_until=None, attempts=0, window_ends_at=utcnow())
             )
-            if request.customer_reference and not await _recorded(session, f"{request.idempotency_key}/lift"):
+            if request.customer_reference and not await audit.recorded(session, f"{request.idempotency_key}/lift"):
                 audit.record(
                     session,
                     customer_reference=request.customer_reference,
@@ -83,7 +82,3 @@ class LockoutActivities:
                 )
                 .values(attempts=0)
             )
-
-
-async def _recorded(session: AsyncSession, key: str) -> bool:
-    return await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == key)) is not None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from temporalio import activity
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
-from accounts.models import AuditEvent, LoginThrottle, utcnow
+from accounts.models import LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
 from accounts.throttle import customer_subject
 from activities.lookup import load_customer
@@ -44,7 +44,7 @@ class PasswordActivities:
         """Store the hash; end every session (refresh tokens, access tokens via token_version); clear the
         lockout count and reset flag; kill outstanding reset links. Once per idempotency key."""
         async with self._sessions.begin() as session:
-            if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
+            if await audit.recorded(session, request.idempotency_key):
                 return
             customer = await load_customer(session, request.customer_reference)
             now = utcnow()
@@ -76,7 +76,7 @@ class PasswordActivities:
     @activity.defn
     async def force_reset(self, request: ForceReset) -> None:
         async with self._sessions.begin() as session:
-            if await session.scalar(select(AuditEvent.id).where(AuditEvent.idempotency_key == request.idempotency_key)):
+            if await audit.recorded(session, request.idempotency_key):
                 return
             customer = await load_customer(session, request.customer_reference)
             customer.password_reset_required = True

@@ -40,11 +40,10 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _tokens(request: Request, who: Authenticated, family_id: str | None = None) -> dict[str, Any]:
+def _token_attributes(request: Request, who: Authenticated, refresh_token: str) -> dict[str, Any]:
+    """A fresh access token for `who`, next to the refresh token that goes with it."""
     issuer: AccessTokenIssuer = request.app.state.issuer
-    store: RefreshTokenStore = request.app.state.refresh_tokens
     access_token, claims = issuer.issue(who.customer_reference, who.token_version)
-    refresh_token = await store.issue(who.customer_id, family_id=family_id, token_version=who.token_version)
     return {
         "tokenType": "Bearer",
         "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
@@ -54,22 +53,20 @@ async def _tokens(request: Request, who: Authenticated, family_id: str | None = 
     }
 
 
+async def _tokens(request: Request, who: Authenticated) -> dict[str, Any]:
+    store: RefreshTokenStore = request.app.state.refresh_tokens
+    refresh_token = await store.issue(who.customer_id, token_version=who.token_version)
+    return _token_attributes(request, who, refresh_token)
+
+
 async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> dict[str, Any]:
     store: RefreshTokenStore = request.app.state.refresh_tokens
-    issuer: AccessTokenIssuer = request.app.state.issuer
     customer_id, new_refresh = await store.rotate(refresh_token)
     who = await accounts.customer_by_id(customer_id)
     if who is None:  # anonymized or no longer able to sign in
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")
-    access_token, claims = issuer.issue(who.customer_reference, who.token_version)
-    return {
-        "tokenType": "Bearer",
-        "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
-        "accessToken": access_token,
-        "refreshToken": new_refresh,
-        "refreshTokenExpiresIn": int(request.app.state.settings.refresh_token_lifetime.total_seconds()),
-    }
+    return _token_attributes(request, who, new_refresh)
 
 
 def _token_document(request: Request, type_: str, attributes: dict[str, Any]) -> JSONResponse:
