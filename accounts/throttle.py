@@ -37,6 +37,11 @@ class Reservation:
     def crossed(self, policy: ThrottlePolicy) -> bool:
         return self.attempts == policy.max_failures
 
+    @property
+    def kind(self) -> str:
+        """customer | email | ip: what the subject counts failures of (its prefix, see the *_subject functions)."""
+        return self.subject.partition(":")[0]
+
 
 class Blocked(Exception):
     def __init__(self, subject: str, retry_after: timedelta) -> None:

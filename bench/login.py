@@ -42,27 +42,18 @@ from registration import (  # bench/registration.py, beside this script
     Measurement,
     _expect,
     _token,
-    database,
-    free_port,
+    bench_stack,
     measure,
     percentile,
-    running,
-    serving,
-    temporal_binary,
 )
 from sqlalchemy import func, select
-from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from accounts.db import SessionFactory, create_engine, session_factory
+from accounts.db import SessionFactory
 from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.models import LoginThrottle
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
-from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
-from api.app import create_app
 from starter import AccountsClient
-from worker import build_worker
 
 IP_MAX_FAILURES = 1_000_000  # every request comes from the loopback interface: only the account bound may act
 ATTACK_SIZE = 200
@@ -293,33 +284,10 @@ async def bench(count: int, database_kind: str) -> Report:
     pool_size = 2 * concurrency
     warmup = pool_size  # every customer signs in once
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(database(database_kind))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        )
-        stack.push_async_callback(env.shutdown)
-        sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
-        port = free_port()
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=url,
-            task_queue=f"accounts-bench-{run}",
-            smtp_host="127.0.0.1",
-            smtp_port=sink.port,
-            public_url=f"http://127.0.0.1:{port}",
-            lockout_ip_max_failures=IP_MAX_FAILURES,
-        )
-        config: dict[str, Any] = dict(env.client.config())
-        config["data_converter"] = data_converter(settings)
-        client = Client(**config)
-        engine = create_engine(url)
-        stack.push_async_callback(engine.dispose)
-        sessions = session_factory(engine)
-        await stack.enter_async_context(running(build_worker(client, settings, sessions)))
-        app = create_app(settings, temporal_client=client)
-        api_url = await stack.enter_async_context(serving(app, port))
+        system = await bench_stack(stack, database_kind, run, lockout_ip_max_failures=IP_MAX_FAILURES)
+        settings, client, sink, sessions, app, api_url = (
+            system.settings, system.client, system.sink, system.sessions, system.app, system.api_url
+        )  # fmt: skip
         # The lifespan built app.state.accounts; the same client with a hasher that counts replaces it.
         hasher = CountingHasher.from_settings(settings)
         assert isinstance(hasher, CountingHasher)

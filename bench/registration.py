@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -40,7 +41,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from accounts.db import create_engine, session_factory
+from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.migrate import upgrade_async
 from accounts.passwords import PasswordHasher
@@ -278,6 +279,49 @@ async def serving(app: FastAPI, port: int) -> AsyncIterator[str]:
 
 
 @dataclass
+class BenchStack:
+    settings: Settings
+    client: Client
+    sessions: SessionFactory
+    sink: MailSink
+    app: FastAPI
+    api_url: str
+
+
+async def bench_stack(stack: contextlib.AsyncExitStack, database_kind: str, run: str, **overrides: Any) -> BenchStack:
+    """The whole system on `stack`: a fresh database, a Temporal dev server, an SMTP sink, one worker and
+    the API under uvicorn (shared by every benchmark here)."""
+    url = await stack.enter_async_context(database(database_kind))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    stack.push_async_callback(env.shutdown)
+    sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
+    port = free_port()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        task_queue=f"accounts-bench-{run}",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        public_url=f"http://127.0.0.1:{port}",
+        **overrides,
+    )
+    config: dict[str, Any] = dict(env.client.config())
+    config["data_converter"] = data_converter(settings)
+    client = Client(**config)
+    engine = create_engine(url)
+    stack.push_async_callback(engine.dispose)
+    sessions = session_factory(engine)
+    await stack.enter_async_context(running(build_worker(client, settings, sessions)))
+    app = create_app(settings, temporal_client=client)
+    api_url = await stack.enter_async_context(serving(app, port))
+    return BenchStack(settings, client, sessions, sink, app, api_url)
+
+
+@dataclass
 class Report:
     count: int
     concurrency: int
@@ -292,34 +336,12 @@ async def bench(count: int, concurrency: int, database_kind: str) -> Report:
     run = uuid.uuid4().hex[:8]
     warmup = concurrency
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(database(database_kind))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        )
-        stack.push_async_callback(env.shutdown)
-        sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
-        port = free_port()
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=url,
-            task_queue=f"accounts-bench-{run}",
-            smtp_host="127.0.0.1",
-            smtp_port=sink.port,
-            public_url=f"http://127.0.0.1:{port}",
-        )
-        config = env.client.config()
-        config["data_converter"] = data_converter(settings)
-        client = Client(**config)
-        engine = create_engine(url)
-        stack.push_async_callback(engine.dispose)
-        await stack.enter_async_context(running(build_worker(client, settings, session_factory(engine))))
+        system = await bench_stack(stack, database_kind, run)
+        settings, client, sink, api_url = system.settings, system.client, system.sink, system.api_url
         floor_queue = f"accounts-bench-floor-{run}"
         await stack.enter_async_context(
             running(Worker(client, task_queue=floor_queue, workflows=[FloorWorkflow], activities=[floor_step]))
         )
-        api_url = await stack.enter_async_context(serving(create_app(settings, temporal_client=client), port))
         clients = [
             await stack.enter_async_context(httpx.AsyncClient(base_url=api_url, timeout=STEP_TIMEOUT))
             for _ in range(concurrency)

@@ -118,13 +118,13 @@ class Logins:
             await self._release(reservations, forget=True)
             return True
         for reservation, policy in reservations:
-            owner = customer if reservation.subject.startswith("customer:") else None
+            owner = customer if reservation.kind == "customer" else None
             await self._tell_lockout(reservation, policy, owner)
         return False
 
     async def _release(self, reservations: list[tuple[Reservation, ThrottlePolicy]], *, forget: bool) -> None:
         for reservation, _ in reservations:
-            forget_failures = forget and not reservation.subject.startswith("ip:")
+            forget_failures = forget and reservation.kind != "ip"
             await throttle.release(self._sessions, reservation, forget_failures=forget_failures)
 
     async def unlock(self, customer_reference: str, *, agent: str, reason: str) -> Unlocked:
@@ -149,7 +149,7 @@ class Logins:
         except (RPCError, RuntimeError) as error:  # RuntimeError: the client could not connect at all
             # The count in the database still bounds verifications; the window then ends by the wall
             # clock (see throttle.reserve). A sign-in must not fail because Temporal is unreachable.
-            log.warning("lockout workflow for %s not told: %s", reservation.subject.split(":")[0], type(error).__name__)
+            log.warning("lockout workflow for %s not told: %s", reservation.kind, type(error).__name__)
 
     async def _start_lockout(
         self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer | None, crossed: bool
@@ -166,7 +166,7 @@ class Logins:
                     lock_duration=policy.lock_duration,
                     escalation_factor=(
                         settings.lockout_escalation_factor
-                        if reservation.subject.startswith(("customer:", "email:"))
+                        if reservation.kind in ("customer", "email")
                         else settings.lockout_ip_escalation_factor
                     ),
                     max_lock_duration=settings.lockout_max_duration,
