@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -171,6 +171,8 @@ class Staff(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(16))  # admin | support
     api_key_hash: Mapped[str] = mapped_column(String(255))
+    # argon2 hash of the web UI password; None until one is set (`accounts staff set-password`)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
 
@@ -222,3 +224,79 @@ class Order(Base):
     totals: Mapped[dict[str, int]] = mapped_column(JSON)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Cart(Base):
+    """A shopping cart: a guest's (keyed by the hash of their X-Anonymous-Customer-Unique-Id) or a customer's.
+
+    The anonymous id works like a bearer credential for the guest's cart, so only its SHA-256 is stored
+    (and handed to workflows). A guest cart becomes a customer's cart by one conditional UPDATE that sets
+    `customer_id` and clears `guest_key`, which is what makes a conversion happen at most once.
+    """
+
+    __tablename__ = "carts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    # unique: a guest has one live cart (NULLs, i.e. customers' carts, never collide)
+    guest_key: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    currency: Mapped[str] = mapped_column(String(3))
+    price_mode: Mapped[str] = mapped_column(String(16))
+    store: Mapped[str] = mapped_column(String(16))
+    is_default: Mapped[bool] = mapped_column(default=True)
+    # set when a guest cart became a customer's (checkout sign-up) or was merged into one (sign-in)
+    converted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CartItem(Base):
+    """One line of a cart; a second add of the same SKU raises the quantity (so a merge sums lines)."""
+
+    __tablename__ = "cart_items"
+    __table_args__ = (UniqueConstraint("cart_id", "sku", name="uq_cart_items_cart_sku"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cart_id: Mapped[int] = mapped_column(ForeignKey("carts.id", ondelete="CASCADE"), index=True)
+    sku: Mapped[str] = mapped_column(String(255))
+    quantity: Mapped[int]
+    unit_price: Mapped[int] = mapped_column(default=0)  # cents, in the cart's currency
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CustomerNote(Base):
+    """A back-office note on a customer: who wrote it, what, when. Notes are never edited."""
+
+    __tablename__ = "customer_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    author: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerGroup(Base):
+    """A customer group as in Spryker's back office: name unique (max 70), description (max 255)."""
+
+    __tablename__ = "customer_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(70), unique=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CustomerGroupMember(Base):
+    __tablename__ = "customer_group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
