@@ -19,10 +19,12 @@ from accounts.settings import Settings
 from accounts.temporal import connect
 from activities.anonymization import AnonymizationActivities
 from activities.customers import CustomerActivities
+from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
 from activities.passwords import PasswordActivities
 from workflows.anonymization import AnonymizationWorkflow
+from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
@@ -36,6 +38,7 @@ WORKFLOWS = [
     PasswordResetWorkflow,
     PasswordChangeWorkflow,
     AnonymizationWorkflow,
+    EmailChangeWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 
@@ -52,6 +55,7 @@ def build_worker(
     lockout = LockoutActivities(sessions)
     passwords = PasswordActivities(sessions)
     anonymization = AnonymizationActivities(sessions)
+    email_change = EmailChangeActivities(sessions)
     emails = EmailActivities(
         sessions,
         EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
@@ -74,6 +78,9 @@ def build_worker(
             passwords.force_reset,
             passwords.expire_reset_links,
             anonymization.anonymize_customer,
+            email_change.check_new_email,
+            email_change.retire_links,
+            email_change.apply_email_change,
             emails.send_token_link,
             emails.send_notice,
         ],

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     password_reset_resend_min_interval: Duration = timedelta(minutes=1)
     password_reset_resends_per_hour: int = 5
 
+    # email change: how long the confirmation link sent to the new address works
+    email_change_expires_after: Duration = timedelta(hours=24)
+
     # login: access tokens (RS256 JWT) and refresh tokens
     # signs the keyed hash of client IPs (lockout-ip:{hash}); production refuses the placeholder
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)

@@ -34,6 +34,8 @@ class TokenLinkInput:
     path: str  # storefront path of the link, e.g. /register/confirm
     expires_at: datetime
     idempotency_key: str
+    # another address than the customer's (an email change confirms the new address before it is theirs)
+    recipient: str | None = None
 
 
 @dataclass
@@ -48,7 +50,9 @@ class NoticeInput:
     idempotency_key: str
     locked_until: datetime | None = None  # account_locked
     failures: int | None = None  # account_locked
-    changed_at: datetime | None = None  # password_changed
+    changed_at: datetime | None = None  # password_changed, email_changed
+    recipient: str | None = None  # email_changed goes to the address the account had before
+    new_email_masked: str | None = None  # email_changed
 
 
 class EmailActivities:
@@ -81,6 +85,7 @@ class EmailActivities:
             request.idempotency_key,
             {"link": link, "expires_at": request.expires_at},
             message_key=f"{request.idempotency_key}/{issued.token_hash[:16]}",
+            recipient=request.recipient,
         )
         return TokenLinkSent(issued.token_hash)
 
@@ -95,14 +100,25 @@ class EmailActivities:
             context.update(locked_until=request.locked_until, failures=request.failures)
         if request.changed_at is not None:
             context.update(changed_at=request.changed_at)
-        return await self._deliver(customer, request.template, request.idempotency_key, context)
+        if request.new_email_masked is not None:
+            context.update(new_email_masked=request.new_email_masked)
+        return await self._deliver(
+            customer, request.template, request.idempotency_key, context, recipient=request.recipient
+        )
 
     async def _deliver(
-        self, customer: Customer, template: str, key: str, context: dict[str, Any], message_key: str | None = None
+        self,
+        customer: Customer,
+        template: str,
+        key: str,
+        context: dict[str, Any],
+        message_key: str | None = None,
+        recipient: str | None = None,
     ) -> bool:
         if customer.anonymized_at is not None:
             return False
-        if not await self._claim(customer, template, key):
+        recipient = recipient or customer.email
+        if not await self._claim(customer, template, key, recipient):
             return False
         content = self._renderer.render_email(
             template,
@@ -123,7 +139,7 @@ class EmailActivities:
         message_id = f"<{hashlib.sha256((message_key or key).encode()).hexdigest()[:32]}@{domain}>"
         await self._mailer.send(
             sender=self._settings.mail_from,
-            to=customer.email,
+            to=recipient,
             content=content,
             headers={"Message-ID": message_id},
         )
@@ -134,7 +150,7 @@ class EmailActivities:
             row.sent_at = utcnow()
         return True
 
-    async def _claim(self, customer: Customer, template: str, key: str) -> bool:
+    async def _claim(self, customer: Customer, template: str, key: str, recipient: str) -> bool:
         """Take the idempotency key for this send; False when it went out or another sender holds it."""
         info = activity.info()
         claimant = f"{info.workflow_id}/{info.activity_id}"
@@ -146,7 +162,7 @@ class EmailActivities:
                         EmailOutbox(
                             idempotency_key=key,
                             customer_reference=customer.customer_reference,
-                            recipient=customer.email,
+                            recipient=recipient,
                             template=template,
                             locale=customer.locale,
                             status="sending",

@@ -15,6 +15,10 @@ def _printable(value: str) -> str:
     return value
 
 
+def _printable_or_none(value: str | None) -> str | None:
+    return None if value is None else _printable(value)
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("This value should not be blank.")
@@ -67,6 +71,19 @@ class ConfirmationData(BaseModel):
 
 class ConfirmationRequest(BaseModel):
     data: ConfirmationData
+
+
+class EmailChangeConfirmationAttributes(_Attributes):
+    key: Annotated[StrictStr, Field(min_length=1, max_length=150)] = Field(repr=False)
+
+
+class EmailChangeConfirmationData(BaseModel):
+    type: Literal["customer-email-change-confirmation"]
+    attributes: EmailChangeConfirmationAttributes
+
+
+class EmailChangeConfirmationRequest(BaseModel):
+    data: EmailChangeConfirmationData
 
 
 class AccessTokenAttributes(_Attributes):
@@ -190,7 +207,8 @@ class _Edits(BaseModel):
 
 
 class CustomerProfileAttributes(_Edits):
-    """Every attribute optional. password, newPassword, confirmPassword and email are not read here."""
+    """Every attribute optional. password, newPassword and confirmPassword are not read here; a new email
+    starts an email change (checked by the route, with the registration's codes 416/417)."""
 
     salutation: Annotated[Salutation | None, NotNull] = None
     first_name: Annotated[Name | None, NotNull] = Field(default=None, alias="firstName")
@@ -202,6 +220,7 @@ class CustomerProfileAttributes(_Edits):
     company: Text | None = None
     locale: Annotated[LocaleName | None, NotNull] = None
     preferred_shipping_method: ShippingMethod | None = Field(default=None, alias="preferredShippingMethod")
+    email: Annotated[StrictStr | None, NotNull, AfterValidator(_printable_or_none)] = None
 
 
 class CustomerProfileData(BaseModel):

@@ -26,6 +26,7 @@ from accounts.temporal import connect, ui_url
 from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
 from starter.deletions import Deletions
+from starter.email_changes import EmailChanges
 from starter.errors import (
     AccountsError,
     EmailTaken,
@@ -116,6 +117,7 @@ class AccountsClient:
         self.logins = Logins(client, settings, sessions, self._hasher)
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
         self.deletions = Deletions(client, settings, sessions)
+        self.email_changes = EmailChanges(client, settings, sessions)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

@@ -1,6 +1,6 @@
 """Deletion: a customer's account anonymized the way Spryker does it, safe to retry at every step.
 
-    end the customer's running lifecycles (registration, password reset) so none acts afterwards
+    end the customer's running lifecycles (registration, password reset, email change) so none acts afterwards
     email "your account was deleted" to the address while it still exists
     anonymize in one transaction -> `anonymized` answers the caller
         (row scrubbed, addresses gone, every token dead, lockout count gone, audit event)
@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
     from activities.anonymization import AnonymizationActivities, Anonymize
     from activities.emails import EmailActivities, NoticeInput
+    from workflows.email_change import email_change_id
     from workflows.registration import ACTIVITY_OPTIONS
 
 ENDING_LIFECYCLES = "ending_lifecycles"
@@ -33,11 +34,15 @@ def anonymization_id(customer_reference: str) -> str:
 
 
 def lifecycle_ids(customer_reference: str) -> list[str]:
-    # The ids starter.client.registration_id and starter.passwords.reset_id give (workflow code must
-    # not import the client). Email change workflows do not exist yet: add `email-change:{ref}` here
-    # once they do. The lockout window is left to run out: its activities only touch the
-    # login_throttles row, which anonymization deletes, and nobody can sign in as this customer again.
-    return [f"registration:{customer_reference}", f"password-reset:{customer_reference}"]
+    # The ids starter.client.registration_id, starter.passwords.reset_id and email_change_id give
+    # (workflow code must not import the client). The lockout window is left to run out: its activities
+    # only touch the login_throttles row, which anonymization deletes, and nobody can sign in as this
+    # customer again.
+    return [
+        f"registration:{customer_reference}",
+        f"password-reset:{customer_reference}",
+        email_change_id(customer_reference),
+    ]
 
 
 @dataclass

@@ -326,14 +326,10 @@ class RegistrationWorkflow:
         """The address has an account: its owner gets one "already registered" email per interval."""
         self._enter(DUPLICATE)
         assert created.existing_customer_reference is not None
-        interval = self._input.timings.already_registered_notice_interval.total_seconds() or 1
-        window = int(workflow.now().timestamp() // interval)
         await workflow.execute_activity_method(
             EmailActivities.send_notice,
-            NoticeInput(
-                created.existing_customer_reference,
-                "already_registered",
-                f"already-registered:{created.existing_customer_reference}/{window}",
+            already_registered_notice(
+                created.existing_customer_reference, self._input.timings.already_registered_notice_interval
             ),
             **ACTIVITY_OPTIONS,
         )
@@ -393,3 +389,10 @@ class RegistrationWorkflow:
         if self._state.registered_at is None or request is None:
             return None
         return f"support:{request.agent}" if isinstance(request, ManualVerification) else "link"
+
+
+def already_registered_notice(owner_reference: str, interval: timedelta) -> NoticeInput:
+    """The "someone used your address" email: one per owner and interval, whichever lifecycle asks
+    (a sign-up or an email change to a taken address share the window)."""
+    window = int(workflow.now().timestamp() // (interval.total_seconds() or 1))
+    return NoticeInput(owner_reference, "already_registered", f"already-registered:{owner_reference}/{window}")

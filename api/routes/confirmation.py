@@ -1,4 +1,5 @@
-"""POST /customer-confirmation (API clients) and GET /register/confirm (the link in the email)."""
+"""Links from emails: POST /customer-confirmation and GET /register/confirm (registration), POST
+/customer-email-change-confirmation and GET /email-change/confirm (a new email address)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import HTMLResponse
 
+from accounts.emails import EmailRenderer
 from accounts.locales import locale_from_accept_language
+from accounts.settings import Settings
 from api.deps import Accounts, Renderer, SettingsDep
 from api.jsonapi import GlueError, GlueException
-from api.schemas import ConfirmationRequest
+from api.schemas import ConfirmationRequest, EmailChangeConfirmationRequest
 
 router = APIRouter(tags=["customer-confirmation"])
 
@@ -38,22 +41,69 @@ async def confirm_page(
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
     confirmation = await accounts.confirm_email(token)
-    locale = confirmation.locale or locale_from_accept_language(
-        accept_language, settings.locales, settings.default_locale
-    )
+    return _landing_page(
+        renderer, settings, "register_confirm", confirmation.outcome, confirmation.locale, accept_language,
+        confirmation.first_name,
+    )  # fmt: skip
+
+
+def _landing_page(
+    renderer: EmailRenderer,
+    settings: Settings,
+    page: str,
+    outcome: str,
+    locale: str | None,
+    accept_language: str | None,
+    first_name: str | None,
+) -> HTMLResponse:
+    """The page a link in an email opens: in the customer's language, else the browser's."""
     html = renderer.render_page(
-        "register_confirm",
-        locale,
+        page,
+        locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale),
         {
             "shop_name": settings.shop_name,
-            "outcome": confirmation.outcome,
-            "customer_first_name": confirmation.first_name,
+            "outcome": outcome,
+            "customer_first_name": first_name,
             "login_url": f"{settings.public_url.rstrip('/')}/login",
         },
     )
     return HTMLResponse(
         html,
-        status_code=400 if confirmation.outcome == "invalid" else 200,
+        status_code=400 if outcome == "invalid" else 200,
         # the token is in this page's URL: keep it out of caches and of Referer headers
         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
     )
+
+
+INVALID_EMAIL_CHANGE_KEY = GlueError(422, "423", "This email change code is invalid or has been already used.")
+
+
+@router.post(
+    "/customer-email-change-confirmation",
+    status_code=204,
+    summary="Confirm a new email address with the key from the link sent to it",
+)
+async def confirm_email_change(body: EmailChangeConfirmationRequest, accounts: Accounts) -> Response:
+    confirmation = await accounts.email_changes.confirm(body.data.attributes.key)
+    if confirmation.outcome != "changed":
+        raise GlueException(INVALID_EMAIL_CHANGE_KEY)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/email-change/confirm",
+    response_class=HTMLResponse,
+    summary="Storefront landing page of the link sent to a new email address",
+)
+async def email_change_page(
+    accounts: Accounts,
+    renderer: Renderer,
+    settings: SettingsDep,
+    token: Annotated[str, Query()] = "",
+    accept_language: Annotated[str | None, Header()] = None,
+) -> HTMLResponse:
+    confirmation = await accounts.email_changes.confirm(token)
+    return _landing_page(
+        renderer, settings, "email_change_confirm", confirmation.outcome, confirmation.locale, accept_language,
+        confirmation.first_name,
+    )  # fmt: skip

@@ -34,16 +34,22 @@ ALREADY_EXISTS_DETAIL = (
 )
 
 
+def email_errors(email: str) -> list[GlueError]:
+    if len(email) > EMAIL_MAX_LENGTH:
+        return [GlueError(422, "417", "Email is too long. It should have 100 characters or less.")]
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return [GlueError(422, "416", "Invalid Email address format.")]
+    return []
+
+
 def registration_errors(attributes: CustomerRegistrationAttributes) -> list[GlueError]:
     """Glue's dedicated codes, checked in its order; the first failing rule answers."""
     if not attributes.accepted_terms:
         return [GlueError(400, "413", "Terms and Conditions was not accepted.")]
-    if len(attributes.email) > EMAIL_MAX_LENGTH:
-        return [GlueError(422, "417", "Email is too long. It should have 100 characters or less.")]
-    try:
-        validate_email(attributes.email, check_deliverability=False)
-    except EmailNotValidError:
-        return [GlueError(422, "416", "Invalid Email address format.")]
+    if errors := email_errors(attributes.email):
+        return errors
     if attributes.gender is not None and attributes.gender not in ("Male", "Female"):
         return [GlueError(400, "414", "Gender is not valid.")]
     if attributes.password != attributes.confirm_password:
@@ -163,12 +169,26 @@ UNSUPPORTED_LOCALE = GlueError(422, "901", "locale => The value you selected is 
 
 
 # Profile edits are a plain database write from the API, not a workflow: nothing waits, expires or
-# has to be retried later, so there is no lifecycle to own. (An email change is one, and has its own.)
-@router.patch("/customers/{customer_reference}", summary="Change the signed-in customer's profile and preferences")
+# has to be retried later, so there is no lifecycle to own. An email change is one (the new address
+# must confirm within a deadline), so a new `email` starts the email-change workflow instead.
+@router.patch(
+    "/customers/{customer_reference}",
+    summary="Change the signed-in customer's profile and preferences; a new email is confirmed by link first",
+)
 async def update_customer(
-    body: CustomerProfileRequest, request: Request, customer: OwnAccount, sessions: Sessions, settings: SettingsDep
+    body: CustomerProfileRequest,
+    request: Request,
+    customer: OwnAccount,
+    sessions: Sessions,
+    settings: SettingsDep,
+    accounts: Accounts,
 ) -> JSONResponse:
     edits = body.data.attributes.model_dump(exclude_unset=True)
+    new_email = edits.pop("email", None)
+    if new_email is not None:
+        new_email = new_email.strip()
+        if errors := email_errors(new_email):
+            raise GlueException(*errors)
     if edits.get("gender") is not None and edits["gender"] not in ("Male", "Female"):
         raise GlueException(GlueError(400, "414", "Gender is not valid."))
     if "locale" in edits:
@@ -192,6 +212,10 @@ async def update_customer(
                 # names only: the audit trail must not become a second copy of personal data
                 details={"fields": [_attribute_name(name) for name in changed]},
             )
+    if new_email is not None:
+        # The same answer whether the address is free or taken; the email attribute changes only once
+        # the new address confirmed its link.
+        await accounts.email_changes.request(row, new_email, channel="api", actor=row.customer_reference)
     return jsonapi.document(customer_resource(request, row))
 
 

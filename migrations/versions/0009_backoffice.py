@@ -41,9 +41,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "customer_group_members",
-        sa.Column(
-            "group_id", sa.Integer(), sa.ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True
-        ),
+        sa.Column("group_id", sa.Integer(), sa.ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("customer_id", sa.Integer(), sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("assigned_at", UTCDateTime(), nullable=False),
     )

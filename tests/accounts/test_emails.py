@@ -26,6 +26,8 @@ MESSAGES = (
     "password_reset",
     "set_password",
     "password_changed",
+    "email_change_confirm",
+    "email_changed",
 )
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
@@ -60,6 +62,7 @@ def context(**overrides: Any) -> dict[str, Any]:
         "locked_until": datetime(2026, 11, 25, 11, 10, tzinfo=UTC),
         "failures": 5,
         "changed_at": datetime(2026, 11, 25, 9, 15, tzinfo=UTC),
+        "new_email_masked": "a***@example.org",
     }
     return values | overrides
 

@@ -26,5 +26,5 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 def test_there_are_histories_for_every_workflow() -> None:
     text = " ".join(p.read_text() for p in HISTORIES)
-    for workflow in ("RegistrationWorkflow", "LockoutWindowWorkflow"):
+    for workflow in ("RegistrationWorkflow", "LockoutWindowWorkflow", "EmailChangeWorkflow"):
         assert workflow in text

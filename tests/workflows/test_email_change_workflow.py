@@ -1,0 +1,149 @@
+"""Email change on the time-skipping server, with real activities: confirmed, expired, superseded, taken."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import Stack, StackFactory, token_from, unique_email
+from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus
+from test_lockout_workflow import IP, PASSWORD, verified_customer
+
+from accounts.models import AuditEvent, Customer, OneTimeToken
+from starter import LoginFailed
+from workflows.email_change import EmailChangeWorkflow, email_change_id
+
+
+@pytest.fixture
+def ec_stack(stack: StackFactory, time_skipping: Any, sqlite_database: Any) -> Any:
+    def build(**overrides: Any) -> Any:
+        return stack(time_skipping, sqlite_database, **{"email_change_expires_after": timedelta(hours=24), **overrides})
+
+    return build
+
+
+async def customer(stack: Stack, reference: str) -> Customer:
+    async with stack.database.sessions() as session:
+        return (await session.execute(select(Customer).where(Customer.customer_reference == reference))).scalar_one()
+
+
+async def events(stack: Stack, reference: str, event: str) -> list[AuditEvent]:
+    async with stack.database.sessions() as session:
+        return list(
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.customer_reference == reference, AuditEvent.event == event)
+            )
+        )
+
+
+async def request_change(stack: Stack, reference: str, new_email: str) -> None:
+    await stack.accounts.email_changes.request(
+        await customer(stack, reference), new_email, channel="api", actor=reference
+    )
+
+
+async def outcomes(stack: Stack, reference: str) -> list[str]:
+    handle = stack.client.get_workflow_handle_for(EmailChangeWorkflow.run, email_change_id(reference))
+    return await handle.result()
+
+
+async def test_a_confirmed_change_switches_the_address_tells_the_old_one_and_keeps_sessions(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        version = (await customer(stack, reference)).token_version
+        new_email = unique_email("moved")
+
+        await request_change(stack, reference, new_email)
+        link = await stack.mail_to(new_email, "confirm your new email")
+        assert (await customer(stack, reference)).email == email  # nothing changes before the click
+
+        confirmed = await stack.accounts.email_changes.confirm(token_from(link))
+        assert (confirmed.outcome, confirmed.customer_reference) == ("changed", reference)
+        after = await customer(stack, reference)
+        assert (after.email, after.email_key, after.token_version) == (new_email, new_email.lower(), version)
+        told = await stack.mail_to(email, "was changed")
+        assert new_email not in told.text and new_email[:1] + "***@" in told.text  # masked
+        assert await outcomes(stack, reference) == ["changed"]
+        assert [e.actor for e in await events(stack, reference, "email_changed")] == [reference]
+
+        # sign-in uses the new address from now on; the old one is unknown
+        assert (await stack.accounts.logins.authenticate(new_email, PASSWORD, client_ip=IP)).customer_reference == (
+            reference
+        )
+        with pytest.raises(LoginFailed):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        # the link is single-use
+        assert (await stack.accounts.email_changes.confirm(token_from(link))).outcome == "invalid"
+
+
+async def test_an_unconfirmed_change_expires_and_its_link_dies(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        new_email = unique_email("late")
+        await request_change(stack, reference, new_email)
+        token = token_from(await stack.mail_to(new_email, "confirm your new email"))
+
+        await stack.env.sleep(timedelta(hours=24, seconds=1))
+        assert await outcomes(stack, reference) == ["expired"]
+        assert (await stack.accounts.email_changes.confirm(token)).outcome == "invalid"
+        assert (await customer(stack, reference)).email == email
+        async with stack.database.sessions() as session:
+            link = await session.scalar(select(OneTimeToken).where(OneTimeToken.purpose == "email_change"))
+        assert link is not None and link.used_at is not None  # the database agrees the link is dead
+
+
+async def test_a_newer_request_replaces_the_pending_one(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        first, second = unique_email("first"), unique_email("second")
+        await request_change(stack, reference, first)
+        first_token = token_from(await stack.mail_to(first, "confirm your new email"))
+        await request_change(stack, reference, second)
+        second_token = token_from(await stack.mail_to(second, "confirm your new email"))
+
+        assert (await stack.accounts.email_changes.confirm(first_token)).outcome == "invalid"
+        assert (await customer(stack, reference)).email == email
+        assert (await stack.accounts.email_changes.confirm(second_token)).outcome == "changed"
+        assert (await customer(stack, reference)).email == second
+        assert await outcomes(stack, reference) == ["superseded", "changed"]
+
+
+async def test_a_taken_address_gets_the_same_answer_and_its_owner_is_told(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        other_email, other_reference = await verified_customer(stack)
+
+        await request_change(stack, reference, other_email.upper())  # returns like any other request
+        await stack.mail_to(other_email, "someone tried")
+        assert await outcomes(stack, reference) == ["taken"]
+        assert not [m for m in stack.sink.to(other_email) if "confirm your new email" in m.subject.lower()]
+        assert (await customer(stack, reference)).email == email
+        assert (await customer(stack, other_reference)).email == other_email
+
+
+async def test_asking_for_the_current_address_starts_nothing(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await request_change(stack, reference, email.upper())
+        assert await stack.accounts.email_changes.status(reference) is None
+
+
+async def test_anonymization_ends_a_pending_change(ec_stack: Any) -> None:
+    async with ec_stack() as stack:
+        _, reference = await verified_customer(stack)
+        new_email = unique_email("gone")
+        await request_change(stack, reference, new_email)
+        token = token_from(await stack.mail_to(new_email, "confirm your new email"))
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+        handle = stack.client.get_workflow_handle(email_change_id(reference))
+        for _ in range(100):
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        assert (await stack.accounts.email_changes.confirm(token)).outcome == "invalid"
+        assert (await customer(stack, reference)).email != new_email
