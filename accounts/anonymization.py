@@ -5,15 +5,16 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.models import Customer, OneTimeToken
+from accounts import carts
+from accounts.models import Customer, CustomerGroupMember, CustomerNote, OneTimeToken
 
 ANONYMIZED_EMAIL_DOMAIN = "anonymized.invalid"  # RFC 2606: can never be delivered
 
 
-def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> None:
+async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> None:
     placeholder = f"{secrets.token_hex(12)}@{ANONYMIZED_EMAIL_DOMAIN}"
     customer.email = placeholder
     customer.email_key = placeholder  # frees the real address for a new registration
@@ -22,6 +23,10 @@ def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> None:
     customer.password_hash = None
     customer.anonymized_at = now
     customer.token_version += 1
+    await carts.delete_customer_carts(session, customer_id=customer.id)
+    # back-office notes may quote the person; group memberships describe them
+    await session.execute(delete(CustomerNote).where(CustomerNote.customer_id == customer.id))
+    await session.execute(delete(CustomerGroupMember).where(CustomerGroupMember.customer_id == customer.id))
 
 
 async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:

@@ -44,7 +44,7 @@ class AnonymizationActivities:
             now = utcnow()
             # An expired registration may have scrubbed the row already: a second scrub would only churn it.
             if customer.anonymized_at is None:
-                anonymization.scrub(session, customer, now=now)
+                await anonymization.scrub(session, customer, now=now)
             customer.default_billing_address_id = None
             customer.default_shipping_address_id = None
             customer.preferred_shipping_method = None

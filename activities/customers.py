@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit
+from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from activities.lookup import load_customer
@@ -31,6 +31,8 @@ class NewCustomer:
     date_of_birth: date | None = None
     phone: str | None = None
     company: str | None = None
+    # checkout sign-up: SHA-256 of the guest's X-Anonymous-Customer-Unique-Id (never the id itself)
+    guest_cart_key: str | None = None
 
 
 @dataclass
@@ -50,6 +52,7 @@ class ActivationInput:
     method: str  # link | manual
     actor: str
     reason: str | None = None
+    guest_cart_key: str | None = None  # this guest's cart becomes the customer's in the same transaction
 
 
 @dataclass
@@ -124,6 +127,12 @@ class CustomerActivities:
                 now = utcnow()
                 customer.registered_at = now
                 await anonymization.kill_tokens(session, customer.id, now=now, purpose=EMAIL_VERIFICATION)
+                # Only while registered_at is unset, in its transaction: a retried activity or a second
+                # activation converts nothing (and the UPDATE itself matches a guest cart only once).
+                if request.guest_cart_key:
+                    await carts.convert_guest_cart(
+                        session, guest_key=request.guest_cart_key, customer_id=customer.id, now=now
+                    )
                 audit.record(
                     session,
                     customer_reference=customer.customer_reference,
@@ -158,7 +167,7 @@ class CustomerActivities:
             await anonymization.kill_tokens(session, customer.id, now=now)
             anonymize = request.action == "anonymize"
             if anonymize:
-                anonymization.scrub(session, customer, now=now)
+                await anonymization.scrub(session, customer, now=now)
             audit.record(
                 session,
                 customer_reference=customer.customer_reference,

@@ -22,7 +22,7 @@ from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import access_tokens, addresses, backoffice, confirmation, customers, orders, passwords
+from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords
 from starter import AccountsClient
 
 
@@ -87,4 +87,5 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(passwords.router)
     app.include_router(backoffice.router)
     app.include_router(orders.router)
+    app.include_router(carts.router)
     return app

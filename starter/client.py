@@ -66,6 +66,8 @@ class Registration:
     date_of_birth: date | None = None
     phone: str | None = None
     company: str | None = None
+    # checkout sign-up: SHA-256 of X-Anonymous-Customer-Unique-Id; that guest cart is converted at activation
+    guest_cart_key: str | None = None
 
 
 @dataclass
@@ -151,6 +153,7 @@ class AccountsClient:
                 date_of_birth=registration.date_of_birth,
                 phone=registration.phone,
                 company=registration.company,
+                guest_cart_key=registration.guest_cart_key,
             ),
             timings=registration_timings(self._settings),
         )

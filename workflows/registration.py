@@ -302,6 +302,7 @@ class RegistrationWorkflow:
             activation = ActivationInput(
                 customer.customer_reference, customer.channel, "link", customer.customer_reference
             )
+        activation.guest_cart_key = customer.guest_cart_key
         activated = await workflow.execute_activity_method(
             CustomerActivities.activate_customer, activation, **ACTIVITY_OPTIONS
         )

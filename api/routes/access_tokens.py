@@ -6,14 +6,16 @@ import math
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from accounts import carts
 from accounts.access_tokens import AccessTokenIssuer
+from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
 from api import jsonapi
 from api.auth import CurrentCustomer
-from api.deps import Accounts
+from api.deps import Accounts, Sessions
 from api.jsonapi import GlueError, GlueException
 from api.schemas import AccessTokenRequest, RefreshTokenRequest
 from starter import LoginBlocked, LoginFailed, PasswordResetRequired
@@ -76,7 +78,13 @@ def _token_document(request: Request, type_: str, attributes: dict[str, Any]) ->
 
 
 @router.post("/access-tokens", status_code=201, summary="Sign in with email and password")
-async def create_access_token(body: AccessTokenRequest, request: Request, accounts: Accounts) -> JSONResponse:
+async def create_access_token(
+    body: AccessTokenRequest,
+    request: Request,
+    accounts: Accounts,
+    sessions: Sessions,
+    x_anonymous_customer_unique_id: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
     attributes = body.data.attributes
     try:
         validate_email(attributes.username, check_deliverability=False)
@@ -96,6 +104,10 @@ async def create_access_token(body: AccessTokenRequest, request: Request, accoun
         tokens = await _tokens(request, who)
     except InvalidRefreshToken:  # the password changed while it was being checked
         raise GlueException(AUTHENTICATION_FAILED) from None
+    guest_key = carts.guest_key(x_anonymous_customer_unique_id)
+    if guest_key is not None:  # signed in from a guest session: its cart joins the customer's
+        async with sessions.begin() as session:
+            await carts.merge_guest_cart(session, guest_key=guest_key, customer_id=who.customer_id, now=utcnow())
     return _token_document(request, "access-tokens", tokens)
 
 

@@ -8,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from accounts import audit
+from accounts import audit, carts
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
@@ -70,8 +70,11 @@ async def register_customer(
     accounts: Accounts,
     settings: SettingsDep,
     accept_language: Annotated[str | None, Header()] = None,
+    x_anonymous_customer_unique_id: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     attributes = body.data.attributes
+    # checkout sign-up: that guest's cart becomes the customer's at activation; only its hash travels on
+    guest_cart_key = carts.guest_key(x_anonymous_customer_unique_id)
     errors = registration_errors(attributes)
     if errors:
         raise GlueException(*errors)
@@ -84,7 +87,7 @@ async def register_customer(
         registered = await accounts.register(
             Registration(
                 email=attributes.email.strip(),
-                channel="api",
+                channel="checkout" if guest_cart_key else "api",
                 locale=locale,
                 password=attributes.password,
                 salutation=attributes.salutation,
@@ -94,6 +97,7 @@ async def register_customer(
                 date_of_birth=attributes.date_of_birth,
                 phone=attributes.phone,
                 company=attributes.company,
+                guest_cart_key=guest_cart_key,
             )
         )
     except PasswordRejected as rejected:

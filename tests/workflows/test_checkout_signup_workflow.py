@@ -1,0 +1,78 @@
+"""Checkout sign-up in the registration workflow (time-skipping): the guest cart follows the activation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import StackFactory, unique_email
+from sqlalchemy import select
+
+from accounts import carts
+from accounts.models import Cart, Customer
+from starter import Registration
+from workflows.registration import RegistrationWorkflow
+
+PASSWORD = "Vq8#nT2!pLm4-kettle"
+
+
+@pytest.fixture
+def ts_stack(stack: StackFactory, time_skipping: Any, sqlite_database: Any) -> Any:
+    def build(**overrides: object) -> Any:
+        return stack(time_skipping, sqlite_database, **overrides)
+
+    return build
+
+
+async def guest_with_cart(stack: Any) -> tuple[str, str]:
+    """A guest's key (the hash of a fresh anonymous id) and the uuid of their cart with one line."""
+    key = carts.guest_key(f"anon-{uuid.uuid4()}")
+    assert key is not None
+    view, _ = await carts.get_or_create_guest_cart(stack.database.sessions, guest_key=key)
+    async with stack.database.sessions.begin() as session:
+        await carts.add_guest_item(session, guest_key=key, cart_uuid=view.cart.uuid, sku="tea", quantity=2)
+    return key, view.cart.uuid
+
+
+async def owner_of(stack: Any, cart_uuid: str) -> tuple[str | None, str | None]:
+    """(guest key, customer reference) of a cart."""
+    async with stack.database.sessions() as session:
+        row = (
+            await session.execute(
+                select(Cart.guest_key, Customer.customer_reference)
+                .outerjoin(Customer, Customer.id == Cart.customer_id)
+                .where(Cart.uuid == cart_uuid)
+            )
+        ).one()
+        return row[0], row[1]
+
+
+def checkout(email: str, key: str) -> Registration:
+    return Registration(
+        email=email, channel="checkout", locale="en_US", password=PASSWORD, first_name="Ada", guest_cart_key=key
+    )
+
+
+async def test_manual_verification_converts_the_guest_cart(ts_stack: Any) -> None:
+    async with ts_stack() as stack:
+        key, cart_uuid = await guest_with_cart(stack)
+        registered = await stack.accounts.register(checkout(unique_email(), key))
+        reference = registered.customer_reference
+        assert await owner_of(stack, cart_uuid) == (key, None)
+
+        await stack.accounts.verify_manually(reference, agent="alice", reason="checkout by phone")
+        assert await owner_of(stack, cart_uuid) == (None, reference)
+        status = await stack.accounts.registration_status(reference)
+        assert (status.stage, status.channel) == ("verified", "checkout")
+
+
+async def test_an_expired_checkout_sign_up_leaves_the_cart_with_the_guest(ts_stack: Any) -> None:
+    async with ts_stack() as stack:
+        key, cart_uuid = await guest_with_cart(stack)
+        registered = await stack.accounts.register(checkout(unique_email(), key))
+        handle = stack.client.get_workflow_handle_for(RegistrationWorkflow.run, registered.workflow_id)
+        await stack.env.sleep(timedelta(days=4))
+        assert (await handle.result()).outcome == "expired"
+        assert await owner_of(stack, cart_uuid) == (key, None)
