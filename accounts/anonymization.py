@@ -23,6 +23,7 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
     customer.password_hash = None
     customer.anonymized_at = now
     customer.token_version += 1
+    customer.guest_cart_key = None
     await carts.delete_customer_carts(session, customer_id=customer.id)
     # back-office notes may quote the person; group memberships describe them
     await session.execute(delete(CustomerNote).where(CustomerNote.customer_id == customer.id))

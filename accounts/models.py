@@ -67,6 +67,9 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     preferred_shipping_method: Mapped[str | None] = mapped_column(String(64))
+    # checkout sign-up: SHA-256 of the guest's X-Anonymous-Customer-Unique-Id, whose cart becomes this
+    # customer's when the account is activated (by any proof); cleared then, so it converts once
+    guest_cart_key: Mapped[str | None] = mapped_column(String(64))
     # addresses.customer_id points back here: use_alter (with named constraints) breaks the cycle so the
     # tables can still be ordered; deleting an address clears a default that points at it.
     default_billing_address_id: Mapped[int | None] = mapped_column(

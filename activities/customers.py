@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from accounts import anonymization, audit, carts
@@ -52,7 +53,6 @@ class ActivationInput:
     method: str  # link | manual
     actor: str
     reason: str | None = None
-    guest_cart_key: str | None = None  # this guest's cart becomes the customer's in the same transaction
 
 
 @dataclass
@@ -72,6 +72,21 @@ class Rehash:
     customer_reference: str
     old_hash: str
     new_hash: str
+
+
+async def activate(session: AsyncSession, customer: Customer, *, now: datetime) -> bool:
+    """Make an unverified account active: the one place for it, whichever proof of the address arrived
+    (the verification link, support, or a reset or set-password link). The checkout guest cart becomes
+    the customer's in the same transaction, and its key is cleared, so it converts exactly once.
+    False when the account was active already."""
+    if customer.registered_at is not None:
+        return False
+    customer.registered_at = now
+    await anonymization.kill_tokens(session, customer.id, now=now, purpose=EMAIL_VERIFICATION)
+    if customer.guest_cart_key:
+        await carts.convert_guest_cart(session, guest_key=customer.guest_cart_key, customer_id=customer.id, now=now)
+        customer.guest_cart_key = None
+    return True
 
 
 class CustomerActivities:
@@ -96,6 +111,7 @@ class CustomerActivities:
                     locale=new.locale,
                     password_hash=new.password_hash,
                     channel=new.channel,
+                    guest_cart_key=new.guest_cart_key,
                 )
                 session.add(customer)
                 await session.flush()
@@ -123,16 +139,7 @@ class CustomerActivities:
     async def activate_customer(self, request: ActivationInput) -> Activated:
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference, for_update=True)
-            if customer.registered_at is None:
-                now = utcnow()
-                customer.registered_at = now
-                await anonymization.kill_tokens(session, customer.id, now=now, purpose=EMAIL_VERIFICATION)
-                # Only while registered_at is unset, in its transaction: a retried activity or a second
-                # activation converts nothing (and the UPDATE itself matches a guest cart only once).
-                if request.guest_cart_key:
-                    await carts.convert_guest_cart(
-                        session, guest_key=request.guest_cart_key, customer_id=customer.id, now=now
-                    )
+            if await activate(session, customer, now=utcnow()):
                 audit.record(
                     session,
                     customer_reference=customer.customer_reference,

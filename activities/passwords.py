@@ -12,6 +12,7 @@ from accounts.db import SessionFactory
 from accounts.models import LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
 from accounts.throttle import customer_subject
+from activities.customers import activate
 from activities.lookup import load_customer
 
 PASSWORD_RESET = "password_reset"  # noqa: S105 (a token purpose, not a secret)
@@ -51,8 +52,15 @@ class PasswordActivities:
             customer.password_hash = request.password_hash
             customer.password_reset_required = False
             customer.token_version += 1
-            if request.verifies_email and customer.registered_at is None:
-                customer.registered_at = now
+            if request.verifies_email and await activate(session, customer, now=now):
+                audit.record(
+                    session,
+                    customer_reference=customer.customer_reference,
+                    event="email_verified",
+                    channel=request.channel,
+                    actor=request.actor,
+                    details={"by": "password_link"},
+                )
             await session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.customer_id == customer.id, RefreshToken.revoked_at.is_(None))

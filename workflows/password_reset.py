@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from activities.passwords import PASSWORD_RESET, ForceReset, PasswordActivities, SetPassword
     from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
-    from workflows.registration import ACTIVITY_OPTIONS
+    from workflows.registration import ACTIVITY_OPTIONS, EMAIL_PROVEN
 
 RESEND = "resend"
 AWAITING = "awaiting_new_password"
@@ -127,6 +127,7 @@ class PasswordResetWorkflow:
         self._state.completed = True
         self._enter(COMPLETED)
         await clear_lockout(input.customer_reference)
+        await tell_registration(input.customer_reference)
         await workflow.execute_activity_method(
             EmailActivities.send_notice,
             NoticeInput(
@@ -205,6 +206,14 @@ class PasswordResetWorkflow:
     def _key(self) -> str:
         info = workflow.info()
         return f"{info.workflow_id}/{info.first_execution_run_id}"
+
+
+async def tell_registration(customer_reference: str) -> None:
+    """The link proved the address: a registration still waiting for its confirmation stops waiting."""
+    try:
+        await workflow.get_external_workflow_handle(f"registration:{customer_reference}").signal(EMAIL_PROVEN)
+    except Exception:  # the registration ended long ago (or never ran here): nothing waits
+        workflow.logger.debug("no registration waiting for %s", customer_reference)
 
 
 async def clear_lockout(customer_reference: str) -> None:

@@ -3,6 +3,7 @@
     create the customer row (or, when the address is taken, tell its owner and stop)
     email a verification link
     wait for: confirm (link token) | verify_manually (support) | resend (throttled)
+              | email_proven (a reset or set-password link proved the address and activated it)
         reminder_after passes -> one reminder with a fresh link
         expires_after passes  -> links die; the account stays unverified or is anonymized
     activate: registered_at set, tokens killed, audit event; then the welcome email
@@ -40,6 +41,7 @@ VERIFIED = "verified"
 EXPIRED = "expired"
 DUPLICATE = "duplicate"
 WAITING_STAGES = (AWAITING_VERIFICATION, REMINDED)
+EMAIL_PROVEN = "email_proven"  # signal from a password reset whose link proved the address
 
 ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=90),  # above ACCOUNTS_SMTP_TIMEOUT's 30 s default
@@ -81,6 +83,11 @@ class ManualVerification:
 
 
 @dataclass
+class ProvenByPasswordLink:
+    """A reset or set-password link was used: it proved the address (and activated the account)."""
+
+
+@dataclass
 class Activation:
     customer_reference: str
     registered_at: datetime
@@ -117,7 +124,7 @@ class RegistrationState:
     last_link_at: datetime | None = None
     reminded: bool = False
     created: CustomerCreated | None = None
-    requested: ManualVerification | ConfirmRequest | None = None
+    requested: ManualVerification | ConfirmRequest | ProvenByPasswordLink | None = None
     resend_requested: bool = False
     sending_link: bool = False
     registered_at: datetime | None = None
@@ -143,7 +150,8 @@ class RegistrationWorkflow:
         if not created.created:
             return await self._tell_owner(created)
 
-        await self._send_link("verify")
+        if self._state.requested is None:  # a password link may have proved the address already
+            await self._send_link("verify")
         self._enter(AWAITING_VERIFICATION)
         while self._state.requested is None:
             if self._state.resend_requested:
@@ -210,6 +218,12 @@ class RegistrationWorkflow:
             raise ApplicationError("manual verification needs an agent and a reason", type="InvalidRequest")
         if len(request.agent) > 255 or len(request.reason) > 1000:
             raise ApplicationError("agent (255) or reason (1000 characters) too long", type="InvalidRequest")
+
+    @workflow.signal(name=EMAIL_PROVEN)
+    def email_proven(self) -> None:
+        """The password workflow activated the account: stop waiting (no reminder, no expiry), welcome."""
+        if self._state.requested is None and self._state.stage in (CREATING, *WAITING_STAGES):
+            self._state.requested = ProvenByPasswordLink()
 
     @workflow.update
     async def resend(self) -> Resent:
@@ -292,17 +306,17 @@ class RegistrationWorkflow:
         except TimeoutError:
             return False
 
-    async def _activate(self, request: ManualVerification | ConfirmRequest) -> None:
+    async def _activate(self, request: ManualVerification | ConfirmRequest | ProvenByPasswordLink) -> None:
         customer = self._input.customer
         if isinstance(request, ManualVerification):
             activation = ActivationInput(
                 customer.customer_reference, "backoffice", "manual", request.agent, request.reason
             )
-        else:
+        else:  # the link, or a password link that proved the address (that activation is done already)
+            method = "link" if isinstance(request, ConfirmRequest) else "password_link"
             activation = ActivationInput(
-                customer.customer_reference, customer.channel, "link", customer.customer_reference
+                customer.customer_reference, customer.channel, method, customer.customer_reference
             )
-        activation.guest_cart_key = customer.guest_cart_key
         activated = await workflow.execute_activity_method(
             CustomerActivities.activate_customer, activation, **ACTIVITY_OPTIONS
         )
@@ -389,7 +403,9 @@ class RegistrationWorkflow:
         request = self._state.requested
         if self._state.registered_at is None or request is None:
             return None
-        return f"support:{request.agent}" if isinstance(request, ManualVerification) else "link"
+        if isinstance(request, ManualVerification):
+            return f"support:{request.agent}"
+        return "link" if isinstance(request, ConfirmRequest) else "password_link"
 
 
 def already_registered_notice(owner_reference: str, interval: timedelta) -> NoticeInput:

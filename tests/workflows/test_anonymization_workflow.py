@@ -117,7 +117,12 @@ async def assert_no_personal_data_left(stack: Stack, reference: str, email: str,
             assert value is None, column.key
         elif column.key in ("email", "email_key"):
             assert value.endswith(f"@{ANONYMIZED_EMAIL_DOMAIN}") and email.split("@")[0] not in value
-        elif column.key in ("default_billing_address_id", "default_shipping_address_id", "preferred_shipping_method"):
+        elif column.key in (
+            "default_billing_address_id",
+            "default_shipping_address_id",
+            "preferred_shipping_method",
+            "guest_cart_key",
+        ):
             assert value is None, column.key
         elif column.key == "token_version":
             assert value == version_before + 1

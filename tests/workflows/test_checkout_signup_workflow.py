@@ -7,15 +7,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import StackFactory, unique_email
+from conftest import StackFactory, token_from, unique_email
 from sqlalchemy import select
 
 from accounts import carts
-from accounts.models import Cart, Customer
+from accounts.models import AuditEvent, Cart, Customer
 from starter import Registration
 from workflows.registration import RegistrationWorkflow
 
 PASSWORD = "Vq8#nT2!pLm4-kettle"
+NEW_PASSWORD = "Lantern-7#quiet-harbor"
 
 
 @pytest.fixture
@@ -76,3 +77,34 @@ async def test_an_expired_checkout_sign_up_leaves_the_cart_with_the_guest(ts_sta
         await stack.env.sleep(timedelta(days=4))
         assert (await handle.result()).outcome == "expired"
         assert await owner_of(stack, cart_uuid) == (key, None)
+
+
+async def test_a_reset_link_before_the_verification_link_activates_once_and_ends_the_wait(ts_stack: Any) -> None:
+    """The reset link proves the address: one activation (cart converted), the registration stops waiting
+    (no reminder to a verified customer) and welcomes, and the verification link then finds it active."""
+    async with ts_stack() as stack:
+        key, cart_uuid = await guest_with_cart(stack)
+        email = unique_email()
+        registered = await stack.accounts.register(checkout(email, key))
+        reference = registered.customer_reference
+        verification = token_from(await stack.mail_to(email, "confirm"))
+
+        await stack.accounts.passwords.forgotten(email)
+        await stack.accounts.passwords.complete_reset(token_from(await stack.mail_to(email, "reset")), NEW_PASSWORD)
+        assert await owner_of(stack, cart_uuid) == (None, reference)
+        handle = stack.client.get_workflow_handle_for(RegistrationWorkflow.run, registered.workflow_id)
+        assert (await handle.result()).outcome == "verified"
+        await stack.mail_to(email, "welcome")
+        await stack.env.sleep(timedelta(days=2))
+        assert not [m for m in stack.sink.to(email) if "reminder" in m.subject.lower()]
+        assert (await stack.accounts.registration_status(reference)).verified_by == "password_link"
+        assert (await stack.accounts.confirm_email(verification)).outcome == "already_active"
+        async with stack.database.sessions() as session:
+            events = list(
+                await session.scalars(
+                    select(AuditEvent.event).where(
+                        AuditEvent.customer_reference == reference, AuditEvent.event == "email_verified"
+                    )
+                )
+            )
+        assert events == ["email_verified"]
