@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from accounts.cli_backoffice import customers_app, groups_app, notes_app
 from accounts.settings import Settings
 
 app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
@@ -27,6 +28,9 @@ staff_app = typer.Typer(help="Back-office staff.", no_args_is_help=True)
 app.add_typer(staff_app, name="staff")
 orders_app = typer.Typer(help="Order history from the shop's order system.", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
+app.add_typer(customers_app, name="customers")  # back office: accounts.cli_backoffice
+app.add_typer(notes_app, name="notes")
+app.add_typer(groups_app, name="groups")
 Agent = Annotated[str, typer.Option(help="who acts (recorded in the audit trail)")]
 console = Console()
 T = TypeVar("T")

@@ -32,9 +32,9 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
         yield built
 
 
-async def staff_key(stack: Stack, name: str) -> str:
+async def staff_key(stack: Stack, name: str, role: str = "admin") -> str:
     directory = StaffDirectory(stack.database.sessions, PasswordHasher.from_settings(stack.settings))
-    _, key = await directory.create(f"{name}-{os.urandom(4).hex()}", "support")
+    _, key = await directory.create(f"{name}-{os.urandom(4).hex()}", role)
     return key
 
 
