@@ -224,32 +224,71 @@ def send_tokens(
     console.print(f"{sent} links sent, {skipped} skipped (a link was already on its way)")
 
 
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="read the web UI password from the first line of stdin")
+]
+
+
+def _staff_directory_run(action: Callable[[Any], Awaitable[T]]) -> T:
+    from accounts.db import create_engine, session_factory
+    from accounts.passwords import PasswordHasher
+    from accounts.staff import StaffDirectory
+
+    async def run() -> T:
+        settings = Settings()
+        engine = create_engine(settings.database_url)
+        try:
+            return await action(StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings)))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _read_password_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise typer.BadParameter("no password on stdin")
+    return password
+
+
 @staff_app.command("create")
 def staff_create(
     name: str,
     role: Annotated[str, typer.Option(help="admin or support")] = "support",
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a staff member and print their API key (shown once, stored as an argon2 hash)."""
-    from accounts.db import create_engine, session_factory
-    from accounts.passwords import PasswordHasher
-    from accounts.staff import StaffDirectory, StaffExists
+    from accounts.staff import StaffExists
 
-    async def create() -> tuple[Any, str]:
-        settings = Settings()
-        engine = create_engine(settings.database_url)
-        try:
-            directory = StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings))
-            return await directory.create(name, role)
-        finally:
-            await engine.dispose()
-
+    password = _read_password_stdin() if password_stdin else None
     try:
-        member, key = asyncio.run(create())
+        member, key = _staff_directory_run(lambda directory: directory.create(name, role, password=password))
     except (StaffExists, ValueError) as error:
         console.print(f"[red]cannot create {name}[/red]: {error}")
         raise typer.Exit(1) from None
     console.print(f"{member.name} ({member.role}) created. API key, shown this once:")
     typer.echo(key)
+
+
+@staff_app.command("set-password")
+def staff_set_password(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Set NAME's password for the back-office web UI (asked twice, hidden; signs out their web sessions)."""
+    from accounts.staff import StaffNotFound, StaffPasswordRejected
+
+    if password_stdin:
+        password = _read_password_stdin()
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        member = _staff_directory_run(lambda directory: directory.set_password(name, password))
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {name}[/red]")
+        raise typer.Exit(1) from None
+    except StaffPasswordRejected as rejected:
+        console.print(f"[red]password refused[/red]: {rejected}")
+        raise typer.Exit(1) from None
+    console.print(f"web password of {member.name} ({member.role}) set")
 
 
 @orders_app.command("import")

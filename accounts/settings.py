@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     jwt_issuer: str = "shop-accounts"
     access_token_lifetime: Duration = timedelta(hours=8)
     refresh_token_lifetime: Duration = timedelta(days=30)
+    # back-office web UI: a staff member's signed session cookie expires this long after sign-in
+    backoffice_session_hours: float = 8.0
 
     # lockout windows (defaults: Spryker's recommended 9 failures in 900 s block for 360 s)
     lockout_max_failures: int = 9

@@ -3,6 +3,7 @@
 The id in the key finds the row without scanning; the secret is verified with argon2 (off the event
 loop). Verified keys are remembered for a minute by their SHA-256, so a busy back-office page does
 not pay an argon2 verification per request; disabling a member takes effect within that minute.
+Web UI passwords (`set_password`, `authenticate_password`) follow the customers' password policy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounts.db import SessionFactory
 from accounts.models import Staff
-from accounts.passwords import PasswordHasher
+from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
 
 ROLES = ("admin", "support")
 CACHE_SECONDS = 60.0
@@ -36,20 +37,42 @@ class StaffExists(Exception):
     pass
 
 
+class StaffNotFound(Exception):
+    pass
+
+
+class StaffPasswordRejected(ValueError):
+    def __init__(self, violations: list[PolicyViolation]) -> None:
+        super().__init__(" ".join(v.detail for v in violations))
+        self.violations = violations
+
+
 class StaffDirectory:
-    def __init__(self, sessions: SessionFactory, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, sessions: SessionFactory, hasher: PasswordHasher, *, policy: PasswordPolicy | None = None
+    ) -> None:
         self._sessions = sessions
         self._hasher = hasher
+        # staff passwords open every customer's data: at least the customers' rules (12+, not common)
+        self._policy = policy or PasswordPolicy()
         self._verified: dict[str, tuple[float, StaffMember]] = {}
 
-    async def create(self, name: str, role: str) -> tuple[StaffMember, str]:
-        """Returns the member and their API key, which is shown this once and never stored."""
+    async def create(self, name: str, role: str, *, password: str | None = None) -> tuple[StaffMember, str]:
+        """Returns the member and their API key, which is shown this once and never stored.
+
+        With `password`, the member can sign in to the web UI too (checked before anything is created)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        password_hash = await self._password_hash(name, password) if password is not None else None
         secret = secrets.token_urlsafe(32)
         try:
             async with self._sessions.begin() as session:
-                staff = Staff(name=name, role=role, api_key_hash=await self._hasher.hash_async(secret))
+                staff = Staff(
+                    name=name,
+                    role=role,
+                    api_key_hash=await self._hasher.hash_async(secret),
+                    password_hash=password_hash,
+                )
                 session.add(staff)
                 await session.flush()
                 member = StaffMember(staff.id, staff.name, staff.role)
@@ -76,3 +99,31 @@ class StaffDirectory:
         member = StaffMember(staff.id, staff.name, staff.role)
         self._verified[digest] = (time.monotonic(), member)
         return member
+
+    async def set_password(self, name: str, password: str) -> StaffMember:
+        """Set the web UI password (policy checked, argon2-hashed); signs out every web session of `name`."""
+        password_hash = await self._password_hash(name, password)
+        async with self._sessions.begin() as session:
+            staff = await session.scalar(select(Staff).where(Staff.name == name))
+            if staff is None:
+                raise StaffNotFound(name)
+            staff.password_hash = password_hash
+            return StaffMember(staff.id, staff.name, staff.role)
+
+    async def authenticate_password(self, name: str, password: str) -> StaffMember | None:
+        """The enabled member with this name and password, else None; one argon2 verification either way
+        (a dummy one for unknown names, disabled members and members without a password)."""
+        async with self._sessions() as session:
+            staff = await session.scalar(select(Staff).where(Staff.name == name, Staff.disabled_at.is_(None)))
+        if staff is None or staff.password_hash is None:
+            await self._hasher.dummy_verify_async(password)
+            return None
+        if not await self._hasher.verify_async(staff.password_hash, password):
+            return None
+        return StaffMember(staff.id, staff.name, staff.role)
+
+    async def _password_hash(self, name: str, password: str) -> str:
+        violations = self._policy.violations(password, user_inputs=[name])
+        if violations:
+            raise StaffPasswordRejected(violations)
+        return await self._hasher.hash_async(password)

@@ -20,7 +20,7 @@ from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from accounts.temporal import connect
-from api import jsonapi
+from api import jsonapi, web
 from api.middleware import BodySizeLimit, install_log_redaction
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords
 from starter import AccountsClient
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         app.state.staff = StaffDirectory(app.state.sessions, PasswordHasher.from_settings(settings))
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
+        app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
         install_log_redaction()
         try:
             yield
@@ -87,5 +88,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(passwords.router)
     app.include_router(backoffice.router)
     app.include_router(orders.router)
+    for router in web.routers:  # the back-office web UI (HTML)
+        app.include_router(router)
     app.include_router(carts.router)
     return app

@@ -1,0 +1,72 @@
+"""Signing in and out of the back-office web UI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import RedirectResponse
+
+from api.web.session import FLASH_COOKIE
+from api.web.sign_in import SignInBlocked
+from api.web.ui import Posting, Web, WebRoute, safe_next
+
+router = APIRouter(prefix="/backoffice", route_class=WebRoute, include_in_schema=False)
+
+FAILED = "Unknown staff name or wrong password."  # one answer for both, and for disabled members
+MAX_PASSWORD_LENGTH = 4096
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request, web: Web, next: str = "/backoffice") -> Response:
+    nonce, token = web.codec.sign_in_form(request)
+    page = web.page("sign_in.html", csrf_token=token, next=safe_next(next), name="", error=None)
+    web.codec.remember_sign_in_form(page, nonce)
+    return page
+
+
+@router.post("/sign-in")
+async def sign_in(
+    request: Request,
+    web: Web,
+    name: Annotated[str, Form(max_length=100)] = "",
+    password: Annotated[str, Form(max_length=MAX_PASSWORD_LENGTH)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/backoffice",
+) -> Response:
+    def again(error: str, status_code: int, headers: dict[str, str] | None = None) -> Response:
+        nonce, token = web.codec.sign_in_form(request)
+        page = web.page(
+            "sign_in.html", status_code=status_code, csrf_token=token, next=safe_next(next), name=name, error=error
+        )
+        web.codec.remember_sign_in_form(page, nonce)
+        page.headers.update(headers or {})
+        return page
+
+    if not web.codec.sign_in_token_valid(request, csrf_token):
+        return again("The sign-in form expired. Please sign in again.", 400)
+    if not name.strip() or not password:
+        return again(FAILED, 400)
+    client_ip = request.client.host if request.client else "unknown"
+    try:
+        member = await web.sign_in.authenticate(name, password, client_ip=client_ip)
+    except SignInBlocked as blocked:
+        minutes = -(-blocked.retry_after_seconds // 60)
+        return again(
+            f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+            429,
+            {"Retry-After": str(blocked.retry_after_seconds)},
+        )
+    if member is None:
+        return again(FAILED, 400)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    await web.codec.start(response, web.sessions, member.id)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(web: Web, _: Posting) -> Response:
+    response = RedirectResponse("/backoffice/sign-in", status_code=303)
+    web.codec.end(response)
+    response.delete_cookie(FLASH_COOKIE, path="/backoffice")
+    return response
