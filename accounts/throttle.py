@@ -99,7 +99,11 @@ async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy
                 return Reservation(subject, row.attempts, row.window_ends_at, opened_window=row.attempts == 1)
             existing = await session.scalar(select(table).where(table.subject == subject))
             if existing is not None:
-                raise Blocked(subject, _retry_after(existing, policy, now))
+                if _blocks(existing, policy, now):
+                    raise Blocked(subject, _retry_after(existing, policy, now))
+                # Not blocked: the row appeared between the UPDATE and this read (another request's first
+                # attempt committed it) or was released meanwhile. Go round again rather than refuse.
+                continue
         try:
             async with sessions.begin() as session:
                 session.add(LoginThrottle(subject=subject, attempts=1, window_ends_at=now + policy.window))
@@ -117,6 +121,13 @@ async def release(sessions: SessionFactory, reservation: Reservation, *, forget_
         await session.execute(
             update(table).where(table.subject == reservation.subject, table.attempts > 0).values(**values)
         )
+
+
+def _blocks(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> bool:
+    """The negation of reserve's UPDATE condition: locked, or at the threshold with its lock still pending."""
+    if row.locked_until is not None and row.locked_until > now:
+        return True
+    return row.attempts >= policy.max_failures and row.window_ends_at > now - policy.lock_duration
 
 
 def _retry_after(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> timedelta:
