@@ -47,7 +47,7 @@ from accounts.models import (
     utcnow,
 )
 from accounts.settings import Settings
-from accounts.staff import ROLES, StaffMember
+from accounts.staff import ROLES, StaffMember, row_id
 from accounts.temporal import LIFECYCLE_STAGE, ui_url
 from starter.client import AccountsClient, Registration
 from starter.errors import EmailTaken, RegistrationNotFound
@@ -59,6 +59,7 @@ CHANNEL = "backoffice"
 CUSTOMER_STATUSES = ("verified", "unverified", "locked", "anonymized")
 SORT_FIELDS = ("created_at", "email", "last_name", "customer_reference", "registered_at")
 MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000  # far beyond any list; keeps the OFFSET inside what SQLite and PostgreSQL accept
 GROUP_NAME_MAX = 70
 GROUP_DESCRIPTION_MAX = 255
 NOTE_MAX = 5000
@@ -189,8 +190,8 @@ class CustomerFilter:
             raise InvalidInput("status", f"must be one of {', '.join(CUSTOMER_STATUSES)}")
         if self.sort.lstrip("-") not in SORT_FIELDS or self.sort.startswith("--"):
             raise InvalidInput("sort", f"must be one of {', '.join(SORT_FIELDS)}, with '-' in front for descending")
-        if isinstance(self.page, bool) or not isinstance(self.page, int) or self.page < 1:
-            raise InvalidInput("page", "must be a whole number from 1")
+        if isinstance(self.page, bool) or not isinstance(self.page, int) or not 1 <= self.page <= MAX_PAGE:
+            raise InvalidInput("page", f"must be a whole number from 1 to {MAX_PAGE}")
         if isinstance(self.per_page, bool) or not isinstance(self.per_page, int) or not 1 <= self.per_page <= 100:
             raise InvalidInput("per_page", f"must be a whole number from 1 to {MAX_PER_PAGE}")
         self.search = (self.search or "").strip() or None
@@ -426,6 +427,8 @@ class BackOffice:
                 await _query_running(client, execution, run)
             except (RPCError, RuntimeError, TimeoutError):
                 run.pending_actions = ["(the run did not answer: is a worker running?)"]
+            except Exception:  # a failed query or an answer of another shape: one run must not break the page
+                run.pending_actions = ["(the run's status could not be read)"]
         return run
 
     # customers: create, edit, addresses
@@ -931,10 +934,10 @@ async def _groups(session: AsyncSession, *, customer_id: int | None = None, grou
 
 
 async def _group_row(session: AsyncSession, name_or_id: str | int, *, for_update: bool = False) -> CustomerGroup:
-    if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()):
-        condition = or_(CustomerGroup.id == int(name_or_id), CustomerGroup.name == str(name_or_id))
-    else:
-        condition = CustomerGroup.name == name_or_id.strip()
+    as_id = row_id(str(name_or_id).strip())  # None for a name, and for an id no row can have
+    condition = CustomerGroup.name == str(name_or_id).strip()
+    if as_id is not None:
+        condition = or_(CustomerGroup.id == as_id, condition)
     statement = select(CustomerGroup).where(condition).order_by(CustomerGroup.id)
     row = await session.scalar(statement.with_for_update() if for_update else statement)
     if row is None:

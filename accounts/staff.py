@@ -24,6 +24,7 @@ from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
 ROLES = ("admin", "support")
 CACHE_SECONDS = 60.0
 KEY_FORMAT = re.compile(r"stf_([0-9]{1,12})_([A-Za-z0-9_-]{43})")
+MAX_ROW_ID = 2**31 - 1  # ids are 32-bit INTEGERs: a larger one names no row (and PostgreSQL refuses it)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,14 @@ class StaffMember:
     id: int
     name: str
     role: str
+
+
+def row_id(text: str) -> int | None:
+    """The row id a client sent as text (a key, a cookie, a path), or None when it cannot be one."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ROW_ID else None
 
 
 class StaffExists(Exception):
@@ -88,7 +97,9 @@ class StaffDirectory:
         parsed = KEY_FORMAT.fullmatch(api_key)
         if parsed is None:  # not even shaped like a key: no database read, no argon2
             return None
-        staff_id, secret = int(parsed[1]), parsed[2]
+        staff_id, secret = row_id(parsed[1]), parsed[2]
+        if staff_id is None:
+            return None
         async with self._sessions() as session:
             staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
         if staff is None:

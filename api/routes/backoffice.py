@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from accounts.backoffice import (
+    MAX_PAGE,
     AddressNotFound,
     BackOffice,
     Conflict,
@@ -236,7 +237,7 @@ async def list_customers(
     group: FilterGroup = None,
     q: Search = None,
     sort: Sort = "-created_at",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(alias="perPage", ge=1, le=100)] = 20,
     format: Annotated[Literal["json", "csv"], Query(description="csv: every matching row (admin)")] = "json",
 ) -> Response:

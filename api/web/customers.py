@@ -74,7 +74,7 @@ async def customer_list(
             group=group or None,
             search=q or None,
             sort=sort,
-            page=int(page) if page.isdigit() else 0,
+            page=int(page) if page.isascii() and page.isdigit() and len(page) <= 9 else 0,
         )
         found = await web.backoffice.list_customers(wanted, session.member)
     except InvalidInput as invalid:

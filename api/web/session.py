@@ -25,7 +25,7 @@ from sqlalchemy import select
 from accounts.db import SessionFactory
 from accounts.models import Staff
 from accounts.settings import Settings
-from accounts.staff import StaffMember
+from accounts.staff import StaffMember, row_id
 
 SESSION_COOKIE = "backoffice_session"
 SIGN_IN_COOKIE = "backoffice_sign_in"
@@ -70,16 +70,17 @@ class SessionCodec:
     async def read(self, request: Request, sessions: SessionFactory) -> WebSession | None:
         """The signed-in, still enabled member of this request, or None."""
         parts = request.cookies.get(SESSION_COOKIE, "").split(".")
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+        staff_id = row_id(parts[0]) if len(parts) == 4 else None
+        if staff_id is None or not (parts[1].isascii() and parts[1].isdigit()):
             return None
-        staff_id, issued_at, nonce, signature = int(parts[0]), int(parts[1]), parts[2], parts[3]
+        issued_at, nonce, signature = int(parts[1]), parts[2], parts[3]
         if not 0 <= time.time() - issued_at < self.lifetime_seconds:
             return None
         async with sessions() as session:
             staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
         if staff is None or staff.password_hash is None:
             return None
-        if not hmac.compare_digest(signature, self._sign(f"{parts[0]}.{parts[1]}.{nonce}", staff.password_hash)):
+        if not same(signature, self._sign(f"{parts[0]}.{parts[1]}.{nonce}", staff.password_hash)):
             return None
         return WebSession(StaffMember(staff.id, staff.name, staff.role), self._sign(f"csrf.{nonce}"))
 
@@ -101,7 +102,7 @@ class SessionCodec:
 
     def sign_in_token_valid(self, request: Request, token: str) -> bool:
         nonce = request.cookies.get(SIGN_IN_COOKIE, "")
-        return bool(nonce) and hmac.compare_digest(token, self._sign(f"sign-in.{nonce}"))
+        return bool(nonce) and same(token, self._sign(f"sign-in.{nonce}"))
 
     # --- one-shot messages after a redirect -----------------------------------------------------
 
@@ -114,7 +115,7 @@ class SessionCodec:
         if value is None:
             return None
         payload, _, signature = value.rpartition(".")
-        if not hmac.compare_digest(signature, self._sign("flash." + payload)):
+        if not same(signature, self._sign("flash." + payload)):
             return None
         kind, text = json.loads(base64.urlsafe_b64decode(payload))
         return Flash("error" if kind == "error" else "success", str(text))
@@ -138,3 +139,9 @@ class SessionCodec:
             samesite="strict",
             secure=self._secure,
         )
+
+
+def same(given: str, expected: str) -> bool:
+    """Constant-time equality of a token from the client and an expected (ASCII) one; any text is an answer,
+    never an error (`hmac.compare_digest` raises for non-ASCII strings)."""
+    return hmac.compare_digest(given.encode(), expected.encode())

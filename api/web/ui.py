@@ -3,7 +3,6 @@ become pages instead of JSON (a redirect to the sign-in, a refused form, a missi
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -21,7 +20,7 @@ from accounts.backoffice import BackOffice
 from accounts.db import SessionFactory
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
-from api.web.session import SessionCodec, WebSession
+from api.web.session import SessionCodec, WebSession, same
 from api.web.sign_in import StaffSignIn
 from starter import AccountsClient
 
@@ -155,7 +154,7 @@ async def _signed_in(request: Request, web: Web) -> WebSession:
 async def _posting(request: Request, session: Annotated[WebSession, Depends(_signed_in)]) -> WebSession:
     """A signed-in member's form, with the CSRF token of their session; anything else changes nothing."""
     token = (await request.form()).get("csrf_token")
-    if not isinstance(token, str) or not hmac.compare_digest(token, session.csrf_token):
+    if not isinstance(token, str) or not same(token, session.csrf_token):
         raise PageError(
             403,
             "Form refused",

@@ -21,6 +21,8 @@ async def test_keys_verify_and_anything_else_is_refused_without_an_error(databas
         f"stf_{staff_id}_{'A' * 43}",  # right shape, wrong secret
         f"stf_{int(staff_id) + 10_000}_{secret}",  # unknown id
         "stf_²_" + secret,  # a digit that int() refuses
+        f"stf_{2**31}_{secret}",  # beyond the 32-bit id column (PostgreSQL refuses the parameter)
+        f"stf_{10**12 - 1}_{secret}",
         "stf__",
         "",
         "Bearer " + key,

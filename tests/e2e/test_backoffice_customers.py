@@ -7,6 +7,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 
 from accounts.backoffice import CSV_COLUMNS, GROUP_SEPARATOR
+from accounts.models import Customer
+from workflows.lockout import LockoutInput, LockoutPolicy, LockoutState, LockoutWindowWorkflow
 from workflows.registration import RegistrationWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -364,3 +367,51 @@ async def test_bad_list_parameters_are_refused_in_the_glue_format(e2e: Stack, ke
         ]
     assert [(a.status_code, a.json()["errors"][0]["code"]) for a in answers] == [(422, "901")] * 4
     assert answers[0].json()["errors"][0]["detail"].startswith("sort => must be one of created_at")
+
+
+async def test_numbers_beyond_the_databases_range_are_answered_not_crashed_on(
+    e2e: Stack, keys: dict[str, dict[str, str]]
+) -> None:
+    """A page whose OFFSET or an id no 32/64-bit column holds: a Glue error, never a 500 from the driver."""
+    async with e2e.http() as http:
+        far_page = await http.get("/backoffice/customers", params={"page": 10**20}, headers=keys["support"])
+        groups = [
+            await http.get(f"/backoffice/customer-groups/{group_id}", headers=keys["support"])
+            for group_id in (2**31, 10**21)
+        ]
+        big_key = await http.get("/backoffice/customers", headers={"Authorization": f"Bearer stf_{10**11}_{'A' * 43}"})
+    assert (far_page.status_code, far_page.json()["errors"][0]["code"]) == (422, "901")
+    assert [(g.status_code, g.json()["errors"][0]["detail"]) for g in groups] == [
+        (404, "Customer group not found.")
+    ] * 2
+    assert (big_key.status_code, big_key.json()["errors"][0]["code"]) == (401, "001")
+
+
+async def test_a_run_whose_status_query_fails_leaves_the_customer_page_working(
+    e2e: Stack, keys: dict[str, dict[str, str]]
+) -> None:
+    """A run that answers the status query with something else (an old or foreign workflow under a known id
+    prefix) is listed without its deadlines; the page does not fail."""
+    reference = f"{e2e.database.reference_prefix}Q{uuid.uuid4().hex[:10]}"
+    async with e2e.database.sessions.begin() as session:
+        email = f"q-{marker()}@example.com"
+        session.add(Customer(customer_reference=reference, email=email, email_key=email, first_name="Q",
+                             last_name="Query", locale="en_US", channel="api"))  # fmt: skip
+    minute = timedelta(minutes=1)
+    handle = await e2e.client.start_workflow(
+        LockoutWindowWorkflow.run,
+        LockoutInput(
+            f"customer:{reference}",
+            reference,
+            LockoutPolicy(3, 15 * minute, minute, 2.0, minute, minute),
+            LockoutState(window_ends_at=datetime.now(UTC) + 60 * minute),  # an open window: it keeps running
+        ),
+        id=f"registration:{reference}",  # a lockout run where a registration is expected
+        task_queue=e2e.settings.task_queue,
+    )
+    try:
+        async with e2e.http() as http:
+            run = await registration_run(http, keys["support"], reference, "running")
+        assert run["pendingActions"] == ["(the run's status could not be read)"] and run["deadlines"] == {}
+    finally:
+        await handle.terminate("test over")

@@ -7,6 +7,7 @@ import html
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,34 @@ async def test_every_password_check_costs_one_verification_and_only_enabled_memb
     with pytest.raises(StaffNotFound):
         await directory.set_password("nobody-" + os.urandom(3).hex(), STAFF_PASSWORD)
     assert await directory.authenticate_password(with_password.name, STAFF_PASSWORD) == with_password
+
+
+async def test_forged_cookies_tokens_and_page_numbers_get_answers_not_server_errors(e2e: Stack) -> None:
+    name, password = await staff_with_password(e2e)
+    async with e2e.database.sessions() as session:
+        staff_id = await session.scalar(select(Staff.id).where(Staff.name == name))
+    now = int(time.time())
+    async with e2e.http() as http:
+        form = await http.get("/backoffice/sign-in")
+        sign_in_form = {"name": name, "password": password, "next": "/backoffice"}
+        non_ascii = await http.post("/backoffice/sign-in", data={**sign_in_form, "csrf_token": "jeton-é"})
+        assert non_ascii.status_code == 400 and "form expired" in non_ascii.text
+        assert (
+            await http.post("/backoffice/sign-in", data={**sign_in_form, "csrf_token": csrf_token(form)})
+        ).status_code == 303
+        page = await http.get("/backoffice")
+        refused = await http.post("/backoffice/sign-out", data={"csrf_token": "jeton-é"})
+        assert refused.status_code == 403 and "Form refused" in refused.text
+        for number in ("²", str(10**20), "0"):  # int() refuses the first; no OFFSET holds the second
+            listed = await http.get("/backoffice", params={"page": number})
+            assert listed.status_code == 400 and "page must be a whole number" in html.unescape(listed.text), number
+        assert (await http.post("/backoffice/sign-out", data={"csrf_token": csrf_token(page)})).status_code == 303
+    for cookie in (
+        f"{2**31}.{now}.nonce.signature",  # beyond the 32-bit id column
+        f"{10**25}.{now}.nonce.signature",
+        f"{staff_id}.{now}.nonce.sign\xe9",  # not ASCII
+    ):
+        raw = {b"Cookie": f"backoffice_session={cookie}".encode("latin-1")}
+        async with httpx.AsyncClient(base_url=e2e.api_url or "", headers=raw) as client:
+            answer = await client.get("/backoffice")
+        assert (answer.status_code, answer.headers["location"].split("?")[0]) == (303, "/backoffice/sign-in"), cookie
