@@ -176,6 +176,8 @@ class Staff(Base):
     api_key_hash: Mapped[str] = mapped_column(String(255))
     # argon2 hash of the web UI password; None until one is set (`accounts staff set-password`)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # web sessions (signed cookies) issued before this moment are dead: set by signing out
+    sessions_revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
 

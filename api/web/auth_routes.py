@@ -65,8 +65,8 @@ async def sign_in(
 
 
 @router.post("/sign-out")
-async def sign_out(web: Web, _: Posting) -> Response:
+async def sign_out(web: Web, signed_in: Posting) -> Response:
     response = RedirectResponse("/backoffice/sign-in", status_code=303)
-    web.codec.end(response)
+    await web.codec.end(response, web.sessions, signed_in.member.id)
     response.delete_cookie(FLASH_COOKIE, path="/backoffice")
     return response

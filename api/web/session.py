@@ -1,11 +1,12 @@
 """Staff web sessions: a signed cookie, no server-side session table.
 
-The cookie carries `staff_id.issued_at.nonce.signature`. The signature (HMAC-SHA256 under a key derived
-from ACCOUNTS_SECRET_KEY) also covers the member's current password hash, so setting a new password
-ends every session of that member at its next request; each request re-reads the member, so disabling
-one does too. The CSRF token of a session is an HMAC of its nonce: nothing to store, and a token from
-one session is worthless in another. The sign-in form has its own nonce cookie (double submit), so a
-foreign site cannot sign a browser in under someone else's name either.
+The cookie carries `staff_id.issued_at_ms.nonce.signature`. The signature (HMAC-SHA256 under a key derived
+from ACCOUNTS_SECRET_KEY) also covers the member's current password hash, so setting a new password ends every
+session of that member at its next request; each request re-reads the member, so disabling one does too, and
+so does signing out: it stamps `staff.sessions_revoked_at`, and cookies issued before that stamp are refused,
+in every browser (a copied cookie is worthless after sign-out). The CSRF token of a session is an HMAC of its
+nonce: nothing to store, and a token from one session is worthless in another. The sign-in form has its own
+nonce cookie (double submit), so a foreign site cannot sign a browser in under someone else's name either.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Request, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from accounts.db import SessionFactory
-from accounts.models import Staff
+from accounts.models import Staff, utcnow
 from accounts.settings import Settings
 from accounts.staff import StaffMember, row_id
 
@@ -63,7 +64,7 @@ class SessionCodec:
         async with sessions() as session:
             password_hash = await session.scalar(select(Staff.password_hash).where(Staff.id == staff_id))
         assert password_hash is not None, "a member signs in with a password"
-        payload = f"{staff_id}.{int(time.time())}.{secrets.token_urlsafe(16)}"
+        payload = f"{staff_id}.{_now_ms()}.{secrets.token_urlsafe(16)}"
         self._set(response, SESSION_COOKIE, f"{payload}.{self._sign(payload, password_hash)}", self.lifetime_seconds)
         response.delete_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
 
@@ -73,18 +74,24 @@ class SessionCodec:
         staff_id = row_id(parts[0]) if len(parts) == 4 else None
         if staff_id is None or not (parts[1].isascii() and parts[1].isdigit()):
             return None
-        issued_at, nonce, signature = int(parts[1]), parts[2], parts[3]
-        if not 0 <= time.time() - issued_at < self.lifetime_seconds:
+        issued_ms, nonce, signature = int(parts[1]), parts[2], parts[3]
+        if not 0 <= _now_ms() - issued_ms < self.lifetime_seconds * 1000:
             return None
         async with sessions() as session:
             staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
         if staff is None or staff.password_hash is None:
             return None
+        revoked = staff.sessions_revoked_at
+        if revoked is not None and issued_ms <= int(revoked.timestamp() * 1000):
+            return None
         if not same(signature, self._sign(f"{parts[0]}.{parts[1]}.{nonce}", staff.password_hash)):
             return None
         return WebSession(StaffMember(staff.id, staff.name, staff.role), self._sign(f"csrf.{nonce}"))
 
-    def end(self, response: Response) -> None:
+    async def end(self, response: Response, sessions: SessionFactory, staff_id: int) -> None:
+        """Sign out: every session of the member issued until now dies, here and in any other browser."""
+        async with sessions.begin() as session:
+            await session.execute(update(Staff).where(Staff.id == staff_id).values(sessions_revoked_at=utcnow()))
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
 
     # --- the sign-in form -----------------------------------------------------------------------
@@ -139,6 +146,10 @@ class SessionCodec:
             samesite="strict",
             secure=self._secure,
         )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def same(given: str, expected: str) -> bool:

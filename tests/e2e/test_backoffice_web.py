@@ -125,9 +125,14 @@ async def test_sign_in_answers_alike_for_unknown_names_and_wrong_passwords_and_s
 
         # signing out needs the form's token too
         assert (await http.post("/backoffice/sign-out")).status_code == 403
+        copied = http.cookies.get("backoffice_session", path="/backoffice")
+        assert copied is not None
         out = await http.post("/backoffice/sign-out", data={"csrf_token": csrf_token(page)})
         assert (out.status_code, out.headers["location"]) == (303, "/backoffice/sign-in")
         assert (await http.get("/backoffice")).status_code == 303
+        # a copy of the cookie taken before signing out is dead too (another browser, a stolen copy)
+        async with httpx.AsyncClient(base_url=e2e.api_url or "", cookies={"backoffice_session": copied}) as other:
+            assert (await other.get("/backoffice")).status_code == 303
         assert (await web_sign_in(http, name, password)).status_code == 303
 
         # a new password ends the session; so does disabling the member
@@ -358,7 +363,7 @@ async def test_forged_cookies_tokens_and_page_numbers_get_answers_not_server_err
     name, password = await staff_with_password(e2e)
     async with e2e.database.sessions() as session:
         staff_id = await session.scalar(select(Staff.id).where(Staff.name == name))
-    now = int(time.time())
+    now = int(time.time() * 1000)
     async with e2e.http() as http:
         form = await http.get("/backoffice/sign-in")
         sign_in_form = {"name": name, "password": password, "next": "/backoffice"}
