@@ -337,3 +337,12 @@ async def test_the_customer_page_renders_when_temporal_is_unreachable(office: Ba
     assert [n.message for n in detail.notes] == ["still readable"]
     assert time.monotonic() - started < 12
     assert asdict(detail.notes[0])["author"] == SUPPORT.name
+
+
+async def test_search_folds_case_beyond_ascii(office: BackOffice, database: Database) -> None:
+    """SQLite's own lower() folds ASCII only; the engine registers a Unicode one (PostgreSQL folds by ctype)."""
+    marker = tag()
+    row = await customer(database, marker, first_name="Örjan", last_name=f"Ölmann{marker}")
+    for term in (f"ÖLMANN{marker}", f"ölmann{marker}", f"örjan ölmann{marker}"):
+        found = await office.list_customers(CustomerFilter(search=term))
+        assert [r.customer_reference for r in found.rows] == [row.customer_reference], term
