@@ -96,6 +96,8 @@ class Settings(BaseSettings):
 
     # email change: how long the confirmation link sent to the new address works
     email_change_expires_after: Duration = timedelta(hours=24)
+    # each request emails an address the customer typed: a bound per customer and hour
+    email_change_requests_per_hour: int = 5
 
     # login: access tokens (RS256 JWT) and refresh tokens
     # signs the keyed hash of client IPs (lockout-ip:{hash}); production refuses the placeholder

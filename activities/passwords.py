@@ -47,7 +47,8 @@ class PasswordActivities:
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
-            customer = await load_customer(session, request.customer_reference)
+            # locked: the token version bump must not be lost to a concurrent one (a forced reset, a change)
+            customer = await load_customer(session, request.customer_reference, for_update=True)
             now = utcnow()
             customer.password_hash = request.password_hash
             customer.password_reset_required = False

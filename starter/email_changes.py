@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
@@ -13,6 +14,7 @@ from accounts.models import Customer, utcnow
 from accounts.settings import Settings
 from accounts.tokens import find_issued, hash_token
 from activities.email_change import EMAIL_CHANGE
+from starter.errors import EmailChangeThrottled
 from workflows.email_change import (
     EmailChangeConfirm,
     EmailChangeInput,
@@ -39,7 +41,9 @@ class EmailChanges:
 
     async def request(self, customer: Customer, new_email: str, *, channel: str, actor: str) -> None:
         """Ask the new address to confirm. Returns as soon as the request is durable, the same way whether the
-        address is free or taken; a newer request replaces a pending one. The same address: nothing happens."""
+        address is free or taken; a newer request replaces a pending one. The same address: nothing happens.
+        Raises EmailChangeThrottled beyond ACCOUNTS_EMAIL_CHANGE_REQUESTS_PER_HOUR (per customer, so the
+        answer says nothing about the address)."""
         if new_email.lower() == customer.email_key:
             return
         start = WithStartWorkflowOperation(
@@ -48,6 +52,7 @@ class EmailChanges:
                 customer.customer_reference,
                 expires_after=self._settings.email_change_expires_after,
                 already_registered_notice_interval=self._settings.already_registered_notice_interval,
+                requests_per_hour=self._settings.email_change_requests_per_hour,
             ),
             id=email_change_id(customer.customer_reference),
             task_queue=self._settings.task_queue,
@@ -55,11 +60,17 @@ class EmailChanges:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Email change of {customer.customer_reference}",
         )
-        await self._client.execute_update_with_start_workflow(
-            EmailChangeWorkflow.request,
-            EmailChangeRequest(new_email, channel, actor),
-            start_workflow_operation=start,
-        )
+        try:
+            await self._client.execute_update_with_start_workflow(
+                EmailChangeWorkflow.request,
+                EmailChangeRequest(new_email, channel, actor),
+                start_workflow_operation=start,
+            )
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError) and cause.type == "RequestThrottled":
+                raise EmailChangeThrottled(int(cause.details[0]) if cause.details else 3600) from None
+            raise
 
     async def confirm(self, token: str) -> EmailConfirmation:
         """The link's token, hashed before anything else sees it. `invalid` covers unknown, used, expired and

@@ -61,3 +61,11 @@ class PasswordResetRequired(AccountsError):
 
 class WrongCurrentPassword(AccountsError):
     """Changing a password needs the current one; a wrong one counts as a failed sign-in."""
+
+
+class EmailChangeThrottled(AccountsError):
+    """Too many email change requests of this customer in the last hour."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"wait {retry_after_seconds} s before asking for another email change")
+        self.retry_after_seconds = retry_after_seconds

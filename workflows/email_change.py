@@ -14,7 +14,7 @@ not tell anybody which addresses have accounts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -58,6 +58,14 @@ class EmailChangeInput:
     expires_after: timedelta
     # the "already registered" notice shares registration's window: one per address owner and interval
     already_registered_notice_interval: timedelta
+    # a customer may keep asking: after this many requests (or when Temporal suggests it) the workflow
+    # continues as new, carrying the newest request, so its history stays bounded
+    requests_per_run: int = 100
+    carried: EmailChangeRequest | None = None
+    received: int = 0
+    # each request emails an address the customer names: at most this many per hour and customer
+    requests_per_hour: int = 5
+    recent: list[datetime] = field(default_factory=list)  # when the requests of the last hour came
 
 
 @dataclass
@@ -92,16 +100,27 @@ class EmailChangeWorkflow:
     def __init__(self, input: EmailChangeInput) -> None:
         self._input = input
         self._stage = IDLE
-        self._received = 0  # requests accepted so far; the newest one is the one that counts
-        self._newest: EmailChangeRequest | None = None
+        self._received = input.received  # requests accepted so far; the newest one is the one that counts
+        self._newest: EmailChangeRequest | None = input.carried
+        self._handled = 0  # requests handled by this run
+        self._recent = list(input.recent)
         self._current: _Pending | None = None
         self._outcomes: list[str] = []
 
     @workflow.run
     async def run(self, input: EmailChangeInput) -> list[str]:
-        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(input.customer_reference)])
+        workflow.upsert_search_attributes(
+            [CUSTOMER_REFERENCE.value_set(input.customer_reference)]
+            + ([CHANNEL.value_set(input.carried.channel)] if input.carried is not None else [])
+        )
         while True:
             while self._newest is not None:
+                if self._handled >= input.requests_per_run or workflow.info().is_continue_as_new_suggested():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        replace(input, carried=self._newest, received=self._received, recent=self._last_hour())
+                    )
+                self._handled += 1
                 request, self._newest = self._newest, None
                 await self._handle(_Pending(self._received, request))
             # an update accepted while the last request finished is handled before this run ends
@@ -116,6 +135,7 @@ class EmailChangeWorkflow:
         """Accept a request; it replaces any pending one. Answers at once with the request's number:
         the caller's answer must not depend on whether the address is free."""
         self._received += 1
+        self._recent = [*self._last_hour(), workflow.now()]
         self._newest = request
         workflow.upsert_search_attributes([CHANNEL.value_set(request.channel)])
         return self._received
@@ -124,6 +144,13 @@ class EmailChangeWorkflow:
     def _validate_request(self, request: EmailChangeRequest) -> None:
         if "@" not in request.new_email or len(request.new_email) > 255:
             raise ApplicationError("not an email address", type="InvalidRequest")
+        recent = self._last_hour()
+        if len(recent) >= self._input.requests_per_hour:
+            seconds = int((recent[0] + timedelta(hours=1) - workflow.now()).total_seconds()) + 1
+            raise ApplicationError(f"wait {seconds} s before asking again", seconds, type="RequestThrottled")
+
+    def _last_hour(self) -> list[datetime]:
+        return [at for at in self._recent if at > workflow.now() - timedelta(hours=1)]
 
     @workflow.update
     async def confirm(self, confirm: EmailChangeConfirm) -> str:
@@ -158,6 +185,7 @@ class EmailChangeWorkflow:
     async def _handle(self, pending: _Pending) -> None:
         self._current = pending
         pending.outcome = await self._run_request(pending)
+        pending.sending = False  # a request that sent no link (taken, unchanged) releases a waiting confirm
         self._outcomes.append(pending.outcome)
         self._current = None
         if self._newest is None:

@@ -24,6 +24,7 @@ from api.schemas import (
     CustomerRegistrationRequest,
 )
 from starter import EmailTaken, PasswordRejected, Registration
+from starter.errors import EmailChangeThrottled
 
 router = APIRouter(tags=["customers"])
 
@@ -200,6 +201,16 @@ async def update_customer(
         edits["locale"] = normalize_locale(edits["locale"], settings.locales, "")
         if not edits["locale"]:
             raise GlueException(UNSUPPORTED_LOCALE)
+    if new_email is not None:
+        # First, so that a refused request (429) writes nothing else either. The answer is the same whether
+        # the address is free or taken; the email attribute changes only once the new address confirmed.
+        try:
+            await accounts.email_changes.request(customer, new_email, channel="api", actor=customer.customer_reference)
+        except EmailChangeThrottled as throttled:
+            minutes = -(-throttled.retry_after_seconds // 60)
+            raise GlueException(
+                GlueError(429, "429", f"Too many email change requests. Please wait {minutes} minutes.")
+            ) from None
     async with sessions.begin() as session:
         row = await lock_customer(session, customer_id=customer.id)
         changed = [name for name, value in edits.items() if getattr(row, name) != value]
@@ -216,10 +227,6 @@ async def update_customer(
                 # names only: the audit trail must not become a second copy of personal data
                 details={"fields": [_attribute_name(name) for name in changed]},
             )
-    if new_email is not None:
-        # The same answer whether the address is free or taken; the email attribute changes only once
-        # the new address confirmed its link.
-        await accounts.email_changes.request(row, new_email, channel="api", actor=row.customer_reference)
     return jsonapi.document(customer_resource(request, row))
 
 

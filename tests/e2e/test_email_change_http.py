@@ -127,3 +127,19 @@ async def test_nobody_changes_another_customers_email(e2e: Stack) -> None:
         assert anonymous.status_code == 403
         assert await stored_email(e2e, ref_b) == email_b
         assert (await sign_in(http, email_b, PASSWORD)).status_code == 201
+
+
+async def test_too_many_requests_get_429_and_write_nothing(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    async with stack(dev_server, database, api=True, email_change_requests_per_hour=1) as e2e, e2e.http() as http:
+        email, reference, bearer = await signed_in(e2e, http)
+        first = await http.patch(f"/customers/{reference}", json=profile(email=unique_email("one")), headers=bearer)
+        assert first.status_code == 200
+        second = await http.patch(
+            f"/customers/{reference}", json=profile(email=unique_email("two"), lastName="Changed"), headers=bearer
+        )
+        assert (second.status_code, second.json()["errors"][0]["code"]) == (429, "429")
+        assert "Please wait" in second.json()["errors"][0]["detail"]
+        account = (await http.get(f"/customers/{reference}", headers=bearer)).json()["data"]["attributes"]
+        assert (account["email"], account["lastName"]) == (email, "Byron")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ from conftest import StackFactory, token_from, unique_email
 from sqlalchemy import select
 
 from accounts import carts
+from accounts.locks import lock_customer
 from accounts.models import AuditEvent, Cart, Customer
+from activities.customers import CustomerActivities, NewCustomer, activate
+from activities.lookup import load_customer
+from activities.passwords import PasswordActivities, SetPassword
 from starter import Registration
 from workflows.registration import RegistrationWorkflow
 
@@ -108,3 +113,34 @@ async def test_a_reset_link_before_the_verification_link_activates_once_and_ends
                 )
             )
         assert events == ["email_verified"]
+
+
+async def test_a_reset_link_racing_the_verification_link_activates_once(database: Any) -> None:
+    """The reset read the account while it was unverified; the verification link's activation commits
+    before the reset writes. The reset must not activate it again (no second event, registered_at kept)."""
+    sessions = database.sessions
+    reference = f"{database.reference_prefix}race-{uuid.uuid4().hex[:8]}"
+    await CustomerActivities(sessions).create_customer(NewCustomer(reference, unique_email(), "en_US", "api"))
+    async with sessions() as session:
+        customer_id = (await load_customer(session, reference)).id
+    reset = SetPassword(reference, "new-hash", "password_reset", "api", reference, f"race/{reference}", True)
+    verified_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    async with sessions.begin() as link:  # the verification link's activation holds the row
+        row = await lock_customer(link, customer_id=customer_id)
+        racing = asyncio.create_task(PasswordActivities(sessions).set_password(reset))
+        await asyncio.sleep(0.5)  # the reset has read the row and waits to write it
+        assert await activate(link, row, now=verified_at)
+    await racing
+
+    async with sessions() as session:
+        after = await load_customer(session, reference)
+        by_reset = list(
+            await session.scalars(
+                select(AuditEvent.id).where(
+                    AuditEvent.customer_reference == reference, AuditEvent.event == "email_verified"
+                )
+            )
+        )
+    assert (after.registered_at, after.password_hash) == (verified_at, "new-hash")
+    assert by_reset == []

@@ -7,14 +7,23 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import Stack, StackFactory, token_from, unique_email
+from conftest import Stack, StackFactory, free_port, token_from, unique_email
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WithStartWorkflowOperation, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
 from test_lockout_workflow import IP, PASSWORD, verified_customer
 
 from accounts.models import AuditEvent, Customer, OneTimeToken
 from starter import LoginFailed
-from workflows.email_change import EmailChangeWorkflow, email_change_id
+from starter.errors import EmailChangeThrottled
+from workflows.email_change import (
+    TAKEN,
+    EmailChangeConfirm,
+    EmailChangeInput,
+    EmailChangeRequest,
+    EmailChangeWorkflow,
+    email_change_id,
+)
 
 
 @pytest.fixture
@@ -147,3 +156,78 @@ async def test_anonymization_ends_a_pending_change(ec_stack: Any) -> None:
         assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
         assert (await stack.accounts.email_changes.confirm(token)).outcome == "invalid"
         assert (await customer(stack, reference)).email != new_email
+
+
+async def test_a_confirm_arriving_while_a_newer_request_is_checked_neither_hangs_nor_blocks_the_change(
+    stack: StackFactory, dev_server: Any, sqlite_database: Any
+) -> None:
+    """The API checked the link in the database, then a newer request replaced it before the confirm
+    reached the workflow: the confirm meets a request that sends no link (here: a taken address)."""
+    async with stack(dev_server, sqlite_database) as built:
+        _, reference = await verified_customer(built)
+        other_email, _ = await verified_customer(built)
+        smtp_port = built.settings.smtp_port
+        built.settings = built.settings.model_copy(update={"smtp_port": free_port()})  # SMTP down
+        await built.restart_worker()
+        await request_change(built, reference, other_email)  # taken: the owner's notice is retried
+        handle = built.client.get_workflow_handle_for(EmailChangeWorkflow.run, email_change_id(reference))
+        for _ in range(100):
+            if (await handle.query(EmailChangeWorkflow.status)).stage == TAKEN:
+                break
+            await asyncio.sleep(0.1)
+        confirm = asyncio.create_task(handle.execute_update(EmailChangeWorkflow.confirm, EmailChangeConfirm("0" * 64)))
+        await asyncio.sleep(1)  # accepted: it waits for the request under way
+
+        built.settings = built.settings.model_copy(update={"smtp_port": smtp_port})
+        await built.restart_worker()
+        await built.mail_to(other_email, "someone tried", timeout=120)  # the next retry
+        with pytest.raises(WorkflowUpdateFailedError):
+            await asyncio.wait_for(confirm, timeout=30)
+        assert await asyncio.wait_for(outcomes(built, reference), timeout=30) == ["taken"]
+
+
+async def test_a_long_series_of_requests_continues_as_new_with_the_newest_one(ec_stack: Any) -> None:
+    """One run takes a bounded number of requests (its history must stay small); the newest goes on."""
+    async with ec_stack() as stack:
+        _, reference = await verified_customer(stack)
+        addresses = [unique_email(f"series{i}") for i in range(3)]
+        start = WithStartWorkflowOperation(
+            EmailChangeWorkflow.run,
+            EmailChangeInput(reference, timedelta(hours=24), timedelta(hours=1), requests_per_run=2),
+            id=email_change_id(reference),
+            task_queue=stack.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await stack.client.execute_update_with_start_workflow(
+            EmailChangeWorkflow.request,
+            EmailChangeRequest(addresses[0], "api", reference),
+            start_workflow_operation=start,
+        )
+        first_run = (await start.workflow_handle()).first_execution_run_id
+        tokens = [token_from(await stack.mail_to(addresses[0], "confirm your new email"))]
+        for address in addresses[1:]:
+            await request_change(stack, reference, address)
+            tokens.append(token_from(await stack.mail_to(address, "confirm your new email")))
+
+        handle = stack.client.get_workflow_handle_for(EmailChangeWorkflow.run, email_change_id(reference))
+        assert (await handle.describe()).run_id != first_run  # continued as new
+        assert (await handle.query(EmailChangeWorkflow.status)).requests == 3
+        assert (await stack.accounts.email_changes.confirm(tokens[1])).outcome == "invalid"
+        assert (await stack.accounts.email_changes.confirm(tokens[2])).outcome == "changed"
+        assert (await customer(stack, reference)).email == addresses[2]
+        assert await outcomes(stack, reference) == ["changed"]
+
+
+async def test_requests_beyond_the_hourly_bound_are_refused_until_the_hour_passes(ec_stack: Any) -> None:
+    async with ec_stack(email_change_requests_per_hour=3) as stack:
+        _, reference = await verified_customer(stack)
+        for n in range(3):
+            await request_change(stack, reference, unique_email(f"try{n}"))
+        with pytest.raises(EmailChangeThrottled) as refused:
+            await request_change(stack, reference, unique_email("one-too-many"))
+        assert 0 < refused.value.retry_after_seconds <= 3600
+        status = await stack.accounts.email_changes.status(reference)
+        assert status is not None and status.requests == 3
+
+        await stack.env.sleep(timedelta(hours=1, seconds=1))
+        await request_change(stack, reference, unique_email("next-hour"))
