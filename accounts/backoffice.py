@@ -323,7 +323,8 @@ class BackOffice:
             authorize(staff, "customers.list")
         async with self._sessions() as session:
             statement = _filtered(f, utcnow())
-            total = await session.scalar(select(func.count()).select_from(statement.subquery()))
+            # the count needs no order: sorting every match only to count it cost more than the page itself
+            total = await session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
             rows = (await session.execute(statement.offset((f.page - 1) * f.per_page).limit(f.per_page))).all()
             return CustomerPage(await _rows(session, rows), int(total or 0), f.page, f.per_page)
 
