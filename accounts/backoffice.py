@@ -825,8 +825,7 @@ def _filtered(f: CustomerFilter, now: datetime) -> Select[Customer, str]:
             or_(
                 Customer.email_key.contains(term, autoescape=True),
                 func.lower(Customer.customer_reference).contains(term, autoescape=True),
-                full_name.contains(term, autoescape=True),
-                func.lower(func.coalesce(Customer.last_name, "")).contains(term, autoescape=True),
+                full_name.contains(term, autoescape=True),  # "first last": finds either name alone too
             )
         )
     descending = f.sort.startswith("-")
