@@ -133,4 +133,6 @@ def _blocks(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> bool:
 def _retry_after(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> timedelta:
     if row.locked_until is not None and row.locked_until > now:
         return row.locked_until - now
+    if not policy.lock_duration:  # a plain bound per window (no lock follows): free when the window ends
+        return row.window_ends_at - now
     return policy.lock_duration  # threshold reached, the lock is being applied

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from accounts import throttle
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.settings import Settings
+from accounts.throttle import Blocked, ThrottlePolicy
 from accounts.tokens import find_issued, hash_token
 from activities.email_change import EMAIL_CHANGE
 from starter.errors import EmailChangeThrottled
@@ -38,6 +41,10 @@ class EmailChanges:
         self._client = client
         self._settings = settings
         self._sessions = sessions
+        # a window of an hour opened by the first request; it ends by the clock (no lock, no workflow)
+        self._bound = ThrottlePolicy(
+            max_failures=settings.email_change_requests_per_hour, window=timedelta(hours=1), lock_duration=timedelta(0)
+        )
 
     async def request(self, customer: Customer, new_email: str, *, channel: str, actor: str) -> None:
         """Ask the new address to confirm. Returns as soon as the request is durable, the same way whether the
@@ -46,13 +53,20 @@ class EmailChanges:
         answer says nothing about the address)."""
         if new_email.lower() == customer.email_key:
             return
+        # Counted in the database, not in the workflow: a run ends when a change is confirmed or an address
+        # proves taken, and a count kept there would start again with the next run.
+        try:
+            reservation = await throttle.reserve(
+                self._sessions, email_change_subject(customer.customer_reference), self._bound
+            )
+        except Blocked as blocked:
+            raise EmailChangeThrottled(max(1, math.ceil(blocked.retry_after.total_seconds()))) from None
         start = WithStartWorkflowOperation(
             EmailChangeWorkflow.run,
             EmailChangeInput(
                 customer.customer_reference,
                 expires_after=self._settings.email_change_expires_after,
                 already_registered_notice_interval=self._settings.already_registered_notice_interval,
-                requests_per_hour=self._settings.email_change_requests_per_hour,
             ),
             id=email_change_id(customer.customer_reference),
             task_queue=self._settings.task_queue,
@@ -66,10 +80,8 @@ class EmailChanges:
                 EmailChangeRequest(new_email, channel, actor),
                 start_workflow_operation=start,
             )
-        except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            if isinstance(cause, ApplicationError) and cause.type == "RequestThrottled":
-                raise EmailChangeThrottled(int(cause.details[0]) if cause.details else 3600) from None
+        except BaseException:  # not accepted (Temporal unreachable, say): the request does not count
+            await throttle.release(self._sessions, reservation, forget_failures=False)
             raise
 
     async def confirm(self, token: str) -> EmailConfirmation:
@@ -106,3 +118,8 @@ class EmailChanges:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return None
             raise
+
+
+def email_change_subject(customer_reference: str) -> str:
+    """The throttle row that counts a customer's email change requests (accounts.throttle)."""
+    return f"email-change:{customer_reference}"

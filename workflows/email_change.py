@@ -63,9 +63,6 @@ class EmailChangeInput:
     requests_per_run: int = 100
     carried: EmailChangeRequest | None = None
     received: int = 0
-    # each request emails an address the customer names: at most this many per hour and customer
-    requests_per_hour: int = 5
-    recent: list[datetime] = field(default_factory=list)  # when the requests of the last hour came
 
 
 @dataclass
@@ -103,7 +100,6 @@ class EmailChangeWorkflow:
         self._received = input.received  # requests accepted so far; the newest one is the one that counts
         self._newest: EmailChangeRequest | None = input.carried
         self._handled = 0  # requests handled by this run
-        self._recent = list(input.recent)
         self._current: _Pending | None = None
         self._outcomes: list[str] = []
 
@@ -117,9 +113,7 @@ class EmailChangeWorkflow:
             while self._newest is not None:
                 if self._handled >= input.requests_per_run or workflow.info().is_continue_as_new_suggested():
                     await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(
-                        replace(input, carried=self._newest, received=self._received, recent=self._last_hour())
-                    )
+                    workflow.continue_as_new(replace(input, carried=self._newest, received=self._received))
                 self._handled += 1
                 request, self._newest = self._newest, None
                 await self._handle(_Pending(self._received, request))
@@ -135,7 +129,6 @@ class EmailChangeWorkflow:
         """Accept a request; it replaces any pending one. Answers at once with the request's number:
         the caller's answer must not depend on whether the address is free."""
         self._received += 1
-        self._recent = [*self._last_hour(), workflow.now()]
         self._newest = request
         workflow.upsert_search_attributes([CHANNEL.value_set(request.channel)])
         return self._received
@@ -144,13 +137,6 @@ class EmailChangeWorkflow:
     def _validate_request(self, request: EmailChangeRequest) -> None:
         if "@" not in request.new_email or len(request.new_email) > 255:
             raise ApplicationError("not an email address", type="InvalidRequest")
-        recent = self._last_hour()
-        if len(recent) >= self._input.requests_per_hour:
-            seconds = int((recent[0] + timedelta(hours=1) - workflow.now()).total_seconds()) + 1
-            raise ApplicationError(f"wait {seconds} s before asking again", seconds, type="RequestThrottled")
-
-    def _last_hour(self) -> list[datetime]:
-        return [at for at in self._recent if at > workflow.now() - timedelta(hours=1)]
 
     @workflow.update
     async def confirm(self, confirm: EmailChangeConfirm) -> str:
