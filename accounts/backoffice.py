@@ -51,6 +51,7 @@ from accounts.staff import ROLES, StaffMember, row_id
 from accounts.temporal import LIFECYCLE_STAGE, ui_url
 from starter.client import AccountsClient, Registration
 from starter.errors import EmailTaken, RegistrationNotFound
+from workflows.email_change import AWAITING_CONFIRMATION, EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.registration import WAITING_STAGES, Activation, RegistrationWorkflow, Resent
@@ -258,7 +259,7 @@ class Group:
 
 @dataclass
 class LifecycleRun:
-    kind: str  # registration | password-reset | password-change | lockout | anonymization
+    kind: str  # registration | password-reset | password-change | lockout | anonymization | email-change
     workflow_id: str
     run_id: str
     status: str  # running | completed | failed | canceled | terminated | timed_out | continued_as_new
@@ -282,6 +283,12 @@ class CustomerDetail:
     groups: list[Group]
     lifecycle: list[LifecycleRun]  # newest first
     lifecycle_status: str  # ok | unavailable (Temporal could not be asked)
+
+
+@dataclass
+class ProfileEdit:
+    customer: Customer
+    changed: list[str]  # the fields whose value changed, in PROFILE_FIELDS' names; [] when nothing did
 
 
 @dataclass
@@ -482,6 +489,10 @@ class BackOffice:
     async def update_profile(self, customer_reference: str, edits: Mapping[str, Any], staff: StaffMember) -> Customer:
         """Change profile fields (names as in PROFILE_FIELDS); only real changes are written and recorded,
         with the changed fields' names (never their values) in the audit event."""
+        return (await self.edit_profile(customer_reference, edits, staff)).customer
+
+    async def edit_profile(self, customer_reference: str, edits: Mapping[str, Any], staff: StaffMember) -> ProfileEdit:
+        """`update_profile`, also saying which fields really changed (those the audit event names)."""
         authorize(staff, "customers.edit")
         checked = self._checked_profile(edits)
         async with self._sessions.begin() as session:
@@ -492,7 +503,7 @@ class BackOffice:
                     setattr(customer, name, checked[name])
                 customer.updated_at = utcnow()
                 self._audit(session, customer_reference, "profile_updated", staff, {"fields": changed})
-            return customer
+            return ProfileEdit(customer, changed)
 
     def _checked_profile(self, edits: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(edits) - set(PROFILE_FIELDS))
@@ -1002,6 +1013,16 @@ async def _query_running(client: Client, execution: WorkflowExecution, run: Life
             run.pending_actions = ["new password (email link)", "resend"]
             if reset.sent_at:
                 run.deadlines = {"last_link_sent": reset.sent_at[-1]}
+    elif run.kind == "email-change":
+        change = await client.get_workflow_handle_for(EmailChangeWorkflow.run, execution.id).query(
+            EmailChangeWorkflow.status, rpc_timeout=TEMPORAL_TIMEOUT
+        )
+        run.stage = change.stage
+        if change.stage == AWAITING_CONFIRMATION:
+            if change.expires_at is not None:
+                run.deadlines = {"link_expiry": change.expires_at}
+            address = f" ({change.pending_email})" if change.pending_email else ""
+            run.pending_actions = [f"confirmation of the new address{address}"]
     elif run.kind == "lockout":
         lockout = await client.get_workflow_handle_for(LockoutWindowWorkflow.run, execution.id).query(
             LockoutWindowWorkflow.status, rpc_timeout=TEMPORAL_TIMEOUT
@@ -1035,6 +1056,7 @@ __all__ = [
     "InvalidInput",
     "LifecycleRun",
     "Note",
+    "ProfileEdit",
     "allowed",
     "authorize",
     "cli_staff",

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from accounts.cli_backoffice import customers_app, groups_app, notes_app
@@ -33,6 +34,7 @@ app.add_typer(notes_app, name="notes")
 app.add_typer(groups_app, name="groups")
 Agent = Annotated[str, typer.Option(help="who acts (recorded in the audit trail)")]
 console = Console()
+errors = Console(stderr=True)
 T = TypeVar("T")
 
 
@@ -45,10 +47,44 @@ def main() -> None:
         app()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as error:
+        missing = _missing_schema(error)
+        if missing is None:
+            raise
+        errors.print(missing, soft_wrap=True, markup=False, highlight=False)
+        code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _missing_schema(error: Exception) -> str | None:
+    """One line instead of a traceback when the configured database has no tables: typically the CLI
+    run outside the project directory, where the default relative SQLite path names a new, empty file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(error, DBAPIError):
+        return None
+    cause = str(error.orig)
+    if "no such table" not in cause and type(error.orig).__name__ != "UndefinedTableError":
+        return None
+    url = make_url(Settings().database_url)
+    where = (
+        str(Path(url.database).resolve())
+        if url.get_backend_name() == "sqlite" and url.database
+        else url.render_as_string(hide_password=True)
+    )
+    return (
+        f"no accounts database at {where}: run `accounts db upgrade` (or `accounts dev`), run the command in the"
+        " project directory, or set ACCOUNTS_DATABASE_URL to the database (an absolute path for SQLite)"
+    )
+
+
+def echo_unwrapped(text: str) -> None:
+    """A line as it is: never wrapped, cropped or styled (links must survive 80 columns and log files)."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
 @app.command()
@@ -57,7 +93,7 @@ def dev() -> None:
     from accounts.dev import run_dev
 
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_dev(Settings(), echo=console.print))
+    asyncio.run(run_dev(Settings(), echo=echo_unwrapped))
 
 
 @app.command()
@@ -166,10 +202,12 @@ def status(customer_reference: str, as_json: Annotated[bool, typer.Option("--jso
         typer.echo(json.dumps({**asdict(state), "temporal_ui": url}, default=str, indent=2))
         return
     table = Table(show_header=False, title=f"Registration {customer_reference}")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")  # never cut short
     for name, value in asdict(state).items():
         table.add_row(name.replace("_", " "), "-" if value is None else str(value))
-    table.add_row("temporal ui", url)
     console.print(table)
+    echo_unwrapped(f"Temporal UI: {url}")  # on its own line, whole: terminals make it clickable
 
 
 @passwords_app.command("send-token")
@@ -264,8 +302,14 @@ def staff_create(
     password = _read_password_stdin() if password_stdin else None
     try:
         member, key = _staff_directory_run(lambda directory: directory.create(name, role, password=password))
-    except (StaffExists, ValueError) as error:
-        console.print(f"[red]cannot create {name}[/red]: {error}")
+    except StaffExists as exists:
+        console.print(
+            f"[red]cannot create {escape(name)}[/red]: {escape(str(exists))}"
+            f" (`accounts staff set-password {escape(name)}` sets their web password)"
+        )
+        raise typer.Exit(1) from None
+    except ValueError as error:
+        console.print(f"[red]cannot create {escape(name)}[/red]: {escape(str(error))}")
         raise typer.Exit(1) from None
     console.print(f"{member.name} ({member.role}) created. API key, shown this once:")
     typer.echo(key)
@@ -283,12 +327,67 @@ def staff_set_password(name: str, password_stdin: PasswordStdin = False) -> None
     try:
         member = _staff_directory_run(lambda directory: directory.set_password(name, password))
     except StaffNotFound:
-        console.print(f"[red]no staff member named {name}[/red]")
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     except StaffPasswordRejected as rejected:
         console.print(f"[red]password refused[/red]: {rejected}")
         raise typer.Exit(1) from None
     console.print(f"web password of {member.name} ({member.role}) set")
+
+
+@staff_app.command("list")
+def staff_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False) -> None:
+    """Every staff member: role, created, disabled, whether they have a web password."""
+    members = _staff_directory_run(lambda directory: directory.listing())
+    if as_json:
+        listed = [
+            {
+                "name": m.name,
+                "role": m.role,
+                "createdAt": m.created_at.isoformat(),
+                "disabledAt": m.disabled_at.isoformat() if m.disabled_at else None,
+                "webPassword": m.has_password,
+            }
+            for m in members
+        ]
+        typer.echo(json.dumps(listed, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"Staff ({len(members)})")
+    for column in ("name", "role", "created", "disabled", "web password"):
+        table.add_column(column, overflow="fold")
+    for m in members:
+        disabled = f"{m.disabled_at:%Y-%m-%d %H:%M}" if m.disabled_at else "-"
+        table.add_row(m.name, m.role, f"{m.created_at:%Y-%m-%d %H:%M}", disabled, "yes" if m.has_password else "no")
+    console.print(table)
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    from accounts.staff import StaffNotFound
+
+    try:
+        member, changed = _staff_directory_run(lambda directory: directory.set_disabled(name, disabled))
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    if disabled:
+        console.print(
+            f"{member.name} {'disabled' if changed else 'was already disabled'}: the API key stops working within a"
+            " minute (the API's key cache), web sessions at their next request"
+        )
+    else:
+        console.print(f"{member.name} {'enabled' if changed else 'was not disabled'}")
+
+
+@staff_app.command("disable")
+def staff_disable(name: str) -> None:
+    """Disable NAME: API key and web password stop working (the key within a minute); nothing is deleted."""
+    _set_disabled(name, True)
+
+
+@staff_app.command("enable")
+def staff_enable(name: str) -> None:
+    """Enable a disabled staff member again (same API key and web password as before)."""
+    _set_disabled(name, False)
 
 
 @orders_app.command("import")

@@ -118,7 +118,10 @@ def list_customers(
                     "perPage": per_page, "pages": result.pages})  # fmt: skip
         return
     table = Table(title=f"Customers (page {page} of {result.pages}, {result.total} in all)")
-    for column in ("reference", "email", "name", "status", "channel", "created", "registered", "groups"):
+    longest = max((len(row.customer_reference) for row in result.rows), default=0)
+    table.add_column("reference", no_wrap=True, min_width=longest)
+    table.add_column("email", overflow="fold")  # values to copy are folded, never cut short with "…"
+    for column in ("name", "status", "channel", "created", "registered", "groups"):
         table.add_column(column)
     for row in result.rows:
         name = " ".join(part for part in (row.first_name, row.last_name) if part)
@@ -158,6 +161,8 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
         _echo_json(attributes)
         return
     profile = Table(show_header=False, title=f"Customer {customer_reference}")
+    profile.add_column("field", no_wrap=True)
+    profile.add_column("value", overflow="fold")
     for name in (
         "email",
         "salutation",
@@ -180,8 +185,9 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
     console.print(profile)
     if detail.addresses:
         addresses = Table(title="Addresses")
-        for column in ("uuid", "address", "defaults"):
-            addresses.add_column(column)
+        addresses.add_column("uuid", no_wrap=True, min_width=36, overflow="fold")  # copied into commands: whole
+        addresses.add_column("address")
+        addresses.add_column("defaults")
         for entry in detail.addresses:
             a = entry.address
             defaults = [
@@ -198,14 +204,16 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
             notes.add_row(_when(note.created_at), note.author, note.message)
         console.print(notes)
     runs = Table(title=f"Lifecycle (Temporal: {detail.lifecycle_status})")
-    for column in ("workflow", "status", "stage", "deadlines", "waits for", "Temporal UI"):
+    runs.add_column("workflow", overflow="fold")
+    for column in ("status", "stage", "deadlines", "waits for"):
         runs.add_column(column)
     for run in detail.lifecycle:
         deadlines = ", ".join(f"{name} {_when(at)}" for name, at in run.deadlines.items())
-        runs.add_row(
-            run.workflow_id, run.status, run.stage or "-", deadlines, ", ".join(run.pending_actions), run.ui_url
-        )
+        runs.add_row(run.workflow_id, run.status, run.stage or "-", deadlines, ", ".join(run.pending_actions))
     console.print(runs)
+    # the runs' links below the table, one per line and never wrapped: a table cell would cut them
+    for run in detail.lifecycle:
+        console.print(f"{run.workflow_id}: {run.ui_url}", soft_wrap=True, markup=False, highlight=False)
 
 
 @customers_app.command("create")
@@ -272,11 +280,15 @@ def edit_customer(
         edits["date_of_birth"] = _date(date_of_birth)
     if not edits:
         raise typer.BadParameter("name at least one field to change")
-    customer = _run(lambda office: office.update_profile(customer_reference, edits, _actor(agent)))
+    edit = _run(lambda office: office.edit_profile(customer_reference, edits, _actor(agent)))
+    changed = sorted(edit.changed)  # what really changed, as the audit event says; not every option given
     if as_json:
-        _echo_json({"customerReference": customer.customer_reference, "changed": sorted(edits)})
+        _echo_json({"customerReference": edit.customer.customer_reference, "changed": changed})
         return
-    console.print(f"{customer.customer_reference} updated: {', '.join(sorted(edits))}")
+    if changed:
+        console.print(f"{edit.customer.customer_reference} updated: {', '.join(changed)}")
+    else:
+        console.print(f"{edit.customer.customer_reference} unchanged: every field already had that value")
 
 
 @customers_app.command("add-address")

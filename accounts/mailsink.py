@@ -2,7 +2,8 @@
 
 It runs on the current asyncio loop (aiosmtpd's ``SMTP`` protocol served with ``loop.create_server``),
 so tests can ``await sink.wait_for(...)`` an email without threads, and ``accounts dev`` can print each
-confirmation link to the console and keep a copy as an ``.eml`` file.
+confirmation link to the console and keep a copy as an ``.eml`` file, with its text part decoded beside it
+in a ``.txt`` file (the ``.eml`` is quoted-printable, which breaks long links).
 """
 
 from __future__ import annotations
@@ -147,8 +148,10 @@ class MailSink:
         # Counted before any await, so two emails arriving together still get different numbers.
         self._received += 1
         if self._store_dir is not None:
-            name = f"{message.received_at:%Y%m%dT%H%M%S%fZ}-{self._received}.eml"
-            await asyncio.to_thread((self._store_dir / name).write_bytes, raw)
+            stem = self._store_dir / f"{message.received_at:%Y%m%dT%H%M%S%fZ}-{self._received}"
+            await asyncio.to_thread(stem.with_suffix(".eml").write_bytes, raw)
+            # the .eml is quoted-printable (links broken at 76 characters); the .txt is the text part, decoded
+            await asyncio.to_thread(stem.with_suffix(".txt").write_text, _readable(message), encoding="utf-8")
         async with self._arrived:
             self._messages.append(message)
             self._arrived.notify_all()
@@ -192,6 +195,10 @@ def _body(message: EmailMessage, subtype: str) -> str:
         return ""
     content = part.get_content()
     return content if isinstance(content, str) else content.decode("utf-8", "replace")
+
+
+def _readable(message: ReceivedEmail) -> str:
+    return f"To: {', '.join(message.to)}\nSubject: {message.subject}\n\n{message.text}"
 
 
 def _summary(message: ReceivedEmail) -> str:

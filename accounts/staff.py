@@ -13,12 +13,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from accounts.db import SessionFactory
-from accounts.models import Staff
+from accounts.models import Staff, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
 
 ROLES = ("admin", "support")
@@ -34,6 +35,17 @@ class StaffMember:
     role: str
 
 
+@dataclass(frozen=True)
+class StaffListing:
+    """A staff member as `accounts staff list` shows them (never a hash)."""
+
+    name: str
+    role: str
+    created_at: datetime
+    disabled_at: datetime | None
+    has_password: bool
+
+
 def row_id(text: str) -> int | None:
     """The row id a client sent as text (a key, a cookie, a path), or None when it cannot be one."""
     if not (text.isascii() and text.isdigit() and len(text) <= 10):
@@ -43,7 +55,9 @@ def row_id(text: str) -> int | None:
 
 
 class StaffExists(Exception):
-    pass
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a staff member named {name} already exists")
+        self.name = name
 
 
 class StaffNotFound(Exception):
@@ -120,6 +134,31 @@ class StaffDirectory:
                 raise StaffNotFound(name)
             staff.password_hash = password_hash
             return StaffMember(staff.id, staff.name, staff.role)
+
+    async def listing(self) -> list[StaffListing]:
+        """Every staff member, by name, disabled ones included."""
+        async with self._sessions() as session:
+            rows = await session.scalars(select(Staff).order_by(Staff.name))
+            return [
+                StaffListing(s.name, s.role, s.created_at, s.disabled_at, s.password_hash is not None) for s in rows
+            ]
+
+    async def set_disabled(self, name: str, disabled: bool) -> tuple[StaffMember, bool]:
+        """Disable (or enable again) `name`; returns the member and whether anything changed.
+
+        A disabled member's API key is refused once this or any other process's key cache forgets it
+        (CACHE_SECONDS), their web sessions at their next request, and their password at sign-in."""
+        async with self._sessions.begin() as session:
+            staff = await session.scalar(select(Staff).where(Staff.name == name))
+            if staff is None:
+                raise StaffNotFound(name)
+            changed = (staff.disabled_at is None) == disabled
+            if changed:
+                staff.disabled_at = utcnow() if disabled else None
+            member = StaffMember(staff.id, staff.name, staff.role)
+        if disabled:  # this directory's own cache forgets the member at once
+            self._verified = {digest: entry for digest, entry in self._verified.items() if entry[1].id != member.id}
+        return member, changed
 
     async def authenticate_password(self, name: str, password: str) -> StaffMember | None:
         """The enabled member with this name and password, else None; one argon2 verification either way

@@ -215,7 +215,8 @@ class AccountsClient:
     async def _explain(self, error: Exception, customer_reference: str) -> Exception:
         """A closed registration is no lookup failure when the customer exists: say what state it is in."""
         mapped = _business_error(error, customer_reference)
-        if isinstance(mapped, RegistrationNotFound):
+        # a run still finishing its verification refuses with the bare reference: say the state here too
+        if isinstance(mapped, RegistrationNotFound | NotAwaitingVerification):
             async with self._sessions() as session:
                 customer = await session.scalar(
                     select(Customer).where(Customer.customer_reference == customer_reference)

@@ -151,8 +151,9 @@ Office = Annotated[BackOffice, Depends(_backoffice)]
 
 
 @contextmanager
-def answers() -> Iterator[None]:
-    """The back office's refusals as Glue errors (one map for every route here)."""
+def answers(customer_reference: str | None = None) -> Iterator[None]:
+    """The back office's refusals as Glue errors (one map for every route here). Refusals of an action are
+    sentences saying why nothing was done, as the web UI words them."""
     try:
         yield
     except InvalidInput as error:
@@ -165,14 +166,37 @@ def answers() -> Iterator[None]:
         raise GlueException(GROUP_NOT_FOUND) from None
     except AddressNotFound:
         raise GlueException(ADDRESS_NOT_FOUND) from None
-    except (Conflict, NotAwaitingVerification, NotLocked) as error:
-        raise GlueException(GlueError(409, "409", str(error))) from None
+    except NotAwaitingVerification as error:
+        raise GlueException(GlueError(409, "409", not_awaiting_verification(error, customer_reference))) from None
+    except NotLocked as error:
+        detail = f"{customer_reference} is not locked" if customer_reference else str(error)
+        raise GlueException(GlueError(409, "409", sentence(detail))) from None
+    except Conflict as error:
+        raise GlueException(GlueError(409, "409", sentence(str(error)))) from None
     except ResendThrottled as throttled:
-        raise GlueException(GlueError(429, "429", str(throttled))) from None
+        detail = f"Not sent: wait {throttled.retry_after_seconds} s before sending another email."
+        raise GlueException(GlueError(429, "429", detail)) from None
     except ResendLimitReached:
-        raise GlueException(GlueError(429, "429", "No more verification emails may be sent.")) from None
+        detail = "Not sent: no more verification emails may be sent for this registration."
+        raise GlueException(GlueError(429, "429", detail)) from None
     except PasswordRejected as rejected:
         raise GlueException(*policy_errors(rejected)) from None
+
+
+def sentence(text: str) -> str:
+    """An error message as a sentence: capital first letter, full stop."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def not_awaiting_verification(error: NotAwaitingVerification, customer_reference: str | None) -> str:
+    """The 409 detail, e.g. "Not awaiting verification (DE--4 is verified)." when the state is known."""
+    state = str(error)
+    if state and state != customer_reference:
+        return f"Not awaiting verification ({state})."
+    return f"{customer_reference or 'The registration'} is not awaiting verification."
 
 
 def _camel(name: str) -> str:
@@ -575,7 +599,7 @@ async def unassign(group_id: int, customer_reference: str, staff: CurrentStaff, 
 
 @router.post(f"{CUSTOMER}/verify", summary="Verify manually (no email link)", response_model=VerificationDocument)
 async def verify(customer_reference: str, body: Reason, staff: CurrentStaff, office: Office) -> JSONResponse:
-    with answers():
+    with answers(customer_reference):
         activation = await office.verify_manually(customer_reference, staff, body.reason)
     return _document(
         "customer-verification",
@@ -586,34 +610,34 @@ async def verify(customer_reference: str, body: Reason, staff: CurrentStaff, off
 
 @router.post(f"{CUSTOMER}/resend-verification", status_code=204, summary="Send a fresh verification link")
 async def resend(customer_reference: str, staff: CurrentStaff, office: Office) -> Response:
-    with answers():
+    with answers(customer_reference):
         await office.resend_verification(customer_reference, staff)
     return Response(status_code=204)
 
 
 @router.post(f"{CUSTOMER}/unlock", status_code=204, summary="Lift a sign-in lock")
 async def unlock(customer_reference: str, body: Reason, staff: CurrentStaff, office: Office) -> Response:
-    with answers():
+    with answers(customer_reference):
         await office.unlock(customer_reference, staff, body.reason)
     return Response(status_code=204)
 
 
 @router.post(f"{CUSTOMER}/password-token", status_code=204, summary="Email a set-password link")
 async def password_token(customer_reference: str, staff: CurrentStaff, office: Office) -> Response:
-    with answers():
+    with answers(customer_reference):
         await office.send_password_token(customer_reference, staff)
     return Response(status_code=204)
 
 
 @router.post(f"{CUSTOMER}/password", status_code=204, summary="Set the password (customer notified; admin)")
 async def set_password(customer_reference: str, body: NewPassword, staff: CurrentStaff, office: Office) -> Response:
-    with answers():
+    with answers(customer_reference):
         await office.set_password(customer_reference, staff, body.password)
     return Response(status_code=204)
 
 
 @router.post(f"{CUSTOMER}/force-password-reset", status_code=204, summary="Force a password reset (admin)")
 async def force_reset(customer_reference: str, staff: CurrentStaff, office: Office) -> Response:
-    with answers():
+    with answers(customer_reference):
         await office.force_password_reset(customer_reference, staff)
     return Response(status_code=204)

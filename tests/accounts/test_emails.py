@@ -465,6 +465,8 @@ async def test_smtp_round_trip_into_the_mail_sink(renderer: EmailRenderer, tmp_p
     stored = list(tmp_path.glob("*.eml"))
     assert len(stored) == 1
     assert "X-Registration-Id: reg-1" in stored[0].read_text("utf-8")
+    readable = stored[0].with_suffix(".txt").read_text("utf-8")  # decoded: the link whole, on one line
+    assert LINK in readable.splitlines() and f"Subject: {content.subject}" in readable.splitlines()
 
     assert len(echoed) == 1
     assert LINK in echoed[0].splitlines()

@@ -27,7 +27,7 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
         yield built
 
 
-async def cli(stack: Stack, cwd: Path, *args: str) -> tuple[int, str, str]:
+async def cli(stack: Stack, cwd: Path, *args: str, columns: int = 200) -> tuple[int, str, str]:
     settings = stack.settings
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "accounts"),
@@ -39,7 +39,10 @@ async def cli(stack: Stack, cwd: Path, *args: str) -> tuple[int, str, str]:
             "ACCOUNTS_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
             "ACCOUNTS_TASK_QUEUE": settings.task_queue,
             "ACCOUNTS_CUSTOMER_REFERENCE_PREFIX": settings.customer_reference_prefix,
-            "COLUMNS": "200",
+            "ACCOUNTS_ARGON2_TIME_COST": "1",
+            "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
+            "ACCOUNTS_ARGON2_PARALLELISM": "1",
+            "COLUMNS": str(columns),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -85,8 +88,11 @@ async def test_every_back_office_command_with_json_and_the_agent_in_the_trail(e2
     members = await cli_json(e2e, tmp_path, "customers", "list", "--group", group)
     assert [row["customerReference"] for row in members["data"]] == [reference]
 
-    edited = await cli_json(e2e, tmp_path, "customers", "edit", reference, "--first-name", "Amazing", *agent)
-    assert edited["changed"] == ["first_name"]
+    edited = await cli_json(e2e, tmp_path, "customers", "edit", reference, "--first-name", "Amazing", "--last-name",
+                            "Hopper", *agent)  # fmt: skip
+    assert edited["changed"] == ["first_name"]  # the last name was Hopper already
+    code, stdout, _ = await cli(e2e, tmp_path, "customers", "edit", reference, "--first-name", "Amazing", *agent)
+    assert code == 0 and "unchanged" in stdout and "updated" not in stdout
     address = await cli_json(e2e, tmp_path, "customers", "add-address", reference, "--first-name", "G", "--last-name",
                              "H", "--address1", "Main St", "--address2", "1", "--zip-code", "10115", "--city",
                              "Berlin", "--iso2-code", "de", *agent)  # fmt: skip
@@ -130,3 +136,68 @@ async def test_refusals_exit_with_a_reason_and_change_nothing(e2e: Stack, tmp_pa
     code, _, stderr = await cli(e2e, tmp_path, "notes", "add", "DE--0", "hello")
     assert code == 1 and "CustomerNotFound" in stderr
     assert tag not in json.dumps(await cli_json(e2e, tmp_path, "groups", "list"))
+
+
+async def test_values_to_copy_are_printed_whole_in_80_columns(e2e: Stack, tmp_path: Path) -> None:
+    email = f"wide-{uuid.uuid4().hex[:10]}@example.com"
+    created = await cli_json(
+        e2e, tmp_path, "customers", "create", email, "--first-name", "Grace", "--last-name", "Hopper"
+    )
+    reference = created["customerReference"]
+    address = await cli_json(e2e, tmp_path, "customers", "add-address", reference, "--first-name", "Grace",
+                             "--last-name", "Hopper", "--address1", "A rather long street name in the old town",
+                             "--address2", "12a", "--zip-code", "10115", "--city", "Berlin-Charlottenburg",
+                             "--iso2-code", "DE")  # fmt: skip
+    code, stdout, stderr = await cli(e2e, tmp_path, "customers", "show", reference, columns=80)
+    assert code == 0, stderr
+    assert address["uuid"] in stdout  # not cut short with "…" nor folded
+    lines = stdout.splitlines()
+    links = [line for line in lines if line.startswith(f"registration:{reference}: http")]
+    assert len(links) == 1 and links[0].endswith("/history") and len(links[0]) > 80, lines
+
+    code, stdout, stderr = await cli(e2e, tmp_path, "status", reference, columns=80)
+    assert code == 0, stderr
+    link = f"Temporal UI: http://localhost:8233/namespaces/default/workflows/registration:{reference}"
+    assert link in stdout.splitlines()
+
+
+async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e2e: Stack, tmp_path: Path) -> None:
+    name = f"dora-{uuid.uuid4().hex[:8]}"
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name)
+    assert code == 0 and stdout.strip().splitlines()[-1].startswith("stf_")
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name, "--role", "admin")
+    assert code == 1 and f"cannot create {name}: a staff member named {name} already exists" in stdout
+    assert "stf_" not in stdout
+
+    listed = {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}
+    assert {k: v for k, v in listed[name].items() if k != "createdAt"} == {
+        "name": name, "role": "support", "disabledAt": None, "webPassword": False,
+    }  # fmt: skip
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", name)
+    assert code == 0 and f"{name} disabled" in stdout
+    disabled = {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[name]
+    assert disabled["disabledAt"] is not None
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "list")
+    assert code == 0 and name in stdout
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", name)
+    assert code == 0 and "already disabled" in stdout
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "enable", name)
+    assert code == 0 and f"{name} enabled" in stdout
+    assert {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[name]["disabledAt"] is None
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", "nobody-here")
+    assert code == 1 and "no staff member named nobody-here" in stdout
+
+
+async def test_outside_the_project_directory_the_cli_names_the_missing_database(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
+    for command in (("staff", "list"), ("customers", "list")):
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "accounts"), *command, cwd=tmp_path, env={**environment, "COLUMNS": "80"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        error = stderr.decode()
+        assert process.returncode == 1, error
+        assert "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+        expected = f"no accounts database at {(tmp_path / 'var' / 'accounts.db').resolve()}: run `accounts db upgrade`"
+        assert error.startswith(expected), error

@@ -16,6 +16,7 @@ import pytest_asyncio
 from conftest import Database, Stack, StackFactory, token_from
 from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
+from test_profile_http import profile, signed_in
 
 from accounts.backoffice import CSV_COLUMNS, GROUP_SEPARATOR
 from accounts.models import Customer
@@ -415,3 +416,29 @@ async def test_a_run_whose_status_query_fails_leaves_the_customer_page_working(
         assert run["pendingActions"] == ["(the run's status could not be read)"] and run["deadlines"] == {}
     finally:
         await handle.terminate("test over")
+
+
+async def test_a_pending_email_change_shows_its_link_expiry_and_what_it_waits_for(
+    e2e: Stack, keys: dict[str, dict[str, str]]
+) -> None:
+    async with e2e.http() as http:
+        _, reference, bearer = await signed_in(e2e, http)
+        new_email = f"changed-{marker()}@example.com"
+        asked = datetime.now(UTC)
+        changed = await http.patch(f"/customers/{reference}", json=profile(email=new_email), headers=bearer)
+        assert changed.status_code == 200, changed.text
+        await e2e.mail_to(new_email, "confirm your new email")  # the link is out: awaiting confirmation
+        for _ in range(100):
+            attributes = await detail(http, keys["support"], reference)
+            runs = [run for run in attributes["lifecycle"]["runs"] if run["kind"] == "email-change"]
+            if runs and runs[0]["stage"] == "awaiting_confirmation":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"no email change awaiting confirmation: {attributes['lifecycle']}")
+    run = runs[0]
+    assert (run["workflowId"], run["status"]) == (f"email-change:{reference}", "running")
+    assert run["pendingActions"] == [f"confirmation of the new address ({new_email})"]
+    expiry = datetime.fromisoformat(run["deadlines"]["link_expiry"])
+    lifetime = e2e.settings.email_change_expires_after
+    assert asked + lifetime - timedelta(seconds=5) <= expiry <= datetime.now(UTC) + lifetime

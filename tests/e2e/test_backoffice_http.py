@@ -82,13 +82,16 @@ async def test_each_action_does_its_work_and_names_the_staff_member(e2e: Stack) 
         )
         assert verified.status_code == 200 and verified.json()["data"]["attributes"]["registeredAt"]
         again = await http.post(f"/backoffice/customers/{pending}/verify", json={"reason": "twice"}, headers=staff)
-        assert again.status_code == 409
+        assert (again.status_code, again.json()["errors"][0]["detail"]) == (
+            409, f"Not awaiting verification ({pending} is verified)."
+        )  # fmt: skip
         assert (await sign_in(http, unverified)).status_code == 201
 
         # unlock
         email, reference = await registered(e2e, http)
         not_locked = await http.post(f"/backoffice/customers/{reference}/unlock", json={"reason": "r"}, headers=staff)
-        assert not_locked.status_code == 409
+        not_locked_error = (not_locked.status_code, not_locked.json()["errors"][0]["detail"])
+        assert not_locked_error == (409, f"{reference} is not locked.")
         for _ in range(3):
             await sign_in(http, email, "wrong password!")
         await e2e.mail_to(email, "paused")

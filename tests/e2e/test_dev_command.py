@@ -36,7 +36,7 @@ class DevStack:
             "ACCOUNTS_DEV_UI_PORT": str(free_port()),
             "ACCOUNTS_DEV_SMTP_PORT": str(free_port()),
             "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
-            "COLUMNS": "200",
+            "COLUMNS": "40",  # a narrow terminal: the printed links must still come whole
         }
         self.process: asyncio.subprocess.Process | None = None
         self.output = b""
@@ -111,6 +111,8 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
             text = message.get_body(preferencelist=("plain",)).get_content()
             link = re.search(r"http://\S+/register/confirm\?token=\S+", text)
             assert link is not None
+            decoded = sorted((tmp_path / "var" / "mail").glob("*.txt"))[0].read_text("utf-8").splitlines()
+            assert link.group(0) in decoded and f"To: {address}" in decoded  # beside the quoted-printable .eml
             page = await http.get(link.group(0))
             assert page.status_code == 200 and "Your account is active" in page.text
     finally:
@@ -118,6 +120,7 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
 
     assert dev.process is not None and dev.process.returncode == 0, output
     assert address in output and "/register/confirm?token=" in output  # the sink prints every email
+    assert link.group(0) in output.splitlines()  # on a line of its own, never wrapped (COLUMNS=40)
     assert (tmp_path / "var" / "temporal.db").exists()
 
     # State survives a restart: the finished run is still there for support to inspect.
