@@ -101,7 +101,11 @@ async def test_an_unconfirmed_change_expires_and_its_link_dies(ec_stack: Any) ->
         assert (await stack.accounts.email_changes.confirm(token)).outcome == "invalid"
         assert (await customer(stack, reference)).email == email
         async with stack.database.sessions() as session:
-            link = await session.scalar(select(OneTimeToken).where(OneTimeToken.purpose == "email_change"))
+            link = await session.scalar(
+                select(OneTimeToken)
+                .join(Customer, Customer.id == OneTimeToken.customer_id)
+                .where(OneTimeToken.purpose == "email_change", Customer.customer_reference == reference)
+            )
         assert link is not None and link.used_at is not None  # the database agrees the link is dead
 
 
