@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from accounts.cli_backoffice import customers_app, groups_app, notes_app
+from accounts.cli_backoffice import customers_app, groups_app, notes_app, output_console
 from accounts.settings import Settings
 
 app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
@@ -33,8 +32,8 @@ app.add_typer(customers_app, name="customers")  # back office: accounts.cli_back
 app.add_typer(notes_app, name="notes")
 app.add_typer(groups_app, name="groups")
 Agent = Annotated[str, typer.Option(help="who acts (recorded in the audit trail)")]
-console = Console()
-errors = Console(stderr=True)
+console = output_console()
+errors = output_console(stderr=True)
 T = TypeVar("T")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -30,8 +32,17 @@ customers_app = typer.Typer(help="Back office: customers.", no_args_is_help=True
 notes_app = typer.Typer(help="Back office: notes on customers.", no_args_is_help=True)
 groups_app = typer.Typer(help="Back office: customer groups.", no_args_is_help=True)
 
-console = Console()
-errors = Console(stderr=True)
+
+def output_console(*, stderr: bool = False) -> Console:
+    """Rich lays tables out for 80 columns when the output is no terminal (a pipe, a log file); there it
+    gets 200, so rows stay whole lines. A terminal keeps its width, and COLUMNS always wins."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 200
+    return Console(stderr=stderr, width=width)
+
+
+console = output_console()
+errors = output_console(stderr=True)
 T = TypeVar("T")
 
 AgentOption = Annotated[
@@ -122,7 +133,7 @@ def list_customers(
     table.add_column("reference", no_wrap=True, min_width=longest)
     table.add_column("email", overflow="fold")  # values to copy are folded, never cut short with "…"
     for column in ("name", "status", "channel", "created", "registered", "groups"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in result.rows:
         name = " ".join(part for part in (row.first_name, row.last_name) if part)
         table.add_row(row.customer_reference, row.email, name, row.status, row.channel, _when(row.created_at),
@@ -186,8 +197,8 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
     if detail.addresses:
         addresses = Table(title="Addresses")
         addresses.add_column("uuid", no_wrap=True, min_width=36, overflow="fold")  # copied into commands: whole
-        addresses.add_column("address")
-        addresses.add_column("defaults")
+        addresses.add_column("address", overflow="fold")
+        addresses.add_column("defaults", overflow="fold")
         for entry in detail.addresses:
             a = entry.address
             defaults = [
@@ -199,14 +210,14 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
     if detail.notes:
         notes = Table(title="Notes")
         for column in ("time", "author", "message"):
-            notes.add_column(column)
+            notes.add_column(column, overflow="fold")
         for note in detail.notes:
             notes.add_row(_when(note.created_at), note.author, note.message)
         console.print(notes)
     runs = Table(title=f"Lifecycle (Temporal: {detail.lifecycle_status})")
     runs.add_column("workflow", overflow="fold")
     for column in ("status", "stage", "deadlines", "waits for"):
-        runs.add_column(column)
+        runs.add_column(column, overflow="fold")
     for run in detail.lifecycle:
         deadlines = ", ".join(f"{name} {_when(at)}" for name, at in run.deadlines.items())
         runs.add_row(run.workflow_id, run.status, run.stage or "-", deadlines, ", ".join(run.pending_actions))
@@ -373,7 +384,7 @@ def customer_events(customer_reference: str, as_json: JsonOption = False) -> Non
         return
     table = Table(title=f"Events of {customer_reference}, newest first")
     for column in ("time", "event", "channel", "actor", "details"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in events:
         table.add_row(f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.event, e.channel, e.actor,
                       json.dumps(e.details) if e.details else "")  # fmt: skip
@@ -406,7 +417,7 @@ def list_notes(customer_reference: str, as_json: JsonOption = False) -> None:
         return
     table = Table(title=f"Notes on {customer_reference}")
     for column in ("time", "author", "message"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for note in notes:
         table.add_row(_when(note.created_at), note.author, note.message)
     console.print(table)
@@ -426,7 +437,7 @@ def list_groups(as_json: JsonOption = False) -> None:
         return
     table = Table(title="Customer groups")
     for column in ("id", "name", "description", "members"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for group in groups:
         table.add_row(str(group.id), group.name, group.description or "", str(group.members))
     console.print(table)

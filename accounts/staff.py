@@ -155,6 +155,8 @@ class StaffDirectory:
             changed = (staff.disabled_at is None) == disabled
             if changed:
                 staff.disabled_at = utcnow() if disabled else None
+            if disabled:  # their web sessions end for good: enabling the member again does not revive them
+                staff.sessions_revoked_at = utcnow()
             member = StaffMember(staff.id, staff.name, staff.role)
         if disabled:  # this directory's own cache forgets the member at once
             self._verified = {digest: entry for digest, entry in self._verified.items() if entry[1].id != member.id}

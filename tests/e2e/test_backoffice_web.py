@@ -142,11 +142,15 @@ async def test_sign_in_answers_alike_for_unknown_names_and_wrong_passwords_and_s
         assert (await http.get("/backoffice")).status_code == 303
         assert (await web_sign_in(http, name, "Another-orchard-62#drift")).status_code == 303
         assert (await http.get("/backoffice")).status_code == 200
-        async with e2e.database.sessions.begin() as session:
-            await session.execute(update(Staff).where(Staff.name == name).values(disabled_at=utcnow()))
+        directory = StaffDirectory(e2e.database.sessions, PasswordHasher.from_settings(e2e.settings))
+        await directory.set_disabled(name, True)
         assert (await http.get("/backoffice")).status_code == 303
         disabled = await web_sign_in(http, name, "Another-orchard-62#drift")
         assert (disabled.status_code, flash(disabled)) == (400, f"error: {SIGN_IN_FAILED}")
+        # enabling the member again does not bring back the sessions the disabling ended
+        await directory.set_disabled(name, False)
+        assert (await http.get("/backoffice")).status_code == 303
+        assert (await web_sign_in(http, name, "Another-orchard-62#drift")).status_code == 303
 
 
 async def test_failed_sign_ins_are_throttled_per_name(e2e: Stack) -> None:
