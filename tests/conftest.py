@@ -60,6 +60,25 @@ def unique_email(prefix: str = "customer") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
 
 
+def registration_body(email: str, password: str, /, **attributes: Any) -> dict[str, Any]:
+    """A Glue POST /customers body that passes every rule (Ms Ada Byron); `attributes` override or add."""
+    return {
+        "data": {
+            "type": "customers",
+            "attributes": {
+                "salutation": "Ms",
+                "firstName": "Ada",
+                "lastName": "Byron",
+                "email": email,
+                "password": password,
+                "confirmPassword": password,
+                "acceptedTerms": True,
+                **attributes,
+            },
+        }
+    }
+
+
 # --- Temporal ---------------------------------------------------------------------------------------
 
 

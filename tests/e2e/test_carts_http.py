@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, token_from, unique_email
+from conftest import Database, Stack, StackFactory, registration_body, token_from, unique_email
 from sqlalchemy import func, select
 from test_login_http import PASSWORD, registered, sign_in
 
@@ -60,20 +60,7 @@ def lines(document: dict[str, Any]) -> dict[str, int]:
 async def checkout_sign_up(stack: Stack, http: httpx.AsyncClient, who: dict[str, str]) -> tuple[str, str, str]:
     """POST /customers with the guest's header: email, reference and the confirmation key from the email."""
     email = unique_email("checkout")
-    body = {
-        "data": {
-            "type": "customers",
-            "attributes": {
-                "salutation": "Mr",
-                "firstName": "Alan",
-                "lastName": "Turing",
-                "email": email,
-                "password": PASSWORD,
-                "confirmPassword": PASSWORD,
-                "acceptedTerms": True,
-            },
-        }
-    }
+    body = registration_body(email, PASSWORD, salutation="Mr", firstName="Alan", lastName="Turing")
     created = await http.post("/customers", json=body, headers=who)
     assert created.status_code == 201, created.text
     key = token_from(await stack.mail_to(email, "confirm"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory
+from conftest import Database, Stack, StackFactory, registration_body
 from sqlalchemy import select
 from test_login_http import PASSWORD, registered, sign_in
 
@@ -44,20 +44,7 @@ async def test_delete_anonymizes_and_the_address_can_register_again(e2e: Stack) 
         assert row.anonymized_at is not None and row.email != email and row.first_name is None
         assert row.password_hash is None
 
-        body = {
-            "data": {
-                "type": "customers",
-                "attributes": {
-                    "salutation": "Ms",
-                    "firstName": "Ada",
-                    "lastName": "Byron",
-                    "email": email,
-                    "password": PASSWORD,
-                    "confirmPassword": PASSWORD,
-                    "acceptedTerms": True,
-                },
-            }
-        }
+        body = registration_body(email, PASSWORD)
         again_registered = await http.post("/customers", json=body)
         assert again_registered.status_code == 201
         assert again_registered.json()["data"]["id"] != reference

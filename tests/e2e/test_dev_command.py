@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, unique_email
+from conftest import free_port, registration_body, unique_email
 
 pytestmark = pytest.mark.e2e
 ACCOUNTS = str(Path(sys.executable).parent / "accounts")
@@ -84,20 +84,7 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
     try:
         base = f"http://127.0.0.1:{dev.api_port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            body = {
-                "data": {
-                    "type": "customers",
-                    "attributes": {
-                        "salutation": "Ms",
-                        "firstName": "Grace",
-                        "lastName": "Hopper",
-                        "email": address,
-                        "password": PASSWORD,
-                        "confirmPassword": PASSWORD,
-                        "acceptedTerms": True,
-                    },
-                }
-            }
+            body = registration_body(address, PASSWORD, firstName="Grace", lastName="Hopper")
             created = await http.post("/customers", json=body)
             assert created.status_code == 201, created.text
             reference = created.json()["data"]["id"]

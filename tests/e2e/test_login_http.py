@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, token_from, unique_email
+from conftest import Database, Stack, StackFactory, registration_body, token_from, unique_email
 from sqlalchemy import update
 
 from accounts.models import Customer
@@ -29,21 +29,7 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 async def registered(stack: Stack, http: httpx.AsyncClient, *, confirm: bool = True) -> tuple[str, str]:
     email = unique_email()
-    body = {
-        "data": {
-            "type": "customers",
-            "attributes": {
-                "salutation": "Ms",
-                "firstName": "Ada",
-                "lastName": "Byron",
-                "email": email,
-                "password": PASSWORD,
-                "confirmPassword": PASSWORD,
-                "acceptedTerms": True,
-            },
-        }
-    }
-    created = await http.post("/customers", json=body)
+    created = await http.post("/customers", json=registration_body(email, PASSWORD))
     assert created.status_code == 201, created.text
     key = token_from(await stack.mail_to(email, "confirm"))
     if confirm:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, token_from, unique_email
+from conftest import Database, Stack, StackFactory, registration_body, token_from, unique_email
 from sqlalchemy import func, select, text
 
 from accounts.models import Base, Customer, EmailOutbox, ReferenceCounter
@@ -23,18 +23,8 @@ JSONAPI = "application/vnd.api+json"
 
 
 def customer_body(email: str, **overrides: Any) -> dict[str, Any]:
-    attributes = {
-        "salutation": "Mr",
-        "firstName": "Hans",
-        "lastName": "Müller",
-        "gender": "Male",
-        "email": email,
-        "password": PASSWORD,
-        "confirmPassword": PASSWORD,
-        "acceptedTerms": True,
-    }
-    attributes.update(overrides)
-    return {"data": {"type": "customers", "attributes": attributes}}
+    hans = {"salutation": "Mr", "firstName": "Hans", "lastName": "Müller", "gender": "Male"}
+    return registration_body(email, PASSWORD, **{**hans, **overrides})
 
 
 def confirmation_body(key: str) -> dict[str, Any]:
