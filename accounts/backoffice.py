@@ -49,6 +49,7 @@ from accounts.models import (
 from accounts.settings import Settings
 from accounts.staff import ROLES, StaffMember, row_id
 from accounts.temporal import LIFECYCLE_STAGE, ui_url
+from accounts.throttle import customer_subject
 from starter.client import AccountsClient, Registration
 from starter.errors import EmailTaken, RegistrationNotFound
 from workflows.email_change import AWAITING_CONFIRMATION, EmailChangeWorkflow
@@ -902,7 +903,7 @@ async def _writable_customer(session: AsyncSession, customer_reference: str) -> 
 
 async def _locked_until(session: AsyncSession, customer_reference: str) -> datetime | None:
     until = await session.scalar(
-        select(LoginThrottle.locked_until).where(LoginThrottle.subject == f"customer:{customer_reference}")
+        select(LoginThrottle.locked_until).where(LoginThrottle.subject == customer_subject(customer_reference))
     )
     return until if until is not None and until > utcnow() else None
 

@@ -54,15 +54,20 @@ def customer_subject(customer_reference: str) -> str:
     return f"customer:{customer_reference}"
 
 
+def keyed_subject(kind: str, value: str, secret: str) -> str:
+    """A subject that names its value by a keyed hash: workflow ids and rows hold no address or name,
+    and nobody without the secret can enumerate them back."""
+    return f"{kind}:" + hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def email_subject(email: str, secret: str) -> str:
     """Failures for an address without an account are counted too, so that the answers (401s, then
     429s) are the same whether or not the address has an account."""
-    return "email:" + hmac.new(secret.encode(), email.strip().lower().encode(), hashlib.sha256).hexdigest()[:32]
+    return keyed_subject("email", email.strip().lower(), secret)
 
 
 def ip_subject(ip: str, secret: str) -> str:
-    """A keyed hash: workflow ids and rows name no IP address, and nobody can enumerate them back."""
-    return "ip:" + hmac.new(secret.encode(), ip.encode(), hashlib.sha256).hexdigest()[:32]
+    return keyed_subject("ip", ip, secret)
 
 
 async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy) -> Reservation:

@@ -8,8 +8,6 @@ handful of staff accounts need; nobody has to unlock a colleague.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 
 from accounts import throttle
@@ -27,7 +25,7 @@ class SignInBlocked(Exception):
 
 class StaffSignIn:
     def __init__(self, settings: Settings, sessions: SessionFactory, staff: StaffDirectory) -> None:
-        self._secret = settings.secret_key.get_secret_value().encode()
+        self._secret = settings.secret_key.get_secret_value()
         self._sessions = sessions
         self._staff = staff
         self._name_policy = ThrottlePolicy(
@@ -39,8 +37,9 @@ class StaffSignIn:
 
     async def authenticate(self, name: str, password: str, *, client_ip: str) -> StaffMember | None:
         """The member, or None (unknown name, wrong password, disabled: one answer); raises SignInBlocked."""
-        name_subject = self._subject("staff", name.strip().casefold())
-        ip_subject = self._subject("staff-ip", client_ip)
+        # keyed hashes: the throttle table names neither staff members nor addresses
+        name_subject = throttle.keyed_subject("staff", name.strip().casefold(), self._secret)
+        ip_subject = throttle.keyed_subject("staff-ip", client_ip, self._secret)
         try:
             by_ip = await throttle.reserve(self._sessions, ip_subject, self._ip_policy)
         except Blocked as blocked:
@@ -55,10 +54,6 @@ class StaffSignIn:
             await throttle.release(self._sessions, by_ip, forget_failures=False)
             await throttle.release(self._sessions, by_name, forget_failures=True)
         return member
-
-    def _subject(self, kind: str, value: str) -> str:
-        # keyed hashes: the throttle table names neither staff members nor addresses
-        return f"{kind}:" + hmac.new(self._secret, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _seconds(blocked: Blocked) -> int:
