@@ -46,6 +46,7 @@ from accounts.models import (
     Order,
     utcnow,
 )
+from accounts.profile import apply_profile_edits
 from accounts.settings import Settings
 from accounts.staff import ROLES, StaffMember, row_id
 from accounts.temporal import LIFECYCLE_STAGE, ui_url
@@ -498,12 +499,7 @@ class BackOffice:
         checked = self._checked_profile(edits)
         async with self._sessions.begin() as session:
             customer = await _writable_customer(session, customer_reference)
-            changed = [name for name, value in checked.items() if getattr(customer, name) != value]
-            if changed:
-                for name in changed:
-                    setattr(customer, name, checked[name])
-                customer.updated_at = utcnow()
-                self._audit(session, customer_reference, "profile_updated", staff, {"fields": changed})
+            changed = await apply_profile_edits(session, customer, checked, channel=CHANNEL, actor=staff.name)
             return ProfileEdit(customer, changed)
 
     def _checked_profile(self, edits: Mapping[str, Any]) -> dict[str, Any]:

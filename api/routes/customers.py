@@ -8,10 +8,11 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from accounts import audit, carts
+from accounts import carts
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
-from accounts.models import Customer, utcnow
+from accounts.models import Customer
+from accounts.profile import apply_profile_edits
 from api import jsonapi
 from api.auth import CurrentCustomer
 from api.deps import Accounts, Sessions, SettingsDep
@@ -213,20 +214,9 @@ async def update_customer(
             ) from None
     async with sessions.begin() as session:
         row = await lock_customer(session, customer_id=customer.id)
-        changed = [name for name, value in edits.items() if getattr(row, name) != value]
-        if changed:
-            for name in changed:
-                setattr(row, name, edits[name])
-            row.updated_at = utcnow()
-            audit.record(
-                session,
-                customer_reference=row.customer_reference,
-                event="profile_updated",
-                channel="api",
-                actor=row.customer_reference,
-                # names only: the audit trail must not become a second copy of personal data
-                details={"fields": [_attribute_name(name) for name in changed]},
-            )
+        await apply_profile_edits(
+            session, row, edits, channel="api", actor=row.customer_reference, field_name=_attribute_name
+        )
     return jsonapi.document(customer_resource(request, row))
 
 
