@@ -12,7 +12,6 @@ from temporalio import activity
 
 from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
-from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
 from activities.lookup import load_customer
 
@@ -79,10 +78,10 @@ async def activate(session: AsyncSession, customer: Customer, *, now: datetime) 
     """Make an unverified account active: the one place for it, whichever proof of the address arrived
     (the verification link, support, or a reset or set-password link). The checkout guest cart becomes
     the customer's in the same transaction, and its key is cleared, so it converts exactly once.
-    False when the account was active already."""
-    # Decide on the row as it is now, locked (this refreshes `customer`): a caller that read it without a
-    # lock (the reset) would otherwise activate a second time over a concurrent verification link.
-    await lock_customer(session, customer_id=customer.id)
+    False when the account was active already.
+
+    `customer` must be locked by the caller (load_customer(..., for_update=True)): a decision on a row
+    read without the lock let a reset activate a second time over a concurrent verification link."""
     if customer.registered_at is not None:
         return False
     customer.registered_at = now

@@ -7,14 +7,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
+from accounts.locks import lock_customer
 from accounts.models import Customer
 
 
 async def load_customer(session: AsyncSession, customer_reference: str, *, for_update: bool = False) -> Customer:
-    statement = select(Customer).where(Customer.customer_reference == customer_reference)
-    customer = await session.scalar(statement.with_for_update() if for_update else statement)
+    """`for_update`: the row locked until the transaction ends, on SQLite too (accounts.locks: SQLite
+    ignores FOR UPDATE), and read again under the lock, so a decision on it sees concurrent writes."""
+    customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
     if customer is None:
         raise ApplicationError(
             f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
         )
-    return customer
+    return await lock_customer(session, customer_id=customer.id) if for_update else customer

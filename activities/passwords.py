@@ -47,7 +47,8 @@ class PasswordActivities:
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
-            # locked: the token version bump must not be lost to a concurrent one (a forced reset, a change)
+            # locked: the token version bump must not be lost to a concurrent one (a forced reset, a change),
+            # and activate() decides on the row as it is now
             customer = await load_customer(session, request.customer_reference, for_update=True)
             now = utcnow()
             customer.password_hash = request.password_hash
