@@ -65,6 +65,7 @@ class ExpiryInput:
     customer_reference: str
     channel: str
     action: str  # keep | anonymize
+    idempotency_key: str | None = None  # None in histories recorded before keys were per lifecycle
 
 
 @dataclass
@@ -169,9 +170,12 @@ class CustomerActivities:
 
     @activity.defn
     async def expire_registration(self, request: ExpiryInput) -> None:
+        key = request.idempotency_key or f"registration-expired:{request.customer_reference}"
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference, for_update=True)
             if customer.registered_at is not None or customer.anonymized_at is not None:
+                return
+            if await audit.recorded(session, key):  # a retry after a committed attempt ("keep" leaves the row)
                 return
             now = utcnow()
             await anonymization.kill_tokens(session, customer.id, now=now)
@@ -185,5 +189,5 @@ class CustomerActivities:
                 channel=request.channel,
                 actor="system",
                 details={"action": request.action},
-                idempotency_key=f"registration-expired:{customer.customer_reference}",
+                idempotency_key=key,
             )

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         RetireLinks,
     )
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
+    from workflows.keys import lifecycle_key
     from workflows.registration import ACTIVITY_OPTIONS, already_registered_notice
 
 CHECKING = "checking"
@@ -179,7 +180,7 @@ class EmailChangeWorkflow:
 
     async def _run_request(self, pending: _Pending) -> str:
         ref = self._input.customer_reference
-        key = f"{workflow.info().workflow_id}/{workflow.info().run_id}/{pending.number}"
+        key = f"{lifecycle_key()}/{pending.number}"  # numbers carry over continue-as-new (`received`)
         self._enter(CHECKING)
         check = await workflow.execute_activity_method(
             EmailChangeActivities.check_new_email, EmailCheck(ref, pending.request.new_email), **ACTIVITY_OPTIONS

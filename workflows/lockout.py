@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CUSTOMER_REFERENCE, LIFECYCLE_STAGE
     from activities.emails import EmailActivities, NoticeInput
     from activities.lockout import LiftLock, LockoutActivities, SetLock
+    from workflows.keys import lifecycle_key
     from workflows.registration import ACTIVITY_OPTIONS
 
 WINDOW_OPENED = "window_opened"
@@ -182,7 +183,7 @@ class LockoutWindowWorkflow:
         self._state.lock_starts = [*recent, now]
         self._state.locks_total += 1
         until = now + duration
-        key = f"{workflow.info().workflow_id}/lock/{self._state.locks_total}"
+        key = f"{lifecycle_key()}/lock/{self._state.locks_total}"
         await workflow.execute_activity_method(
             LockoutActivities.set_lock,
             SetLock(self._input.subject, until, self._input.customer_reference, key),

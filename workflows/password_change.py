@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CUSTOMER_REFERENCE
     from activities.emails import EmailActivities, NoticeInput
     from activities.passwords import PasswordActivities, SetPassword
+    from workflows.keys import lifecycle_key
     from workflows.password_reset import clear_lockout
     from workflows.registration import ACTIVITY_OPTIONS
 
@@ -35,7 +36,7 @@ class PasswordChangeWorkflow:
     @workflow.run
     async def run(self, change: PasswordChange) -> None:
         workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(change.customer_reference)])
-        key = workflow.info().workflow_id
+        key = lifecycle_key()
         await workflow.execute_activity_method(
             PasswordActivities.set_password,
             SetPassword(

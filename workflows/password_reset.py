@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from activities.passwords import PASSWORD_RESET, ForceReset, PasswordActivities, SetPassword
+    from workflows.keys import lifecycle_key
     from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
     from workflows.registration import ACTIVITY_OPTIONS, EMAIL_PROVEN
 
@@ -205,8 +206,7 @@ class PasswordResetWorkflow:
 
     @property
     def _key(self) -> str:
-        info = workflow.info()
-        return f"{info.workflow_id}/{info.first_execution_run_id}"
+        return lifecycle_key()
 
 
 async def tell_registration(customer_reference: str) -> None:

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         NewCustomer,
     )
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
+    from workflows.keys import lifecycle_key
 
 CREATING = "creating"
 AWAITING_VERIFICATION = "awaiting_verification"
@@ -331,6 +332,7 @@ class RegistrationWorkflow:
                 self._input.customer.customer_reference,
                 self._input.customer.channel,
                 self._input.timings.unverified_action,
+                f"{self._key}/expired",
             ),
             **ACTIVITY_OPTIONS,
         )
@@ -378,7 +380,7 @@ class RegistrationWorkflow:
 
     @property
     def _key(self) -> str:
-        return workflow.info().workflow_id
+        return lifecycle_key()
 
     @property
     def _reminder_at(self) -> datetime:

@@ -335,3 +335,36 @@ async def test_ip_locks_do_not_escalate_by_default(lockout_stack: Any) -> None:
                     break
                 await asyncio.sleep(0.05)
         assert durations == [360, 360]
+
+
+async def test_a_lock_in_a_later_run_of_the_window_is_emailed_and_audited_again(lockout_stack: Any) -> None:
+    """`lockout:{ref}` is reused by the next run, which counts its locks from 1 again: the keys of its
+    email and audit rows must not collide with the first run's (they carry the first run id)."""
+    async with lockout_stack(lockout_escalation_period=timedelta(hours=1)) as stack:
+        email, reference = await verified_customer(stack)
+        handle = stack.client.get_workflow_handle_for(
+            LockoutWindowWorkflow.run, lockout_id(customer_subject(reference))
+        )
+        await fail(stack, email, 3)
+        await lock_status(stack, reference)
+        await stack.env.sleep(timedelta(hours=2))  # the lock lifts, then the escalation memory ends
+        first = await handle.result()
+        assert first.locks == 1
+
+        await fail(stack, email, 3)  # a new run of the same workflow id
+        status = await lock_status(stack, reference)
+        assert status.locks_total == 1
+        for _ in range(100):
+            if len([m for m in stack.sink.to(email) if "paused" in m.subject]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len([m for m in stack.sink.to(email) if "paused" in m.subject]) == 2
+        async with stack.database.sessions() as session:
+            locked = (
+                await session.scalars(
+                    select(AuditEvent).where(
+                        AuditEvent.customer_reference == reference, AuditEvent.event == "account_locked"
+                    )
+                )
+            ).all()
+        assert len(locked) == 2
