@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     password_reset_expires_after: Duration = timedelta(hours=2)
     password_reset_resend_min_interval: Duration = timedelta(minutes=1)
     password_reset_resends_per_hour: int = 5
+    password_reset_history_limit: int = 1000  # events before a reset that keeps being asked for continues as new
 
     # email change: how long the confirmation link sent to the new address works
     email_change_expires_after: Duration = timedelta(hours=24)

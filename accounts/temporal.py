@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
@@ -26,6 +26,20 @@ CUSTOMER_REFERENCE = SearchAttributeKey.for_keyword("CustomerReference")
 LIFECYCLE_STAGE = SearchAttributeKey.for_keyword("LifecycleStage")
 CHANNEL = SearchAttributeKey.for_keyword("Channel")
 SEARCH_ATTRIBUTES: list[SearchAttributeKey[str]] = [CUSTOMER_REFERENCE, LIFECYCLE_STAGE, CHANNEL]
+
+
+def lifecycle_attributes(
+    customer_reference: str | None, channel: str | None = None, stage: str = "started"
+) -> TypedSearchAttributes:
+    """Search attributes given at start: a run is findable by customer in the UI (and by deletion)
+    from the moment it exists, even while no worker runs its first task. Workflows update the stage."""
+    pairs = [SearchAttributePair(LIFECYCLE_STAGE, stage)]
+    if customer_reference is not None:
+        pairs.append(SearchAttributePair(CUSTOMER_REFERENCE, customer_reference))
+    if channel is not None:
+        pairs.append(SearchAttributePair(CHANNEL, channel))
+    return TypedSearchAttributes(pairs)
+
 
 _ENCODING = b"binary/encrypted+aes256gcm"
 

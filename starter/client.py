@@ -22,7 +22,7 @@ from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy
 from accounts.references import allocate_customer_reference
 from accounts.settings import Settings
-from accounts.temporal import connect, ui_url
+from accounts.temporal import connect, lifecycle_attributes, ui_url
 from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
 from starter.deletions import Deletions
@@ -166,6 +166,7 @@ class AccountsClient:
             # (a database restored while Temporal kept its history). Fail loudly instead.
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"Registration of {reference} ({registration.channel})",
+            search_attributes=lifecycle_attributes(reference, registration.channel),
         )
         created = await self.temporal.execute_update_with_start_workflow(
             RegistrationWorkflow.account_created, start_workflow_operation=start

@@ -9,6 +9,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from accounts.db import SessionFactory
 from accounts.models import Customer
 from accounts.settings import Settings
+from accounts.temporal import lifecycle_attributes
 from starter.errors import RegistrationNotFound
 from workflows.anonymization import AnonymizationInput, AnonymizationWorkflow, anonymization_id
 
@@ -40,6 +41,7 @@ class Deletions:
             # a second request while the first runs joins it instead of failing or starting over
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Anonymization of {customer_reference} ({channel})",
+            search_attributes=lifecycle_attributes(customer_reference, channel),
         )
         await self._client.execute_update_with_start_workflow(
             AnonymizationWorkflow.anonymized, start_workflow_operation=start

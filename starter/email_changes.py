@@ -14,6 +14,7 @@ from accounts import throttle
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.settings import Settings
+from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, ThrottlePolicy
 from accounts.tokens import find_issued, hash_token
 from activities.email_change import EMAIL_CHANGE
@@ -73,6 +74,7 @@ class EmailChanges:
             # one workflow per customer: a request while one is pending joins it and replaces the older
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Email change of {customer.customer_reference}",
+            search_attributes=lifecycle_attributes(customer.customer_reference, channel),
         )
         try:
             await self._client.execute_update_with_start_workflow(

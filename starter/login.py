@@ -22,6 +22,7 @@ from accounts.db import SessionFactory
 from accounts.models import Customer
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
+from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
 from starter.errors import LoginBlocked, LoginFailed, NotLocked, PasswordResetRequired, WrongCurrentPassword
 from workflows.lockout import (
@@ -178,6 +179,7 @@ class Logins:
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal=THRESHOLD_CROSSED if crossed else WINDOW_OPENED,
+            search_attributes=lifecycle_attributes(customer.customer_reference if customer else None),
         )
 
     async def _rehash(self, customer: Customer, password: str) -> None:
@@ -194,4 +196,5 @@ class Logins:
             id=f"password-rehash:{customer.customer_reference}",
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=lifecycle_attributes(customer.customer_reference),
         )

@@ -4,25 +4,27 @@ forgotten password, reset completion, change, set by support, forced reset, set-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 from sqlalchemy import select
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy
 from accounts.settings import Settings
+from accounts.temporal import lifecycle_attributes
 from accounts.tokens import find_issued, hash_token
 from activities.passwords import PASSWORD_RESET
 from starter.errors import AccountsError, InvalidResetKey, PasswordRejected, RegistrationNotFound
 from starter.login import Logins
 from workflows.password_change import PasswordChange, PasswordChangeWorkflow
-from workflows.password_reset import RESEND, CompleteReset, PasswordResetWorkflow, ResetInput, ResetTimings
+from workflows.password_reset import CompleteReset, ForceRequest, PasswordResetWorkflow, ResetInput, ResetTimings
 
 
 def reset_id(customer_reference: str) -> str:
@@ -89,28 +91,30 @@ class Passwords:
     async def force_reset(self, customer_reference: str, *, agent: str) -> None:
         """The current password stops working before this returns; a reset link goes out.
 
-        A running reset is replaced; should a customer's own request start one in between, we end
-        that one too and try again."""
+        A running reset becomes the forced one through its own `force` update (its links die, support's
+        link replaces them), so nothing is terminated halfway. A reset that is just ending (completed
+        or expired a moment ago) refuses; then we wait for it to close and start a fresh forced one."""
         await self._by_reference(customer_reference)
+        handle = self._client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(customer_reference))
         for _ in range(3):
-            try:
-                await self._client.get_workflow_handle(reset_id(customer_reference)).terminate(
-                    "replaced by a forced reset"
-                )
-            except RPCError:
-                pass  # none running
             start = WithStartWorkflowOperation(
                 PasswordResetWorkflow.run,
                 self._input(customer_reference, "forced", "backoffice", agent),
                 id=reset_id(customer_reference),
                 task_queue=self._settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=lifecycle_attributes(customer_reference, "backoffice"),
             )
-            kind = await self._client.execute_update_with_start_workflow(
-                PasswordResetWorkflow.applied, start_workflow_operation=start
-            )
-            if kind == "forced":
+            try:
+                await self._client.execute_update_with_start_workflow(
+                    PasswordResetWorkflow.force, ForceRequest(agent), start_workflow_operation=start
+                )
                 return
+            except WorkflowUpdateFailedError as error:
+                if not _refused_as(error, "NotWaiting", "ForceInProgress"):
+                    raise
+            with contextlib.suppress(WorkflowFailureError, RPCError):
+                await handle.result(follow_runs=False)  # the ending run closes; then a fresh one starts
         raise AccountsError(f"could not force a reset for {customer_reference}: other resets kept starting")
 
     async def send_links_to_customers_without_password(self, *, agent: str) -> AsyncIterator[tuple[str, bool]]:
@@ -145,6 +149,7 @@ class Passwords:
                         id=reset_id(reference),
                         task_queue=self._settings.task_queue,
                         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                        search_attributes=lifecycle_attributes(reference, "backoffice"),
                     )
                     yield reference, True
                 except WorkflowAlreadyStartedError:
@@ -183,6 +188,7 @@ class Passwords:
             id=f"password-change:{customer.customer_reference}:{uuid.uuid4().hex[:12]}",
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=lifecycle_attributes(customer.customer_reference, channel),
         )
         # Answers once the hash is stored; the email follows durably whatever happens to this process.
         await self._client.execute_update_with_start_workflow(
@@ -190,15 +196,24 @@ class Passwords:
         )
 
     async def _start_reset(self, customer_reference: str, *, kind: str, channel: str, actor: str) -> None:
-        # One workflow per customer: a repeated request arrives as a throttled resend.
-        await self._client.start_workflow(
+        """One workflow per customer: a repeated request is its `request_link` Update, and a request the
+        throttle refuses is refused by the validator, so it costs the workflow's history nothing."""
+        start = WithStartWorkflowOperation(
             PasswordResetWorkflow.run,
             self._input(customer_reference, kind, channel, actor),
             id=reset_id(customer_reference),
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=RESEND,
+            search_attributes=lifecycle_attributes(customer_reference, channel),
         )
+        try:
+            await self._client.execute_update_with_start_workflow(
+                PasswordResetWorkflow.request_link, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as error:
+            if not _refused_as(error, "ResendThrottled", "NotWaiting"):
+                raise
+            # throttled (the customer has enough links), or the reset is ending: nothing to send
 
     def _input(self, customer_reference: str, kind: str, channel: str, actor: str) -> ResetInput:
         settings = self._settings
@@ -209,6 +224,7 @@ class Passwords:
             actor,
             ResetTimings(settings.password_reset_expires_after, settings.password_reset_resend_min_interval,
                          settings.password_reset_resends_per_hour),
+            history_limit=settings.password_reset_history_limit,
         )  # fmt: skip
 
     async def _by_email(self, email: str) -> Customer | None:
@@ -223,6 +239,10 @@ class Passwords:
         if customer is None or customer.anonymized_at is not None:
             raise RegistrationNotFound(customer_reference)
         return customer
+
+
+def _refused_as(error: WorkflowUpdateFailedError, *types: str) -> bool:
+    return isinstance(error.cause, ApplicationError) and error.cause.type in types
 
 
 __all__ = ["AccountsError", "Passwords", "reset_id"]

@@ -1,9 +1,12 @@
 """Password reset: a single-use emailed link, then the new password, or nothing when it expires.
 
     email a link (reset, or "set your password" for accounts made without one)
-    wait for: complete (token hash + new argon2 hash, checked) | resend (throttled; a repeated
-        "forgot password" request arrives here instead of starting a second workflow)
+    wait for: complete (token hash + new argon2 hash, checked)
+        | request_link (a repeated "forgot password": an Update whose validator refuses what the
+          throttle refuses, so a refused request costs no history)
+        | force (support: the current password stops working, the old links die, a new link goes out)
         the latest link's lifetime passes -> links die, nothing changes
+        the history grows large (a customer who keeps asking) -> continue as new with the live links
     complete -> store the hash, end every session, clear the lockout; the "password changed" email
 
 Like registration, the workflow sees token hashes only; the API hashes the presented token and the
@@ -12,7 +15,7 @@ new password before they reach `complete`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -26,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
     from workflows.registration import ACTIVITY_OPTIONS, EMAIL_PROVEN
 
-RESEND = "resend"
+RESEND = "resend"  # the signal that carried repeated requests before `request_link`; kept for old histories
 AWAITING = "awaiting_new_password"
 COMPLETED = "password_set"
 EXPIRED = "expired"
@@ -46,6 +49,8 @@ class ResetInput:
     channel: str
     actor: str
     timings: ResetTimings
+    history_limit: int = 1000  # events before a reset that keeps being asked for continues as new
+    state: ResetState | None = None  # carried over by continue-as-new
 
 
 @dataclass
@@ -60,6 +65,11 @@ class ResetCompleted:
 
 
 @dataclass
+class ForceRequest:
+    agent: str
+
+
+@dataclass
 class ResetState:
     stage: str = AWAITING
     token_hashes: list[str] = field(default_factory=list)
@@ -69,6 +79,9 @@ class ResetState:
     completion: CompleteReset | None = None
     completed: bool = False
     forced: bool = False  # a forced reset's first step is done: the old password no longer signs in
+    force_requested: ForceRequest | None = None  # support forced a reset while this one was running
+    forced_times: int = 0
+    links_sent: int = 0  # every link of this lifecycle, across continue-as-new: numbers its idempotency key
 
 
 @workflow.defn
@@ -76,34 +89,40 @@ class PasswordResetWorkflow:
     @workflow.init
     def __init__(self, input: ResetInput) -> None:
         self._input = input
-        self._state = ResetState()
+        self._state = input.state or ResetState()
 
     @workflow.run
     async def run(self, input: ResetInput) -> str:
         workflow.upsert_search_attributes(
             [CUSTOMER_REFERENCE.value_set(input.customer_reference), CHANNEL.value_set(input.channel)]
         )
-        if input.kind == "forced":
-            await workflow.execute_activity_method(
-                PasswordActivities.force_reset,
-                ForceReset(input.customer_reference, input.actor, f"{self._key}/forced"),
-                **ACTIVITY_OPTIONS,
-            )
-            self._state.forced = True
-        self._enter(AWAITING)
-        await self._send_link()
+        if input.state is None:  # a fresh reset (a continued one did this in an earlier run)
+            if input.kind == "forced":
+                await workflow.execute_activity_method(
+                    PasswordActivities.force_reset,
+                    ForceReset(input.customer_reference, input.actor, f"{self._key}/forced"),
+                    **ACTIVITY_OPTIONS,
+                )
+                self._state.forced = True
+            self._enter(AWAITING)
+            await self._send_link()
         while self._state.completion is None:
+            if self._state.force_requested is not None:
+                await self._force(self._state.force_requested)
+                continue
             if self._state.resend_requested:
                 self._state.resend_requested = False
                 if self._may_resend():
                     await self._send_link()
                 continue
+            if self._history_is_large() and workflow.patched("reset-continue-as-new"):
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._has_news())
+                if not self._has_news():
+                    workflow.continue_as_new(replace(input, state=self._carried_state()))
+                continue
             remaining = self._expires_at - workflow.now()
             try:
-                await workflow.wait_condition(
-                    lambda: self._state.completion is not None or self._state.resend_requested,
-                    timeout=max(remaining, timedelta(0)),
-                )
+                await workflow.wait_condition(self._has_news, timeout=max(remaining, timedelta(0)))
             except TimeoutError:
                 self._enter(EXPIRED)
                 await workflow.execute_activity_method(
@@ -162,6 +181,40 @@ class PasswordResetWorkflow:
         await workflow.wait_condition(lambda: self._input.kind != "forced" or self._state.forced)
         return self._input.kind
 
+    @workflow.update
+    def request_link(self) -> None:
+        """A repeated "forgot password": another link, unless the throttle refuses (in the validator)."""
+        if self._state.sent_at:  # a fresh reset sends its first link anyway
+            self._state.resend_requested = True
+
+    @request_link.validator
+    def _validate_request_link(self) -> None:
+        if self._state.completion is not None or self._state.stage != AWAITING:
+            raise ApplicationError("this reset is ending", type="NotWaiting")
+        if self._state.sending or self._state.resend_requested or self._state.force_requested is not None:
+            raise ApplicationError("a link is on its way", type="ResendThrottled")
+        if self._state.sent_at and not self._may_resend():
+            raise ApplicationError("too many reset emails; wait", type="ResendThrottled")
+
+    @workflow.update
+    async def force(self, request: ForceRequest) -> str:
+        """Support forces a reset: this run becomes a forced one (the old password and old links die,
+        a new link goes out). Answers once the old password no longer signs in."""
+        if self._input.kind != "forced" or self._state.forced:  # a fresh forced reset does it at start
+            self._state.forced = False
+            self._state.force_requested = request
+        await workflow.wait_condition(lambda: self._state.forced)
+        return "forced"
+
+    @force.validator
+    def _validate_force(self, request: ForceRequest) -> None:
+        if self._state.completion is not None or self._state.stage != AWAITING:
+            raise ApplicationError("this reset is ending", type="NotWaiting")
+        if self._state.force_requested is not None:
+            raise ApplicationError("a forced reset is being applied", type="ForceInProgress")
+        if not request.agent.strip():
+            raise ApplicationError("a forced reset needs an agent", type="InvalidRequest")
+
     @workflow.signal(name=RESEND)
     def resend(self) -> None:
         self._state.resend_requested = True
@@ -180,13 +233,48 @@ class PasswordResetWorkflow:
                 template="set_password" if self._input.kind == "set_password" else "password_reset",
                 path="/password/restore",
                 expires_at=workflow.now() + self._input.timings.link_lifetime,
-                idempotency_key=f"{self._key}/link/{len(self._state.sent_at) + 1}",
+                idempotency_key=f"{self._key}/link/{self._state.links_sent + 1}",
             ),
             **ACTIVITY_OPTIONS,
         )
         self._state.token_hashes.append(sent.token_hash)
         self._state.sent_at.append(workflow.now())
+        self._state.links_sent += 1
         self._state.sending = False
+
+    async def _force(self, request: ForceRequest) -> None:
+        self._state.forced_times += 1
+        await workflow.execute_activity_method(
+            PasswordActivities.force_reset,
+            ForceReset(self._input.customer_reference, request.agent, f"{self._key}/forced/{self._state.forced_times}"),
+            **ACTIVITY_OPTIONS,
+        )
+        # the links sent before support stepped in die: the new link is the only way in
+        await workflow.execute_activity_method(
+            PasswordActivities.expire_reset_links, self._input.customer_reference, **ACTIVITY_OPTIONS
+        )
+        self._state.token_hashes.clear()  # (and their send times: support's link is a new beginning)
+        self._state.sent_at.clear()
+        self._state.forced = True
+        self._state.force_requested = None
+        self._state.resend_requested = False
+        await self._send_link()
+
+    def _has_news(self) -> bool:
+        state = self._state
+        return state.completion is not None or state.resend_requested or state.force_requested is not None
+
+    def _history_is_large(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self._input.history_limit
+
+    def _carried_state(self) -> ResetState:
+        """What the next run needs: the links still alive and the sends the hourly throttle counts."""
+        now = workflow.now()
+        keep = max(self._input.timings.link_lifetime, timedelta(hours=1))
+        links = list(zip(self._state.token_hashes, self._state.sent_at, strict=True))
+        recent = [(h, t) for h, t in links if now - t < keep] or links[-1:]
+        return replace(self._state, token_hashes=[h for h, _ in recent], sent_at=[t for _, t in recent])
 
     def _may_resend(self) -> bool:
         now = workflow.now()

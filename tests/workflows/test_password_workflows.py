@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import Stack, StackFactory, token_from, unique_email
 from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus
 from test_lockout_workflow import IP, PASSWORD, fail, lock_status, lock_status_now, verified_customer
 
 from accounts.models import AuditEvent, Customer
@@ -226,3 +227,80 @@ async def test_an_unknown_address_starts_nothing(pw_stack: Any) -> None:
         await stack.accounts.passwords.forgotten(unique_email("nobody"))
         await asyncio.sleep(0.3)
         assert not [m for m in stack.sink.messages if "nobody" in m.to[0]]
+
+
+async def history_length(stack: Stack, workflow_id: str) -> int:
+    return len((await stack.client.get_workflow_handle(workflow_id).fetch_history()).events)
+
+
+async def test_a_refused_forgotten_password_request_costs_no_history(
+    stack: StackFactory, dev_server: Any, sqlite_database: Any
+) -> None:
+    """~8,400 signals once reached Temporal's history limit and terminated the live reset; a request the
+    throttle refuses is now refused by an Update validator, before anything is written. (On the dev
+    server: the time-skipping test server writes a workflow task for every rejected update.)"""
+    async with stack(dev_server, sqlite_database) as built:
+        email, reference = await verified_customer(built)
+        await built.accounts.passwords.forgotten(email)
+        token = await reset_link(built, email)
+        handle = built.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        while len((await handle.query(PasswordResetWorkflow.status)).sent_at) < 1:  # the send is recorded
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # ... and the workflow task after it is done
+        before = await history_length(built, reset_id(reference))
+        for _ in range(40):  # all within the minimum interval: every one is refused
+            await built.accounts.passwords.forgotten(email)
+        assert await history_length(built, reset_id(reference)) == before
+        assert len([m for m in built.sink.to(email) if "Reset the password" in m.subject]) == 1
+        await built.accounts.passwords.complete_reset(token, NEW_PASSWORD)
+
+
+async def test_a_reset_that_keeps_being_asked_for_continues_as_new_and_its_links_live_on(pw_stack: Any) -> None:
+    async with pw_stack(password_reset_history_limit=40, password_reset_resends_per_hour=100) as stack:
+        email, reference = await verified_customer(stack)
+        handle = stack.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        await stack.accounts.passwords.forgotten(email)
+        await reset_link(stack, email)
+        first_run = (await handle.describe()).run_id
+        for sent in range(2, 12):
+            await stack.env.sleep(timedelta(minutes=1, seconds=1))
+            await stack.accounts.passwords.forgotten(email)
+            for _ in range(100):
+                if len([m for m in stack.sink.to(email) if "Reset the password" in m.subject]) == sent:
+                    break
+                await asyncio.sleep(0.05)
+        links = [token_from(m) for m in stack.sink.to(email) if "Reset the password" in m.subject]
+        assert len(links) == 11  # one email per request, none lost or doubled across the runs
+        description = await handle.describe()
+        assert description.run_id != first_run  # it continued as new
+        assert await history_length(stack, reset_id(reference)) < 40 + 15
+        await stack.accounts.passwords.complete_reset(links[-2], NEW_PASSWORD)  # a link of an earlier run
+        assert await handle.result() == "password_set"
+        await stack.mail_to(email, "was changed")
+        assert (await stack.accounts.logins.authenticate(email, NEW_PASSWORD, client_ip=IP)).customer_reference
+
+
+async def test_forcing_a_reset_over_a_running_one_ends_it_through_its_own_path(pw_stack: Any) -> None:
+    """Support's forced reset takes over the running reset (old links die, support's link works);
+    the run is never terminated halfway."""
+    async with pw_stack() as stack:
+        email, reference = await verified_customer(stack)
+        await stack.accounts.passwords.forgotten(email)
+        old_token = await reset_link(stack, email)
+        handle = stack.client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(reference))
+        first_run = (await handle.describe()).run_id
+
+        await stack.accounts.passwords.force_reset(reference, agent="alice")
+        with pytest.raises(PasswordResetRequired):
+            await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        for _ in range(100):
+            if len([m for m in stack.sink.to(email) if "Reset the password" in m.subject]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        new_token = token_from([m for m in stack.sink.to(email) if "Reset the password" in m.subject][-1])
+        with pytest.raises(InvalidResetKey):
+            await stack.accounts.passwords.complete_reset(old_token, NEW_PASSWORD)
+        await stack.accounts.passwords.complete_reset(new_token, NEW_PASSWORD)
+        first = stack.client.get_workflow_handle(reset_id(reference), run_id=first_run)
+        assert await first.result() == "password_set"
+        assert (await first.describe()).status == WorkflowExecutionStatus.COMPLETED
