@@ -132,6 +132,8 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
     temporal = None
     sink = None
     updates: dict[str, object] = {}
+    if "public_url" not in settings.model_fields_set:  # links in emails follow a moved API port
+        updates["public_url"] = f"http://localhost:{settings.api_port}"
     try:
         if settings.temporal_address is None:
             echo(f"starting the Temporal dev server (state in {var}/temporal.db) ...")
