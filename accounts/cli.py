@@ -45,6 +45,8 @@ def main() -> None:
     try:
         app()
     except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # SystemExit("why"): the interpreter would print it, os._exit does not
+            errors.print(exit_.code, soft_wrap=True, markup=False, highlight=False)
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as error:
         missing = _missing_schema(error)

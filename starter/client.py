@@ -8,13 +8,14 @@ workflow. It reads the database (token lookups) but never writes lifecycle state
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
@@ -86,6 +87,11 @@ class Confirmation:
     first_name: str | None = None
 
 
+log = logging.getLogger("accounts.registration")
+# Enough to skip about four million references Temporal knows and the database forgot (see register).
+REFERENCE_TRIES = 24
+
+
 def registration_id(customer_reference: str) -> str:
     return f"registration:{customer_reference}"
 
@@ -138,7 +144,35 @@ class AccountsClient:
             if violations:
                 raise PasswordRejected(violations)
             password_hash = await self._hasher.hash_async(registration.password)
-        reference = await allocate_customer_reference(self._sessions, prefix=self._settings.customer_reference_prefix)
+        skip = 0
+        for attempt in range(REFERENCE_TRIES):
+            reference = await allocate_customer_reference(
+                self._sessions, prefix=self._settings.customer_reference_prefix, skip=skip
+            )
+            try:
+                created = await self.temporal.execute_update_with_start_workflow(
+                    RegistrationWorkflow.account_created,
+                    start_workflow_operation=self._registration_start(reference, registration, password_hash),
+                )
+                break
+            except WorkflowAlreadyStartedError:
+                # Temporal knows this reference and the database does not: the database was restored
+                # from a backup. Try the next one, then gallop (a gap of n costs about log2(n) tries).
+                log.warning("customer reference %s already has a registration in Temporal; skipping it", reference)
+                skip = 0 if attempt == 0 else max(1, skip * 2)
+        else:
+            raise RuntimeError(
+                f"no free customer reference after {REFERENCE_TRIES} tries (last {reference}): Temporal holds"
+                " registrations this database does not know"
+            )
+        if not created.created:
+            raise EmailTaken()
+        assert created.created_at is not None and created.updated_at is not None
+        return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
+
+    def _registration_start(
+        self, reference: str, registration: Registration, password_hash: str | None
+    ) -> WithStartWorkflowOperation[RegistrationWorkflow, RegistrationResult]:
         workflow_input = RegistrationInput(
             customer=NewCustomer(
                 customer_reference=reference,
@@ -157,24 +191,18 @@ class AccountsClient:
             ),
             timings=registration_timings(self._settings),
         )
-        start = WithStartWorkflowOperation(
+        return WithStartWorkflowOperation(
             RegistrationWorkflow.run,
             workflow_input,
             id=registration_id(reference),
             task_queue=self._settings.task_queue,
-            # A fresh reference never has a run; joining one would answer for another customer
-            # (a database restored while Temporal kept its history). Fail loudly instead.
+            # A fresh reference never had a run. One that did (running or closed) means the database
+            # was restored while Temporal kept its history: joining or reusing it would mix two customers.
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"Registration of {reference} ({registration.channel})",
             search_attributes=lifecycle_attributes(reference, registration.channel),
         )
-        created = await self.temporal.execute_update_with_start_workflow(
-            RegistrationWorkflow.account_created, start_workflow_operation=start
-        )
-        if not created.created:
-            raise EmailTaken()
-        assert created.created_at is not None and created.updated_at is not None
-        return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
 
     async def confirm_email(self, token: str) -> Confirmation:
         """Confirm with the token from the email link; the token is hashed before anything else sees it."""

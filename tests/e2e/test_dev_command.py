@@ -19,6 +19,7 @@ from conftest import free_port, registration_body, unique_email
 
 pytestmark = pytest.mark.e2e
 ACCOUNTS = str(Path(sys.executable).parent / "accounts")
+CHECKOUT = str(Path(__file__).resolve().parents[2])  # this checkout's code, not whichever one is installed
 PASSWORD = "Vq8#nT2!pLm4-kettle"
 
 
@@ -28,10 +29,11 @@ class DevStack:
         self.api_port = free_port()
         self.environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")},
+            "PYTHONPATH": CHECKOUT,
+            # no ACCOUNTS_PUBLIC_URL: the links must follow ACCOUNTS_API_PORT by themselves
             "ACCOUNTS_VAR_DIR": str(workdir / "var"),
             "ACCOUNTS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'var' / 'accounts.db'}",
             "ACCOUNTS_API_PORT": str(self.api_port),
-            "ACCOUNTS_PUBLIC_URL": f"http://127.0.0.1:{self.api_port}",
             "ACCOUNTS_DEV_TEMPORAL_PORT": str(free_port()),
             "ACCOUNTS_DEV_UI_PORT": str(free_port()),
             "ACCOUNTS_DEV_SMTP_PORT": str(free_port()),
