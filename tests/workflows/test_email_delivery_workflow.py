@@ -4,11 +4,14 @@ delivered; a send under way when the worker stops is delivered once. Real Tempor
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from conftest import Stack, StackFactory, unique_email
 from sqlalchemy import select
 from temporalio.client import WorkflowHandle
+from test_email_change_workflow import customer, outcomes, request_change
+from test_lockout_workflow import verified_customer
 from test_registration_workflow import signup
 
 from accounts.mailsink import MailSink
@@ -78,6 +81,27 @@ async def test_a_bounced_verification_email_leaves_the_registration_waiting_for_
             {"template": "welcome", "smtpCode": 550},
         ]
         assert sink.to(email) == []
+
+
+async def test_an_email_change_to_an_address_that_bounces_waits_for_its_expiry(
+    stack: StackFactory, time_skipping: Any, sqlite_database: Any
+) -> None:
+    new_email = unique_email("typo")
+    refuse = {new_email: "550 5.1.1 no such user"}
+    async with (
+        MailSink(refuse_recipient=lambda address: refuse.get(address.lower())) as sink,
+        stack(time_skipping, sqlite_database, mail_sink=sink, email_change_expires_after=timedelta(hours=24)) as built,
+    ):
+        email, reference = await verified_customer(built)
+        await request_change(built, reference, new_email)
+
+        row = await outbox_row(built, reference, "email_change_confirm", "bounced")
+        assert (row.attempts, row.recipient) == (1, new_email)
+        assert await bounces(built, reference) == [{"template": "email_change_confirm", "smtpCode": 550}]
+
+        await built.env.sleep(timedelta(hours=24, seconds=1))
+        assert await outcomes(built, reference) == ["expired"]
+        assert (await customer(built, reference)).email == email
 
 
 async def test_a_451_is_retried_with_backoff_and_delivered_once_the_server_accepts(
