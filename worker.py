@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from accounts.db import SessionFactory, create_engine, session_factory
+from accounts.db import DATABASE_TIMEOUT, SessionFactory, create_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
 from accounts.settings import Settings
 from accounts.temporal import connect
@@ -41,6 +41,15 @@ WORKFLOWS = [
     EmailChangeWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
+SHUTDOWN_MARGIN = timedelta(seconds=10)
+
+
+def graceful_shutdown_timeout(settings: Settings) -> timedelta:
+    """How long a stopping worker lets running activities finish: an SMTP handover cut short can have
+    been delivered without its "sent" mark, and its retry delivers again. A send does not start once
+    shutdown began (activities.emails), so one under way needs at most the SMTP timeout plus the database
+    step that marks it; docker-compose's stop_grace_period must outlast this in turn."""
+    return timedelta(seconds=settings.smtp_timeout + DATABASE_TIMEOUT) + SHUTDOWN_MARGIN
 
 
 def build_worker(
@@ -85,7 +94,7 @@ def build_worker(
             emails.send_notice,
         ],
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=graceful_shutdown_timeout(settings),
     )
 
 

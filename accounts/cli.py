@@ -142,6 +142,10 @@ def jwt_key(path: Path) -> None:
 
 
 def _with_client(action: Callable[[Any], Awaitable[T]]) -> T:
+    return _with_client_and_sessions(lambda client, _sessions: action(client))
+
+
+def _with_client_and_sessions(action: Callable[[Any, Any], Awaitable[T]]) -> T:
     from accounts.db import create_engine, session_factory
     from starter import AccountsClient
 
@@ -149,7 +153,8 @@ def _with_client(action: Callable[[Any], Awaitable[T]]) -> T:
         settings = Settings()
         engine = create_engine(settings.database_url)
         try:
-            return await action(await AccountsClient.connect(settings, session_factory(engine)))
+            sessions = session_factory(engine)
+            return await action(await AccountsClient.connect(settings, sessions), sessions)
         finally:
             await engine.dispose()
 
@@ -193,14 +198,18 @@ def unlock(
 
 @app.command()
 def status(customer_reference: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Support: the registration's stage, deadlines and its run in the Temporal UI."""
+    """Support: the registration's stage, deadlines, the customer's emails and the run in the Temporal UI."""
+    from accounts.outbox import Deliveries, deliveries
 
-    async def read(client: Any) -> tuple[Any, str]:
-        return await client.registration_status(customer_reference), client.run_url(customer_reference)
+    async def read(client: Any, sessions: Any) -> tuple[Any, Deliveries, str]:
+        state = await client.registration_status(customer_reference)
+        async with sessions() as session:
+            mail = await deliveries(session, customer_reference)
+        return state, mail, client.run_url(customer_reference)
 
-    state, url = _with_client(read)
+    state, mail, url = _with_client_and_sessions(read)
     if as_json:
-        typer.echo(json.dumps({**asdict(state), "temporal_ui": url}, default=str, indent=2))
+        typer.echo(json.dumps({**asdict(state), "emails": asdict(mail), "temporal_ui": url}, default=str, indent=2))
         return
     table = Table(show_header=False, title=f"Registration {customer_reference}")
     table.add_column("field", no_wrap=True)
@@ -208,6 +217,7 @@ def status(customer_reference: str, as_json: Annotated[bool, typer.Option("--jso
     for name, value in asdict(state).items():
         table.add_row(name.replace("_", " "), "-" if value is None else str(value))
     console.print(table)
+    echo_unwrapped(mail.line())
     echo_unwrapped(f"Temporal UI: {url}")  # on its own line, whole: terminals make it clickable
 
 

@@ -10,6 +10,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# How long one database step may wait: for a connection, and for a lock (SQLite's busy timeout, PostgreSQL's
+# lock_timeout). Bounded so that the worker's graceful shutdown can outlast an activity (worker.py).
+DATABASE_TIMEOUT = 30.0
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -17,18 +20,19 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     Temporal failure messages (which the payload codec does not encrypt by default)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+        bounded = {"timeout": DATABASE_TIMEOUT, "server_settings": {"lock_timeout": f"{DATABASE_TIMEOUT:g}s"}}
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=bounded, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Writers queue on SQLite's file lock instead of failing at once ("database is locked").
-    engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs)
+    engine = create_async_engine(url, connect_args={"timeout": DATABASE_TIMEOUT}, hide_parameters=True, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(DATABASE_TIMEOUT * 1000)}")
         cursor.close()
         # SQLite's own lower() folds ASCII only: "ÖLMANN" would not find "Ölmann" in a search
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)

@@ -4,10 +4,16 @@
 and HTML) from ``templates/emails/<locale>/<name>.{subject.txt,txt,html}.j2``, and renders the small
 storefront pages under ``templates/pages/<locale>/``. A ``Mailer`` delivers the content: ``SmtpMailer``
 in production, and in development and tests the same class pointed at ``accounts.mailsink.MailSink``.
+
+A mailer tells the two kinds of failure apart: ``MailRefused`` when the receiving server refused the
+message for good (a 5xx reply to RCPT or DATA: no such user, mailbox disabled, content rejected), which no
+retry can change; ``MailDeferred`` for its temporary 4xx replies. Connection errors and timeouts pass as they
+are. Both carry the reply with any address in it masked, since failure messages reach Temporal and logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -158,7 +164,31 @@ def _datetime_filter(context: Context, moment: datetime) -> str:
     return _DATETIME_FORMATS.get(language, _iso_datetime)(moment)
 
 
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+REPLY_LENGTH = 200  # of the SMTP reply kept with a bounce (the outbox column's size)
+
+
+class MailFailure(Exception):
+    """An SMTP reply refusing the message, with addresses masked and the text cut to REPLY_LENGTH."""
+
+    def __init__(self, code: int, reply: str) -> None:
+        self.code = code
+        self.reply = _ADDRESS.sub("<address>", " ".join(reply.split()))[:REPLY_LENGTH]
+        super().__init__(f"{code} {self.reply}")
+
+
+class MailRefused(MailFailure):
+    """A permanent refusal (5xx to RCPT or DATA): the message can never be delivered to this recipient."""
+
+
+class MailDeferred(MailFailure):
+    """Any other refusal: a temporary 4xx, or a 5xx to the session itself (sender, login), which means the
+    configuration is wrong for every message, not that this one is undeliverable; it is worth a retry."""
+
+
 class Mailer(Protocol):
+    """Delivers one message; raises MailRefused when the server refuses it for good, else any error to retry."""
+
     async def send(
         self,
         *,
@@ -210,17 +240,34 @@ class SmtpMailer:
         content: EmailContent,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        await aiosmtplib.send(
-            _mime_message(sender=sender, to=to, content=content, headers=headers),
-            hostname=self._host,
-            port=self._port,
-            username=self._username,
-            password=self._password,
-            use_tls=self._tls == "tls",
-            # aiosmtplib upgrades opportunistically when left to decide; "none" must mean none.
-            start_tls=self._tls == "starttls",
-            timeout=self._timeout,
-        )
+        try:
+            # aiosmtplib's timeout bounds each command; the whole handover gets the same bound, so that
+            # ACCOUNTS_SMTP_TIMEOUT is what a send can take at most (the worker's shutdown waits that long).
+            async with asyncio.timeout(self._timeout):
+                await aiosmtplib.send(
+                    _mime_message(sender=sender, to=to, content=content, headers=headers),
+                    hostname=self._host,
+                    port=self._port,
+                    username=self._username,
+                    password=self._password,
+                    use_tls=self._tls == "tls",
+                    # aiosmtplib upgrades opportunistically when left to decide; "none" must mean none.
+                    start_tls=self._tls == "starttls",
+                    timeout=self._timeout,
+                )
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            # one recipient per message: its refusal is the message's
+            refused = error.recipients[0]
+            raise _failure(refused.code, refused.message, permanent_if_5xx=True) from None
+        except (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError) as error:
+            raise _failure(error.code, error.message, permanent_if_5xx=True) from None
+        except aiosmtplib.SMTPResponseException as error:
+            raise _failure(error.code, error.message, permanent_if_5xx=False) from None
+
+
+def _failure(code: int, reply: str, *, permanent_if_5xx: bool) -> MailFailure:
+    # "from None" at the raise: the original exception's text would carry the address unmasked
+    return (MailRefused if permanent_if_5xx and 500 <= code < 600 else MailDeferred)(code, reply)
 
 
 def _mime_message(

@@ -4,6 +4,11 @@ It runs on the current asyncio loop (aiosmtpd's ``SMTP`` protocol served with ``
 so tests can ``await sink.wait_for(...)`` an email without threads, and ``accounts dev`` can print each
 confirmation link to the console and keep a copy as an ``.eml`` file, with its text part decoded beside it
 in a ``.txt`` file (the ``.eml`` is quoted-printable, which breaks long links).
+
+Tests inject the faults of a real mail server through the constructor: ``refuse_recipient`` answers RCPT
+for chosen addresses with a reply of its choice (``"550 5.1.1 no such user"``, ``"451 4.7.1 try later"``),
+``refuse_data`` does the same at the end of DATA, and ``data_reply_delay`` keeps the client waiting for the
+DATA reply after the message is stored (the moment a cut connection makes a sender send twice).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 _LINK = re.compile(r"""https?://[^\s<>"'()\[\]]+""")
 _TRAILING_PUNCTUATION = ".,;:!?"
 _LISTED_ON_TIMEOUT = 20
+Refusal = Callable[[str], str | None]
+"""Given a recipient address: the SMTP reply that refuses it (``"550 5.1.1 no such user"``), or None to accept."""
 
 
 @dataclass
@@ -51,11 +58,17 @@ class MailSink:
         *,
         store_dir: Path | None = None,
         echo: Callable[[str], None] | None = None,
+        refuse_recipient: Refusal | None = None,
+        refuse_data: Refusal | None = None,
+        data_reply_delay: float = 0.0,
     ) -> None:
         self._host = host
         self._port = port
         self._store_dir = store_dir
         self._echo = echo
+        self._refuse_recipient = refuse_recipient
+        self._refuse_data = refuse_data
+        self._data_reply_delay = data_reply_delay
         self._messages: list[ReceivedEmail] = []
         self._received = 0
         self._arrived = asyncio.Condition()
@@ -68,7 +81,7 @@ class MailSink:
         if self._store_dir is not None:
             self._store_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        handler = _Handler(self._receive)
+        handler = _Handler(self._receive, self._refuse_recipient, self._refuse_data, self._data_reply_delay)
 
         def connection() -> SMTP:
             # An explicit hostname: aiosmtpd would otherwise ask DNS for this host's FQDN per connection.
@@ -151,7 +164,10 @@ class MailSink:
             stem = self._store_dir / f"{message.received_at:%Y%m%dT%H%M%S%fZ}-{self._received}"
             await asyncio.to_thread(stem.with_suffix(".eml").write_bytes, raw)
             # the .eml is quoted-printable (links broken at 76 characters); the .txt is the text part, decoded
-            await asyncio.to_thread(stem.with_suffix(".txt").write_text, _readable(message), encoding="utf-8")
+            # "\n" whatever the platform: a link read from the file with `cat` must not end in "\r"
+            await asyncio.to_thread(
+                stem.with_suffix(".txt").write_text, _readable(message), encoding="utf-8", newline="\n"
+            )
         async with self._arrived:
             self._messages.append(message)
             self._arrived.notify_all()
@@ -162,11 +178,36 @@ class MailSink:
 class _Handler:
     """The aiosmtpd handler, which finds its hooks by their ``handle_*`` names."""
 
-    def __init__(self, receive: Callable[[Envelope], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        receive: Callable[[Envelope], Awaitable[None]],
+        refuse_recipient: Refusal | None,
+        refuse_data: Refusal | None,
+        data_reply_delay: float,
+    ) -> None:
         self._receive = receive
+        self._refuse_recipient = refuse_recipient
+        self._refuse_data = refuse_data
+        self._data_reply_delay = data_reply_delay
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        refusal = self._refuse_recipient(address) if self._refuse_recipient else None
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        refuse = self._refuse_data
+        refusals = [reply for address in envelope.rcpt_tos if refuse and (reply := refuse(address))]
+        if refusals:
+            return refusals[0]
         await self._receive(envelope)
+        if self._data_reply_delay:
+            await asyncio.sleep(self._data_reply_delay)
         return "250 Message accepted for delivery"
 
 
@@ -198,7 +239,8 @@ def _body(message: EmailMessage, subtype: str) -> str:
 
 
 def _readable(message: ReceivedEmail) -> str:
-    return f"To: {', '.join(message.to)}\nSubject: {message.subject}\n\n{message.text}"
+    text = message.text.replace("\r\n", "\n")  # SMTP's CRLF line ends, decoded from the wire
+    return f"To: {', '.join(message.to)}\nSubject: {message.subject}\n\n{text}"
 
 
 def _summary(message: ReceivedEmail) -> str:

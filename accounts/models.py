@@ -125,12 +125,15 @@ class EmailOutbox(Base):
     recipient: Mapped[str] = mapped_column(String(255))
     template: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))  # sending | sent
+    status: Mapped[str] = mapped_column(String(16))  # sending | sent | bounced
     # the activity (workflow id / activity id) that claimed the key: only it may retry a "sending" row
     claimed_by: Mapped[str] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # a bounce: the receiving server's permanent refusal (addresses in its text masked)
+    smtp_code: Mapped[int | None]
+    smtp_reply: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditEvent(Base):

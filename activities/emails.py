@@ -3,6 +3,12 @@
 Every send first claims its key in the outbox table. A retry finds the key marked "sent" and does nothing;
 a retry after a crash between the SMTP handover and the "sent" mark sends again (SMTP gives no
 exactly-once, so at-least-once with a stable Message-ID is the honest best).
+
+A permanent refusal (``MailRefused``: 5xx to RCPT or DATA) is final: the row becomes "bounced" with the
+server's code and reply, an ``email_bounced`` audit event names the template and code, and the activity
+returns as if it had sent. Retrying could only fail again and would hold the lifecycle on this step; the
+lifecycle goes on instead (a registration waits for support or its expiry, a notice is simply not
+delivered), and the workflows need no new branch. Every other failure raises and is retried with backoff.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import tokens
+from accounts import audit, tokens
 from accounts.db import SessionFactory
-from accounts.emails import EmailRenderer, Mailer
+from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
+
+FINISHED = ("sent", "bounced")  # outbox states after which a key is never sent again
 
 
 @dataclass
@@ -67,7 +75,7 @@ class EmailActivities:
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference)
             issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == request.idempotency_key))
-            if issued is not None and await _already_sent(session, request.idempotency_key):
+            if issued is not None and await _finished(session, request.idempotency_key):
                 return TokenLinkSent(issued.token_hash)
             token = tokens.new_token()
             if issued is None:
@@ -91,7 +99,8 @@ class EmailActivities:
 
     @activity.defn
     async def send_notice(self, request: NoticeInput) -> bool:
-        """Send a message without a token (welcome, already registered). False when it had gone out before."""
+        """Send a message without a token (welcome, already registered). False when it had gone out (or
+        bounced) before, or bounced now."""
         async with self._sessions() as session:
             customer = await load_customer(session, request.customer_reference)
         base = self._settings.public_url.rstrip("/")
@@ -137,12 +146,20 @@ class EmailActivities:
         )
         domain = self._settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
         message_id = f"<{hashlib.sha256((message_key or key).encode()).hexdigest()[:32]}@{domain}>"
-        await self._mailer.send(
-            sender=self._settings.mail_from,
-            to=recipient,
-            content=content,
-            headers={"Message-ID": message_id},
-        )
+        if activity.is_worker_shutdown():
+            # The worker's shutdown waits for a handover under way (worker.graceful_shutdown_timeout), not
+            # for one that starts now; the key stays claimed by this activity, so its retry sends.
+            raise RuntimeError("the worker is shutting down: this send is left to the next attempt")
+        try:
+            await self._mailer.send(
+                sender=self._settings.mail_from,
+                to=recipient,
+                content=content,
+                headers={"Message-ID": message_id},
+            )
+        except MailRefused as refusal:
+            await self._bounced(customer.customer_reference, template, key, refusal)
+            return False
         async with self._sessions.begin() as session:
             row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
             assert row is not None
@@ -150,8 +167,28 @@ class EmailActivities:
             row.sent_at = utcnow()
         return True
 
+    async def _bounced(self, customer_reference: str, template: str, key: str, refusal: MailRefused) -> None:
+        """Record a permanent refusal once: the outbox row and one audit event, in one transaction."""
+        async with self._sessions.begin() as session:
+            row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
+            assert row is not None
+            row.status = "bounced"
+            row.smtp_code = refusal.code
+            row.smtp_reply = refusal.reply
+            audit.record(
+                session,
+                customer_reference=customer_reference,
+                event="email_bounced",
+                channel="email",
+                actor="system",
+                # the template and code say what failed; the reply may quote the address, so it stays on the row
+                details={"template": template, "smtpCode": refusal.code},
+                idempotency_key=f"email_bounced:{key}",
+            )
+        activity.logger.warning("email %s to %s bounced: %s", template, customer_reference, refusal.code)
+
     async def _claim(self, customer: Customer, template: str, key: str, recipient: str) -> bool:
-        """Take the idempotency key for this send; False when it went out or another sender holds it."""
+        """Take the idempotency key for this send; False when it went out or bounced, or another sender holds it."""
         info = activity.info()
         claimant = f"{info.workflow_id}/{info.activity_id}"
         try:
@@ -171,7 +208,7 @@ class EmailActivities:
                         )
                     )
                     return True
-                if row.status == "sent" or row.claimed_by != claimant:
+                if row.status in FINISHED or row.claimed_by != claimant:
                     return False
                 row.attempts += 1  # our own earlier attempt died between claim and "sent": send again
                 return True
@@ -179,6 +216,6 @@ class EmailActivities:
             return False
 
 
-async def _already_sent(session: Any, key: str) -> bool:
+async def _finished(session: Any, key: str) -> bool:
     status = await session.scalar(select(EmailOutbox.status).where(EmailOutbox.idempotency_key == key))
-    return bool(status == "sent")
+    return status in FINISHED

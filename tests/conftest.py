@@ -249,22 +249,28 @@ StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
 def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFactory:
     @contextlib.asynccontextmanager
     async def build(
-        env: WorkflowEnvironment, database: Database, *, api: bool = False, **overrides: Any
+        env: WorkflowEnvironment,
+        database: Database,
+        *,
+        api: bool = False,
+        mail_sink: MailSink | None = None,  # a sink of the test's own (one that refuses or stalls, say)
+        **overrides: Any,
     ) -> AsyncIterator[Stack]:
+        smtp = mail_sink or sink
         port = free_port() if api else None
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             database_url=database.url,
             task_queue=f"accounts-test-{uuid.uuid4()}",
             smtp_host="127.0.0.1",
-            smtp_port=sink.port,
+            smtp_port=smtp.port,
             public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
             customer_reference_prefix=database.reference_prefix,
             var_dir=tmp_path_factory.getbasetemp() / "var",
             **{**TEST_DEFAULTS, **overrides},
         )
         client = client_with_converter(env, settings)
-        built = Stack(settings, client, AccountsClient(client, settings, database.sessions), database, sink, env)
+        built = Stack(settings, client, AccountsClient(client, settings, database.sessions), database, smtp, env)
         built.worker = build_worker(client, settings, database.sessions)
         worker_task = asyncio.get_running_loop().create_task(built.worker.run())
         server = None

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from accounts.settings import Settings
+from worker import graceful_shutdown_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -172,6 +174,16 @@ def test_app_services_run_their_accounts_command_from_the_local_build(name: str,
 def test_worker_and_api_come_back_after_a_crash_or_reboot() -> None:
     for name in ("worker", "api"):
         assert SERVICES[name].get("restart") in ("unless-stopped", "always")
+
+
+def test_docker_waits_for_the_worker_to_finish_a_send_before_it_kills_it() -> None:
+    """`docker compose stop` sends SIGTERM, then SIGKILL after stop_grace_period (10 s by default)."""
+    grace = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(SERVICES["worker"].get("stop_grace_period", "10s")))
+    assert grace is not None and any(grace.groups())
+    hours, minutes, seconds = (int(part or 0) for part in grace.groups())
+    smtp_timeout = environment("worker").get("ACCOUNTS_SMTP_TIMEOUT") or Settings.model_fields["smtp_timeout"].default
+    settings = Settings(_env_file=None, smtp_timeout=float(smtp_timeout))  # type: ignore[call-arg]
+    assert timedelta(hours=hours, minutes=minutes, seconds=seconds) > graceful_shutdown_timeout(settings)
 
 
 def test_temporal_schemas_are_created_with_the_sql_tool() -> None:

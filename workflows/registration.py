@@ -45,8 +45,11 @@ WAITING_STAGES = (AWAITING_VERIFICATION, REMINDED)
 EMAIL_PROVEN = "email_proven"  # signal from a password reset whose link proved the address
 
 ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=90),  # above ACCOUNTS_SMTP_TIMEOUT's 30 s default
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
+    # above ACCOUNTS_SMTP_TIMEOUT's 30 s default plus the database time around the send
+    "start_to_close_timeout": timedelta(seconds=90),
+    # Retried forever (a permanent SMTP refusal is recorded and returns instead); a 30-second ceiling
+    # brings mail back soon after an SMTP or database outage ends. Options are not replayed: no patch.
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
 }
 
 

@@ -500,3 +500,20 @@ async def test_wait_for_also_returns_an_email_that_arrives_later() -> None:
 
     assert received.to == ["carol@example.com"]
     assert received.links == ["http://localhost:8000/later"]
+
+
+async def test_the_stored_text_copy_has_unix_line_ends_so_a_link_read_from_it_is_clean(tmp_path: Path) -> None:
+    link = "http://localhost:8000/register/confirm?token=" + "x" * 80  # longer than a quoted-printable line
+    content = EmailContent(subject="Confirm", text=f"Hello,\n\nconfirm here:\n{link}\n\nThanks\n", html="<p>x</p>")
+
+    async with MailSink(store_dir=tmp_path) as sink:
+        await SmtpMailer("127.0.0.1", sink.port).send(
+            sender="no-reply@shop.example", to="dan@example.com", content=content
+        )
+        await sink.wait_for(lambda message: True)
+
+    (stored,) = tmp_path.glob("*.txt")
+    assert b"\r" not in stored.read_bytes()
+    # the README's recipe: cat the newest .txt, take the line with the link
+    (read_link,) = [line for line in stored.read_text("utf-8").split("\n") if line.startswith("http")]
+    assert read_link == link
