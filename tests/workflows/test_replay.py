@@ -203,5 +203,5 @@ def test_the_mutation_test_covers_every_workflow_with_an_activity() -> None:
     with_activities = {
         type_name(cls) for cls in WORKFLOWS if _CALL.search(Path(inspect.getsourcefile(cls) or "").read_text())
     }
-    assert with_activities == {type_name(c) for c in WORKFLOWS}  # today every workflow has one
+    assert with_activities, "_CALL finds no activity call in any workflow: it no longer matches the code"
     assert with_activities <= {workflow_type(p) for p in MUTABLE}
