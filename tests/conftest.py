@@ -332,7 +332,9 @@ async def open_stack(
 
 @pytest.fixture
 def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFactory:
-    def build(env: WorkflowEnvironment, database: Database, *, api: bool = False, **overrides: Any) -> Any:
+    def build(
+        env: WorkflowEnvironment, database: Database, *, api: bool = False, **overrides: Any
+    ) -> contextlib.AbstractAsyncContextManager[Stack]:
         return open_stack(env, database, sink, tmp_path_factory.getbasetemp() / "var", api=api, **overrides)
 
     return build
