@@ -12,6 +12,7 @@ Nothing is mocked: the only fakes the system knows are injected through construc
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -82,10 +83,7 @@ def registration_body(email: str, password: str, /, **attributes: Any) -> dict[s
 # --- Temporal ---------------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    # One server per test (it starts in a fraction of a second): a workflow left running by an earlier
-    # test with a pending activity and no worker would hold its time-skipping lock.
+async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_binary("temporal-test-server"))
     # The Java test server cannot be given search attributes at start; a workflow upserting an
     # unregistered one would fail its task forever.
@@ -95,6 +93,14 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
             search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES},
         )
     )
+    return env
+
+
+@pytest_asyncio.fixture
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    # One server per test (it starts in a fraction of a second): a workflow left running by an earlier
+    # test with a pending activity and no worker would hold its time-skipping lock.
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 
@@ -145,13 +151,19 @@ async def _postgres_available() -> bool:
     return True
 
 
-@pytest_asyncio.fixture(scope="session")
-async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'accounts.db'}"
+async def open_sqlite(path: Path) -> Database:
+    """A migrated SQLite file; dispose of `engine` when done."""
+    url = f"sqlite+aiosqlite:///{path}"
     await upgrade_async(url)
     engine = create_engine(url)
-    yield Database("sqlite", url, engine, session_factory(engine), "DE--")
-    await engine.dispose()
+    return Database("sqlite", url, engine, session_factory(engine), "DE--")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    database = await open_sqlite(tmp_path_factory.mktemp("db") / "accounts.db")
+    yield database
+    await database.engine.dispose()
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -189,6 +201,28 @@ async def sink() -> AsyncIterator[MailSink]:
     await mail_sink.start()
     yield mail_sink
     await mail_sink.stop()
+
+
+# The passwords the history recorder (tests/histories/record.py) types: test_replay.py scans its files for them.
+RECORDER_PASSWORDS = ("Recorded-Vq8#nT2!pLm4-kettle", "Recorded-Zx7$kQ9!mWp2-teapot")
+
+
+def payload_texts(history: dict[str, Any]) -> list[str]:
+    """Every payload's data in a history's JSON, decoded: where a leaked secret would sit."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and isinstance(node.get("metadata"), dict):
+                found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(history)
+    return found
 
 
 def token_from(email: ReceivedEmail) -> str:
@@ -245,61 +279,68 @@ class Stack:
 StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
 
 
+@contextlib.asynccontextmanager
+async def open_stack(
+    env: WorkflowEnvironment, database: Database, sink: MailSink, var_dir: Path, *, api: bool = False, **overrides: Any
+) -> AsyncIterator[Stack]:
+    """A worker on a fresh task queue (and the API when asked), stopped on exit; `overrides` are Settings."""
+    port = free_port() if api else None
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database.url,
+        task_queue=f"accounts-test-{uuid.uuid4()}",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
+        customer_reference_prefix=database.reference_prefix,
+        var_dir=var_dir,
+        **{**TEST_DEFAULTS, **overrides},
+    )
+    client = client_with_converter(env, settings)
+    built = Stack(settings, client, AccountsClient(client, settings, database.sessions), database, sink, env)
+    built.worker = build_worker(client, settings, database.sessions)
+    worker_task = asyncio.get_running_loop().create_task(built.worker.run())
+    server = None
+    server_task = None
+    try:
+        if port is not None:
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(settings, temporal_client=client),
+                    host="127.0.0.1",
+                    port=port,
+                    log_level="warning",
+                    lifespan="on",
+                )
+            )
+            server_task = asyncio.get_running_loop().create_task(server.serve())
+            built.server, built.server_task = server, server_task
+            while not server.started:
+                if server_task.done():
+                    server_task.result()
+                await asyncio.sleep(0.02)
+            built.api_url = f"http://127.0.0.1:{port}"
+        yield built
+    finally:
+        await built.stop_api()
+        assert built.worker is not None
+        if built.worker.is_running:
+            await built.worker.shutdown()
+        with contextlib.suppress(Exception):
+            await worker_task
+
+
 @pytest.fixture
 def stack(sink: MailSink, tmp_path_factory: pytest.TempPathFactory) -> StackFactory:
-    @contextlib.asynccontextmanager
-    async def build(
+    def build(
         env: WorkflowEnvironment,
         database: Database,
         *,
         api: bool = False,
         mail_sink: MailSink | None = None,  # a sink of the test's own (one that refuses or stalls, say)
         **overrides: Any,
-    ) -> AsyncIterator[Stack]:
-        smtp = mail_sink or sink
-        port = free_port() if api else None
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=database.url,
-            task_queue=f"accounts-test-{uuid.uuid4()}",
-            smtp_host="127.0.0.1",
-            smtp_port=smtp.port,
-            public_url=f"http://127.0.0.1:{port}" if port else "http://shop.test",
-            customer_reference_prefix=database.reference_prefix,
-            var_dir=tmp_path_factory.getbasetemp() / "var",
-            **{**TEST_DEFAULTS, **overrides},
-        )
-        client = client_with_converter(env, settings)
-        built = Stack(settings, client, AccountsClient(client, settings, database.sessions), database, smtp, env)
-        built.worker = build_worker(client, settings, database.sessions)
-        worker_task = asyncio.get_running_loop().create_task(built.worker.run())
-        server = None
-        server_task = None
-        try:
-            if port is not None:
-                server = uvicorn.Server(
-                    uvicorn.Config(
-                        create_app(settings, temporal_client=client),
-                        host="127.0.0.1",
-                        port=port,
-                        log_level="warning",
-                        lifespan="on",
-                    )
-                )
-                server_task = asyncio.get_running_loop().create_task(server.serve())
-                built.server, built.server_task = server, server_task
-                while not server.started:
-                    if server_task.done():
-                        server_task.result()
-                    await asyncio.sleep(0.02)
-                built.api_url = f"http://127.0.0.1:{port}"
-            yield built
-        finally:
-            await built.stop_api()
-            assert built.worker is not None
-            if built.worker.is_running:
-                await built.worker.shutdown()
-            with contextlib.suppress(Exception):
-                await worker_task
+    ) -> contextlib.AbstractAsyncContextManager[Stack]:
+        var_dir = tmp_path_factory.getbasetemp() / "var"
+        return open_stack(env, database, mail_sink or sink, var_dir, api=api, **overrides)
 
     return build

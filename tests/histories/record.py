@@ -1,0 +1,497 @@
+"""Record the workflow histories that tests/workflows/test_replay.py replays.
+
+    python -m tests.histories.record                          # every branch
+    python -m tests.histories.record registration             # every branch of one workflow
+    python -m tests.histories.record registration/resend lockout/continue-as-new
+    python -m tests.histories.record --list                   # the branches this file knows
+    python -m tests.histories.record --replace email-change   # overwrite instead of keeping the old file
+
+Run it from the project root with the project's venv, by hand, when a workflow changes: record the
+branches the change touches (and a new branch when it adds one) and commit the files. The test suite
+never runs it. Each branch drives the real system, as a customer and support would: the time-skipping
+test server (timers of days pass in milliseconds), a migrated SQLite file in a temporary directory,
+the in-process SMTP sink and the real worker from worker.build_worker. It waits for each workflow to
+close and writes its history as tests/histories/<workflow>/<branch>.json.
+
+A history already at that path stands for runs of an earlier code version that may still be running
+in production: it is kept beside the new one as <branch>@<its start time>.json and keeps being
+replayed. Delete such a file once no run of that version can be left (or record with --replace).
+
+Payloads are recorded without ACCOUNTS_PAYLOAD_ENCRYPTION_KEY, so that a reviewer (and
+test_replay.py) can read them: a history holding a password used here or a token the sink received is
+refused, not written.
+
+Adding a branch: a function decorated with @branch("<workflow>/<name>", ...) that drives the system
+through the Stack it is given (tests/conftest.py) and returns the handles of the workflows to record,
+one per name, in order (a handle with a run_id records that run). `settings` override Settings for
+that branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest imports as under pytest
+
+from conftest import (
+    RECORDER_PASSWORDS,
+    Stack,
+    open_sqlite,
+    open_stack,
+    payload_texts,
+    start_time_skipping,
+    token_from,
+    unique_email,
+)
+from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+
+from accounts.mailsink import MailSink
+from accounts.models import AuditEvent, Customer, ReferenceCounter
+from accounts.references import CUSTOMER_COUNTER
+from accounts.throttle import customer_subject
+from starter import AccountsClient, EmailTaken, LoginFailed, Registration
+from starter.client import registration_id
+from starter.login import lockout_id
+from starter.passwords import reset_id
+from workflows.anonymization import anonymization_id
+from workflows.email_change import email_change_id
+from workflows.lockout import LockoutWindowWorkflow
+
+HERE = Path(__file__).resolve().parent
+PASSWORD, NEW_PASSWORD = RECORDER_PASSWORDS  # the only passwords typed here
+IP = "203.0.113.7"
+STEP = timedelta(hours=1)  # how far finished() skips time at once
+
+
+Handle = WorkflowHandle[Any, Any]
+BranchFunction = Callable[[Stack], Awaitable[list[Handle]]]
+
+
+@dataclass
+class Branch:
+    names: tuple[str, ...]
+    record: BranchFunction
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+BRANCHES: list[Branch] = []
+
+
+def branch(*names: str, **settings: Any) -> Callable[[BranchFunction], BranchFunction]:
+    def register(function: BranchFunction) -> BranchFunction:
+        BRANCHES.append(Branch(names, function, settings))
+        return function
+
+    return register
+
+
+# --- steps the branches share ------------------------------------------------------------------------
+
+
+async def register(stack: Stack, email: str | None = None) -> tuple[str, str]:
+    email = email or unique_email()
+    registered = await stack.accounts.register(
+        Registration(email=email, channel="api", locale="en_US", password=PASSWORD, first_name="Ada", last_name="Byron")
+    )
+    await stack.mail_to(email, "confirm")
+    return email, registered.customer_reference
+
+
+async def verified_customer(stack: Stack) -> tuple[str, str]:
+    email, reference = await register(stack)
+    assert (
+        await stack.accounts.confirm_email(token_from(await stack.mail_to(email, "confirm")))
+    ).outcome == "activated"
+    await registration(stack, reference).result()
+    return email, reference
+
+
+def registration(stack: Stack, reference: str) -> Handle:
+    return stack.client.get_workflow_handle(registration_id(reference))
+
+
+def lockout(stack: Stack, reference: str) -> Handle:
+    return stack.client.get_workflow_handle(lockout_id(customer_subject(reference)))
+
+
+async def finished(stack: Stack, *handles: Handle) -> list[Handle]:
+    """Let the runs close: skip time an hour at a time, once their activities are done (they run in real time)."""
+    for handle in handles:
+        skipped = timedelta(0)
+        async with asyncio.timeout(120):  # an activity failing over and over would keep its run open
+            while True:
+                description = await handle.describe()
+                status = description.status
+                if status is not None and status != WorkflowExecutionStatus.RUNNING:
+                    print(f"  {handle.id}: {status.name}")
+                    assert status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CANCELED), status
+                    break
+                if description.raw_description.pending_activities:
+                    await asyncio.sleep(0.05)
+                    continue
+                assert skipped < timedelta(days=14), f"{handle.id} still runs after two weeks"
+                await stack.env.sleep(STEP)
+                skipped += STEP
+    return list(handles)
+
+
+async def fail_sign_ins(stack: Stack, email: str, times: int) -> None:
+    for _ in range(times):
+        try:
+            await stack.accounts.logins.authenticate(email, "wrong password!", client_ip=IP)
+        except LoginFailed:
+            continue
+        raise AssertionError("a wrong password signed in")
+
+
+async def locked(stack: Stack, reference: str) -> None:
+    for _ in range(200):
+        status = await lockout(stack, reference).query(LockoutWindowWorkflow.status)
+        if status.locked_until is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{reference} was not locked")
+
+
+async def customer(stack: Stack, reference: str) -> Customer:
+    found = await stack.accounts.customer_by_reference(reference)
+    assert found is not None
+    return found
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+@branch("registration/verified")
+async def registration_verified(stack: Stack) -> list[Handle]:
+    _, reference = await verified_customer(stack)
+    return [registration(stack, reference)]
+
+
+@branch("registration/reminded-confirmed")
+async def registration_reminded_confirmed(stack: Stack) -> list[Handle]:
+    email, reference = await register(stack)
+    await stack.env.sleep(stack.settings.verification_reminder_after + timedelta(seconds=1))
+    confirmation = await stack.accounts.confirm_email(token_from(await stack.mail_to(email, "reminder")))
+    assert confirmation.outcome == "activated"
+    return await finished(stack, registration(stack, reference))
+
+
+@branch("registration/expired-keep", unverified_action="keep")
+async def registration_expired_keep(stack: Stack) -> list[Handle]:
+    _, reference = await register(stack)
+    return await finished(stack, registration(stack, reference))
+
+
+@branch("registration/expired-anonymize", unverified_action="anonymize")
+async def registration_expired_anonymize(stack: Stack) -> list[Handle]:
+    _, reference = await register(stack)
+    return await finished(stack, registration(stack, reference))
+
+
+@branch("registration/duplicate-address")
+async def registration_duplicate_address(stack: Stack) -> list[Handle]:
+    email, _ = await verified_customer(stack)
+    try:
+        await register(stack, email)
+        raise AssertionError("a taken address registered")
+    except EmailTaken:
+        pass
+    async with stack.database.sessions() as session:
+        counter = await session.scalar(select(ReferenceCounter.value).where(ReferenceCounter.name == CUSTOMER_COUNTER))
+    return await finished(stack, registration(stack, f"{stack.settings.customer_reference_prefix}{counter}"))
+
+
+@branch("registration/resend")
+async def registration_resend(stack: Stack) -> list[Handle]:
+    email, reference = await register(stack)
+    await stack.env.sleep(stack.settings.verification_resend_min_interval + timedelta(seconds=1))
+    await stack.accounts.resend_verification(reference)
+    for _ in range(200):
+        if len(stack.sink.to(email)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert (await stack.accounts.confirm_email(token_from(stack.sink.to(email)[-1]))).outcome == "activated"
+    return await finished(stack, registration(stack, reference))
+
+
+@branch("registration/manual-verify")
+async def registration_manual_verify(stack: Stack) -> list[Handle]:
+    _, reference = await register(stack)
+    await stack.accounts.verify_manually(reference, agent="alice", reason="customer called support")
+    return await finished(stack, registration(stack, reference))
+
+
+# --- password reset ----------------------------------------------------------------------------------
+
+
+@branch("password-reset/completed")
+async def reset_completed(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.forgotten(email)
+    await stack.accounts.passwords.complete_reset(token_from(await stack.mail_to(email, "reset")), NEW_PASSWORD)
+    return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
+
+
+@branch("password-reset/expired")
+async def reset_expired(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.forgotten(email)
+    await stack.mail_to(email, "reset")
+    return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
+
+
+@branch("password-reset/tell-registration", "registration/email-proven")
+async def reset_tell_registration(stack: Stack) -> list[Handle]:
+    """The reset link of an unverified account proves its address: the waiting registration hears it."""
+    email, reference = await register(stack)
+    await stack.accounts.passwords.forgotten(email)
+    await stack.accounts.passwords.complete_reset(token_from(await stack.mail_to(email, "reset")), NEW_PASSWORD)
+    return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)), registration(stack, reference))
+
+
+@branch("password-reset/forced")
+async def reset_forced(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.force_reset(reference, agent="alice")
+    await stack.accounts.passwords.complete_reset(token_from(await stack.mail_to(email, "reset")), NEW_PASSWORD)
+    return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
+
+
+# --- lockout -----------------------------------------------------------------------------------------
+
+
+@branch("lockout/window-closed", lockout_max_failures=3)
+async def lockout_window_closed(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await fail_sign_ins(stack, email, 2)
+    return await finished(stack, lockout(stack, reference))
+
+
+@branch("lockout/lock-timer", lockout_max_failures=3)
+async def lockout_lock_timer(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await fail_sign_ins(stack, email, 3)
+    await stack.mail_to(email, "paused")
+    return await finished(stack, lockout(stack, reference))
+
+
+@branch("lockout/lock-unlock", lockout_max_failures=3)
+async def lockout_lock_unlock(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await fail_sign_ins(stack, email, 3)
+    await locked(stack, reference)
+    await stack.accounts.logins.unlock(reference, agent="alice", reason="customer called support")
+    return await finished(stack, lockout(stack, reference))
+
+
+@branch(
+    "lockout/continue-as-new",
+    "lockout/continued",
+    lockout_max_failures=3,
+    lockout_escalation_factor=1.0,
+    lockout_history_limit=40,  # stands in for the server's suggestion after thousands of events
+)
+async def lockout_continue_as_new(stack: Stack) -> list[Handle]:
+    """Locks and support unlocks until the window continues as new: its first run, and its last one (which
+    started from the carried state and ended the window)."""
+    email, reference = await verified_customer(stack)
+    runs: list[str] = []
+    for _ in range(12):
+        await fail_sign_ins(stack, email, 3)
+        await locked(stack, reference)
+        run_id = (await lockout(stack, reference).describe()).run_id
+        assert run_id is not None
+        runs.append(run_id)
+        await stack.accounts.logins.unlock(reference, agent="alice", reason="customer called support")
+        if run_id != runs[0]:
+            break
+    else:
+        raise AssertionError("the lockout window never continued as new")
+    await finished(stack, lockout(stack, reference))
+    last = (await lockout(stack, reference).describe()).run_id
+    workflow_id = lockout(stack, reference).id
+    return [stack.client.get_workflow_handle(workflow_id, run_id=r) for r in (runs[0], last)]
+
+
+# --- email change ------------------------------------------------------------------------------------
+
+
+async def request_change(stack: Stack, reference: str, new_email: str) -> None:
+    await stack.accounts.email_changes.request(
+        await customer(stack, reference), new_email, channel="storefront", actor=reference
+    )
+
+
+@branch("email-change/confirmed")
+async def email_change_confirmed(stack: Stack) -> list[Handle]:
+    _, reference = await verified_customer(stack)
+    new_email = unique_email("new")
+    await request_change(stack, reference, new_email)
+    link = token_from(await stack.mail_to(new_email, "confirm your new email"))
+    assert (await stack.accounts.email_changes.confirm(link)).outcome == "changed"
+    return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
+
+
+@branch("email-change/superseded")
+async def email_change_superseded(stack: Stack) -> list[Handle]:
+    """A second request replaces the first (its link dies); the second one is confirmed."""
+    _, reference = await verified_customer(stack)
+    first, second = unique_email("first"), unique_email("second")
+    await request_change(stack, reference, first)
+    await stack.mail_to(first, "confirm your new email")
+    await request_change(stack, reference, second)
+    link = token_from(await stack.mail_to(second, "confirm your new email"))
+    assert (await stack.accounts.email_changes.confirm(link)).outcome == "changed"
+    return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
+
+
+@branch("email-change/taken")
+async def email_change_taken(stack: Stack) -> list[Handle]:
+    other_email, _ = await verified_customer(stack)
+    _, reference = await verified_customer(stack)
+    await request_change(stack, reference, other_email)
+    return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
+
+
+@branch("email-change/expired")
+async def email_change_expired(stack: Stack) -> list[Handle]:
+    _, reference = await verified_customer(stack)
+    new_email = unique_email("new")
+    await request_change(stack, reference, new_email)
+    await stack.mail_to(new_email, "confirm your new email")
+    return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
+
+
+# --- deletion, passwords -----------------------------------------------------------------------------
+
+
+@branch("anonymization/anonymized")
+async def anonymized(stack: Stack) -> list[Handle]:
+    _, reference = await verified_customer(stack)
+    await stack.accounts.deletions.delete(reference, channel="storefront", actor=reference)
+    return await finished(stack, stack.client.get_workflow_handle(anonymization_id(reference)))
+
+
+@branch("anonymization/running-lifecycles")
+async def anonymized_running_lifecycles(stack: Stack) -> list[Handle]:
+    """Deleted while a password reset and an email change wait: both are canceled first."""
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.forgotten(email)
+    await stack.mail_to(email, "reset")
+    new_email = unique_email("new")
+    await request_change(stack, reference, new_email)
+    await stack.mail_to(new_email, "confirm your new email")
+    await stack.accounts.deletions.delete(reference, channel="storefront", actor=reference)
+    await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
+    return await finished(stack, stack.client.get_workflow_handle(anonymization_id(reference)))
+
+
+@branch("password-change/changed")
+async def password_changed(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.change(await customer(stack, reference), current=PASSWORD, new=NEW_PASSWORD,
+                                          client_ip=IP)  # fmt: skip
+    async with stack.database.sessions() as session:  # the workflow id is random; its key starts with it
+        key = await session.scalar(
+            select(AuditEvent.idempotency_key).where(
+                AuditEvent.customer_reference == reference, AuditEvent.event == "password_changed"
+            )
+        )
+    assert key is not None
+    await stack.mail_to(email, "was changed")
+    return await finished(stack, stack.client.get_workflow_handle(key.split("/", 1)[0]))
+
+
+@branch("password-rehash/rehashed")
+async def rehashed(stack: Stack) -> list[Handle]:
+    email, reference = await verified_customer(stack)  # hashed with the recorder's time_cost=1
+    stronger = stack.settings.model_copy(update={"argon2_time_cost": 2})
+    await AccountsClient(stack.client, stronger, stack.database.sessions).logins.authenticate(
+        email, PASSWORD, client_ip=IP
+    )
+    return await finished(stack, stack.client.get_workflow_handle(f"password-rehash:{reference}"))
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def secrets_in(text: str, sink: MailSink) -> list[str]:
+    tokens = [
+        link.split("token=", 1)[1].split("&", 1)[0] for m in sink.messages for link in m.links if "token=" in link
+    ]
+    readable = "\n".join([text, *payload_texts(json.loads(text))])
+    return [f"password {p[:9]}..." for p in RECORDER_PASSWORDS if p in readable] + [
+        f"token {t[:6]}..." for t in tokens if t in readable
+    ]
+
+
+def write(name: str, text: str, *, replace: bool) -> Path:
+    path = HERE / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    if path.exists() and not replace:
+        started = datetime.fromisoformat(json.loads(path.read_text())["events"][0]["eventTime"].replace("Z", "+00:00"))
+        kept = path.with_name(f"{path.stem}@{started:%Y-%m-%dT%H%M}.json")
+        path.rename(kept)
+        print(f"  kept the earlier recording as {kept.relative_to(HERE)}")
+    path.write_text(text + "\n")
+    return path
+
+
+async def record(selected: list[Branch], *, replace: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="record-histories-") as tmp:
+        database = await open_sqlite(Path(tmp) / "accounts.db")
+        try:
+            async with MailSink("127.0.0.1", 0) as sink:
+                for chosen in selected:
+                    print(", ".join(chosen.names))
+                    env = await start_time_skipping()
+                    try:
+                        async with open_stack(env, database, sink, Path(tmp) / "var", **chosen.settings) as stack:
+                            handles = await chosen.record(stack)
+                            assert len(handles) == len(chosen.names), chosen.names
+                            for name, handle in zip(chosen.names, handles, strict=True):
+                                text = (await handle.fetch_history()).to_json()
+                                leaked = secrets_in(text, sink)
+                                if leaked:
+                                    raise SystemExit(f"{name}: the history holds {', '.join(leaked)}; not written")
+                                print(f"  wrote {write(name, text, replace=replace).relative_to(HERE)}")
+                    finally:
+                        await env.shutdown()
+        finally:
+            await database.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.histories.record", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="<workflow> or <workflow>/<branch>; none: every branch")
+    parser.add_argument("--list", action="store_true", help="list the branches and exit")
+    parser.add_argument("--replace", action="store_true", help="overwrite an existing recording instead of keeping it")
+    args = parser.parse_args()
+    if args.list:
+        for known in BRANCHES:
+            print("  ".join(known.names))
+        return
+    selected = [
+        b
+        for b in BRANCHES
+        if not args.names or any(n == w or n == w.split("/")[0] for n in args.names for w in b.names)
+    ]
+    unknown = [n for n in args.names if not any(n in (w, w.split("/")[0]) for b in BRANCHES for w in b.names)]
+    if unknown:
+        parser.error(f"no such branch: {', '.join(unknown)} (see --list)")
+    asyncio.run(record(selected, replace=args.replace))
+
+
+if __name__ == "__main__":
+    main()
