@@ -268,6 +268,56 @@ async def reset_forced(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
 
 
+@branch("password-reset/forced-over-running")
+async def reset_forced_over_running(stack: Stack) -> list[Handle]:
+    """Support forces a reset while the customer's own one waits: the run takes it over (`force` update)."""
+    email, reference = await verified_customer(stack)
+    await stack.accounts.passwords.forgotten(email)
+    await stack.mail_to(email, "reset")
+    await stack.accounts.passwords.force_reset(reference, agent="alice")
+    links = []
+    for _ in range(200):
+        links = [m for m in stack.sink.to(email) if "reset" in m.subject.lower()]
+        if len(links) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await stack.accounts.passwords.complete_reset(token_from(links[-1]), NEW_PASSWORD)
+    return await finished(stack, stack.client.get_workflow_handle(reset_id(reference)))
+
+
+@branch(
+    "password-reset/continue-as-new",
+    "password-reset/continued",
+    password_reset_history_limit=40,  # stands in for the server's suggestion after thousands of events
+    password_reset_resends_per_hour=100,
+)
+async def reset_continue_as_new(stack: Stack) -> list[Handle]:
+    """A customer who keeps asking for links: accepted `request_link` updates until the reset continues as
+    new; its first run, and the last one (started from the carried links, completed with one of them)."""
+    email, reference = await verified_customer(stack)
+    handle = stack.client.get_workflow_handle(reset_id(reference))
+    await stack.accounts.passwords.forgotten(email)
+    await stack.mail_to(email, "reset")
+    first = (await handle.describe()).run_id
+    assert first is not None
+    for sent in range(2, 20):
+        await stack.env.sleep(timedelta(minutes=1, seconds=1))
+        await stack.accounts.passwords.forgotten(email)
+        for _ in range(200):
+            if len([m for m in stack.sink.to(email) if "reset" in m.subject.lower()]) == sent:
+                break
+            await asyncio.sleep(0.05)
+        if (await handle.describe()).run_id != first:
+            break
+    else:
+        raise AssertionError("the reset never continued as new")
+    links = [m for m in stack.sink.to(email) if "reset" in m.subject.lower()]
+    await stack.accounts.passwords.complete_reset(token_from(links[-1]), NEW_PASSWORD)
+    await finished(stack, handle)
+    last = (await handle.describe()).run_id
+    return [stack.client.get_workflow_handle(handle.id, run_id=r) for r in (first, last)]
+
+
 # --- lockout -----------------------------------------------------------------------------------------
 
 

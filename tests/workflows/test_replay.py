@@ -43,7 +43,8 @@ REQUIRED: dict[str, tuple[str, str]] = {
     ),
     "PasswordResetWorkflow": (
         "password-reset",
-        "completed expired completed-before-tell-registration tell-registration forced",
+        "completed expired completed-before-tell-registration tell-registration forced forced-over-running"
+        " continue-as-new continued",
     ),
     "LockoutWindowWorkflow": ("lockout", "window-closed lock-timer lock-unlock continue-as-new continued"),
     "EmailChangeWorkflow": ("email-change", "confirmed superseded taken expired"),
