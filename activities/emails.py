@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import tokens
+from accounts import anonymization, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer
+from accounts.locks import lock_customer
 from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
@@ -137,18 +138,26 @@ class EmailActivities:
         )
         domain = self._settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
         message_id = f"<{hashlib.sha256((message_key or key).encode()).hexdigest()[:32]}@{domain}>"
-        await self._mailer.send(
-            sender=self._settings.mail_from,
-            to=recipient,
-            content=content,
-            headers={"Message-ID": message_id},
-        )
+        try:
+            await self._mailer.send(
+                sender=self._settings.mail_from,
+                to=recipient,
+                content=content,
+                headers={"Message-ID": message_id},
+            )
+        except Exception:
+            await self._mark(key, "failed")  # no handover in progress: a deletion need not wait for it
+            raise
+        await self._mark(key, "sent")
+        return True
+
+    async def _mark(self, key: str, status: str) -> None:
         async with self._sessions.begin() as session:
             row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
             assert row is not None
-            row.status = "sent"
-            row.sent_at = utcnow()
-        return True
+            row.status = status
+            if status == "sent":
+                row.sent_at = utcnow()
 
     async def _claim(self, customer: Customer, template: str, key: str, recipient: str) -> bool:
         """Take the idempotency key for this send; False when it went out or another sender holds it."""
@@ -156,6 +165,12 @@ class EmailActivities:
         claimant = f"{info.workflow_id}/{info.activity_id}"
         try:
             async with self._sessions.begin() as session:
+                if template != anonymization.DELETION_EMAIL:
+                    # under the row lock the deletion's mark takes too: a claim made before the mark is
+                    # one the deletion waits for (AnonymizationActivities.end_lifecycles), any later one is refused
+                    await lock_customer(session, customer_id=customer.id)
+                    if await anonymization.deletion_started(session, customer.customer_reference):
+                        return False
                 row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
                 if row is None:
                     session.add(
@@ -173,7 +188,8 @@ class EmailActivities:
                     return True
                 if row.status == "sent" or row.claimed_by != claimant:
                     return False
-                row.attempts += 1  # our own earlier attempt died between claim and "sent": send again
+                row.attempts += 1  # our own earlier attempt failed or died before "sent": send again
+                row.status = "sending"
                 return True
         except IntegrityError:  # a concurrent sender inserted the key first
             return False
