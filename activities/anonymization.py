@@ -49,7 +49,7 @@ class AnonymizationActivities:
     # one attempt waits this long for the cancelled runs to close, then fails and is retried
     # (a worker that is down right now cannot close them; the deletion waits for it)
     END_LIFECYCLES_WAIT = 30.0
-    POLL_INTERVAL = 0.2
+    POLL_INTERVALS = (0.05, 0.1, 0.2, 0.5, 1.0)  # a cancelled run mostly closes within the first
     # a claimed email older than this is no handover in progress but a send whose worker died: the
     # longest attempt is the activities' start_to_close_timeout (90 s)
     SEND_IN_PROGRESS_FOR = timedelta(minutes=3)
@@ -72,6 +72,7 @@ class AnonymizationActivities:
         await self._mark_started(request)
         deadline = time.monotonic() + self.END_LIFECYCLES_WAIT
         requested: set[tuple[str, str]] = set()
+        round_number = 0
         while True:
             running = []
             for handle in await self._candidates(request):
@@ -95,7 +96,8 @@ class AnonymizationActivities:
                 still = sorted(workflow_id for workflow_id, _ in running)
                 raise ApplicationError(f"still running: {still}, {sending} email(s) being sent", type="StillRunning")
             activity.heartbeat(len(running))
-            await asyncio.sleep(self.POLL_INTERVAL)
+            await asyncio.sleep(self.POLL_INTERVALS[min(round_number, len(self.POLL_INTERVALS) - 1)])
+            round_number += 1
 
     async def _mark_started(self, request: EndLifecycles) -> None:
         async with self._sessions.begin() as session:
