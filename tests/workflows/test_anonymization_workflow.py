@@ -16,7 +16,7 @@ import pytest
 from conftest import Stack, StackFactory, token_from, unique_email
 from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
-from test_lockout_workflow import verified_customer
+from test_lockout_workflow import fail, verified_customer
 
 from accounts.anonymization import ANONYMIZED_EMAIL_DOMAIN
 from accounts.emails import EmailContent, Mailer, SmtpMailer
@@ -26,6 +26,7 @@ from accounts.throttle import customer_subject
 from starter import Registration
 from starter.client import registration_id
 from starter.errors import InvalidResetKey
+from starter.login import lockout_id
 from starter.passwords import reset_id
 from worker import build_worker
 from workflows.anonymization import AnonymizationInput, AnonymizationWorkflow, anonymization_id
@@ -399,3 +400,15 @@ async def test_deletion_ends_a_registration_whose_link_is_on_its_way(deletion_st
 
         registration = stack.client.get_workflow_handle(registration_id(reference))
         await assert_closed_and_nothing_after_deletion(stack, reference, [email], registration)
+
+
+async def test_deletion_ends_an_open_lockout_window(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        email, reference = await active_customer(stack)
+        await fail(stack, email, 1)  # the first failure of a window starts the customer's lockout window
+        window = await running_run(stack, reference, "LockoutWindowWorkflow")
+        assert window.id == lockout_id(customer_subject(reference))
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email], window)
