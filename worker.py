@@ -63,7 +63,7 @@ def build_worker(
     customers = CustomerActivities(sessions)
     lockout = LockoutActivities(sessions)
     passwords = PasswordActivities(sessions)
-    anonymization = AnonymizationActivities(sessions)
+    anonymization = AnonymizationActivities(sessions, client)  # the client ends the customer's lifecycles
     email_change = EmailChangeActivities(sessions)
     emails = EmailActivities(
         sessions,
@@ -86,6 +86,7 @@ def build_worker(
             passwords.set_password,
             passwords.force_reset,
             passwords.expire_reset_links,
+            anonymization.end_lifecycles,
             anonymization.anonymize_customer,
             email_change.check_new_email,
             email_change.retire_links,

@@ -5,13 +5,25 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import carts
-from accounts.models import Customer, CustomerGroupMember, CustomerNote, OneTimeToken
+from accounts.models import AuditEvent, Customer, CustomerGroupMember, CustomerNote, OneTimeToken
 
 ANONYMIZED_EMAIL_DOMAIN = "anonymized.invalid"  # RFC 2606: can never be delivered
+# The audit event a deletion records first: from then on only its own email reaches the customer
+DELETION_STARTED = "deletion_started"
+DELETION_EMAIL = "account_deleted"
+
+
+async def deletion_started(session: AsyncSession, customer_reference: str) -> bool:
+    found = await session.scalar(
+        select(AuditEvent.id)
+        .where(AuditEvent.customer_reference == customer_reference, AuditEvent.event == DELETION_STARTED)
+        .limit(1)
+    )
+    return found is not None
 
 
 async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> None:

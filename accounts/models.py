@@ -125,7 +125,8 @@ class EmailOutbox(Base):
     recipient: Mapped[str] = mapped_column(String(255))
     template: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))  # sending | sent | bounced
+    # sending (handover under way) | sent | failed (to retry) | bounced (refused for good)
+    status: Mapped[str] = mapped_column(String(16))
     # the activity (workflow id / activity id) that claimed the key: only it may retry a "sending" row
     claimed_by: Mapped[str] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -1,18 +1,25 @@
-"""Database side of account deletion: the one transaction that turns a customer into an anonymous row."""
+"""Account deletion's activities: end the customer's running lifecycles, then the one transaction that
+turns a customer into an anonymous row."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from accounts import anonymization, audit
 from accounts.db import SessionFactory
-from accounts.models import Address, Customer, LoginThrottle, utcnow
+from accounts.models import Address, Customer, EmailOutbox, LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
 from accounts.throttle import customer_subject
+from activities.lookup import load_customer
 
 
 @dataclass
@@ -23,9 +30,123 @@ class Anonymize:
     idempotency_key: str
 
 
+@dataclass
+class EndLifecycles:
+    customer_reference: str
+    known_ids: list[str]  # registration, reset, email change: found even before visibility lists them
+    own_id: str  # the anonymization itself carries the customer's reference too
+    channel: str
+    actor: str
+    idempotency_key: str  # of the `deletion_started` audit event
+
+
+@dataclass
+class LifecyclesEnded:
+    workflow_ids: list[str] = field(default_factory=list)  # the runs this attempt asked to cancel
+
+
 class AnonymizationActivities:
-    def __init__(self, sessions: SessionFactory) -> None:
+    # one attempt waits this long for the cancelled runs to close, then fails and is retried
+    # (a worker that is down right now cannot close them; the deletion waits for it)
+    END_LIFECYCLES_WAIT = 30.0
+    POLL_INTERVALS = (0.05, 0.1, 0.2, 0.5, 1.0)  # a cancelled run mostly closes within the first
+    # a claimed email older than this is no handover in progress but a send whose worker died: the
+    # longest attempt is the activities' start_to_close_timeout (90 s)
+    SEND_IN_PROGRESS_FOR = timedelta(minutes=3)
+
+    def __init__(self, sessions: SessionFactory, client: Client) -> None:
         self._sessions = sessions
+        self._client = client
+
+    @activity.defn
+    async def end_lifecycles(self, request: EndLifecycles) -> LifecyclesEnded:
+        """Mark the deletion as started, cancel every running lifecycle of the customer and return once
+        all of them have closed and no email of theirs is still being handed over.
+
+        The mark (`deletion_started`) makes every later email claim for the customer fail, so a run
+        cancelled in the middle of a send, or started after this sweep, mails nothing more. The runs come
+        from the `CustomerReference` search attribute (password changes have random ids) plus the known
+        ids: visibility lags a fraction of a second behind a start, so each round lists again, and only
+        `describe()` decides whether a run still runs. A cancelled run closes at once, while an activity
+        attempt it had started may still finish: its writes check `anonymized_at` under the row lock."""
+        await self._mark_started(request)
+        deadline = time.monotonic() + self.END_LIFECYCLES_WAIT
+        requested: set[tuple[str, str]] = set()
+        round_number = 0
+        while True:
+            running = []
+            for handle in await self._candidates(request):
+                try:
+                    description = await handle.describe()
+                except RPCError as error:
+                    if error.status == RPCStatusCode.NOT_FOUND:  # never started
+                        continue
+                    raise
+                if description.status != WorkflowExecutionStatus.RUNNING:
+                    continue
+                run = (description.id, description.run_id)
+                running.append(run)
+                if run not in requested:
+                    await self._cancel(self._client.get_workflow_handle(run[0], run_id=run[1]))
+                    requested.add(run)
+            sending = await self._emails_being_sent(request.customer_reference)
+            if not running and not sending:
+                return LifecyclesEnded(sorted({workflow_id for workflow_id, _ in requested}))
+            if time.monotonic() > deadline:
+                still = sorted(workflow_id for workflow_id, _ in running)
+                raise ApplicationError(f"still running: {still}, {sending} email(s) being sent", type="StillRunning")
+            activity.heartbeat(len(running))
+            await asyncio.sleep(self.POLL_INTERVALS[min(round_number, len(self.POLL_INTERVALS) - 1)])
+            round_number += 1
+
+    async def _mark_started(self, request: EndLifecycles) -> None:
+        async with self._sessions.begin() as session:
+            if await audit.recorded(session, request.idempotency_key):
+                return
+            # the row lock every email claim takes: a claim is committed before the mark, or sees it
+            customer = await load_customer(session, request.customer_reference, for_update=True)
+            audit.record(
+                session,
+                customer_reference=customer.customer_reference,
+                event=anonymization.DELETION_STARTED,
+                channel=request.channel,
+                actor=request.actor,
+                idempotency_key=request.idempotency_key,
+            )
+
+    async def _emails_being_sent(self, customer_reference: str) -> int:
+        async with self._sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count()).where(
+                        EmailOutbox.customer_reference == customer_reference,
+                        EmailOutbox.status == "sending",
+                        EmailOutbox.template != anonymization.DELETION_EMAIL,
+                        EmailOutbox.created_at > utcnow() - self.SEND_IN_PROGRESS_FOR,
+                    )
+                )
+                or 0
+            )
+
+    async def _candidates(self, request: EndLifecycles) -> list[WorkflowHandle]:
+        query = f'CustomerReference = "{request.customer_reference}" AND ExecutionStatus = "Running"'
+        listed = [(e.id, e.run_id) async for e in self._client.list_workflows(query)]
+        ids = {workflow_id for workflow_id, _ in listed}
+        candidates: list[tuple[str, str | None]] = list(listed)
+        candidates += [(workflow_id, None) for workflow_id in request.known_ids if workflow_id not in ids]
+        return [
+            self._client.get_workflow_handle(workflow_id, run_id=run_id)
+            for workflow_id, run_id in candidates
+            if workflow_id != request.own_id
+        ]
+
+    @staticmethod
+    async def _cancel(handle: WorkflowHandle) -> None:
+        try:
+            await handle.cancel()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:  # closed in the meantime: nothing to end
+                raise
 
     @activity.defn
     async def anonymize_customer(self, request: Anonymize) -> None:

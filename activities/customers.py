@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
@@ -143,6 +144,12 @@ class CustomerActivities:
     async def activate_customer(self, request: ActivationInput) -> Activated:
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference, for_update=True)
+            if customer.anonymized_at is not None:  # an activation still in flight when the account went
+                raise ApplicationError(
+                    f"customer {request.customer_reference} is anonymized",
+                    type="CustomerAnonymized",
+                    non_retryable=True,
+                )
             if await activate(session, customer, now=utcnow()):
                 audit.record(
                     session,

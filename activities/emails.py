@@ -22,9 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import audit, tokens
+from accounts import anonymization, audit, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
+from accounts.locks import lock_customer
 from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
@@ -146,11 +147,11 @@ class EmailActivities:
         )
         domain = self._settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
         message_id = f"<{hashlib.sha256((message_key or key).encode()).hexdigest()[:32]}@{domain}>"
-        if activity.is_worker_shutdown():
-            # The worker's shutdown waits for a handover under way (worker.graceful_shutdown_timeout), not
-            # for one that starts now; the key stays claimed by this activity, so its retry sends.
-            raise RuntimeError("the worker is shutting down: this send is left to the next attempt")
         try:
+            if activity.is_worker_shutdown():
+                # The worker's shutdown waits for a handover under way (worker.graceful_shutdown_timeout), not
+                # for one that starts now; the key stays claimed by this activity, so its retry sends.
+                raise RuntimeError("the worker is shutting down: this send is left to the next attempt")
             await self._mailer.send(
                 sender=self._settings.mail_from,
                 to=recipient,
@@ -160,12 +161,19 @@ class EmailActivities:
         except MailRefused as refusal:
             await self._bounced(customer.customer_reference, template, key, refusal)
             return False
+        except Exception:
+            await self._mark(key, "failed")  # no handover in progress: a deletion need not wait for it
+            raise
+        await self._mark(key, "sent")
+        return True
+
+    async def _mark(self, key: str, status: str) -> None:
         async with self._sessions.begin() as session:
             row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
             assert row is not None
-            row.status = "sent"
-            row.sent_at = utcnow()
-        return True
+            row.status = status
+            if status == "sent":
+                row.sent_at = utcnow()
 
     async def _bounced(self, customer_reference: str, template: str, key: str, refusal: MailRefused) -> None:
         """Record a permanent refusal once: the outbox row and one audit event, in one transaction."""
@@ -193,6 +201,12 @@ class EmailActivities:
         claimant = f"{info.workflow_id}/{info.activity_id}"
         try:
             async with self._sessions.begin() as session:
+                if template != anonymization.DELETION_EMAIL:
+                    # under the row lock the deletion's mark takes too: a claim made before the mark is
+                    # one the deletion waits for (AnonymizationActivities.end_lifecycles), any later one is refused
+                    await lock_customer(session, customer_id=customer.id)
+                    if await anonymization.deletion_started(session, customer.customer_reference):
+                        return False
                 row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
                 if row is None:
                     session.add(
@@ -210,7 +224,8 @@ class EmailActivities:
                     return True
                 if row.status in FINISHED or row.claimed_by != claimant:
                     return False
-                row.attempts += 1  # our own earlier attempt died between claim and "sent": send again
+                row.attempts += 1  # our own earlier attempt failed or died before "sent": send again
+                row.status = "sending"
                 return True
         except IntegrityError:  # a concurrent sender inserted the key first
             return False

@@ -43,13 +43,16 @@ class PasswordActivities:
     @activity.defn
     async def set_password(self, request: SetPassword) -> None:
         """Store the hash; end every session (refresh tokens, access tokens via token_version); clear the
-        lockout count and reset flag; kill outstanding reset links. Once per idempotency key."""
+        lockout count and reset flag; kill outstanding reset links. Once per idempotency key. Nothing for
+        an anonymized customer: the row lock orders this against the anonymization's transaction."""
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
             # locked: the token version bump must not be lost to a concurrent one (a forced reset, a change),
             # and activate() decides on the row as it is now
             customer = await load_customer(session, request.customer_reference, for_update=True)
+            if customer.anonymized_at is not None:  # a change or reset still in flight when the account went
+                return
             now = utcnow()
             customer.password_hash = request.password_hash
             customer.password_reset_required = False
@@ -88,7 +91,10 @@ class PasswordActivities:
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
-            customer = await load_customer(session, request.customer_reference)
+            # locked like set_password: the token version bump must not be lost to a concurrent one
+            customer = await load_customer(session, request.customer_reference, for_update=True)
+            if customer.anonymized_at is not None:
+                return
             customer.password_reset_required = True
             customer.token_version += 1
             await session.execute(

@@ -191,9 +191,12 @@ class Passwords:
             search_attributes=lifecycle_attributes(customer.customer_reference, channel),
         )
         # Answers once the hash is stored; the email follows durably whatever happens to this process.
-        await self._client.execute_update_with_start_workflow(
-            PasswordChangeWorkflow.stored, start_workflow_operation=start
-        )
+        try:
+            await self._client.execute_update_with_start_workflow(
+                PasswordChangeWorkflow.stored, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as error:  # AccountDeleted: a deletion ended the change
+            raise RegistrationNotFound(customer.customer_reference) from error
 
     async def _start_reset(self, customer_reference: str, *, kind: str, channel: str, actor: str) -> None:
         """One workflow per customer: a repeated request is its `request_link` Update, and a request the

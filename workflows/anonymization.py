@@ -1,6 +1,7 @@
 """Deletion: a customer's account anonymized the way Spryker does it, safe to retry at every step.
 
-    end the customer's running lifecycles (registration, password reset, email change) so none acts afterwards
+    end the customer's running lifecycles (every run carrying its CustomerReference: registration, reset,
+        password change, email change, lockout window) and wait until each has closed, so none acts afterwards
     email "your account was deleted" to the address while it still exists
     anonymize in one transaction -> `anonymized` answers the caller
         (row scrubbed, addresses gone, every token dead, lockout count gone, audit event)
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
-    from activities.anonymization import AnonymizationActivities, Anonymize
+    from activities.anonymization import AnonymizationActivities, Anonymize, EndLifecycles
     from activities.emails import EmailActivities, NoticeInput
     from workflows.email_change import email_change_id
     from workflows.registration import ACTIVITY_OPTIONS
@@ -27,6 +30,8 @@ ENDING_LIFECYCLES = "ending_lifecycles"
 NOTIFYING = "notifying"
 ANONYMIZING = "anonymizing"
 ANONYMIZED = "anonymized"
+# an attempt polls for up to 30 s (AnonymizationActivities.END_LIFECYCLES_WAIT), heartbeating meanwhile
+END_LIFECYCLES_OPTIONS: dict[str, Any] = {**ACTIVITY_OPTIONS, "heartbeat_timeout": timedelta(seconds=10)}
 
 
 def anonymization_id(customer_reference: str) -> str:
@@ -35,9 +40,7 @@ def anonymization_id(customer_reference: str) -> str:
 
 def lifecycle_ids(customer_reference: str) -> list[str]:
     # The ids starter.client.registration_id, starter.passwords.reset_id and email_change_id give
-    # (workflow code must not import the client). The lockout window is left to run out: its activities
-    # only touch the login_throttles row, which anonymization deletes, and nobody can sign in as this
-    # customer again.
+    # (workflow code must not import the client): ended even when visibility does not list them yet.
     return [
         f"registration:{customer_reference}",
         f"password-reset:{customer_reference}",
@@ -64,11 +67,17 @@ class AnonymizationWorkflow:
         key = workflow.info().workflow_id  # one per customer: a later run finds this run's email and event
 
         self._enter(ENDING_LIFECYCLES)
-        # The requests go out with this workflow task, before the email is scheduled; their replies are
-        # not awaited: the time-skipping test server never answers a cancel for an id that never ran,
-        # and waiting would only confirm the request, not that the target has ended.
-        for lifecycle_id in lifecycle_ids(ref):
-            asyncio.create_task(end_lifecycle(lifecycle_id))  # noqa: RUF006 (fire and forget, see above)
+        if workflow.patched("wait-for-lifecycles"):
+            # An activity, not external-workflow cancels: it finds runs by search attribute (password
+            # changes have random ids) and waits until they are closed, which a cancel request cannot.
+            await workflow.execute_activity_method(
+                AnonymizationActivities.end_lifecycles,
+                EndLifecycles(ref, lifecycle_ids(ref), key, input.channel, input.actor, f"{key}/started"),
+                **END_LIFECYCLES_OPTIONS,
+            )
+        else:  # runs recorded before the patch: fire-and-forget cancel requests, as they were made
+            for lifecycle_id in lifecycle_ids(ref):
+                asyncio.create_task(end_lifecycle(lifecycle_id))  # noqa: RUF006 (replayed, never awaited)
 
         self._enter(NOTIFYING)
         await workflow.execute_activity_method(
@@ -97,8 +106,7 @@ class AnonymizationWorkflow:
 
 
 async def end_lifecycle(workflow_id: str) -> None:
-    """Cancel a lifecycle workflow. It gets asyncio.CancelledError at its current await and ends
-    Canceled: registration and reset catch only TimeoutError, so no step after the await runs."""
+    """Before "wait-for-lifecycles": cancel a lifecycle workflow without waiting for it to end."""
     try:
         await workflow.get_external_workflow_handle(workflow_id).cancel()
     except Exception:  # never started, or already closed: nothing to end

@@ -2,13 +2,17 @@
 
 store the hash, end every session, clear the lockout -> `stored` answers the caller
 the "password changed" email, even if the API process died right after the request
+cancelled (the account is being deleted): `stored` answers AccountDeleted if the hash was not stored,
+    nothing more is sent, the run ends Canceled
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CUSTOMER_REFERENCE
@@ -32,10 +36,20 @@ class PasswordChange:
 class PasswordChangeWorkflow:
     def __init__(self) -> None:
         self._stored = False
+        self._cancelled = False
 
     @workflow.run
     async def run(self, change: PasswordChange) -> None:
         workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(change.customer_reference)])
+        try:
+            await self._change(change)
+        except asyncio.CancelledError:
+            # the caller waiting on `stored` gets an answer instead of a run that vanished under it
+            self._cancelled = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise
+
+    async def _change(self, change: PasswordChange) -> None:
         key = lifecycle_key()
         await workflow.execute_activity_method(
             PasswordActivities.set_password,
@@ -55,5 +69,7 @@ class PasswordChangeWorkflow:
 
     @workflow.update
     async def stored(self) -> bool:
-        await workflow.wait_condition(lambda: self._stored)
+        await workflow.wait_condition(lambda: self._stored or self._cancelled)
+        if not self._stored:
+            raise ApplicationError("the account is being deleted", type="AccountDeleted")
         return True

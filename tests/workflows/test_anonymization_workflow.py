@@ -1,4 +1,7 @@
-"""Account deletion on the time-skipping server, with real activities: what is left of a customer afterwards."""
+"""Account deletion on the dev server, with real activities: what is left of a customer afterwards, and
+that every lifecycle of the customer has ended before the deletion answers. (The dev server, because
+deletion lists the customer's runs by search attribute: the time-skipping server has no
+ListWorkflowExecutions.)"""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from conftest import Stack, StackFactory, unique_email
+from conftest import Stack, StackFactory, token_from, unique_email
 from sqlalchemy import func, select
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from test_lockout_workflow import fail, verified_customer
 
 from accounts.anonymization import ANONYMIZED_EMAIL_DOMAIN
 from accounts.emails import EmailContent, Mailer, SmtpMailer
@@ -21,8 +25,12 @@ from accounts.refresh_tokens import RefreshToken, RefreshTokenStore
 from accounts.throttle import customer_subject
 from starter import Registration
 from starter.client import registration_id
+from starter.errors import InvalidResetKey
+from starter.login import lockout_id
+from starter.passwords import reset_id
 from worker import build_worker
 from workflows.anonymization import AnonymizationInput, AnonymizationWorkflow, anonymization_id
+from workflows.email_change import email_change_id
 from workflows.registration import RegistrationWorkflow
 
 PASSWORD = "Vq8#nT2!pLm4-kettle"
@@ -31,9 +39,9 @@ PERSONAL = ("salutation", "first_name", "last_name", "gender", "date_of_birth", 
 
 
 @pytest.fixture
-def ts_stack(stack: StackFactory, time_skipping: Any, sqlite_database: Any) -> Any:
+def deletion_stack(stack: StackFactory, dev_server: Any, sqlite_database: Any) -> Any:
     def build(**overrides: Any) -> Any:
-        return stack(time_skipping, sqlite_database, **overrides)
+        return stack(dev_server, sqlite_database, **overrides)
 
     return build
 
@@ -143,8 +151,8 @@ async def assert_no_personal_data_left(stack: Stack, reference: str, email: str,
     assert await count(stack, throttle) == 0
 
 
-async def test_deletion_ends_the_pending_registration_and_leaves_no_personal_data(ts_stack: Any) -> None:
-    async with ts_stack() as stack:
+async def test_deletion_ends_the_pending_registration_and_leaves_no_personal_data(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
         email, reference = await pending_customer(stack)
         version_before = (await customer(stack, reference)).token_version
 
@@ -169,8 +177,8 @@ async def test_deletion_ends_the_pending_registration_and_leaves_no_personal_dat
         assert [m.subject for m in stack.sink.to(email) if "confirm" not in m.subject.lower()] == [confirmation.subject]
 
 
-async def test_deleting_again_is_harmless(ts_stack: Any) -> None:
-    async with ts_stack() as stack:
+async def test_deleting_again_is_harmless(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
         email, reference = await pending_customer(stack)
         await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
         scrubbed = await customer(stack, reference)
@@ -249,3 +257,158 @@ async def test_a_worker_stopped_after_the_email_step_still_anonymizes_exactly_on
         assert len(await anonymized_events(running, reference)) == 1
         await asyncio.sleep(0.3)
         assert len(deletion_emails(running, email)) == 1
+
+
+# --- deletion while other lifecycles of the customer run ---------------------------------------------
+
+
+class RefusingPasswordNotices:
+    """An SMTP server that cannot take the "password changed" email (it is retried forever); the rest passes."""
+
+    def __init__(self, inner: Mailer) -> None:
+        self._inner = inner
+
+    async def send(
+        self, *, sender: str, to: str, content: EmailContent, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if "password" in content.subject and "changed" in content.subject:
+            raise ConnectionRefusedError("SMTP refuses this message for now")
+        await self._inner.send(sender=sender, to=to, content=content, headers=headers)
+
+
+async def use_mailer(stack: Stack, mailer: Mailer) -> None:
+    assert stack.worker is not None
+    await stack.worker.shutdown()
+    stack.worker = build_worker(stack.client, stack.settings, stack.database.sessions, mailer=mailer)
+    asyncio.get_running_loop().create_task(stack.worker.run())
+
+
+async def active_customer(stack: Stack) -> tuple[str, str]:
+    """A verified customer whose registration has finished (its welcome email arrived)."""
+    email, reference = await verified_customer(stack)
+    await stack.mail_to(email, "welcome")
+    registration = stack.client.get_workflow_handle_for(RegistrationWorkflow.run, registration_id(reference))
+    await registration.result()
+    return email, reference
+
+
+async def running_run(stack: Stack, reference: str, workflow_type: str) -> WorkflowHandle[Any, Any]:
+    query = f'CustomerReference = "{reference}" AND WorkflowType = "{workflow_type}" AND ExecutionStatus = "Running"'
+    for _ in range(100):
+        runs = [run async for run in stack.client.list_workflows(query)]
+        if runs:
+            return stack.client.get_workflow_handle(runs[0].id, run_id=runs[0].run_id)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no running {workflow_type} for {reference}")
+
+
+async def assert_closed_and_nothing_after_deletion(
+    stack: Stack, reference: str, addresses: list[str], *runs: WorkflowHandle[Any, Any]
+) -> None:
+    """Each run closed before the deletion answered; the row holds no hash and no address; nothing
+    reached any address of the customer after the deletion email."""
+    for run in runs:  # describe right away: the deletion must have waited for them, not merely asked
+        status = (await run.describe()).status
+        assert status in (WorkflowExecutionStatus.CANCELED, WorkflowExecutionStatus.COMPLETED), (run.id, status)
+    after = await customer(stack, reference)
+    assert after.password_hash is None and after.email.endswith(f"@{ANONYMIZED_EMAIL_DOMAIN}")
+    await asyncio.sleep(1.5)  # long enough for a straggler (a retried send, a reminder) to arrive
+    received = sorted((m for a in addresses for m in stack.sink.to(a)), key=lambda m: m.received_at)
+    assert received and "was deleted" in received[-1].subject, [m.subject for m in received]
+    assert len(deletion_emails(stack, addresses[0])) == 1
+
+
+async def test_deletion_ends_a_password_change_whose_email_cannot_go_out(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        await use_mailer(stack, RefusingPasswordNotices(SmtpMailer.from_settings(stack.settings)))
+        email, reference = await active_customer(stack)
+        await stack.accounts.passwords.set_by_support(reference, "Zr7!wQ2#lantern-Kettle", agent="support")
+        change = await running_run(stack, reference, "PasswordChangeWorkflow")  # stuck on its email step
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        assert (await change.describe()).status == WorkflowExecutionStatus.CANCELED
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email], change)
+
+
+class SlowHandover:
+    """An SMTP handover that takes a while for one kind of message: deletion arrives while it is on its way."""
+
+    def __init__(self, inner: Mailer, subject_contains: str, seconds: float = 1.0) -> None:
+        self._inner = inner
+        self._subject = subject_contains
+        self._seconds = seconds
+        self.entered = asyncio.Event()
+
+    async def send(
+        self, *, sender: str, to: str, content: EmailContent, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if self._subject in content.subject.lower():
+            self.entered.set()
+            await asyncio.sleep(self._seconds)
+        await self._inner.send(sender=sender, to=to, content=content, headers=headers)
+
+
+async def test_deletion_ends_a_password_reset_whose_link_is_on_its_way(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        email, reference = await active_customer(stack)
+        slow = SlowHandover(SmtpMailer.from_settings(stack.settings), "reset the password")
+        await use_mailer(stack, slow)
+        await stack.accounts.passwords.forgotten(email)
+        await asyncio.wait_for(slow.entered.wait(), 15)
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        reset = stack.client.get_workflow_handle(reset_id(reference))
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email], reset)
+        token = token_from(await stack.mail_to(email, "reset the password"))  # it went out, before the deletion
+        with pytest.raises(InvalidResetKey):
+            await stack.accounts.passwords.complete_reset(token, "Zr7!wQ2#lantern-Kettle")
+
+
+async def test_deletion_ends_an_email_change_whose_link_is_on_its_way(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        email, reference = await active_customer(stack)
+        slow = SlowHandover(SmtpMailer.from_settings(stack.settings), "confirm your new email")
+        await use_mailer(stack, slow)
+        new_email = unique_email("new-address")
+        await stack.accounts.email_changes.request(
+            await customer(stack, reference), new_email, channel="api", actor=reference
+        )
+        await asyncio.wait_for(slow.entered.wait(), 15)
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        change = stack.client.get_workflow_handle(email_change_id(reference))
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email, new_email], change)
+        token = token_from(await stack.mail_to(new_email, "confirm your new email"))
+        assert (await stack.accounts.email_changes.confirm(token)).outcome == "invalid"
+
+
+async def test_deletion_ends_a_registration_whose_link_is_on_its_way(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        slow = SlowHandover(SmtpMailer.from_settings(stack.settings), "confirm your email")
+        await use_mailer(stack, slow)
+        email = unique_email("deleted")
+        registered = await stack.accounts.register(
+            Registration(email=email, channel="storefront", locale="en_US", password=PASSWORD)
+        )
+        reference = registered.customer_reference
+        await asyncio.wait_for(slow.entered.wait(), 15)
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        registration = stack.client.get_workflow_handle(registration_id(reference))
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email], registration)
+
+
+async def test_deletion_ends_an_open_lockout_window(deletion_stack: Any) -> None:
+    async with deletion_stack() as stack:
+        email, reference = await active_customer(stack)
+        await fail(stack, email, 1)  # the first failure of a window starts the customer's lockout window
+        window = await running_run(stack, reference, "LockoutWindowWorkflow")
+        assert window.id == lockout_id(customer_subject(reference))
+
+        await stack.accounts.deletions.delete(reference, channel="api", actor=reference)
+
+        await assert_closed_and_nothing_after_deletion(stack, reference, [email], window)
