@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     password_min_length: int = 12
     password_max_length: int = 128
     password_require_character_set: bool = False
+    # Spryker's sequence limit: this many identical characters in a row are refused (3 refuses "eee"); 0 is off
     password_max_repeated_characters: int = 3
     password_deny_list: list[str] = []
     password_check_common: bool = True
