@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from accounts.locales import locale_from_accept_language
 from api.auth import CurrentCustomer
 from api.deps import Accounts, Renderer, SettingsDep
+from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
@@ -31,7 +32,12 @@ def policy_errors(rejected: PasswordRejected) -> list[GlueError]:
     return [GlueError(400, v.code, v.detail) for v in rejected.violations]
 
 
-@router.post("/customer-forgotten-password", status_code=204, summary="Email a reset link (always 204)")
+@router.post(
+    "/customer-forgotten-password",
+    status_code=204,
+    summary="Email a reset link (always 204)",
+    dependencies=[GlueRequest],
+)
 async def forgotten_password(
     body: ForgottenPasswordRequest, accounts: Accounts, background: BackgroundTasks
 ) -> Response:
@@ -50,6 +56,7 @@ async def forgotten_password(
     "/customer-restore-password/{restore_password_key}",
     status_code=204,
     summary="Set a new password with the emailed key",
+    dependencies=[GlueRequest],
 )
 async def restore_password(restore_password_key: str, body: RestorePasswordRequest, accounts: Accounts) -> Response:
     attributes = body.data.attributes
@@ -66,7 +73,10 @@ async def restore_password(restore_password_key: str, body: RestorePasswordReque
 
 
 @router.patch(
-    "/customer-password/{customer_reference}", status_code=204, summary="Change the signed-in customer's password"
+    "/customer-password/{customer_reference}",
+    status_code=204,
+    summary="Change the signed-in customer's password",
+    dependencies=[GlueRequest],
 )
 async def change_password(
     customer_reference: str,

@@ -102,7 +102,12 @@ def test_custom_lengths() -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"min_length": 0}, {"min_length": 20, "max_length": 19}, {"max_repeated_characters": -1}, {"max_repeated_characters": 1}],
+    [
+        {"min_length": 0},
+        {"min_length": 20, "max_length": 19},
+        {"max_repeated_characters": -1},
+        {"max_repeated_characters": 1},
+    ],
 )
 def test_nonsensical_configuration_is_refused(arguments: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
