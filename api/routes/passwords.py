@@ -14,6 +14,7 @@ from api.auth import CurrentCustomer
 from api.deps import Accounts, Renderer, SettingsDep
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.password_lengths import password_length_rule
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
 from starter import InvalidResetKey, LoginBlocked, PasswordRejected, WrongCurrentPassword
@@ -56,7 +57,7 @@ async def forgotten_password(
     "/customer-restore-password/{restore_password_key}",
     status_code=204,
     summary="Set a new password with the emailed key",
-    dependencies=[GlueRequest],
+    dependencies=[GlueRequest, password_length_rule(RestorePasswordRequest, "password", "confirmPassword")],
 )
 async def restore_password(restore_password_key: str, body: RestorePasswordRequest, accounts: Accounts) -> Response:
     attributes = body.data.attributes
@@ -83,6 +84,8 @@ async def change_password(
     body: ChangePasswordRequest,
     request: Request,
     customer: CurrentCustomer,
+    # after the token check, as in Glue
+    _lengths: Annotated[None, password_length_rule(ChangePasswordRequest, "newPassword", "confirmPassword")],
     accounts: Accounts,
 ) -> Response:
     if customer_reference != customer.customer_reference:

@@ -247,6 +247,11 @@ def test_unusual_text_is_judged_without_raising(policy: PasswordPolicy, password
     assert isinstance(policy.violations(password, user_inputs=["İzmir", "\ud800x"]), list)
 
 
+def test_a_sequence_limit_of_one_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="MAX_REPEATED_CHARACTERS"):
+        Settings(password_max_repeated_characters=1)
+
+
 def test_policy_from_settings() -> None:
     settings = Settings(
         password_min_length=8,
