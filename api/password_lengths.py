@@ -70,7 +70,7 @@ def password_length_rule(model: type[BaseModel], *fields: str) -> Any:
     async def check(request: Request) -> None:
         try:
             document = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):
             return  # not JSON: api.envelope or FastAPI answers
         found = schema_violations(document, model, fields, request.app.state.settings)
         if found:
