@@ -52,6 +52,18 @@ class QuantityExceeded(ValueError):
     """The line would hold more than MAX_QUANTITY."""
 
 
+class ItemNotFound(LookupError):
+    """The cart has no line of this SKU."""
+
+
+class CartNotEmpty(ValueError):
+    """The cart's price mode or currency (`attribute`) cannot change while it holds items: their prices are in it."""
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__(attribute)
+        self.attribute = attribute
+
+
 def guest_key(anonymous_id: str | None) -> str | None:
     """What is stored and handed to workflows instead of the anonymous id itself; None for a blank id."""
     anonymous_id = (anonymous_id or "").strip()
@@ -169,24 +181,63 @@ async def add_guest_item(
         problem = "unit price out of range"
     if problem:
         raise ValueError(problem)
-    # Claim the cart with a write first: it takes the row lock (PostgreSQL) or the database lock
-    # (SQLite), so adds to one cart queue, and a conversion running now waits for this add (and takes
-    # the line with it) or has happened already (then the guest no longer reaches the cart).
-    cart_id = (
-        await session.execute(
-            update(Cart)
-            .where(Cart.uuid == cart_uuid, Cart.guest_key == guest_key)
-            .values(updated_at=utcnow())
-            .returning(Cart.id)
-        )
-    ).scalar_one_or_none()
-    if cart_id is None:
-        raise CartNotFound(cart_uuid)
-    if not await _add_line(session, cart_id=cart_id, sku=sku, quantity=quantity, unit_price=unit_price):
+    cart = await _claim_guest_cart(session, guest_key=guest_key, cart_uuid=cart_uuid)
+    if not await _add_line(session, cart_id=cart.id, sku=sku, quantity=quantity, unit_price=unit_price):
         raise QuantityExceeded(sku)
-    cart = await session.scalar(select(Cart).where(Cart.id == cart_id).execution_options(populate_existing=True))
-    assert cart is not None
     return await _view(session, cart)
+
+
+async def update_guest_cart(
+    session: AsyncSession,
+    *,
+    guest_key: str,
+    cart_uuid: str,
+    name: str | None = None,
+    currency: str | None = None,
+    price_mode: str | None = None,
+    store: str | None = None,
+) -> CartView:
+    """Change the guest cart's attributes (None: unchanged). Raises CartNotFound, CartNotEmpty.
+
+    Spryker refuses a price mode change of a cart with items; so is a currency change here, since there
+    is no catalog to price the lines again (Spryker reprices them).
+    """
+    cart = await _claim_guest_cart(session, guest_key=guest_key, cart_uuid=cart_uuid)
+    view = await _view(session, cart)
+    for attribute, value in (("price_mode", price_mode), ("currency", currency)):
+        if view.items and value not in (None, getattr(cart, attribute)):
+            raise CartNotEmpty(attribute)
+    for attribute, value in (("name", name), ("currency", currency), ("price_mode", price_mode), ("store", store)):
+        if value is not None:
+            setattr(cart, attribute, value)
+    await session.flush()
+    return view
+
+
+async def set_guest_item_quantity(
+    session: AsyncSession, *, guest_key: str, cart_uuid: str, sku: str, quantity: int
+) -> CartView:
+    """Set the line of `sku` to `quantity`. Raises CartNotFound, ItemNotFound, ValueError (bad quantity)."""
+    problem = quantity_problem(quantity)
+    if problem:
+        raise ValueError(problem)
+    cart = await _claim_guest_cart(session, guest_key=guest_key, cart_uuid=cart_uuid)
+    changed = await session.execute(
+        update(CartItem)
+        .where(CartItem.cart_id == cart.id, CartItem.sku == sku)
+        .values(quantity=quantity, updated_at=utcnow())
+    )
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        raise ItemNotFound(sku)
+    return await _view(session, cart)
+
+
+async def remove_guest_item(session: AsyncSession, *, guest_key: str, cart_uuid: str, sku: str) -> None:
+    """Remove the line of `sku`. Raises CartNotFound, ItemNotFound."""
+    cart = await _claim_guest_cart(session, guest_key=guest_key, cart_uuid=cart_uuid)
+    removed = await session.execute(delete(CartItem).where(CartItem.cart_id == cart.id, CartItem.sku == sku))
+    if not removed.rowcount:  # type: ignore[attr-defined]
+        raise ItemNotFound(sku)
 
 
 # --- customers ----------------------------------------------------------------------------------------
@@ -268,6 +319,28 @@ async def delete_customer_carts(session: AsyncSession, *, customer_id: int) -> N
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+async def _claim_guest_cart(session: AsyncSession, *, guest_key: str, cart_uuid: str) -> Cart:
+    """The guest's cart, claimed with a write first. Raises CartNotFound.
+
+    The write takes the row lock (PostgreSQL) or the database lock (SQLite), so changes to one cart
+    queue, and a conversion running now waits for this change (and takes it along) or has happened
+    already (then the guest no longer reaches the cart).
+    """
+    cart_id = (
+        await session.execute(
+            update(Cart)
+            .where(Cart.uuid == cart_uuid, Cart.guest_key == guest_key)
+            .values(updated_at=utcnow())
+            .returning(Cart.id)
+        )
+    ).scalar_one_or_none()
+    if cart_id is None:
+        raise CartNotFound(cart_uuid)
+    cart = await session.scalar(select(Cart).where(Cart.id == cart_id).execution_options(populate_existing=True))
+    assert cart is not None
+    return cart
 
 
 async def _guest_cart(session: AsyncSession, *, guest_key: str) -> Cart | None:

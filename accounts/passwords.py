@@ -75,8 +75,8 @@ class PasswordPolicy:
     ) -> None:
         if not 1 <= min_length <= max_length:
             raise ValueError("password lengths must satisfy 1 <= min_length <= max_length")
-        if max_repeated_characters < 0:
-            raise ValueError("max_repeated_characters must be 0 (off) or positive")
+        if max_repeated_characters < 0 or max_repeated_characters == 1:
+            raise ValueError("max_repeated_characters must be 0 (off) or at least 2")
         self.min_length = min_length
         self.max_length = max_length
         self.require_character_set = require_character_set
@@ -110,7 +110,8 @@ class PasswordPolicy:
             found.append(TOO_SHORT)
         if self.require_character_set and not _has_every_character_class(password):
             found.append(INVALID_CHARACTER_SET)
-        if self.max_repeated_characters and _longest_run(password) > self.max_repeated_characters:
+        # Spryker's meaning of the number: N refuses N identical characters in a row (3 refuses "eee")
+        if self.max_repeated_characters and _longest_run(password) >= self.max_repeated_characters:
             found.append(REPEATED_CHARACTERS)
         if password.casefold() in self.deny_list or (self.check_common and _is_common(password)):
             found.append(COMMON_PASSWORD)

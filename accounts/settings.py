@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     password_min_length: int = 12
     password_max_length: int = 128
     password_require_character_set: bool = False
+    # Spryker's sequence limit: this many identical characters in a row are refused (3 refuses "eee"); 0 is off
     password_max_repeated_characters: int = 3
     password_deny_list: list[str] = []
     password_check_common: bool = True
@@ -135,6 +136,9 @@ class Settings(BaseSettings):
             raise ValueError("ACCOUNTS_VERIFICATION_REMINDER_AFTER must be shorter than ..._EXPIRES_AFTER")
         if self.default_locale not in self.locales:
             raise ValueError("ACCOUNTS_DEFAULT_LOCALE must be one of ACCOUNTS_LOCALES")
+        if self.password_max_repeated_characters < 0 or self.password_max_repeated_characters == 1:
+            # Spryker's meaning: N refuses N identical characters in a row, so 1 would refuse every password
+            raise ValueError("ACCOUNTS_PASSWORD_MAX_REPEATED_CHARACTERS must be 0 (off) or at least 2")
         if self.environment == "production":
             secret = self.secret_key.get_secret_value()
             if secret == DEVELOPMENT_SECRET or len(secret) < 32:

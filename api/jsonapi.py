@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,12 @@ MEDIA_TYPE = "application/vnd.api+json"
 @dataclass(frozen=True)
 class GlueError:
     status: int
-    code: str
+    code: str | None  # None: Glue's own request checks (api.envelope) answer without a code
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
+        if self.code is None:
+            return {"status": self.status, "detail": self.detail}
         return {"status": self.status, "code": self.code, "detail": self.detail}
 
 
@@ -52,9 +54,14 @@ def errors_response(errors: Iterable[GlueError], headers: Mapping[str, str] | No
     )
 
 
+# Glue's request check (GlueApplication's RestRequestValidator): a body that is not JSON, or has no
+# `data` with `type` and `attributes`. Glue answers it without a code.
+POST_DATA_INVALID = GlueError(400, None, "Post data is invalid.")
+
 # Symfony's validator texts, which Glue clients see for schema violations (code 901).
 _MESSAGES = {
-    "missing": "This field is missing.",
+    # Glue validates the attributes transfer, where an attribute left out is null: NotBlank answers both
+    "missing": "This value should not be blank.",
     "string_type": "This value should be of type string.",
     "bool_type": "This value should be of type bool.",
     "dict_type": "This value should be of type object.",
@@ -63,7 +70,6 @@ _MESSAGES = {
     "date_type": "This value is not a valid date.",
     "date_from_datetime_parsing": "This value is not a valid date.",
     "date_parsing": "This value is not a valid date.",
-    "json_invalid": "The request body is not valid JSON.",
     "extra_forbidden": "This field was not expected.",
 }
 
@@ -74,8 +80,16 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def schema_errors(exc: RequestValidationError) -> list[GlueError]:
-    errors = []
-    for error in exc.errors():
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return [POST_DATA_INVALID]  # Glue reads a body it cannot decode as no body
+    return [GlueError(422, "901", f"{field} => {message}") for field, message in violations(errors)]
+
+
+def violations(errors: Sequence[Any]) -> list[tuple[str, str]]:
+    """(attribute, Symfony's text) of each pydantic error, in the order pydantic found them."""
+    found = []
+    for error in errors:
         kind = error.get("type", "")
         ctx = error.get("ctx") or {}
         if kind == "string_too_long":
@@ -90,6 +104,5 @@ def schema_errors(exc: RequestValidationError) -> list[GlueError]:
             message = str(ctx.get("error") or error.get("msg"))
         else:
             message = _MESSAGES.get(kind, str(error.get("msg", "This value is not valid.")))
-        field = "data" if kind == "json_invalid" else _field(tuple(error.get("loc", ())))
-        errors.append(GlueError(422, "901", f"{field} => {message}"))
-    return errors
+        found.append((_field(tuple(error.get("loc", ()))), message))
+    return found

@@ -6,7 +6,7 @@ import unicodedata
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 
 def _printable(value: str) -> str:
@@ -33,20 +33,43 @@ class _Attributes(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", str_strip_whitespace=False)
 
 
+def _present(value: object) -> object:
+    # Symfony's NotBlank: null (or an attribute left out) and "" are blank
+    if value is None or value == "":
+        raise ValueError("This value should not be blank.")
+    return value
+
+
+def _true(value: bool | None) -> bool | None:
+    # Symfony's IsTrue: false is a violation, null is not (Glue answers a missing acceptance with 413)
+    if value is False:
+        raise ValueError("This value should be true.")
+    return value
+
+
+Present = BeforeValidator(_present)
+Gender = Literal["Male", "Female"]
+Salutation = Literal["Mr", "Mrs", "Ms", "Dr"]
+
+
 class CustomerRegistrationAttributes(_Attributes):
-    salutation: Literal["Mr", "Mrs", "Ms", "Dr"]
-    first_name: Name = Field(alias="firstName")
-    last_name: Name = Field(alias="lastName")
-    # Email and gender are checked by the route, which answers with Glue's dedicated codes (416/417, 414).
-    email: Annotated[StrictStr, AfterValidator(_printable)]
-    gender: StrictStr | None = None
+    """In the order of Glue's schema (customers.validation.yaml), which is the order of its 901 errors.
+
+    The password lengths are settings, so they are checked by api.password_lengths, in this order too."""
+
+    # Email's format is checked by the route, which answers with Glue's dedicated codes (416/417).
+    email: Annotated[StrictStr, Present, AfterValidator(_printable)]
+    gender: Annotated[Gender, Present]
+    salutation: Annotated[Salutation, Present]
+    first_name: Annotated[Name, Present] = Field(alias="firstName")
+    last_name: Annotated[Name, Present] = Field(alias="lastName")
+    password: Annotated[StrictStr, Present] = Field(repr=False)
+    confirm_password: Annotated[StrictStr, Present] = Field(alias="confirmPassword", repr=False)
     date_of_birth: date | None = Field(default=None, alias="dateOfBirth")
     phone: Text | None = None
     company: Text | None = None
     locale: Annotated[StrictStr, Field(max_length=16)] | None = None
-    password: StrictStr = Field(repr=False)
-    confirm_password: StrictStr = Field(alias="confirmPassword", repr=False)
-    accepted_terms: StrictBool = Field(alias="acceptedTerms")
+    accepted_terms: Annotated[StrictBool | None, AfterValidator(_true)] = Field(default=None, alias="acceptedTerms")
 
 
 class CustomerRegistrationData(BaseModel):
@@ -166,8 +189,6 @@ class ChangePasswordRequest(BaseModel):
 
 # --- PATCH /customers/{ref} and the address book (/customers/{ref}/addresses) ---------------------
 
-Salutation = Literal["Mr", "Mrs", "Ms", "Dr"]
-
 
 def _in_the_past(value: date) -> date:
     if value >= date.today():
@@ -207,8 +228,9 @@ class _Edits(BaseModel):
 
 
 class CustomerProfileAttributes(_Edits):
-    """Every attribute optional. password, newPassword and confirmPassword are not read here; a new email
-    starts an email change (checked by the route, with the registration's codes 416/417)."""
+    """Every attribute optional. A new email starts an email change (checked by the route, with the
+    registration's codes 416/417). password and confirmPassword never change the password here, but
+    are validated when present, as Glue does (lengths by api.password_lengths, 406 by the route)."""
 
     salutation: Annotated[Salutation | None, NotNull] = None
     first_name: Annotated[Name | None, NotNull] = Field(default=None, alias="firstName")
@@ -221,6 +243,8 @@ class CustomerProfileAttributes(_Edits):
     locale: Annotated[LocaleName | None, NotNull] = None
     preferred_shipping_method: ShippingMethod | None = Field(default=None, alias="preferredShippingMethod")
     email: Annotated[StrictStr | None, NotNull, AfterValidator(_printable_or_none)] = None
+    password: StrictStr | None = Field(default=None, repr=False)
+    confirm_password: StrictStr | None = Field(default=None, alias="confirmPassword", repr=False)
 
 
 class CustomerProfileData(BaseModel):

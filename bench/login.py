@@ -99,6 +99,7 @@ async def register(http: httpx.AsyncClient, sink: MailSink, email: str) -> Custo
                 "type": "customers",
                 "attributes": {
                     "salutation": "Ms",
+                    "gender": "Female",
                     "firstName": "Bench",
                     "lastName": "Signin",
                     "email": email,

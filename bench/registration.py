@@ -121,6 +121,7 @@ class Registrations:
                     "type": "customers",
                     "attributes": {
                         "salutation": "Mr",
+                        "gender": "Male",
                         "firstName": "Bench",
                         "lastName": f"Customer {item}",
                         "email": email,

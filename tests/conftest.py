@@ -62,12 +62,16 @@ def unique_email(prefix: str = "customer") -> str:
 
 
 def registration_body(email: str, password: str, /, **attributes: Any) -> dict[str, Any]:
-    """A Glue POST /customers body that passes every rule (Ms Ada Byron); `attributes` override or add."""
+    """A Glue POST /customers body that passes every rule (Ms Ada Byron); `attributes` override or add.
+
+    The shape of Spryker's demo-shop fixtures (RestCustomersAttributesBuilder): gender and salutation
+    are required there too."""
     return {
         "data": {
             "type": "customers",
             "attributes": {
                 "salutation": "Ms",
+                "gender": "Female",
                 "firstName": "Ada",
                 "lastName": "Byron",
                 "email": email,

@@ -16,6 +16,7 @@ from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
 from api import jsonapi
 from api.auth import CurrentCustomer
 from api.deps import Accounts, Sessions
+from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.schemas import AccessTokenRequest, RefreshTokenRequest
 from starter import LoginBlocked, LoginFailed, PasswordResetRequired
@@ -77,7 +78,7 @@ def _token_document(request: Request, type_: str, attributes: dict[str, Any]) ->
     return jsonapi.document(data, status=201)
 
 
-@router.post("/access-tokens", status_code=201, summary="Sign in with email and password")
+@router.post("/access-tokens", status_code=201, summary="Sign in with email and password", dependencies=[GlueRequest])
 async def create_access_token(
     body: AccessTokenRequest,
     request: Request,
@@ -111,7 +112,12 @@ async def create_access_token(
     return _token_document(request, "access-tokens", tokens)
 
 
-@router.post("/refresh-tokens", status_code=201, summary="Exchange a refresh token (rotated: the old one dies)")
+@router.post(
+    "/refresh-tokens",
+    status_code=201,
+    summary="Exchange a refresh token (rotated: the old one dies)",
+    dependencies=[GlueRequest],
+)
 async def refresh_access_token(body: RefreshTokenRequest, request: Request, accounts: Accounts) -> JSONResponse:
     try:
         attributes = await _rotate(request, accounts, body.data.attributes.refresh_token)
@@ -120,7 +126,12 @@ async def refresh_access_token(body: RefreshTokenRequest, request: Request, acco
     return _token_document(request, "refresh-tokens", attributes)
 
 
-@router.delete("/refresh-tokens/{refresh_token}", status_code=204, summary="Revoke a refresh token, or all (`mine`)")
+@router.delete(
+    "/refresh-tokens/{refresh_token}",
+    status_code=204,
+    summary="Revoke a refresh token, or all (`mine`)",
+    dependencies=[GlueRequest],
+)
 async def revoke_refresh_token(refresh_token: str, request: Request, customer: CurrentCustomer) -> Response:
     store: RefreshTokenStore = request.app.state.refresh_tokens
     if refresh_token == "mine":  # noqa: S105 (Glue's name for "all of mine", not a secret)

@@ -10,11 +10,12 @@ from accounts.addresses import CustomerAddress
 from accounts.models import Customer
 from api import jsonapi
 from api.deps import Sessions
+from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.ownership import OwnAccount
 from api.schemas import AddressRequest, AddressUpdateRequest
 
-router = APIRouter(tags=["addresses"])
+router = APIRouter(tags=["addresses"], dependencies=[GlueRequest])
 
 COLLECTION = "/customers/{customer_reference}/addresses"
 ITEM = "/customers/{customer_reference}/addresses/{address_uuid}"

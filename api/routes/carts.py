@@ -12,18 +12,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from accounts import carts
-from accounts.carts import CartNotFound, CartView, QuantityExceeded
+from accounts.carts import CartNotEmpty, CartNotFound, CartView, ItemNotFound, QuantityExceeded
 from accounts.models import Customer
 from api import jsonapi
 from api.auth import CurrentCustomer
 from api.deps import Sessions
+from api.envelope import GlueRequest, answer_missing_ids
 from api.jsonapi import GlueError, GlueException
 
-router = APIRouter(tags=["carts"])
+router = APIRouter(tags=["carts"], dependencies=[GlueRequest])
 
 ANONYMOUS_ID_EMPTY = GlueError(400, "109", "Anonymous customer unique id is empty.")
 CART_NOT_FOUND = GlueError(404, "101", "Cart with given uuid not found.")
@@ -33,6 +34,10 @@ ITEM_NOT_ADDED = GlueError(422, "113", "Cart item could not be added.")
 STORE_INVALID = GlueError(422, "112", "Store data is invalid.")
 CURRENCY_INCORRECT = GlueError(422, "117", "Currency is incorrect.")
 PRICE_MODE_INCORRECT = GlueError(422, "119", "Price mode is incorrect.")
+ITEM_NOT_FOUND = GlueError(422, "103", "Item with the given group key not found in the cart.")
+PRICE_MODE_LOCKED = GlueError(422, "111", "Can\u2019t switch price mode when there are items in the cart.")
+# not Spryker's (it reprices the lines): there is no catalog here, the lines' prices are in this currency
+CURRENCY_LOCKED = GlueError(422, "111", "Can\u2019t switch currency when there are items in the cart.")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _STORE = re.compile(r"[A-Z]{2}")
 
@@ -136,6 +141,43 @@ class GuestCartRequest(BaseModel):
     data: GuestCartData
 
 
+class GuestCartUpdateAttributes(BaseModel):
+    """PATCH /guest-carts/{uuid}: any of the cart's attributes; left out, it stays."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+    currency: Annotated[StrictStr, Field(max_length=16)] | None = None
+    price_mode: Annotated[StrictStr, Field(max_length=32)] | None = Field(default=None, alias="priceMode")
+    store: Annotated[StrictStr, Field(max_length=16)] | None = None
+
+
+class GuestCartUpdateData(BaseModel):
+    type: Literal["guest-carts"]
+    id: StrictStr | None = None
+    attributes: GuestCartUpdateAttributes
+
+
+class GuestCartUpdateRequest(BaseModel):
+    data: GuestCartUpdateData
+
+
+class CartItemQuantityAttributes(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    quantity: Annotated[int, BeforeValidator(_integer), AfterValidator(_quantity)]
+
+
+class CartItemQuantityData(BaseModel):
+    type: Literal["guest-cart-items"]
+    id: StrictStr | None = None
+    attributes: CartItemQuantityAttributes
+
+
+class CartItemQuantityRequest(BaseModel):
+    data: CartItemQuantityData
+
+
 # --- documents ----------------------------------------------------------------------------------------
 
 
@@ -192,12 +234,7 @@ async def create_guest_cart(
     request: Request, key: GuestKey, sessions: Sessions, body: GuestCartRequest | None = None
 ) -> JSONResponse:
     attributes = body.data.attributes if body is not None else GuestCartAttributes()
-    if attributes.price_mode not in carts.PRICE_MODES:
-        raise GlueException(PRICE_MODE_INCORRECT)
-    if not _CURRENCY.fullmatch(attributes.currency):
-        raise GlueException(CURRENCY_INCORRECT)
-    if not _STORE.fullmatch(attributes.store):
-        raise GlueException(STORE_INVALID)
+    _check_cart_attributes(attributes.currency, attributes.price_mode, attributes.store)
     view, created = await carts.get_or_create_guest_cart(
         sessions,
         guest_key=key,
@@ -207,6 +244,39 @@ async def create_guest_cart(
         store=attributes.store,
     )
     return _one(request, view, guest=True, status=201 if created else 200)
+
+
+def _check_cart_attributes(currency: str | None, price_mode: str | None, store: str | None) -> None:
+    if price_mode is not None and price_mode not in carts.PRICE_MODES:
+        raise GlueException(PRICE_MODE_INCORRECT)
+    if currency is not None and not _CURRENCY.fullmatch(currency):
+        raise GlueException(CURRENCY_INCORRECT)
+    if store is not None and not _STORE.fullmatch(store):
+        raise GlueException(STORE_INVALID)
+
+
+@router.patch("/guest-carts/{cart_uuid}", summary="Change the guest cart's name, currency, price mode or store")
+async def update_guest_cart(
+    cart_uuid: str, body: GuestCartUpdateRequest, request: Request, key: GuestKey, sessions: Sessions
+) -> JSONResponse:
+    attributes = body.data.attributes
+    _check_cart_attributes(attributes.currency, attributes.price_mode, attributes.store)
+    try:
+        async with sessions.begin() as session:
+            view = await carts.update_guest_cart(
+                session,
+                guest_key=key,
+                cart_uuid=cart_uuid,
+                name=attributes.name,
+                currency=attributes.currency,
+                price_mode=attributes.price_mode,
+                store=attributes.store,
+            )
+    except CartNotFound:
+        raise GlueException(CART_NOT_FOUND) from None
+    except CartNotEmpty as locked:
+        raise GlueException(PRICE_MODE_LOCKED if locked.attribute == "price_mode" else CURRENCY_LOCKED) from None
+    return _one(request, view, guest=True)
 
 
 @router.get("/guest-carts", summary="The guest's carts (none or one)")
@@ -271,6 +341,50 @@ async def _add(
             ITEM_NOT_ADDED,
         ) from None
     return _one(request, view, guest=True, status=201)
+
+
+@router.patch(
+    "/guest-carts/{cart_uuid}/guest-cart-items/{sku}",
+    summary="Set the quantity of an item in the guest's cart; answers the cart",
+)
+async def update_guest_cart_item(
+    cart_uuid: str, sku: str, body: CartItemQuantityRequest, request: Request, key: GuestKey, sessions: Sessions
+) -> JSONResponse:
+    try:
+        async with sessions.begin() as session:
+            view = await carts.set_guest_item_quantity(
+                session, guest_key=key, cart_uuid=cart_uuid, sku=sku, quantity=body.data.attributes.quantity
+            )
+    except CartNotFound:
+        raise GlueException(CART_NOT_FOUND) from None
+    except ItemNotFound:
+        raise GlueException(ITEM_NOT_FOUND) from None
+    return _one(request, view, guest=True)
+
+
+@router.delete(
+    "/guest-carts/{cart_uuid}/guest-cart-items/{sku}", status_code=204, summary="Remove an item from the guest's cart"
+)
+async def remove_guest_cart_item(cart_uuid: str, sku: str, key: GuestKey, sessions: Sessions) -> Response:
+    try:
+        async with sessions.begin() as session:
+            await carts.remove_guest_item(session, guest_key=key, cart_uuid=cart_uuid, sku=sku)
+    except CartNotFound:
+        raise GlueException(CART_NOT_FOUND) from None
+    except ItemNotFound:
+        raise GlueException(ITEM_NOT_FOUND) from None
+    return Response(status_code=204)
+
+
+# Glue refuses a PATCH or DELETE whose path leaves out the cart's uuid or the item's sku with 400
+answer_missing_ids(router, ["PATCH"], "/guest-carts", "/guest-carts/")
+answer_missing_ids(
+    router,
+    ["PATCH", "DELETE"],
+    "/guest-carts/{cart_uuid}/guest-cart-items",
+    "/guest-carts/{cart_uuid}/guest-cart-items/",
+    "/guest-carts//guest-cart-items/{sku}",
+)
 
 
 # --- customers ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from accounts.emails import EmailRenderer
 from accounts.locales import locale_from_accept_language
 from accounts.settings import Settings
 from api.deps import Accounts, Renderer, SettingsDep
+from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.schemas import ConfirmationRequest, EmailChangeConfirmationRequest
 
@@ -20,7 +21,12 @@ router = APIRouter(tags=["customer-confirmation"])
 INVALID_KEY = GlueError(422, "423", "This email confirmation code is invalid or has been already used.")
 
 
-@router.post("/customer-confirmation", status_code=204, summary="Confirm a customer's email with the registration key")
+@router.post(
+    "/customer-confirmation",
+    status_code=204,
+    summary="Confirm a customer's email with the registration key",
+    dependencies=[GlueRequest],
+)
 async def confirm_customer(body: ConfirmationRequest, accounts: Accounts) -> Response:
     confirmation = await accounts.confirm_email(body.data.attributes.registration_key)
     if confirmation.outcome != "activated":
@@ -82,6 +88,7 @@ INVALID_EMAIL_CHANGE_KEY = GlueError(422, "423", "This email change code is inva
     "/customer-email-change-confirmation",
     status_code=204,
     summary="Confirm a new email address with the key from the link sent to it",
+    dependencies=[GlueRequest],
 )
 async def confirm_email_change(body: EmailChangeConfirmationRequest, accounts: Accounts) -> Response:
     confirmation = await accounts.email_changes.confirm(body.data.attributes.key)

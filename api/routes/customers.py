@@ -16,8 +16,10 @@ from accounts.profile import apply_profile_edits
 from api import jsonapi
 from api.auth import CurrentCustomer
 from api.deps import Accounts, Sessions, SettingsDep
+from api.envelope import GlueRequest, answer_missing_ids
 from api.jsonapi import GlueError, GlueException
 from api.ownership import OwnAccount
+from api.password_lengths import password_length_rule
 from api.schemas import (
     CustomerProfileAttributes,
     CustomerProfileRequest,
@@ -27,7 +29,7 @@ from api.schemas import (
 from starter import EmailTaken, PasswordRejected, Registration
 from starter.errors import EmailChangeThrottled
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], dependencies=[GlueRequest])
 
 EMAIL_MAX_LENGTH = 100
 ALREADY_EXISTS_DETAIL = (
@@ -46,26 +48,30 @@ def email_errors(email: str) -> list[GlueError]:
     return []
 
 
+PASSWORDS_DIFFER = GlueError(
+    422, "406", "Value in field password should be identical to value in the confirmPassword field."
+)
+
+
 def registration_errors(attributes: CustomerRegistrationAttributes) -> list[GlueError]:
-    """Glue's dedicated codes, checked in its order; the first failing rule answers."""
+    """Glue's dedicated codes, checked in its order after the schema; the first failing rule answers.
+
+    `acceptedTerms: false` is a schema violation (901); left out or null it is this 413."""
     if not attributes.accepted_terms:
         return [GlueError(400, "413", "Terms and Conditions was not accepted.")]
     if errors := email_errors(attributes.email):
         return errors
-    if attributes.gender is not None and attributes.gender not in ("Male", "Female"):
-        return [GlueError(400, "414", "Gender is not valid.")]
     if attributes.password != attributes.confirm_password:
-        return [
-            GlueError(
-                422,
-                "406",
-                "Value in field password should be identical to value in the confirmPassword field.",
-            )
-        ]
+        return [PASSWORDS_DIFFER]
     return []
 
 
-@router.post("/customers", status_code=201, summary="Register a customer (double opt-in: a verification email is sent)")
+@router.post(
+    "/customers",
+    status_code=201,
+    summary="Register a customer (double opt-in: a verification email is sent)",
+    dependencies=[password_length_rule(CustomerRegistrationRequest, "password", "confirmPassword")],
+)
 async def register_customer(
     body: CustomerRegistrationRequest,
     request: Request,
@@ -185,11 +191,17 @@ async def update_customer(
     body: CustomerProfileRequest,
     request: Request,
     customer: OwnAccount,
+    # after OwnAccount: another customer's reference is refused before the body is looked at
+    _lengths: Annotated[None, password_length_rule(CustomerProfileRequest, "password", "confirmPassword")],
     sessions: Sessions,
     settings: SettingsDep,
     accounts: Accounts,
 ) -> JSONResponse:
     edits = body.data.attributes.model_dump(exclude_unset=True)
+    # validated as Glue does, never applied: the password changes through /customer-password only
+    password, confirm_password = edits.pop("password", None), edits.pop("confirm_password", None)
+    if (password is not None or confirm_password is not None) and password != confirm_password:
+        raise GlueException(PASSWORDS_DIFFER)
     new_email = edits.pop("email", None)
     if new_email is not None:
         new_email = new_email.strip()
@@ -218,6 +230,10 @@ async def update_customer(
             session, row, edits, channel="api", actor=row.customer_reference, field_name=_attribute_name
         )
     return jsonapi.document(customer_resource(request, row))
+
+
+# Glue's PATCH and DELETE name the customer: without a reference they are refused before anything else
+answer_missing_ids(router, ["PATCH", "DELETE"], "/customers", "/customers/")
 
 
 def _attribute_name(field: str) -> str:

@@ -12,7 +12,9 @@ from fastapi.responses import HTMLResponse
 from accounts.locales import locale_from_accept_language
 from api.auth import CurrentCustomer
 from api.deps import Accounts, Renderer, SettingsDep
+from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.password_lengths import password_length_rule
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
 from starter import InvalidResetKey, LoginBlocked, PasswordRejected, WrongCurrentPassword
@@ -31,7 +33,12 @@ def policy_errors(rejected: PasswordRejected) -> list[GlueError]:
     return [GlueError(400, v.code, v.detail) for v in rejected.violations]
 
 
-@router.post("/customer-forgotten-password", status_code=204, summary="Email a reset link (always 204)")
+@router.post(
+    "/customer-forgotten-password",
+    status_code=204,
+    summary="Email a reset link (always 204)",
+    dependencies=[GlueRequest],
+)
 async def forgotten_password(
     body: ForgottenPasswordRequest, accounts: Accounts, background: BackgroundTasks
 ) -> Response:
@@ -50,6 +57,7 @@ async def forgotten_password(
     "/customer-restore-password/{restore_password_key}",
     status_code=204,
     summary="Set a new password with the emailed key",
+    dependencies=[GlueRequest, password_length_rule(RestorePasswordRequest, "password", "confirmPassword")],
 )
 async def restore_password(restore_password_key: str, body: RestorePasswordRequest, accounts: Accounts) -> Response:
     attributes = body.data.attributes
@@ -66,13 +74,18 @@ async def restore_password(restore_password_key: str, body: RestorePasswordReque
 
 
 @router.patch(
-    "/customer-password/{customer_reference}", status_code=204, summary="Change the signed-in customer's password"
+    "/customer-password/{customer_reference}",
+    status_code=204,
+    summary="Change the signed-in customer's password",
+    dependencies=[GlueRequest],
 )
 async def change_password(
     customer_reference: str,
     body: ChangePasswordRequest,
     request: Request,
     customer: CurrentCustomer,
+    # after the token check, as in Glue
+    _lengths: Annotated[None, password_length_rule(ChangePasswordRequest, "newPassword", "confirmPassword")],
     accounts: Accounts,
 ) -> Response:
     if customer_reference != customer.customer_reference:

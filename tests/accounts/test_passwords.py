@@ -102,7 +102,12 @@ def test_custom_lengths() -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"min_length": 0}, {"min_length": 20, "max_length": 19}, {"max_repeated_characters": -1}],
+    [
+        {"min_length": 0},
+        {"min_length": 20, "max_length": 19},
+        {"max_repeated_characters": -1},
+        {"max_repeated_characters": 1},
+    ],
 )
 def test_nonsensical_configuration_is_refused(arguments: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -131,14 +136,17 @@ def test_character_set_needs_lower_upper_digit_and_special(password: str) -> Non
 # --- repeated characters: 421 --------------------------------------------------------------------
 
 
-def test_three_identical_characters_pass_four_do_not(policy: PasswordPolicy) -> None:
-    assert policy.violations("Vq8#aaa!pLm4") == []
-    assert policy.violations("Vq8#aaaa!pLm4") == [REPEATED_CHARACTERS]
-    assert policy.violations("Vq8#nT2!pLm4" + "4444") == [REPEATED_CHARACTERS]
+def test_two_identical_characters_pass_three_do_not_as_in_spryker(policy: PasswordPolicy) -> None:
+    # Spryker's demo shop: sequence limit 3, and its acceptance test refuses "qwertyuI1!eee" with 421
+    assert policy.violations("qwertyuI1!eee") == [REPEATED_CHARACTERS]
+    assert policy.violations("Vq8#aa!pLm4x") == []
+    assert policy.violations("Vq8#aaa!pLm4") == [REPEATED_CHARACTERS]
+    assert policy.violations("Vq8#nT2!pLm4" + "444") == [REPEATED_CHARACTERS]
 
 
 def test_repeated_character_limit_is_configurable() -> None:
-    assert PasswordPolicy(max_repeated_characters=2).violations("Vq8#aaa!pLm4") == [REPEATED_CHARACTERS]
+    assert PasswordPolicy(max_repeated_characters=2).violations("Vq8#aa!pLm4x") == [REPEATED_CHARACTERS]
+    assert PasswordPolicy(max_repeated_characters=4).violations("Vq8#aaa!pLm4") == []
     assert PasswordPolicy(max_repeated_characters=0).violations("Vq8#aaaaaaa!pLm4") == []
 
 
@@ -239,6 +247,11 @@ def test_unusual_text_is_judged_without_raising(policy: PasswordPolicy, password
     assert isinstance(policy.violations(password, user_inputs=["İzmir", "\ud800x"]), list)
 
 
+def test_a_sequence_limit_of_one_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="MAX_REPEATED_CHARACTERS"):
+        Settings(password_max_repeated_characters=1)
+
+
 def test_policy_from_settings() -> None:
     settings = Settings(
         password_min_length=8,
@@ -254,9 +267,9 @@ def test_policy_from_settings() -> None:
     assert policy.violations("Vq8#nT2") == [TOO_SHORT]
     assert policy.violations("Vq8#nT2!pLm4xQ7z9") == [TOO_LONG]
     assert policy.violations("vq8#nt2!") == [INVALID_CHARACTER_SET]
-    assert policy.violations("Vq8#aaa!") == [REPEATED_CHARACTERS]
+    assert policy.violations("Vq8#aa!x") == [REPEATED_CHARACTERS]
     assert policy.violations("shop-secret-1") == [INVALID_CHARACTER_SET, COMMON_PASSWORD]
-    assert policy.violations("Password1234!") == []  # common check off
+    assert policy.violations("Dragon-1234!") == []  # common check off
     assert policy.violations("John-Vq8#nT2!", user_inputs=JOHN) == []  # similarity check off
 
 

@@ -190,7 +190,6 @@ BAD_LOGINS: list[tuple[str, Any, str]] = [
     ("non-email username", login_body("not an email", PASSWORD), "username =>"),
     ("1 MB password", login_body("a@example.com", "x" * 1_000_000), "password =>"),
     ("number as username", login_body(42, PASSWORD), "username =>"),
-    ("no envelope", {"username": "a@example.com", "password": PASSWORD}, "data =>"),
 ]
 
 
@@ -209,7 +208,7 @@ async def test_wrong_content_type_and_concurrent_sign_ins_never_500(e2e: Stack) 
         form = await http.post(
             "/access-tokens", content=b"username=x&password=y", headers={"Content-Type": "text/plain"}
         )
-        assert (form.status_code, form.json()["errors"][0]["code"]) == (422, "901")
+        assert (form.status_code, form.json()["errors"]) == (400, [{"status": 400, "detail": "Post data is invalid."}])
         within = await asyncio.gather(*(sign_in(http, email) for _ in range(4)))
         beyond = await asyncio.gather(*(sign_in(http, email) for _ in range(8)))
     assert {a.status_code for a in within} == {201}

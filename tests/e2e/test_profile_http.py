@@ -56,7 +56,7 @@ async def test_patch_changes_the_profile_and_records_which_fields_never_their_va
             "salutation": "Dr",
             "firstName": "  Augusta ",
             "lastName": "King",
-            "gender": "Female",
+            "gender": "Male",  # registered as Female
             "dateOfBirth": "1815-12-10",
             "phone": "+44 20 7946 0958",
             "company": "Analytical Engines Ltd",
@@ -96,7 +96,7 @@ async def test_patch_changes_the_profile_and_records_which_fields_never_their_va
     assert sorted(events[0].details["fields"]) == sorted(changes)
     assert sorted(events[1].details["fields"]) == ["phone", "preferredShippingMethod"]
     recorded = json.dumps([e.details for e in events])
-    for value in ("Augusta", "King", "1815", "7946", "Analytical", "express", "Female", email):
+    for value in ("Augusta", "King", "1815", "7946", "Analytical", "express", "Male", email):
         assert value not in recorded
 
 
@@ -169,10 +169,11 @@ async def test_a_customer_can_never_read_or_change_another_customers_profile(e2e
     assert await audit_trail(e2e, ref_a) == []
 
 
-BAD_PATCHES: list[tuple[str, Any, int, str, str]] = [
-    ("malformed JSON", b'{"data": {"type": "customers", "attributes": {', 422, "901", "data =>"),
-    ("no data", {}, 422, "901", "data => This field is missing."),
-    ("wrong type", {"data": {"type": "addresses", "attributes": {"firstName": "X"}}}, 422, "901", "type =>"),
+BAD_PATCHES: list[tuple[str, Any, int, str | None, str]] = [
+    # Glue's envelope check, before the schema: 400 without a code
+    ("malformed JSON", b'{"data": {"type": "customers", "attributes": {', 400, None, "Post data is invalid."),
+    ("no data", {}, 400, None, "Post data is invalid."),
+    ("wrong type", {"data": {"type": "addresses", "attributes": {"firstName": "X"}}}, 400, None, "Invalid type."),
     ("bad salutation", profile(salutation="King"), 422, "901", "salutation => The value you selected is not"),
     ("firstName a number", profile(firstName=42), 422, "901", "firstName => This value should be of type string."),
     ("firstName null", profile(firstName=None), 422, "901", "firstName => This value should not be null."),
@@ -188,6 +189,14 @@ BAD_PATCHES: list[tuple[str, Any, int, str, str]] = [
     ("locale null", profile(locale=None), 422, "901", "locale => This value should not be null."),
     ("overlong shipping method", profile(preferredShippingMethod="x" * 65), 422, "901", "preferredShippingMethod =>"),
     ("shipping method a list", profile(preferredShippingMethod=["dhl"]), 422, "901", "preferredShippingMethod =>"),
+    (
+        "passwords differ",
+        profile(password="Brand-new#passphrase-9", confirmPassword="Brand-new#passphrase-0"),
+        422,
+        "406",
+        "Value in",
+    ),
+    ("short password", profile(password="short", confirmPassword="short"), 422, "901", "password => This value is too"),
 ]
 
 
@@ -204,7 +213,7 @@ async def test_bad_input_gets_the_documented_error_and_writes_nothing(e2e: Stack
                 answer = await http.patch(f"/customers/{reference}", json=body, headers=bearer)
             assert answer.status_code == status, (case, answer.text)
             errors = answer.json()["errors"]
-            assert errors[0]["code"] == code, (case, errors)
+            assert errors[0].get("code") == code, (case, errors)
             assert any(e["detail"].startswith(detail) for e in errors), (case, errors)
         assert (await http.get(f"/customers/{reference}", headers=bearer)).json() == before
     assert await audit_trail(e2e, reference) == []

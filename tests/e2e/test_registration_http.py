@@ -203,24 +203,40 @@ async def test_no_plaintext_password_or_token_in_histories_or_the_database(e2e: 
                 assert PASSWORD not in dumped and token not in dumped, table.name
 
 
-BAD_INPUTS: list[tuple[str, Any, int, str, str]] = [
-    ("malformed JSON", b'{"data": {"type": "customers", "attributes": {', 422, "901", "data =>"),
-    ("no data", {}, 422, "901", "data => This field is missing."),
-    ("wrong type name", {"data": {"type": "carts", "attributes": {}}}, 422, "901", "type =>"),
+BAD_INPUTS: list[tuple[str, Any, int, str | None, str]] = [
+    # Glue's envelope check, before the schema: 400 without a code (tests/e2e/test_glue_contract_http.py)
+    ("malformed JSON", b'{"data": {"type": "customers", "attributes": {', 400, None, "Post data is invalid."),
+    ("no data", {}, 400, None, "Post data is invalid."),
+    ("wrong type name", {"data": {"type": "carts", "attributes": {}}}, 400, None, "Invalid type."),
     ("firstName a number", {"firstName": 42}, 422, "901", "firstName => This value should be of type string."),
-    ("missing lastName", {"lastName": None}, 422, "901", "lastName =>"),
+    ("missing lastName", {"lastName": None}, 422, "901", "lastName => This value should not be blank."),
     ("overlong name", {"lastName": "x" * 101}, 422, "901", "lastName => This value is too long."),
     ("control characters", {"firstName": "Ha\x00ns\x1b[31m"}, 422, "901", "firstName => This value contains"),
     ("bad salutation", {"salutation": "King"}, 422, "901", "salutation => The value you selected is not"),
     ("acceptedTerms a string", {"acceptedTerms": "yes"}, 422, "901", "acceptedTerms =>"),
-    ("terms not accepted", {"acceptedTerms": False}, 400, "413", "Terms and Conditions was not accepted."),
+    ("terms refused", {"acceptedTerms": False}, 422, "901", "acceptedTerms => This value should be true."),
+    ("terms not accepted", {"acceptedTerms": None}, 400, "413", "Terms and Conditions was not accepted."),
     ("bad email", {"email": "not-an-email"}, 422, "416", "Invalid Email address format."),
     ("email too long", {"email": "a" * 95 + "@example.com"}, 422, "417", "Email is too long."),
-    ("bad gender", {"gender": "Robot"}, 400, "414", "Gender is not valid."),
+    ("bad gender", {"gender": "Robot"}, 422, "901", "gender => The value you selected is not a valid choice."),
+    ("no gender", {"gender": None}, 422, "901", "gender => This value should not be blank."),
     ("passwords differ", {"confirmPassword": PASSWORD + "x"}, 422, "406", "should be identical"),
-    ("short password", {"password": "Ab1!", "confirmPassword": "Ab1!"}, 400, "418", "too short"),
-    ("1 MB password", {"password": "x" * 1_000_000, "confirmPassword": "x" * 1_000_000}, 400, "419", "too long"),
-    ("repeated characters", {"password": "aaaaBcd9!kLm2", "confirmPassword": "aaaaBcd9!kLm2"}, 400, "421", "sequence"),
+    # the schema's length rule comes before the policy's 418/419: one 901 per field
+    (
+        "short password",
+        {"password": "Ab1!", "confirmPassword": "Ab1!"},
+        422,
+        "901",
+        "confirmPassword => This value is too short",
+    ),
+    (
+        "1 MB password",
+        {"password": "x" * 1_000_000, "confirmPassword": "x" * 1_000_000},
+        422,
+        "901",
+        "password => This value is too long",
+    ),
+    ("repeated characters", {"password": "aaaBcd9!kLm2x", "confirmPassword": "aaaBcd9!kLm2x"}, 400, "421", "sequence"),
     ("common password", {"password": "password1234", "confirmPassword": "password1234"}, 400, "422", "common"),
     ("a 3 MB body", {"company": "x" * 3_000_000}, 413, "901", "exceeds"),
 ]
@@ -228,7 +244,7 @@ BAD_INPUTS: list[tuple[str, Any, int, str, str]] = [
 
 @pytest.mark.parametrize(("case", "change", "status", "code", "detail"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 async def test_bad_input_gets_the_documented_error_and_writes_nothing(
-    e2e: Stack, case: str, change: Any, status: int, code: str, detail: str
+    e2e: Stack, case: str, change: Any, status: int, code: str | None, detail: str
 ) -> None:
     email = unique_email()
     if isinstance(change, bytes):
@@ -238,14 +254,16 @@ async def test_bad_input_gets_the_documented_error_and_writes_nothing(
     else:
         email = change.get("email", email)
         body = customer_body(email, **{k: v for k, v in change.items() if k != "email"})
-        body["data"]["attributes"] = {k: v for k, v in body["data"]["attributes"].items() if v is not None}
+        body["data"]["attributes"] = {
+            k: v for k, v in body["data"]["attributes"].items() if v is not None or k in change
+        }
         content = json.dumps(body).encode()
     counter_before = await _counter(e2e)
     async with e2e.http() as http:
         response = await http.post("/customers", content=content, headers={"Content-Type": JSONAPI})
     assert response.status_code == status, response.text
     errors = response.json()["errors"]
-    assert errors[0]["code"] == code and errors[0]["status"] == status
+    assert errors[0].get("code") == code and errors[0]["status"] == status
     assert any(detail in e["detail"] for e in errors), errors
     assert await _counter(e2e) == counter_before  # no reference allocated, so no workflow started
     assert await customer_by_email(e2e, email) is None
@@ -356,6 +374,9 @@ async def test_http_client_errors_never_leak_a_500(e2e: Stack) -> None:
     async with e2e.http() as http:
         for content_type in ("text/plain", "application/x-www-form-urlencoded"):
             response = await http.post("/customers", content=b"email=a@b.c", headers={"Content-Type": content_type})
-            assert response.status_code == 422 and response.json()["errors"][0]["code"] == "901"
+            assert (response.status_code, response.json()["errors"]) == (
+                400,
+                [{"status": 400, "detail": "Post data is invalid."}],
+            )
         response = await http.post("/customers", content=b"[1,2,3]", headers={"Content-Type": JSONAPI})
-        assert response.status_code == 422
+        assert response.status_code == 400
