@@ -1,14 +1,38 @@
-"""A change of a customer's profile fields, the same for every entry point (Glue API, back office, CLI)."""
+"""A customer's profile: the fields a sign-up carries (one definition for every channel), and a change
+of them, the same for every entry point (Glue API, back office, CLI)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic (Temporal's data converter) resolves the
+# field types of SignUp's subclasses in their own modules, where `date` is not imported.
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import audit
 from accounts.models import Customer, utcnow
+
+
+@dataclass(kw_only=True)
+class SignUp:
+    """What a new account starts with, whatever the channel: `starter.Registration` (what an entry point
+    received, with the plaintext password) and `activities.customers.NewCustomer` (what the workflow
+    carries, with the reference and the hash) add their own fields to it."""
+
+    email: str
+    locale: str
+    channel: str
+    salutation: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    gender: str | None = None
+    date_of_birth: date | None = None
+    phone: str | None = None
+    company: str | None = None
+    # checkout sign-up: SHA-256 of the guest's X-Anonymous-Customer-Unique-Id (never the id itself);
+    # that guest cart is converted at activation
+    guest_cart_key: str | None = None
 
 
 async def apply_profile_edits(

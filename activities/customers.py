@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,27 +14,18 @@ from temporalio.exceptions import ApplicationError
 from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
+from accounts.profile import SignUp
 from activities.lookup import load_customer
 
 EMAIL_VERIFICATION = "email_verification"
 
 
-@dataclass
-class NewCustomer:
+@dataclass(kw_only=True)
+class NewCustomer(SignUp):
+    """The registration's input: the sign-up with its reference, and the argon2 hash (never the password)."""
+
     customer_reference: str
-    email: str
-    locale: str
-    channel: str
     password_hash: str | None = None
-    salutation: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    gender: str | None = None
-    date_of_birth: date | None = None
-    phone: str | None = None
-    company: str | None = None
-    # checkout sign-up: SHA-256 of the guest's X-Anonymous-Customer-Unique-Id (never the id itself)
-    guest_cart_key: str | None = None
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 
 from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy
+from accounts.profile import SignUp
 from accounts.references import allocate_customer_reference
 from accounts.settings import Settings
 from accounts.temporal import connect, lifecycle_attributes, ui_url
@@ -52,23 +53,11 @@ from workflows.registration import (
 )
 
 
-@dataclass
-class Registration:
-    """A sign-up as an entry point received it (already schema-validated)."""
+@dataclass(kw_only=True)
+class Registration(SignUp):
+    """A sign-up as an entry point received it (already schema-validated); the password is hashed here."""
 
-    email: str
-    channel: str
-    locale: str
     password: str | None = field(default=None, repr=False)
-    salutation: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    gender: str | None = None
-    date_of_birth: date | None = None
-    phone: str | None = None
-    company: str | None = None
-    # checkout sign-up: SHA-256 of X-Anonymous-Customer-Unique-Id; that guest cart is converted at activation
-    guest_cart_key: str | None = None
 
 
 @dataclass
@@ -175,19 +164,9 @@ class AccountsClient:
     ) -> WithStartWorkflowOperation[RegistrationWorkflow, RegistrationResult]:
         workflow_input = RegistrationInput(
             customer=NewCustomer(
+                **{f.name: getattr(registration, f.name) for f in fields(SignUp)},
                 customer_reference=reference,
-                email=registration.email,
-                locale=registration.locale,
-                channel=registration.channel,
                 password_hash=password_hash,
-                salutation=registration.salutation,
-                first_name=registration.first_name,
-                last_name=registration.last_name,
-                gender=registration.gender,
-                date_of_birth=registration.date_of_birth,
-                phone=registration.phone,
-                company=registration.company,
-                guest_cart_key=registration.guest_cart_key,
             ),
             timings=registration_timings(self._settings),
         )

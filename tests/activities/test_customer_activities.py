@@ -16,7 +16,10 @@ async def test_expiring_a_registration_twice_records_one_event_and_keeps_the_row
     activities = CustomerActivities(database.sessions)
     env = ActivityEnvironment()
     reference = f"{database.reference_prefix}EXP-{uuid.uuid4().hex[:8]}"
-    await env.run(activities.create_customer, NewCustomer(reference, unique_email(), "en_US", "api"))
+    await env.run(
+        activities.create_customer,
+        NewCustomer(customer_reference=reference, email=unique_email(), locale="en_US", channel="api"),
+    )
     expiry = ExpiryInput(reference, "api", "keep", f"registration:{reference}/{uuid.uuid4()}/expired")
 
     await env.run(activities.expire_registration, expiry)

@@ -54,7 +54,9 @@ def environment(activity_id: str = "1") -> ActivityEnvironment:
 
 async def new_customer(database: Database, email: str) -> str:
     reference = f"{database.reference_prefix}B-{uuid.uuid4().hex[:10]}"
-    await CustomerActivities(database.sessions).create_customer(NewCustomer(reference, email, "en_US", "api"))
+    await CustomerActivities(database.sessions).create_customer(
+        NewCustomer(customer_reference=reference, email=email, locale="en_US", channel="api")
+    )
     return reference
 
 

@@ -120,7 +120,9 @@ async def test_a_reset_link_racing_the_verification_link_activates_once(database
     before the reset writes. The reset must not activate it again (no second event, registered_at kept)."""
     sessions = database.sessions
     reference = f"{database.reference_prefix}race-{uuid.uuid4().hex[:8]}"
-    await CustomerActivities(sessions).create_customer(NewCustomer(reference, unique_email(), "en_US", "api"))
+    await CustomerActivities(sessions).create_customer(
+        NewCustomer(customer_reference=reference, email=unique_email(), locale="en_US", channel="api")
+    )
     async with sessions() as session:
         customer_id = (await load_customer(session, reference)).id
     reset = SetPassword(reference, "new-hash", "password_reset", "api", reference, f"race/{reference}", True)
