@@ -1,0 +1,205 @@
+"""The parts a fault test breaks: a Temporal dev server, a worker process, a TCP proxy.
+
+Each can be stopped and started again on the same port, which is what the fault tests need and what
+the session-wide fixtures of tests/conftest.py (WorkflowEnvironment, in-process workers) cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import _binary, free_port
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from accounts.temporal import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class TemporalServer:
+    """`temporal server start-dev` with file persistence, restartable on the same port (as `accounts dev` runs it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._db = directory / "temporal.db"
+        self._log = directory / "temporal.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        arguments = [
+            _binary("temporal"), "server", "start-dev", "--headless",
+            "--ip", "127.0.0.1", "--port", str(self.port),
+            "--db-filename", str(self._db), "--log-level", "error",
+        ]  # fmt: skip
+        for key in SEARCH_ATTRIBUTES:
+            arguments += ["--search-attribute", f"{key.name}=Keyword"]
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
+
+    async def ready(self, client: Client, timeout: float = 60) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"the Temporal dev server exited:\n{_tail(self._log)}")
+            try:
+                await client.count_workflows()  # visibility and search attributes ready, not just the port
+                return
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+
+class WorkerProcess:
+    """`python worker.py` in the worktree, configured only through ACCOUNTS_* variables, as in production."""
+
+    def __init__(self, environment: dict[str, str], log: Path) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
+        self._environment = {**base, **environment, "PYTHONPATH": str(ROOT)}
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+        self.generation = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        assert self._process is None or self._process.poll() is not None, "a worker is already running"
+        self.generation += 1
+        with self._log.open("ab") as log:
+            log.write(f"--- worker {self.generation} ---\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                [sys.executable, "worker.py"], cwd=ROOT, env=self._environment, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    async def polling(self, client: Client, task_queue: str, timeout: float = 60) -> None:
+        """Wait until this process polls the activity task queue (its identity is `pid@host`)."""
+        assert self._process is not None
+        identity = f"{self._process.pid}@"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the worker exited ({self._process.returncode}):\n{_tail(self._log)}")
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                )
+            )
+            if any(poller.identity.startswith(identity) for poller in described.pollers):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the worker never polled {task_queue}:\n{_tail(self._log)}")
+            await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, no cleanup, whatever was in flight is lost."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    async def stop(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+    def log_tail(self) -> str:
+        return _tail(self._log)
+
+
+class TcpProxy:
+    """A TCP forwarder in front of PostgreSQL. `cut()` drops every connection and refuses new ones (they
+    are accepted and closed at once, as a failed network path or a stopped server looks to a client);
+    `restore()` lets connections through again."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._upstream = (upstream_host, upstream_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.is_cut = False
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            client_writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, upstream_writer))
+        try:
+            await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+        finally:
+            for writer in (client_writer, upstream_writer):
+                self._writers.discard(writer)
+                writer.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if self.is_cut:
+                    break
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
