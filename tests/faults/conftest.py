@@ -126,10 +126,10 @@ class Harness:
         await self.sink.start()
         self.log(f"SMTP sink listens again on {self.sink.port}")
 
-    def cut_database(self) -> None:
+    def cut_database(self, *, silently: bool = False) -> None:
         assert self.proxy is not None, "this harness runs without a database proxy (SQLite)"
-        self.log("database cut at the proxy")
-        self.proxy.cut()
+        self.log(f"database cut at the proxy{' (silently)' if silently else ''}")
+        self.proxy.cut(silently=silently)
 
     def restore_database(self) -> None:
         assert self.proxy is not None

@@ -145,41 +145,63 @@ class WorkerProcess:
 
 
 class TcpProxy:
-    """A TCP forwarder in front of PostgreSQL. `cut()` drops every connection and refuses new ones (they
-    are accepted and closed at once, as a failed network path or a stopped server looks to a client);
-    `restore()` lets connections through again."""
+    """A TCP forwarder in front of PostgreSQL that a test can cut and restore.
+
+    `cut()`: every connection is dropped and new ones are closed at once, as a stopped server or a
+    refused connection looks to a client. `cut(silently=True)`: nothing answers any more, connections
+    stay open and new ones are accepted, as a network partition looks; clients wait on their timeouts.
+    `restore()` lets connections through again (connections that went silent are reset then)."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self.is_cut = False
+        self._silent: asyncio.Event | None = None  # set when the silent cut ends
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def is_cut(self) -> bool:
+        return self._cut
+
     async def start(self) -> None:
+        self._cut = False
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
 
     async def stop(self) -> None:
+        self.restore()
         self.cut()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
 
-    def cut(self) -> None:
-        self.is_cut = True
+    def cut(self, *, silently: bool = False) -> None:
+        self._cut = True
+        if silently:
+            self._silent = asyncio.Event()
+            return
+        self._drop_all()
+
+    def restore(self) -> None:
+        if self._silent is not None:
+            self._silent.set()
+            self._silent = None
+            self._drop_all()
+        self._cut = False
+
+    def _drop_all(self) -> None:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
 
-    def restore(self) -> None:
-        self.is_cut = False
-
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
+        if self._cut:
+            if self._silent is not None:  # accepted, never answered, reset when the cut ends
+                self._writers.add(client_writer)
+                await self._silent.wait()
             client_writer.transport.abort()
             return
         try:
@@ -198,8 +220,10 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
-                if self.is_cut:
-                    break
+                if self._cut:
+                    if self._silent is None:
+                        break
+                    continue  # silently lost
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
