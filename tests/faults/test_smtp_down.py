@@ -62,7 +62,9 @@ async def test_emails_due_while_smtp_is_down_arrive_once_soon_after_it_returns(h
         for email, _ in resetting:
             await h.mail_to(email, "password of your")
 
-        results = {registration_id(ref): {"customer_reference": ref, "outcome": "verified"} for ref in registered}
+        results: dict[str, object] = {
+            registration_id(ref): {"customer_reference": ref, "outcome": "verified"} for ref in registered
+        }
         results |= {reset_id(ref): "password_set" for _, ref in resetting}
         results |= {lockout_workflow_id(ref): {"subject": f"customer:{ref}", "locks": 1} for _, ref in locking}
         for workflow_id, expected in results.items():
