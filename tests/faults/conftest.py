@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ import pytest_asyncio
 import uvicorn
 from conftest import PG_ADMIN_DSN, TEST_DEFAULTS, _postgres_available, free_port
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -93,6 +94,8 @@ class Harness:
     proxy: TcpProxy | None
     sessions: SessionFactory  # the test's own view of the database, never through the proxy
     api_url: str
+    engine: AsyncEngine
+    database_name: str | None  # PostgreSQL's; None for SQLite
 
     def log(self, message: str) -> None:
         """Progress on stdout (pytest shows it for a failed test): where a slow or stuck fault test was."""
@@ -136,13 +139,43 @@ class Harness:
         self.log("database reachable again")
         self.proxy.restore()
 
-    async def restart_temporal(self, down_for: float = 0) -> None:
-        self.log("Temporal dev server stopping")
-        await self.temporal.stop()
-        await asyncio.sleep(down_for)
-        self.temporal.start()
-        await self.temporal.ready(self.client)
-        self.log("Temporal dev server ready again")
+    @contextlib.asynccontextmanager
+    async def backup(self) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """Copy the PostgreSQL database now; the callable yielded puts that copy back in its place, as
+        restoring last night's backup does, while Temporal keeps every run it has."""
+        assert self.database_name is not None and self.proxy is not None, "backups need PostgreSQL"
+        live, copy, proxy = self.database_name, f"{self.database_name}_backup", self.proxy
+
+        async def offline(statements: list[str]) -> None:
+            proxy.cut()  # the API's and the worker's connections go; the test's own pool too
+            await self.engine.dispose()
+            admin = await asyncpg.connect(PG_ADMIN_DSN)
+            try:
+                for statement in statements:
+                    for attempt in range(50):  # a dropped connection's backend may take a moment to exit
+                        try:
+                            await admin.execute(statement)
+                            break
+                        except asyncpg.ObjectInUseError:
+                            if attempt == 49:
+                                raise
+                            await asyncio.sleep(0.1)
+            finally:
+                await admin.close()
+                proxy.restore()
+
+        async def restore() -> None:
+            await offline([f'DROP DATABASE "{live}" WITH (FORCE)', f'CREATE DATABASE "{live}" TEMPLATE "{copy}"'])
+            self.log("database restored from the backup")
+
+        await offline([f'CREATE DATABASE "{copy}" TEMPLATE "{live}"'])
+        self.log("database backed up")
+        try:
+            yield restore
+        finally:
+            admin = await asyncpg.connect(PG_ADMIN_DSN)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+            await admin.close()
 
     # --- what happened ----------------------------------------------------------------------------
 
@@ -318,6 +351,7 @@ def harness(temporal_server: tuple[TemporalServer, Client], tmp_path: Path) -> H
         sink = MailSink("127.0.0.1", free_port())
         await sink.start()
         proxy = None
+        name = None
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(sink.stop)
             if database == "postgres":
@@ -372,7 +406,16 @@ def harness(temporal_server: tuple[TemporalServer, Client], tmp_path: Path) -> H
                     serving.result()
                 await asyncio.sleep(0.02)
             built = Harness(
-                settings, client, server, worker, sink, proxy, session_factory(engine), f"http://127.0.0.1:{api_port}"
+                settings,
+                client,
+                server,
+                worker,
+                sink,
+                proxy,
+                session_factory(engine),
+                f"http://127.0.0.1:{api_port}",
+                engine,
+                name,
             )
             await built.start_worker()
             try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -12,6 +15,7 @@ from .conftest import Harness
 PASSWORD = "Vq8#nT2!pLm4-kettle"
 NEW_PASSWORD = "Lantern-7#quiet-harbor"
 JSONAPI = "application/vnd.api+json"
+ANSWER_WITHIN = 15.0  # how long a storefront can wait for an answer during an outage
 
 
 async def sign_up(http: httpx.AsyncClient, email: str | None = None) -> tuple[str, httpx.Response]:
@@ -81,6 +85,24 @@ async def fail_sign_ins(http: httpx.AsyncClient, email: str, times: int) -> None
     for _ in range(times):
         answer = await sign_in(http, email, "not the password at all")
         assert answer.status_code == 401, answer.text
+
+
+async def response_of(call: Awaitable[tuple[str, httpx.Response]]) -> httpx.Response:
+    return (await call)[1]
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[int | str, str | None, float, str]:
+    """(status or what went wrong, Retry-After, seconds, body) of a request given a little more than
+    ANSWER_WITHIN to answer."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(ANSWER_WITHIN + 5):
+            response = await request
+    except TimeoutError:
+        return "no answer", None, time.monotonic() - started, ""
+    except httpx.HTTPError as error:
+        return type(error).__name__, None, time.monotonic() - started, ""
+    return response.status_code, response.headers.get("retry-after"), time.monotonic() - started, response.text
 
 
 __all__ = ["token_from", "unique_email"]
