@@ -63,9 +63,10 @@ async def test_while_the_database_is_unreachable_the_api_says_503_and_every_life
         await asyncio.sleep(max(0.0, DOWN_FOR - (time.monotonic() - cut)))
         h.restore_database()
 
-        # every lifecycle under way finishes; the client retries what was refused
-        assert (await flows.confirm(http, waiting_token)).status_code == 204
-        assert (await flows.restore_password(http, reset_key)).status_code == 204
+        # every lifecycle under way finishes; the client retries what was refused (422: a refused request
+        # had gone through after all; the workflow results below tell)
+        assert (await flows.confirm(http, waiting_token)).status_code in (204, 422)
+        assert (await flows.restore_password(http, reset_key)).status_code in (204, 422)
         assert (await flows.sign_in(http, signed_email)).status_code == 201
         late_token = flows.token_from(await h.mail_to(late_email, "please confirm", timeout=60))
         assert (await flows.confirm(http, late_token)).status_code == 204
