@@ -227,3 +227,75 @@ class TcpProxy:
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
+
+
+class SmtpGate:
+    """A TCP forwarder in front of the SMTP sink that can hold the server's answer to a message: armed,
+    it lets a message through (the sink stores it) and keeps back the reply, so the sender stands right
+    after the handover and before it learns of it, until `release()`. Connections fail while the sink
+    is stopped, as they would without the gate."""
+
+    _END_OF_DATA = b"\r\n.\r\n"
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_port = upstream_port
+        self._server: asyncio.Server | None = None
+        self._armed = False
+        self._released = asyncio.Event()
+        self.held = 0  # messages whose reply is held back right now
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def arm(self) -> None:
+        self._armed = True
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        self._armed = False
+        self._released.set()
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        holding = asyncio.Event()  # set once this connection's message went through while armed
+
+        async def to_server() -> None:
+            tail = b""
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await client_reader.read(65536):
+                    seen, tail = tail + data, (tail + data)[-4:]
+                    if self._armed and not holding.is_set() and self._END_OF_DATA in seen:
+                        holding.set()  # before the message goes on: its reply must find it set
+                    upstream_writer.write(data)
+                    await upstream_writer.drain()
+            upstream_writer.transport.abort()
+
+        async def to_client() -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await upstream_reader.read(65536):
+                    if holding.is_set() and not self._released.is_set():
+                        self.held += 1
+                        try:
+                            await self._released.wait()
+                        finally:
+                            self.held -= 1
+                    client_writer.write(data)
+                    await client_writer.drain()
+            client_writer.transport.abort()
+
+        await asyncio.gather(to_server(), to_client())
