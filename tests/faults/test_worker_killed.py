@@ -71,11 +71,15 @@ class KillPoint:
         await self.go.wait()
 
 
-async def reference_of(h: Harness, email: str) -> str:
-    async with h.sessions() as session:
-        reference = await session.scalar(select(Customer.customer_reference).where(Customer.email_key == email.lower()))
-    assert reference is not None, f"no customer row for {email}"
-    return reference
+async def reference_of(h: Harness, email: str, timeout: float = 60) -> str:
+    """The customer's reference, once the worker created the row (a 503 answer did not name it)."""
+    for _ in range(int(timeout * 5)):
+        async with h.sessions() as session:
+            found = await session.scalar(select(Customer.customer_reference).where(Customer.email_key == email.lower()))
+        if found is not None:
+            return str(found)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no customer row for {email}")
 
 
 def answered(response: httpx.Response, *ok: int) -> None:
@@ -378,3 +382,27 @@ async def _settle(
                     problems.append(f"{name}: audit {event!r} recorded {counts[(reference, event)]} times")
         problems += [f"{name}: audit {event!r} recorded {n} times" for (_, event), n in counts.items() if n > 1]
     return problems
+
+
+async def test_a_sign_up_while_no_worker_runs_is_findable_and_finishes_once_one_starts(
+    harness: HarnessFactory,
+) -> None:
+    """Ops look for a customer's run in the Temporal UI by reference while the workers are down."""
+    async with harness(database="sqlite") as h, h.http(timeout=120) as http:
+        await h.kill_worker()
+        counter = await _counter(h)
+        signing_up = asyncio.create_task(flows.sign_up(http))
+        reference = await _next_reference(h, counter)
+        found: list[str] = []
+        for _ in range(50):  # visibility is eventually consistent
+            found = [run.id async for run in h.client.list_workflows(f"CustomerReference = '{reference}'")]
+            if found:
+                break
+            await asyncio.sleep(0.2)
+        await h.start_worker()
+        email, created = await signing_up
+        answered(created, 201)
+        token = flows.token_from(await h.mail_to(email, "please confirm"))
+        answered(await flows.confirm(http, token), 204)
+        assert (await h.result(registration_id(reference)))["outcome"] == "verified"
+        assert found == [registration_id(reference)], "no run carries CustomerReference while no worker runs"
