@@ -78,7 +78,7 @@ class EmailActivities:
             issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == request.idempotency_key))
             if issued is not None and await _finished(session, request.idempotency_key):
                 return TokenLinkSent(issued.token_hash)
-            token = tokens.new_token()
+            token = tokens.issued_token(self._settings.secret_key.get_secret_value(), request.idempotency_key)
             if issued is None:
                 issued = OneTimeToken(issue_key=request.idempotency_key, customer_id=customer.id)
                 session.add(issued)
@@ -86,8 +86,8 @@ class EmailActivities:
             issued.purpose = request.purpose
             issued.expires_at = request.expires_at
         link = f"{self._settings.public_url.rstrip('/')}{request.path}?token={token}"
-        # A retry after a lost "sent" mark mints a new token: its mail gets its own Message-ID, so a
-        # receiver that drops duplicates keeps the mail whose link works.
+        # A retry after a lost "sent" mark derives the same token: the same link, the same Message-ID, so a
+        # receiver that drops duplicates keeps one mail, and whichever copy is opened works.
         await self._deliver(
             customer,
             request.template,
