@@ -1,0 +1,82 @@
+"""What every request gets on a bad day, over real HTTP: a bounded wait, 503 for an outage, a Glue 500 with
+a request id for anything else, and clear 4xx answers for numbers, bodies and forms the API cannot take."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import Database, StackFactory, registration_body, token_from, unique_email
+from sqlalchemy import select
+from test_login_http import PASSWORD, login_body
+
+from accounts.models import Customer
+from api.guard import UNAVAILABLE
+
+pytestmark = pytest.mark.e2e
+JSONAPI = "application/vnd.api+json"
+OUTAGE = {"errors": [{"status": 503, "code": "503", "detail": UNAVAILABLE}]}
+
+
+def confirmation_body(key: str) -> dict[str, Any]:
+    return {"data": {"type": "customer-confirmation", "attributes": {"registrationKey": key}}}
+
+
+async def test_a_wait_for_a_lifecycle_ends_at_the_request_timeout_and_the_lifecycle_finishes_anyway(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    """No worker: the registration's update cannot be answered. The request answers 503 at the bound; once
+    a worker runs again, the registration the request started completes without it."""
+    async with stack(dev_server, database, api=True, request_timeout=timedelta(seconds=1)) as e2e:
+        assert e2e.worker is not None
+        await e2e.worker.shutdown()
+        email = unique_email("deadline")
+        async with e2e.http() as http:
+            started = time.monotonic()
+            response = await http.post("/customers", json=registration_body(email, PASSWORD))
+            waited = time.monotonic() - started
+            assert (response.status_code, response.json()) == (503, OUTAGE)
+            assert response.headers["retry-after"] == "5"
+            assert response.headers["x-request-id"]
+            assert 1 <= waited < 3
+
+            await e2e.restart_worker()
+            key = token_from(await e2e.mail_to(email, "confirm", timeout=30))
+            assert (await http.post("/customer-confirmation", json=confirmation_body(key))).status_code == 204
+        async with database.sessions() as session:
+            customer = await session.scalar(select(Customer).where(Customer.email_key == email))
+        assert customer is not None and customer.registered_at is not None
+
+
+async def test_an_unexpected_failure_answers_a_glue_500_that_names_the_logged_request_id(
+    stack: StackFactory, dev_server: Any, sqlite_database: Database, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API is handed a database nobody migrated (a deployment mistake, not an outage): no table exists."""
+    broken = dataclasses.replace(sqlite_database, url=f"sqlite+aiosqlite:///{tmp_path / 'never-migrated.db'}")
+    caplog.set_level(logging.WARNING, logger="api.requests")
+    async with stack(dev_server, broken, api=True) as e2e, e2e.http() as http:
+        traced = await http.post(
+            "/access-tokens", json=login_body(unique_email(), PASSWORD), headers={"X-Request-Id": "shop-7f3a.42"}
+        )
+        untraced = await http.post("/access-tokens", json=login_body(unique_email(), PASSWORD))
+        insane = await http.post(
+            "/access-tokens", json=login_body(unique_email(), PASSWORD), headers={"X-Request-Id": "a b\tc" * 40}
+        )
+    assert traced.status_code == 500
+    assert traced.headers["content-type"].startswith(JSONAPI)
+    assert traced.json() == {
+        "errors": [{"status": 500, "code": "500", "detail": "Internal error. Reference: shop-7f3a.42"}]
+    }
+    assert traced.headers["x-request-id"] == "shop-7f3a.42"
+    for answer in (untraced, insane):
+        generated = answer.headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+        assert answer.json()["errors"][0]["detail"] == f"Internal error. Reference: {generated}"
+    logged = [r for r in caplog.records if r.name == "api.requests" and "shop-7f3a.42" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    assert logged[0].exc_info is not None and "no such table" in str(logged[0].exc_info[1])
