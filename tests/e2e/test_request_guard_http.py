@@ -3,17 +3,20 @@ a request id for anything else, and clear 4xx answers for numbers, bodies and fo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import Database, StackFactory, registration_body, token_from, unique_email
-from sqlalchemy import select
+from conftest import PG_ADMIN_DSN, Database, StackFactory, registration_body, token_from, unique_email
+from sqlalchemy import make_url, select
 from test_login_http import PASSWORD, login_body
+from test_profile_http import signed_in
 
 from accounts.models import Customer
 from api.guard import UNAVAILABLE
@@ -51,6 +54,93 @@ async def test_a_wait_for_a_lifecycle_ends_at_the_request_timeout_and_the_lifecy
         async with database.sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email))
         assert customer is not None and customer.registered_at is not None
+
+
+class TcpProxy:
+    """A TCP hop in front of PostgreSQL that a test can cut (connections reset, port refused), turn into a
+    black hole (connections accepted, never answered) and restore."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.black_hole = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self.black_hole:
+            return  # held open, never answered: a connect that hangs
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    target = make_url(PG_ADMIN_DSN)
+    hop = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await hop.start()
+    yield hop
+    if hop._server is not None:
+        await hop.cut()
+
+
+async def test_a_database_outage_answers_503_with_retry_after_never_500(
+    stack: StackFactory, dev_server: Any, postgres_database: Database, proxy: TcpProxy
+) -> None:
+    url = make_url(postgres_database.url).set(host="127.0.0.1", port=proxy.port)
+    # the API reaches PostgreSQL through the proxy; the worker keeps its direct connection
+    behind = dataclasses.replace(postgres_database, url=url.render_as_string(hide_password=False))
+    async with stack(dev_server, behind, api=True, request_timeout=timedelta(seconds=30)) as e2e, e2e.http() as http:
+        email, reference, bearer = await signed_in(e2e, http)
+        assert (await http.get(f"/customers/{reference}", headers=bearer)).status_code == 200
+
+        await proxy.cut()
+        answers = [
+            await http.get(f"/customers/{reference}", headers=bearer),
+            await http.post("/access-tokens", json=login_body(email, PASSWORD)),
+            await http.post("/customers", json=registration_body(unique_email("outage"), PASSWORD)),
+        ]
+        assert [(a.status_code, a.json(), a.headers.get("retry-after")) for a in answers] == [(503, OUTAGE, "5")] * 3
+
+        proxy.black_hole = True  # connects hang: the connect timeout answers, long before the 30 s bound
+        await proxy.start()
+        started = time.monotonic()
+        hung = await http.get(f"/customers/{reference}", headers=bearer)
+        assert (hung.status_code, hung.json()) == (503, OUTAGE)
+        assert time.monotonic() - started < 15
+
+        await proxy.cut()
+        proxy.black_hole = False
+        await proxy.start()
+        again = await http.get(f"/customers/{reference}", headers=bearer)
+        assert again.status_code == 200, again.text
+        assert again.json()["data"]["attributes"]["email"] == email
 
 
 async def test_an_unexpected_failure_answers_a_glue_500_that_names_the_logged_request_id(
