@@ -20,6 +20,7 @@ from test_profile_http import signed_in
 
 from accounts.models import Customer
 from api.guard import UNAVAILABLE
+from api.routes.orders import MAX_OFFSET
 
 pytestmark = pytest.mark.e2e
 JSONAPI = "application/vnd.api+json"
@@ -170,3 +171,18 @@ async def test_an_unexpected_failure_answers_a_glue_500_that_names_the_logged_re
     logged = [r for r in caplog.records if r.name == "api.requests" and "shop-7f3a.42" in r.getMessage()]
     assert len(logged) == 1 and logged[0].levelno == logging.ERROR
     assert logged[0].exc_info is not None and "no such table" in str(logged[0].exc_info[1])
+
+
+async def test_numbers_beyond_any_column_are_a_glue_error_not_an_overflow(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    async with stack(dev_server, database, api=True) as e2e, e2e.http() as http:
+        _, reference, bearer = await signed_in(e2e, http)
+        orders = f"/customers/{reference}/orders"
+        for params in ({"page[offset]": 2**63}, {"page[offset]": MAX_OFFSET + 1}, {"page[limit]": 2**63}):
+            refused = await http.get(orders, params=params, headers=bearer)
+            assert refused.status_code == 422, (params, refused.text)
+            assert refused.json()["errors"][0]["code"] == "901"
+            assert refused.json()["errors"][0]["detail"].startswith(f"{next(iter(params))} => ")
+        farthest = await http.get(orders, params={"page[offset]": MAX_OFFSET}, headers=bearer)
+        assert (farthest.status_code, farthest.json()["data"]) == (200, [])
