@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -186,3 +187,26 @@ async def test_numbers_beyond_any_column_are_a_glue_error_not_an_overflow(
             assert refused.json()["errors"][0]["detail"].startswith(f"{next(iter(params))} => ")
         farthest = await http.get(orders, params={"page[offset]": MAX_OFFSET}, headers=bearer)
         assert (farthest.status_code, farthest.json()["data"]) == (200, [])
+
+
+async def test_a_chunked_body_over_the_limit_answers_413_like_a_declared_one(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    async def chunked(body: bytes) -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding chunked
+        for start in range(0, len(body), 256):
+            yield body[start : start + 256]
+
+    too_large = b'{"data": "' + b"x" * 3000 + b'"}'
+    async with stack(dev_server, database, api=True, max_request_bytes=1024) as e2e, e2e.http() as http:
+        refused = await http.post("/customers", content=chunked(too_large), headers={"Content-Type": JSONAPI})
+        declared = await http.post("/customers", content=too_large, headers={"Content-Type": JSONAPI})
+        email = unique_email("chunked")
+        body = registration_body(email, PASSWORD)
+        accepted = await http.post(
+            "/customers", content=chunked(json.dumps(body).encode()), headers={"Content-Type": JSONAPI}
+        )
+    assert "content-length" not in refused.request.headers
+    expected = {"errors": [{"status": 413, "code": "901", "detail": "data => The request body exceeds 1024 bytes."}]}
+    assert (refused.status_code, refused.json()) == (413, expected)
+    assert (declared.status_code, declared.json()) == (413, expected)
+    assert accepted.status_code == 201, accepted.text
