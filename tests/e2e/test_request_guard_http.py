@@ -210,3 +210,20 @@ async def test_a_chunked_body_over_the_limit_answers_413_like_a_declared_one(
     assert (refused.status_code, refused.json()) == (413, expected)
     assert (declared.status_code, declared.json()) == (413, expected)
     assert accepted.status_code == 201, accepted.text
+
+
+async def test_the_oauth_endpoint_answers_oauth_errors_for_a_body_that_is_no_form(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    async with stack(dev_server, database, api=True) as e2e, e2e.http() as http:
+        form = {"grant_type": "password", "username": unique_email(), "password": PASSWORD}
+        as_json = await http.post("/token", json=form)
+        too_long = await http.post("/token", data={"grant_type": "x" * 33})
+        empty = await http.post("/token", data={})
+    for answer in (as_json, too_long, empty):
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "invalid_request"
+        assert answer.json()["error_description"]
+        assert answer.headers["cache-control"] == "no-store"
+    assert "application/x-www-form-urlencoded" in as_json.json()["error_description"]
+    assert "grant_type" in too_long.json()["error_description"]
