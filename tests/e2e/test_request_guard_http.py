@@ -16,12 +16,16 @@ from typing import Any
 import pytest
 from conftest import PG_ADMIN_DSN, Database, StackFactory, registration_body, token_from, unique_email
 from sqlalchemy import make_url, select
+from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
 from test_profile_http import signed_in
 
+from accounts.mailsink import MailSink
 from accounts.models import Customer
 from api.guard import UNAVAILABLE
 from api.routes.orders import MAX_OFFSET
+from starter.client import registration_id
+from workflows.registration import RegistrationWorkflow
 
 pytestmark = pytest.mark.e2e
 JSONAPI = "application/vnd.api+json"
@@ -143,6 +147,51 @@ async def test_a_database_outage_answers_503_with_retry_after_never_500(
         again = await http.get(f"/customers/{reference}", headers=bearer)
         assert again.status_code == 200, again.text
         assert again.json()["data"]["attributes"]["email"] == email
+
+
+async def test_a_wait_for_an_email_on_a_silent_smtp_server_ends_at_the_bound_and_the_email_follows(
+    stack: StackFactory, dev_server: Any, sqlite_database: Database, sink: MailSink
+) -> None:
+    """A resend answers once its link went out. With an SMTP server that accepts and never answers, the
+    support call answers 503 at the bound; when SMTP is back, the link arrives and activates."""
+    smtp = TcpProxy("127.0.0.1", sink.port)
+    await smtp.start()
+    overrides = {"smtp_port": smtp.port, "smtp_timeout": 2.0, "verification_resend_min_interval": timedelta(0)}
+    try:
+        async with (
+            stack(dev_server, sqlite_database, api=True, request_timeout=timedelta(seconds=1), **overrides) as e2e,
+            e2e.http() as http,
+        ):
+            email = unique_email("smtp")
+            created = await http.post("/customers", json=registration_body(email, PASSWORD))
+            assert created.status_code == 201, created.text
+            reference = created.json()["data"]["id"]
+            first = token_from(await e2e.mail_to(email, "confirm"))
+            registration = e2e.client.get_workflow_handle(registration_id(reference))
+            while (await registration.query(RegistrationWorkflow.status)).links_sent < 1:
+                await asyncio.sleep(0.05)  # the SMTP session ends after the sink has the message
+
+            await smtp.cut()
+            smtp.black_hole = True
+            await smtp.start()
+            staff = {"Authorization": f"Bearer {await staff_key(e2e, 'smtp')}"}
+            path = f"/backoffice/customers/{reference}/resend-verification"
+            started = time.monotonic()
+            resend = await http.post(path, headers=staff)
+            assert (resend.status_code, resend.json()) == (503, OUTAGE)
+            assert time.monotonic() - started < 3
+
+            await smtp.cut()  # the stuck attempt fails; the activity's next attempt gets through
+            smtp.black_hole = False
+            await smtp.start()
+            resent = await sink.wait_for(
+                lambda m: email in m.to and any("token=" in link for link in m.links) and token_from(m) != first,
+                timeout=30,
+            )
+            second = token_from(resent)
+            assert (await http.post("/customer-confirmation", json=confirmation_body(second))).status_code == 204
+    finally:
+        await smtp.cut()
 
 
 async def test_an_unexpected_failure_answers_a_glue_500_that_names_the_logged_request_id(
