@@ -15,15 +15,26 @@ SessionFactory = async_sessionmaker[AsyncSession]
 DATABASE_TIMEOUT = 30.0
 
 
+# An unreachable database fails fast rather than hanging: a request then answers 503 by this error, well
+# within ACCOUNTS_REQUEST_TIMEOUT (10 s), and a retried activity tries again soon. Together the two
+# waits stay under that default.
+CONNECT_TIMEOUT_SECONDS = 5
+POOL_TIMEOUT_SECONDS = 4
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """hide_parameters: a database error's message must not carry emails or hashes into logs and
     Temporal failure messages (which the payload codec does not encrypt by default)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        bounded = {"timeout": DATABASE_TIMEOUT, "server_settings": {"lock_timeout": f"{DATABASE_TIMEOUT:g}s"}}
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=bounded, **kwargs)
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
+        if parsed.get_driver_name() == "asyncpg":
+            lock_timeout = {"lock_timeout": f"{DATABASE_TIMEOUT:g}s"}
+            kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": lock_timeout})
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)  # an in-memory database has one connection
     # Writers queue on SQLite's file lock instead of failing at once ("database is locked").
     engine = create_async_engine(url, connect_args={"timeout": DATABASE_TIMEOUT}, hide_parameters=True, **kwargs)
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_request_bytes: int = 2 * 1024 * 1024
+    # the longest any request waits (for a workflow's update, the database) before it answers 503:
+    # an outage must not hang clients; the lifecycle a request started goes on without it
+    request_timeout: Duration = timedelta(seconds=10)
     # proxies trusted to name the client address (X-Forwarded-For): the per-IP lockout needs the real
     # address; behind a proxy that is not listed here, every customer would share the proxy's address
     forwarded_allow_ips: str = "127.0.0.1"
@@ -145,6 +148,8 @@ class Settings(BaseSettings):
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
         if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
             raise ValueError("lockout thresholds must be at least 1")
+        if self.request_timeout <= timedelta(0):
+            raise ValueError("ACCOUNTS_REQUEST_TIMEOUT must be positive")
         if self.password_min_length > self.password_max_length:
             raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
         return self

@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
@@ -21,6 +20,7 @@ from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi, web
+from api.guard import RequestGuard
 from api.middleware import BodySizeLimit, install_log_redaction
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords
 from starter import AccountsClient
@@ -55,6 +55,9 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # outermost (added last): its deadline, request id and error answers cover everything inside it,
+    # including Temporal (RPCError) and database outages, which answer 503 there
+    app.add_middleware(RequestGuard, timeout=settings.request_timeout)
 
     @app.exception_handler(RequestValidationError)
     async def _schema_violation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,14 +67,6 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return jsonapi.errors_response([jsonapi.GlueError(exc.status_code, str(exc.status_code), detail)])
-
-    @app.exception_handler(RPCError)
-    async def _temporal_unavailable(_: Request, exc: RPCError) -> JSONResponse:
-        # Temporal unreachable or overloaded: nothing was decided; the client may try again.
-        return jsonapi.errors_response(
-            [jsonapi.GlueError(503, "503", "The service is temporarily unavailable. Please try again.")],
-            headers={"Retry-After": "5"},
-        )
 
     @app.exception_handler(jsonapi.GlueException)
     async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:

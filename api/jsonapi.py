@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Send
 
 MEDIA_TYPE = "application/vnd.api+json"
 
@@ -57,6 +59,16 @@ def errors_response(errors: Iterable[GlueError], headers: Mapping[str, str] | No
 # Glue's request check (GlueApplication's RestRequestValidator): a body that is not JSON, or has no
 # `data` with `type` and `attributes`. Glue answers it without a code.
 POST_DATA_INVALID = GlueError(400, None, "Post data is invalid.")
+
+
+async def send_errors(send: Send, error: GlueError, headers: Mapping[str, str] | None = None) -> None:
+    """The same error document, sent by an ASGI middleware (which answers before or instead of a route)."""
+    body = json.dumps({"errors": [error.as_dict()]}).encode()
+    raw = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
 
 # Symfony's validator texts, which Glue clients see for schema violations (code 901).
 _MESSAGES = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.jsonapi import MEDIA_TYPE
+from api.jsonapi import GlueError, send_errors
 
 _TOKEN_IN_URL = re.compile(
     r"((?:token|key)=)[^&\s\"]+|(/customer-restore-password/|/refresh-tokens/(?!mine\b))[^/?\s\"]+", re.IGNORECASE
@@ -37,7 +36,11 @@ def install_log_redaction() -> None:
 
 
 class BodySizeLimit:
-    """Refuses bodies over the limit with a Glue error before they are read into memory."""
+    """Refuses bodies over the limit with a Glue error before they are read into memory.
+
+    A declared Content-Length is checked up front. A chunked body is counted as it arrives; at the limit
+    the refusal is sent at once and the route only learns that the client left. (Raising instead does not
+    work: FastAPI turns any exception met while it reads a body into its own 400.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -52,45 +55,30 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
+        refused = answered = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    refused = True
+                    if not answered:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def unless_refused(message: Message) -> None:
+            nonlocal answered
+            if not refused:  # the route's answer to a body it never got whole is not sent
+                answered = True
+                await send(message)
+
+        await self.app(scope, limited, unless_refused)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "errors": [
-                    {
-                        "status": 413,
-                        "code": "901",
-                        "detail": f"data => The request body exceeds {self.max_bytes} bytes.",
-                    }
-                ]
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
+        error = GlueError(413, "901", f"data => The request body exceeds {self.max_bytes} bytes.")
+        await send_errors(send, error)

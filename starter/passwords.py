@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
 from sqlalchemy import select
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -25,6 +32,8 @@ from starter.errors import AccountsError, InvalidResetKey, PasswordRejected, Reg
 from starter.login import Logins
 from workflows.password_change import PasswordChange, PasswordChangeWorkflow
 from workflows.password_reset import CompleteReset, ForceRequest, PasswordResetWorkflow, ResetInput, ResetTimings
+
+log = logging.getLogger("accounts.passwords")
 
 
 def reset_id(customer_reference: str) -> str:
@@ -49,10 +58,21 @@ class Passwords:
         self._logins = logins
 
     async def forgotten(self, email: str) -> None:
-        """Start or join the reset for this address; nothing (and no difference) for an unknown one."""
+        """Start or join the reset for this address; nothing (and no difference) for an unknown one.
+
+        The API runs this after its answer (so known and unknown addresses cost the same time), where no
+        request deadline applies: it is bounded here, so an outage leaves no task waiting forever. A reset
+        started before the bound goes on by itself; a request lost to the outage is asked again."""
         customer = await self._by_email(email)
-        if customer is not None:
-            await self._start_reset(customer.customer_reference, kind="reset", channel="storefront", actor="customer")
+        if customer is None:
+            return
+        try:
+            async with asyncio.timeout(self._settings.request_timeout.total_seconds()):
+                await self._start_reset(
+                    customer.customer_reference, kind="reset", channel="storefront", actor="customer"
+                )
+        except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+            log.warning("forgotten password of %s not handed on: %s", customer.customer_reference, type(error).__name__)
 
     async def complete_reset(self, token: str, password: str) -> str:
         """Set the new password with the emailed key. Raises InvalidResetKey or PasswordRejected."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Form, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from accounts import carts
 from accounts.access_tokens import AccessTokenIssuer
@@ -141,7 +144,32 @@ async def revoke_refresh_token(refresh_token: str, request: Request, customer: C
     return Response(status_code=204)
 
 
-@router.post("/token", summary="OAuth 2.0 token endpoint (grant_type password or refresh_token)")
+FORM = "application/x-www-form-urlencoded"
+
+
+class OAuthRoute(APIRoute):
+    """OAuth clients read OAuth's errors (RFC 6749, 5.2), not Glue's: a body that is no valid form (JSON,
+    a parameter missing or too long) answers 400 invalid_request instead of Glue's 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as invalid:
+                if not request.headers.get("content-type", "").startswith(FORM):
+                    return _oauth_error(400, "invalid_request", f"The parameters must be sent as {FORM}.")
+                names = sorted({str(e["loc"][-1]) for e in invalid.errors() if e.get("loc")})
+                return _oauth_error(400, "invalid_request", f"Missing or invalid parameter: {', '.join(names)}.")
+
+        return run
+
+
+oauth = APIRouter(tags=["access-tokens"], route_class=OAuthRoute)
+
+
+@oauth.post("/token", summary="OAuth 2.0 token endpoint (grant_type password or refresh_token)")
 async def oauth_token(
     request: Request,
     accounts: Accounts,
@@ -185,6 +213,9 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse(
         {"error": error, "error_description": description}, status_code=status, headers={"Cache-Control": "no-store"}
     )
+
+
+router.include_router(oauth)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")

@@ -24,6 +24,7 @@ router = APIRouter(tags=["orders"])
 NOT_FOUND = GlueError(404, "1101", "Cant find order by the given order reference")
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
+MAX_OFFSET = 1_000_000_000  # far beyond any history; keeps OFFSET inside what SQLite and PostgreSQL accept
 
 
 def order_resource(request: Request, order: Order) -> dict[str, Any]:
@@ -43,7 +44,7 @@ async def list_orders(
     request: Request,
     customer: OwnAccount,
     sessions: Sessions,
-    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
+    offset: Annotated[int, Query(alias="page[offset]", ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> JSONResponse:
     async with sessions() as session:

@@ -14,12 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from temporalio.service import RPCError
 
 from accounts.backoffice import BackOffice
 from accounts.db import SessionFactory
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
+from api.guard import RETRY_AFTER_SECONDS, unavailable
 from api.web.session import SessionCodec, WebSession, same
 from api.web.sign_in import StaffSignIn
 from starter import AccountsClient
@@ -123,13 +123,16 @@ class WebRoute(APIRoute):
                 response = web.page(
                     "error.html", status_code=400, heading="Bad request", message="The form was incomplete or invalid."
                 )
-            except RPCError:
+            except Exception as error:
+                if not unavailable(error):  # the request guard answers and logs it
+                    raise
                 response = web.page(
                     "error.html",
                     status_code=503,
                     heading="Temporarily unavailable",
-                    message="The workflow service did not answer; nothing was changed. Please try again.",
+                    message="The workflow service or the database did not answer. Please try again.",
                 )
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             response.headers.update(SECURITY_HEADERS)
             return response
 

@@ -304,3 +304,18 @@ async def test_forcing_a_reset_over_a_running_one_ends_it_through_its_own_path(p
         first = stack.client.get_workflow_handle(reset_id(reference), run_id=first_run)
         assert await first.result() == "password_set"
         assert (await first.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_forgotten_password_with_no_worker_up_gives_up_at_the_request_bound(
+    stack: StackFactory, dev_server: Any, sqlite_database: Any
+) -> None:
+    """It runs after the API's answer, where no request deadline applies: it must not wait forever."""
+    async with stack(dev_server, sqlite_database, request_timeout=timedelta(seconds=1)) as built:
+        email, reference = await verified_customer(built)
+        assert built.worker is not None
+        await built.worker.shutdown()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(built.accounts.passwords.forgotten(email), timeout=10)
+        assert asyncio.get_running_loop().time() - started < 5
+        await built.restart_worker()  # the reset it started goes on by itself
+        await reset_link(built, email)
