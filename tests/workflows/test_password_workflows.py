@@ -311,7 +311,7 @@ async def test_a_forgotten_password_with_no_worker_up_gives_up_at_the_request_bo
 ) -> None:
     """It runs after the API's answer, where no request deadline applies: it must not wait forever."""
     async with stack(dev_server, sqlite_database, request_timeout=timedelta(seconds=1)) as built:
-        email, reference = await verified_customer(built)
+        email, _ = await verified_customer(built)
         assert built.worker is not None
         await built.worker.shutdown()
         started = asyncio.get_running_loop().time()
