@@ -176,22 +176,34 @@ async def deletion(h: Harness, http: httpx.AsyncClient, point: KillPoint) -> Out
     await point.at_step(h, reference)
     answered(await flows.delete(http, reference, auth), 204)
     await h.mail_to(email, "was deleted", timeout=90)
-    return Outcome([reference], {anonymization_id(reference): lambda r: r is None}, {*VERIFIED, "customer_anonymized"})
+    return Outcome(
+        [reference],
+        {anonymization_id(reference): lambda r: r is None},
+        {*VERIFIED, "deletion_started", "customer_anonymized"},
+    )
 
 
 async def deletion_stored(h: Harness, http: httpx.AsyncClient, point: KillPoint) -> Outcome:
-    """The email goes out first; the scrub then waits on the customer row the test holds locked, and the
-    cut ends that attempt: the kill lands after the email and before the scrub."""
+    """The deletion first marks the row (`deletion_started`, under its lock) and ends the lifecycles; then
+    the test holds the row locked, the email goes out (it needs no lock), the scrub waits on the row, and
+    the cut ends that attempt: the kill lands after the email and before the scrub."""
     email, reference = await flows.active(h, http)
     auth = await flows.bearer(http, email)
     await h.quiescent(reference)
+    deleting = asyncio.create_task(flows.delete(http, reference, auth))
+    async with asyncio.timeout(60):
+        while not (await h.audit_counts([reference]))[(reference, "deletion_started")]:
+            await asyncio.sleep(0.01)
     async with h.row_locked(reference):
-        deleting = asyncio.create_task(flows.delete(http, reference, auth))
         await h.mail_to(email, "was deleted")
         await h.wait_for_activities({anonymization_id(reference): "anonymize_customer"}, retrying=False)
         await point.at_step(h, reference, settled=False)
     answered(await deleting, 204)
-    return Outcome([reference], {anonymization_id(reference): lambda r: r is None}, {*VERIFIED, "customer_anonymized"})
+    return Outcome(
+        [reference],
+        {anonymization_id(reference): lambda r: r is None},
+        {*VERIFIED, "deletion_started", "customer_anonymized"},
+    )
 
 
 async def lock(h: Harness, http: httpx.AsyncClient, point: KillPoint) -> Outcome:
