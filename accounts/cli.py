@@ -91,7 +91,7 @@ def echo_unwrapped(text: str) -> None:
 @app.command()
 def dev() -> None:
     """Start the whole stack: Temporal dev server, SMTP sink, migrations, worker and API."""
-    from accounts.dev import run_dev
+    from devstack.dev import run_dev
 
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run_dev(Settings(), echo=echo_unwrapped))

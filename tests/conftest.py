@@ -36,11 +36,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from accounts.db import SessionFactory, create_engine, session_factory
-from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
 from api.app import create_app
+from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
 from worker import build_worker
 
