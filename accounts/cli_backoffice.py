@@ -1,6 +1,6 @@
 """Back-office commands for support staff: `accounts customers|notes|groups ...` (registered in accounts.cli).
 
-Each command is a `accounts.backoffice.BackOffice` use case, the same one the API and the web UI call.
+Each command is a `backoffice.BackOffice` use case, the same one the API and the web UI call.
 Tables are printed with rich; `--json` prints the API's attribute shapes for scripts. The actor recorded
 in the audit trail is `--agent`, by default `cli:<OS user>`. Whoever runs these holds the database
 credentials, so the CLI acts with every role.
@@ -25,8 +25,8 @@ from rich.table import Table
 from accounts.settings import Settings
 
 if TYPE_CHECKING:
-    from accounts.backoffice import BackOffice
     from accounts.staff import StaffMember
+    from backoffice import BackOffice
 
 customers_app = typer.Typer(help="Back office: customers.", no_args_is_help=True)
 notes_app = typer.Typer(help="Back office: notes on customers.", no_args_is_help=True)
@@ -58,7 +58,7 @@ SortOption = Annotated[
 
 
 def _actor(agent: str | None) -> StaffMember:
-    from accounts.backoffice import cli_staff
+    from backoffice import cli_staff
 
     return cli_staff(agent or f"cli:{getpass.getuser()}")
 
@@ -67,9 +67,9 @@ def _run(action: Callable[[BackOffice], Awaitable[T]]) -> T:
     """Run a use case against the configured database and Temporal; refusals end the command with code 1."""
     from temporalio.client import Client
 
-    from accounts.backoffice import BackOffice, BackOfficeError
     from accounts.db import create_engine, session_factory
     from accounts.temporal import data_converter
+    from backoffice import BackOffice, BackOfficeError
     from starter import AccountsClient, AccountsError
 
     async def run() -> T:
@@ -117,8 +117,8 @@ def list_customers(
     as_json: JsonOption = False,
 ) -> None:
     """List customers: filter by status and group, search, sort and page."""
-    from accounts.backoffice import CustomerFilter
     from api.routes.backoffice import row_attributes
+    from backoffice import CustomerFilter
 
     def build() -> CustomerFilter:
         return CustomerFilter(status=status, group=group, search=search, sort=sort, page=page, per_page=per_page)
@@ -150,7 +150,7 @@ def export_customers(
     sort: SortOption = "-created_at",
 ) -> None:
     """Write every matching customer to FILE as CSV (header row; UTF-8)."""
-    from accounts.backoffice import CustomerFilter
+    from backoffice import CustomerFilter
 
     text = _run(lambda office: office.export_csv(CustomerFilter(status=status, group=group, search=search, sort=sort)))
     file.write_text(text, encoding="utf-8", newline="")
@@ -243,7 +243,7 @@ def create_customer(
     as_json: JsonOption = False,
 ) -> None:
     """Create a customer without a password (channel backoffice); the verification email goes out."""
-    from accounts.backoffice import CustomerDraft
+    from backoffice import CustomerDraft
 
     draft = CustomerDraft(email=email, first_name=first_name, last_name=last_name, salutation=salutation,
                           gender=gender, date_of_birth=_date(date_of_birth), phone=phone, company=company,

@@ -1,9 +1,9 @@
 """The back-office JSON API (`/backoffice/...`) for staff with an API key (`Authorization: Bearer stf_...`).
 
 Who may call what is decided in one place: `ROUTE_ACTIONS` names the action of every back-office route,
-`accounts.backoffice.PERMISSIONS` the roles allowed to take it, and the `CurrentStaff` dependency checks
+`backoffice.PERMISSIONS` the roles allowed to take it, and the `CurrentStaff` dependency checks
 both before a handler runs (a route missing from the table is refused: fail closed). The use cases are
-`accounts.backoffice.BackOffice`'s, shared with the web UI and the CLI, and each is recorded with the
+`backoffice.BackOffice`'s, shared with the web UI and the CLI, and each is recorded with the
 staff member. Customer access tokens never open these routes, and staff keys never open customer routes.
 """
 
@@ -17,24 +17,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from accounts.backoffice import (
-    MAX_PAGE,
-    AddressNotFound,
-    BackOffice,
-    Conflict,
-    CustomerDetail,
-    CustomerDraft,
-    CustomerFilter,
-    CustomerNotFound,
-    CustomerRow,
-    Forbidden,
-    Group,
-    GroupNotFound,
-    InvalidInput,
-    LifecycleRun,
-    Note,
-    authorize,
-)
 from accounts.models import Order
 from accounts.staff import StaffDirectory, StaffMember
 from api import jsonapi
@@ -62,6 +44,24 @@ from api.routes.backoffice_schemas import (
 )
 from api.routes.passwords import policy_errors
 from api.schemas import AddressAttributes, AddressUpdateAttributes
+from backoffice import (
+    MAX_PAGE,
+    AddressNotFound,
+    BackOffice,
+    Conflict,
+    CustomerDetail,
+    CustomerDraft,
+    CustomerFilter,
+    CustomerNotFound,
+    CustomerRow,
+    Forbidden,
+    Group,
+    GroupNotFound,
+    InvalidInput,
+    LifecycleRun,
+    Note,
+    authorize,
+)
 from starter import (
     NotAwaitingVerification,
     NotLocked,
@@ -75,7 +75,7 @@ PREFIX = "/backoffice"
 CUSTOMER = "/customers/{customer_reference}"
 GROUP = "/customer-groups/{group_id}"
 
-# Every back-office API route and the action it takes (accounts.backoffice.PERMISSIONS: who may).
+# Every back-office API route and the action it takes (backoffice.PERMISSIONS: who may).
 ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/backoffice/customers"): "customers.list",
     ("GET", "/backoffice/customers.csv"): "customers.export",

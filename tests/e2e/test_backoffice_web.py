@@ -20,10 +20,10 @@ from sqlalchemy import select, update
 from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 
-from accounts.backoffice import BackOffice, cli_staff
 from accounts.models import AuditEvent, Customer, Staff, utcnow
 from accounts.passwords import PasswordHasher
 from accounts.staff import StaffDirectory, StaffNotFound, StaffPasswordRejected
+from backoffice import BackOffice, cli_staff
 
 pytestmark = pytest.mark.e2e
 STAFF_PASSWORD = "Orchard-lamp-51#drift"
