@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts import audit
 from accounts.db import SessionFactory
 from accounts.locks import lock_customer
-from accounts.models import (
-    Customer,
-)
+from accounts.models import Customer
 from accounts.settings import Settings
 from accounts.staff import StaffMember
 from backoffice.permissions import CustomerAnonymized, CustomerNotFound

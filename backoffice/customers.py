@@ -15,15 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import addresses, orders
 from accounts.addresses import CustomerAddress
-from accounts.models import (
-    AuditEvent,
-    Customer,
-    CustomerGroup,
-    CustomerGroupMember,
-    LoginThrottle,
-    Order,
-    utcnow,
-)
+from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, LoginThrottle, Order, utcnow
 from accounts.staff import StaffMember
 from accounts.throttle import customer_subject
 from backoffice.base import Area, find_customer, require_customer

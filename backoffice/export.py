@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from accounts.models import (
-    utcnow,
-)
+from accounts.models import utcnow
 from accounts.staff import StaffMember
 from backoffice.base import Area
 from backoffice.customers import CSV_COLUMNS, CustomerFilter, customer_rows, filtered

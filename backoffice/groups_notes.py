@@ -10,12 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.models import (
-    CustomerGroup,
-    CustomerGroupMember,
-    CustomerNote,
-    utcnow,
-)
+from accounts.models import CustomerGroup, CustomerGroupMember, CustomerNote, utcnow
 from accounts.staff import StaffMember, row_id
 from backoffice.base import Area, require_customer, writable_customer
 from backoffice.permissions import GroupNameTaken, GroupNotFound, InvalidInput, authorize

@@ -14,9 +14,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from accounts.models import (
-    Customer,
-)
+from accounts.models import Customer
 from accounts.settings import Settings
 from accounts.staff import StaffMember
 from accounts.temporal import LIFECYCLE_STAGE, ui_url

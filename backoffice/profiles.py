@@ -12,9 +12,7 @@ from typing import Any
 from accounts import addresses
 from accounts.addresses import CustomerAddress
 from accounts.locales import normalize_locale
-from accounts.models import (
-    Customer,
-)
+from accounts.models import Customer
 from accounts.profile import apply_profile_edits
 from accounts.settings import Settings
 from accounts.staff import StaffMember

@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-if TYPE_CHECKING:
-    pass
-from cli.office import (
-    AgentOption,
-    GroupOption,
-    JsonOption,
-    SearchOption,
-    SortOption,
-    StatusOption,
-    actor,
-    with_office,
-)
+from cli.office import AgentOption, GroupOption, JsonOption, SearchOption, SortOption, StatusOption, actor, with_office
 from cli.output import console, echo_json, errors, when
 
 app = typer.Typer(help="Back office: customers.", no_args_is_help=True)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from accounts.settings import Settings
+from cli.output import errors
 
 if TYPE_CHECKING:
     from accounts.staff import StaffMember
     from backoffice import BackOffice
-from cli.output import errors
 
 T = TypeVar("T")
 

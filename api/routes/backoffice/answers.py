@@ -11,14 +11,7 @@ from fastapi.responses import JSONResponse
 from api import jsonapi
 from api.jsonapi import GlueError, GlueException
 from api.routes.passwords import policy_errors
-from backoffice import (
-    AddressNotFound,
-    Conflict,
-    CustomerNotFound,
-    Forbidden,
-    GroupNotFound,
-    InvalidInput,
-)
+from backoffice import AddressNotFound, Conflict, CustomerNotFound, Forbidden, GroupNotFound, InvalidInput
 from starter import (
     NotAwaitingVerification,
     NotLocked,

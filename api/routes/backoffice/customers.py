@@ -22,11 +22,7 @@ from api.routes.backoffice.schemas import (
 )
 from api.routes.backoffice.staff import CUSTOMER, ERRORS, PREFIX, CurrentStaff, Office
 from api.schemas import AddressAttributes, AddressUpdateAttributes
-from backoffice import (
-    CustomerDetail,
-    CustomerDraft,
-    LifecycleRun,
-)
+from backoffice import CustomerDetail, CustomerDraft, LifecycleRun
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)
 

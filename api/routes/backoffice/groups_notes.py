@@ -20,10 +20,7 @@ from api.routes.backoffice.schemas import (
     NoteListDocument,
 )
 from api.routes.backoffice.staff import CUSTOMER, ERRORS, GROUP, PREFIX, CurrentStaff, Office
-from backoffice import (
-    Group,
-    Note,
-)
+from backoffice import Group, Note
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)
 

@@ -6,11 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.routes.backoffice.answers import answers, document
-from api.routes.backoffice.schemas import (
-    NewPassword,
-    Reason,
-    VerificationDocument,
-)
+from api.routes.backoffice.schemas import NewPassword, Reason, VerificationDocument
 from api.routes.backoffice.staff import CUSTOMER, ERRORS, PREFIX, CurrentStaff, Office
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)

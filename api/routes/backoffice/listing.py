@@ -11,16 +11,9 @@ from fastapi.responses import JSONResponse
 from accounts.staff import StaffMember
 from api import jsonapi
 from api.routes.backoffice.answers import answers, iso
-from api.routes.backoffice.schemas import (
-    CustomerListDocument,
-)
+from api.routes.backoffice.schemas import CustomerListDocument
 from api.routes.backoffice.staff import ERRORS, PREFIX, CurrentStaff, Office
-from backoffice import (
-    MAX_PAGE,
-    BackOffice,
-    CustomerFilter,
-    CustomerRow,
-)
+from backoffice import MAX_PAGE, BackOffice, CustomerFilter, CustomerRow
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)
 

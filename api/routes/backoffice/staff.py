@@ -13,13 +13,8 @@ from accounts.staff import StaffDirectory, StaffMember
 from api.auth import INVALID_TOKEN, MISSING_TOKEN
 from api.jsonapi import GlueError, GlueException
 from api.routes.backoffice.answers import answers
-from api.routes.backoffice.schemas import (
-    GlueErrors,
-)
-from backoffice import (
-    BackOffice,
-    authorize,
-)
+from api.routes.backoffice.schemas import GlueErrors
+from backoffice import BackOffice, authorize
 
 PREFIX = "/backoffice"
 CUSTOMER = "/customers/{customer_reference}"
