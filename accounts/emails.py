@@ -3,7 +3,7 @@
 ``EmailRenderer`` turns a message name, a locale and a context into an ``EmailContent`` (subject, text
 and HTML) from ``templates/emails/<locale>/<name>.{subject.txt,txt,html}.j2``, and renders the small
 storefront pages under ``templates/pages/<locale>/``. A ``Mailer`` delivers the content: ``SmtpMailer``
-in production, and in development and tests the same class pointed at ``accounts.mailsink.MailSink``.
+in production, and in development and tests the same class pointed at ``devstack.mailsink.MailSink``.
 
 A mailer tells the two kinds of failure apart: ``MailRefused`` when the receiving server refused the
 message for good (a 5xx reply to RCPT or DATA: no such user, mailbox disabled, content rejected), which no

@@ -49,10 +49,10 @@ from registration import (  # bench/registration.py, beside this script
 from sqlalchemy import func, select
 
 from accounts.db import SessionFactory
-from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.models import LoginThrottle
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
+from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
 
 IP_MAX_FAILURES = 1_000_000  # every request comes from the loopback interface: only the account bound may act

@@ -42,12 +42,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from accounts.db import SessionFactory, create_engine, session_factory
-from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.migrate import upgrade_async
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
 from api.app import create_app
+from devstack.mailsink import MailSink, ReceivedEmail
 from worker import build_worker
 
 PG_ADMIN_DSN = os.environ.get("ACCOUNTS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")

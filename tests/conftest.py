@@ -36,11 +36,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from accounts.db import SessionFactory, create_engine, session_factory
-from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
 from api.app import create_app
+from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
 from worker import build_worker
 
@@ -49,6 +49,14 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 8192, "argon2_parall
 # Every test connects from 127.0.0.1 against session-long databases: the per-IP window would fill up
 # across tests. The IP lockout has its own test, which sets its threshold explicitly.
 TEST_DEFAULTS = {**FAST_ARGON2, "lockout_ip_max_failures": 100_000}
+CHECKOUT = str(Path(__file__).resolve().parents[1])  # this checkout's code, not whichever one is installed
+# The `accounts` command as this checkout runs it (the venv's console script may belong to another checkout);
+# give its process checkout_env(...) so `cli` is found from any working directory.
+ACCOUNTS = (sys.executable, "-m", "cli")
+
+
+def checkout_env(environment: dict[str, str]) -> dict[str, str]:
+    return {**environment, "PYTHONPATH": CHECKOUT}
 
 
 def free_port() -> int:

@@ -8,6 +8,11 @@
 
 A second request while this runs joins it; once it completed, the client sees `anonymized_at` and
 starts nothing.
+
+Its other parts: routes `DELETE /customers/{customer_reference}` (api/routes/customers.py) and the back office's
+(api/routes/backoffice/customers.py); client `AccountsClient.deletions.delete` (starter/deletions.py);
+activities activities/anonymization.py and activities/emails.py; the scrub itself accounts/anonymization.py;
+email templates/emails/<locale>/account_deleted.*.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ class AnonymizationWorkflow:
 
     @workflow.update
     async def anonymized(self) -> bool:
-        """Answers once the personal data is gone: what DELETE /customers/{ref} waits for."""
+        """Answers once the personal data is gone: what DELETE /customers/{customer_reference} waits for."""
         await workflow.wait_condition(lambda: self._anonymized)
         return True
 

@@ -10,6 +10,11 @@
 The login path counts failures atomically in the database (that bounds password verifications per
 window, however many requests race); this workflow only owns time: so an attack costs Temporal a
 few events per window, not one per attempt. A window under sustained attack continues as new.
+
+Its other parts: routes `POST /access-tokens`, `POST /token` (api/routes/access_tokens.py); client
+`AccountsClient.logins` (`authenticate`, `unlock`: starter/login.py), which counts the failures
+(accounts/throttle.py); activities activities/lockout.py and activities/emails.py; email
+templates/emails/<locale>/account_locked.*.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ store the hash, end every session, clear the lockout -> `stored` answers the cal
 the "password changed" email, even if the API process died right after the request
 cancelled (the account is being deleted): `stored` answers AccountDeleted if the hash was not stored,
     nothing more is sent, the run ends Canceled
+
+Its other parts: route `PATCH /customer-password/{customer_reference}` (api/routes/passwords.py); client
+`AccountsClient.passwords.change` and `set_by_support` (starter/passwords.py); activities
+activities/passwords.py and activities/emails.py; email templates/emails/<locale>/password_changed.*.
 """
 
 from __future__ import annotations

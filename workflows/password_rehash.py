@@ -2,6 +2,10 @@
 
 The new hash was computed by the sign-in path; only hashes travel here, never the password. The write
 is conditional on the old hash, so a password changed meanwhile is never overwritten.
+
+Its other parts: started by `AccountsClient.logins.authenticate` (starter/login.py) after a sign-in
+(`POST /access-tokens`, api/routes/access_tokens.py); activity `CustomerActivities.replace_password_hash`
+(activities/customers.py).
 """
 
 from __future__ import annotations

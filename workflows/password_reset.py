@@ -11,6 +11,12 @@
 
 Like registration, the workflow sees token hashes only; the API hashes the presented token and the
 new password before they reach `complete`.
+
+Its other parts: routes `POST /customer-forgotten-password`, `PATCH /customer-restore-password/{restore_password_key}`,
+`GET|POST /password/restore` (api/routes/passwords.py); client `AccountsClient.passwords` (`forgotten`,
+`complete_reset`, `send_set_password_link`, `force_reset`: starter/passwords.py); activities
+activities/passwords.py and activities/emails.py; emails templates/emails/<locale>/{password_reset,
+set_password,password_changed}.*, page templates/pages/<locale>/restore_password.html.j2.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The back-office pages about customers: the list, one customer, and the buttons on it.
 
-Every query and action is `accounts.backoffice.BackOffice`'s (which checks the role and records the staff
+Every query and action is `backoffice.BackOffice`'s (which checks the role and records the staff
 member); this module turns them into pages, and a button's outcome into a redirect to the customer's page
 with a message in words.
 """
@@ -15,7 +15,9 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 from temporalio.service import RPCError
 
-from accounts.backoffice import (
+from api.web.session import WebSession
+from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute, WebUI
+from backoffice import (
     CUSTOMER_STATUSES,
     NOTE_MAX,
     BackOfficeError,
@@ -26,8 +28,6 @@ from accounts.backoffice import (
     InvalidInput,
     allowed,
 )
-from api.web.session import WebSession
-from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute, WebUI
 from starter import (
     AccountsError,
     NotAwaitingVerification,

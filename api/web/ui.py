@@ -15,13 +15,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from accounts.backoffice import BackOffice
 from accounts.db import SessionFactory
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from api.guard import RETRY_AFTER_SECONDS, unavailable
 from api.web.session import SessionCodec, WebSession, same
 from api.web.sign_in import StaffSignIn
+from backoffice import BackOffice
 from starter import AccountsClient
 
 SIGN_IN_PATH = "/backoffice/sign-in"

@@ -13,8 +13,8 @@ from jinja2 import UndefinedError
 
 from accounts.emails import EmailContent, EmailRenderer, SmtpMailer
 from accounts.locales import locale_from_accept_language, normalize_locale
-from accounts.mailsink import MailSink
 from accounts.settings import PROJECT_ROOT, Settings
+from devstack.mailsink import MailSink
 
 MESSAGES = (
     "account_deleted",

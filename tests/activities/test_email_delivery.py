@@ -19,11 +19,11 @@ from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
 from accounts.emails import EmailRenderer, MailDeferred, SmtpMailer
-from accounts.mailsink import MailSink
 from accounts.models import AuditEvent, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import PROJECT_ROOT, Settings
 from activities.customers import CustomerActivities, NewCustomer
 from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
+from devstack.mailsink import MailSink
 
 REFUSED: dict[str, str] = {}  # address -> the reply the sink gives it; each test uses its own addresses
 

@@ -19,11 +19,11 @@ from conftest import Database, Stack, StackFactory
 from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 
-from accounts.backoffice import PERMISSIONS
 from accounts.settings import Settings
 from api.app import create_app
 from api.envelope import resource_type
 from api.routes.backoffice import ROUTE_ACTIONS
+from backoffice import PERMISSIONS
 
 pytestmark = pytest.mark.e2e
 

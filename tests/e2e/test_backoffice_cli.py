@@ -8,7 +8,6 @@ import getpass
 import io
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory
+from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env
 
 pytestmark = pytest.mark.e2e
 
@@ -30,20 +29,22 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 async def cli(stack: Stack, cwd: Path, *args: str, columns: int = 200) -> tuple[int, str, str]:
     settings = stack.settings
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "accounts"),
+        *ACCOUNTS,
         *args,
         cwd=cwd,
-        env={
-            **os.environ,
-            "ACCOUNTS_DATABASE_URL": settings.database_url,
-            "ACCOUNTS_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
-            "ACCOUNTS_TASK_QUEUE": settings.task_queue,
-            "ACCOUNTS_CUSTOMER_REFERENCE_PREFIX": settings.customer_reference_prefix,
-            "ACCOUNTS_ARGON2_TIME_COST": "1",
-            "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
-            "ACCOUNTS_ARGON2_PARALLELISM": "1",
-            "COLUMNS": str(columns),
-        },
+        env=checkout_env(
+            {
+                **os.environ,
+                "ACCOUNTS_DATABASE_URL": settings.database_url,
+                "ACCOUNTS_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
+                "ACCOUNTS_TASK_QUEUE": settings.task_queue,
+                "ACCOUNTS_CUSTOMER_REFERENCE_PREFIX": settings.customer_reference_prefix,
+                "ACCOUNTS_ARGON2_TIME_COST": "1",
+                "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
+                "ACCOUNTS_ARGON2_PARALLELISM": "1",
+                "COLUMNS": str(columns),
+            }
+        ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -192,7 +193,7 @@ async def test_outside_the_project_directory_the_cli_names_the_missing_database(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
     for command in (("staff", "list"), ("customers", "list")):
         process = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "accounts"), *command, cwd=tmp_path, env={**environment, "COLUMNS": "80"},
+            *ACCOUNTS, *command, cwd=tmp_path, env=checkout_env({**environment, "COLUMNS": "80"}),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _, stderr = await asyncio.wait_for(process.communicate(), 60)

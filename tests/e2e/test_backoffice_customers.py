@@ -18,8 +18,8 @@ from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 from test_profile_http import profile, signed_in
 
-from accounts.backoffice import CSV_COLUMNS, GROUP_SEPARATOR
 from accounts.models import Customer
+from backoffice import CSV_COLUMNS, GROUP_SEPARATOR
 from workflows.lockout import LockoutInput, LockoutPolicy, LockoutState, LockoutWindowWorkflow
 from workflows.registration import RegistrationWorkflow
 

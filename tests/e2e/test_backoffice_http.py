@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, token_from
+from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env, token_from
 from sqlalchemy import select
 from test_login_http import PASSWORD, registered, sign_in
 
@@ -147,15 +146,16 @@ async def test_each_action_does_its_work_and_names_the_staff_member(e2e: Stack) 
 
 async def test_staff_create_prints_a_working_key(e2e: Stack, tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "accounts"),
+        *ACCOUNTS,
         "staff",
         "create",
         f"bob-{os.urandom(3).hex()}",
         "--role",
         "admin",
         cwd=tmp_path,
-        env={**os.environ, "ACCOUNTS_DATABASE_URL": e2e.settings.database_url, "ACCOUNTS_ARGON2_TIME_COST": "1",
-             "ACCOUNTS_ARGON2_MEMORY_COST": "8192", "ACCOUNTS_ARGON2_PARALLELISM": "1"},
+        env=checkout_env({**os.environ, "ACCOUNTS_DATABASE_URL": e2e.settings.database_url,
+                          "ACCOUNTS_ARGON2_TIME_COST": "1", "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
+                          "ACCOUNTS_ARGON2_PARALLELISM": "1"}),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, _ = await asyncio.wait_for(process.communicate(), 60)

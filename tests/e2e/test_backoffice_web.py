@@ -6,7 +6,6 @@ import asyncio
 import html
 import os
 import re
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory
+from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env
 from sqlalchemy import select, update
 from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 
-from accounts.backoffice import BackOffice, cli_staff
 from accounts.models import AuditEvent, Customer, Staff, utcnow
 from accounts.passwords import PasswordHasher
 from accounts.staff import StaffDirectory, StaffNotFound, StaffPasswordRejected
+from backoffice import BackOffice, cli_staff
 
 pytestmark = pytest.mark.e2e
 STAFF_PASSWORD = "Orchard-lamp-51#drift"
@@ -285,11 +284,12 @@ async def test_list_filters_search_and_detail_sections(e2e: Stack) -> None:
 
 async def accounts_cli(stack: Stack, cwd: Path, *args: str, stdin: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "accounts"),
+        *ACCOUNTS,
         *args,
         cwd=cwd,
-        env={**os.environ, "ACCOUNTS_DATABASE_URL": stack.settings.database_url, "ACCOUNTS_ARGON2_TIME_COST": "1",
-             "ACCOUNTS_ARGON2_MEMORY_COST": "8192", "ACCOUNTS_ARGON2_PARALLELISM": "1", "COLUMNS": "200"},
+        env=checkout_env({**os.environ, "ACCOUNTS_DATABASE_URL": stack.settings.database_url,
+                          "ACCOUNTS_ARGON2_TIME_COST": "1", "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
+                          "ACCOUNTS_ARGON2_PARALLELISM": "1", "COLUMNS": "200"}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

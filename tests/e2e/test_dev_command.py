@@ -9,17 +9,14 @@ import json
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, registration_body, unique_email
+from conftest import ACCOUNTS, CHECKOUT, free_port, registration_body, unique_email
 
 pytestmark = pytest.mark.e2e
-ACCOUNTS = str(Path(sys.executable).parent / "accounts")
-CHECKOUT = str(Path(__file__).resolve().parents[2])  # this checkout's code, not whichever one is installed
 PASSWORD = "Vq8#nT2!pLm4-kettle"
 
 
@@ -45,7 +42,7 @@ class DevStack:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            ACCOUNTS,
+            *ACCOUNTS,
             "dev",
             cwd=self.workdir,
             env=self.environment,
@@ -116,7 +113,7 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
     await dev.start()
     try:
         status = await asyncio.create_subprocess_exec(
-            ACCOUNTS,
+            *ACCOUNTS,
             "status",
             reference,
             "--json",

@@ -6,17 +6,14 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import ACCOUNTS, CHECKOUT, free_port
 
 pytestmark = pytest.mark.e2e
-ACCOUNTS = str(Path(sys.executable).parent / "accounts")
-CHECKOUT = str(Path(__file__).resolve().parents[2])  # this checkout's code, not whichever one is installed
 WHAT = {
     "ACCOUNTS_DEV_TEMPORAL_PORT": "Temporal dev server",
     "ACCOUNTS_DEV_UI_PORT": "Temporal UI",
@@ -75,7 +72,7 @@ async def accounts_dev(workdir: Path, settings: dict[str, str]) -> tuple[int | N
         **settings,
     }
     process = await asyncio.create_subprocess_exec(
-        ACCOUNTS,
+        *ACCOUNTS,
         "dev",
         cwd=workdir,
         env=environment,

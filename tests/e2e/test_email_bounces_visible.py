@@ -16,8 +16,8 @@ from sqlalchemy import select
 from test_backoffice_cli import cli
 from test_backoffice_web import staff_with_password, web_sign_in
 
-from accounts.mailsink import MailSink
 from accounts.models import EmailOutbox
+from devstack.mailsink import MailSink
 from starter import Registration
 
 pytestmark = pytest.mark.e2e

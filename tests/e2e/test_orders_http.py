@@ -6,7 +6,6 @@ import asyncio
 import csv
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory
+from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env
 from test_backoffice_http import staff_key
 from test_profile_http import signed_in
 
@@ -51,10 +50,10 @@ def order(customer_reference: str, **overrides: Any) -> dict[str, Any]:
 
 async def accounts_cli(stack: Stack, cwd: Path, *args: str) -> tuple[int, list[str]]:
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "accounts"),
+        *ACCOUNTS,
         *args,
         cwd=cwd,
-        env={**os.environ, "ACCOUNTS_DATABASE_URL": stack.settings.database_url},
+        env=checkout_env({**os.environ, "ACCOUNTS_DATABASE_URL": stack.settings.database_url}),
         stdout=asyncio.subprocess.PIPE,
     )
     stdout, _ = await asyncio.wait_for(process.communicate(), 60)

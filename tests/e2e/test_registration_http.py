@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, registration_body, token_from, unique_email
+from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env, registration_body, token_from, unique_email
 from sqlalchemy import func, select, text
 
 from accounts.models import Base, Customer, EmailOutbox, ReferenceCounter
@@ -342,15 +342,12 @@ async def _wait_count(stack: Stack, email: str, count: int) -> list[Any]:
 
 async def _cli(cwd: Any, environment: dict[str, str], *arguments: str) -> dict[str, Any]:
     import os
-    import sys
-    from pathlib import Path
 
-    executable = Path(sys.executable).parent / "accounts"
     process = await asyncio.create_subprocess_exec(
-        str(executable),
+        *ACCOUNTS,
         *arguments,
         cwd=str(cwd),
-        env={**os.environ, **environment, "COLUMNS": "200"},
+        env=checkout_env({**os.environ, **environment, "COLUMNS": "200"}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

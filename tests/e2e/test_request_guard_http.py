@@ -20,10 +20,10 @@ from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
 from test_profile_http import signed_in
 
-from accounts.mailsink import MailSink
 from accounts.models import Customer
 from api.guard import UNAVAILABLE
 from api.routes.orders import MAX_OFFSET
+from devstack.mailsink import MailSink
 from starter.client import registration_id
 from workflows.registration import RegistrationWorkflow
 

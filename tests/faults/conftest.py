@@ -4,7 +4,7 @@
   test can stop and start again on the same port;
 - the worker as a subprocess (`python worker.py`, configured by ACCOUNTS_* variables only) on a fresh
   task queue, that a test can SIGKILL and start again;
-- the SMTP sink (accounts.mailsink) on a fixed port, stopped and started again on that port;
+- the SMTP sink (devstack.mailsink) on a fixed port, stopped and started again on that port;
 - a PostgreSQL database of its own per test (or a SQLite file), with a TCP proxy in front of it that a
   test can cut and restore; the worker always connects through the proxy, the API when asked;
 - the API in-process (uvicorn), connected to Temporal on its own as in production.
@@ -41,12 +41,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory, create_engine, session_factory
-from accounts.mailsink import MailSink, ReceivedEmail
 from accounts.migrate import upgrade_async
 from accounts.models import AuditEvent, Customer, EmailOutbox, OneTimeToken
 from accounts.settings import Settings
 from accounts.temporal import data_converter
 from api.app import create_app
+from devstack.mailsink import MailSink, ReceivedEmail
 from starter.client import registration_id
 from starter.passwords import reset_id
 from workflows.anonymization import anonymization_id

@@ -57,11 +57,11 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from accounts.mailsink import MailSink
 from accounts.models import AuditEvent, Customer, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
 from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
+from devstack.mailsink import MailSink
 from starter import AccountsClient, EmailTaken, LoginFailed, Registration
 from starter.client import registration_id
 from starter.login import lockout_id

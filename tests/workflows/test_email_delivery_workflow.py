@@ -14,8 +14,8 @@ from test_email_change_workflow import customer, outcomes, request_change
 from test_lockout_workflow import verified_customer
 from test_registration_workflow import signup
 
-from accounts.mailsink import MailSink
 from accounts.models import AuditEvent, EmailOutbox
+from devstack.mailsink import MailSink
 from starter.client import registration_id
 from workflows.registration import AWAITING_VERIFICATION, RegistrationWorkflow
 

@@ -1,9 +1,9 @@
 """Benchmark: the back-office customer list over many customers, next to the plainest page query.
 
-    .venv/bin/python bench/backoffice.py [--customers N] [--count C] [--database sqlite|postgres]
+    .venv/bin/python bench/backoffice_list.py [--customers N] [--count C] [--database sqlite|postgres]
 
 A fresh migrated database is filled with N customers (a mix of verified, unverified, locked and
-anonymized ones, 10 % in a group), then `accounts.backoffice.BackOffice.list_customers` serves C pages
+anonymized ones, 10 % in a group), then `backoffice.BackOffice.list_customers` serves C pages
 for each kind of request the list page makes (default order, a status filter, a search, a group
 filter, a late page sorted by name). The floor is the least any paged list must do on the same
 database and connection pool: `SELECT * FROM customers ORDER BY created_at DESC, id DESC LIMIT 20`
@@ -28,11 +28,11 @@ from registration import Measurement, database, measure, percentile  # bench/reg
 from sqlalchemy import func, insert, select
 from temporalio.client import Client
 
-from accounts.backoffice import BackOffice, CustomerFilter
 from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.models import Customer, CustomerGroup, CustomerGroupMember, LoginThrottle
 from accounts.settings import Settings
 from accounts.throttle import customer_subject
+from backoffice import BackOffice, CustomerFilter
 from starter import AccountsClient
 
 SURNAMES = ["Smith", "Müller", "Hopper", "Lovelace", "Byron", "Turing", "Noether", "Curie", "Meitner", "Franklin"]

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from accounts.backoffice import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX
 from api.schemas import BirthDate, Name, Salutation, Text
+from backoffice import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX
 
 
 class _Body(BaseModel):

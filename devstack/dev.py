@@ -22,10 +22,10 @@ from pathlib import Path
 import uvicorn
 from temporalio.client import Client
 
-from accounts.mailsink import MailSink
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, connect
+from devstack.mailsink import MailSink
 
 
 @dataclass(frozen=True)

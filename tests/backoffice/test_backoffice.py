@@ -22,7 +22,10 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 
 from accounts import anonymization
-from accounts.backoffice import (
+from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, CustomerNote, LoginThrottle
+from accounts.settings import Settings
+from accounts.staff import StaffMember
+from backoffice import (
     CSV_COLUMNS,
     PERMISSIONS,
     BackOffice,
@@ -34,9 +37,6 @@ from accounts.backoffice import (
     InvalidInput,
     allowed,
 )
-from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, CustomerNote, LoginThrottle
-from accounts.settings import Settings
-from accounts.staff import StaffMember
 from starter import AccountsClient
 
 SUPPORT = StaffMember(0, "sam-support", "support")

@@ -1,0 +1,99 @@
+"""The back office: what staff may do to customers, and who may do it.
+
+One package behind every staff entry point (the `/backoffice` JSON API, the web UI, the CLI), one module
+per area; `BackOffice` is composed of them, so a caller holds one object (`office.list_customers(...)`):
+
+- `permissions`: `PERMISSIONS` maps each action to the roles allowed to take it; `authorize` is the one
+  check, and every `BackOffice` method that changes or reveals something runs it first, so an entry point
+  cannot forget it. The refusals (`BackOfficeError` and its kinds) are there too.
+- `customers`: lists read the database; a customer's status is derived there (anonymized, locked by a
+  current lock in `login_throttles`, verified, unverified), so filtering and paging happen in SQL.
+  `export`: the same list as CSV.
+- `lifecycles`: lifecycle status is read live from Temporal (runs listed by the `CustomerReference` search
+  attribute, running ones queried), never copied into the database; when Temporal cannot be reached the
+  rest of the customer's page still renders and the lifecycle says "unavailable". Lifecycle actions go
+  through `starter.AccountsClient` (workflows do the writes).
+- `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
+
+Every action records an audit event with the staff member's name as actor and channel `backoffice`
+(`base.Area`).
+"""
+
+from backoffice.base import CHANNEL
+from backoffice.customers import (
+    CSV_COLUMNS,
+    CUSTOMER_STATUSES,
+    GROUP_SEPARATOR,
+    MAX_PAGE,
+    MAX_PER_PAGE,
+    SORT_FIELDS,
+    CustomerDetail,
+    CustomerFilter,
+    CustomerPage,
+    CustomerRow,
+    Customers,
+)
+from backoffice.export import Export
+from backoffice.groups_notes import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX, Group, GroupsNotes, Note
+from backoffice.lifecycles import CreatedCustomer, CustomerDraft, LifecycleRun, Lifecycles
+from backoffice.permissions import (
+    PERMISSIONS,
+    AddressNotFound,
+    BackOfficeError,
+    Conflict,
+    CustomerAnonymized,
+    CustomerNotFound,
+    EmailInUse,
+    Forbidden,
+    GroupNameTaken,
+    GroupNotFound,
+    InvalidInput,
+    allowed,
+    authorize,
+    cli_staff,
+)
+from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
+
+
+class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes):
+    """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
+
+
+__all__ = [
+    "CHANNEL",
+    "CSV_COLUMNS",
+    "CUSTOMER_STATUSES",
+    "GROUP_DESCRIPTION_MAX",
+    "GROUP_NAME_MAX",
+    "GROUP_SEPARATOR",
+    "MAX_PAGE",
+    "MAX_PER_PAGE",
+    "NOTE_MAX",
+    "PERMISSIONS",
+    "PROFILE_FIELDS",
+    "SORT_FIELDS",
+    "AddressNotFound",
+    "BackOffice",
+    "BackOfficeError",
+    "Conflict",
+    "CreatedCustomer",
+    "CustomerAnonymized",
+    "CustomerDetail",
+    "CustomerDraft",
+    "CustomerFilter",
+    "CustomerNotFound",
+    "CustomerPage",
+    "CustomerRow",
+    "EmailInUse",
+    "Forbidden",
+    "Group",
+    "GroupNameTaken",
+    "GroupNotFound",
+    "InvalidInput",
+    "LifecycleRun",
+    "Note",
+    "ProfileEdit",
+    "allowed",
+    "authorize",
+    "cli_staff",
+]

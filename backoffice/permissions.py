@@ -1,0 +1,100 @@
+"""Who may do what in the back office: `PERMISSIONS` maps each action to the roles allowed to take it, and
+`authorize` is the one check (every `BackOffice` method that changes or reveals something runs it first);
+the back office's refusals (`BackOfficeError` and its kinds) live here too.
+"""
+
+from __future__ import annotations
+
+from accounts.staff import ROLES, StaffMember
+
+_EVERYONE = frozenset(ROLES)
+_ADMIN = frozenset({"admin"})
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "customers.list": _EVERYONE,
+    "customers.view": _EVERYONE,
+    "customers.events": _EVERYONE,
+    "customers.create": _EVERYONE,
+    "customers.edit": _EVERYONE,  # profile, addresses and default addresses
+    "customers.verify": _EVERYONE,
+    "customers.resend_verification": _EVERYONE,
+    "customers.unlock": _EVERYONE,
+    "customers.send_password_token": _EVERYONE,
+    "notes.list": _EVERYONE,
+    "notes.add": _EVERYONE,
+    "groups.list": _EVERYONE,
+    "groups.assign": _EVERYONE,  # assign and unassign
+    "customers.delete": _ADMIN,
+    "customers.set_password": _ADMIN,
+    "customers.force_password_reset": _ADMIN,
+    "customers.export": _ADMIN,
+    "groups.manage": _ADMIN,  # create, rename, describe, delete
+    "orders.import": _ADMIN,
+}
+
+
+def allowed(role: str, action: str) -> bool:
+    """Whether a staff role may take the action (a KeyError for an action nobody declared)."""
+    return role in PERMISSIONS[action]
+
+
+def authorize(staff: StaffMember, action: str) -> None:
+    if not allowed(staff.role, action):
+        needed = " or ".join(sorted(PERMISSIONS[action]))
+        raise Forbidden(f"{action} needs the {needed} role; {staff.name} is {staff.role}")
+
+
+def cli_staff(agent: str) -> StaffMember:
+    """The actor of a CLI command. Whoever runs the CLI holds the database credentials, so has every role;
+    id 0 names no staff row (notes then carry the author's name only)."""
+    return StaffMember(0, agent, "admin")
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+class BackOfficeError(ValueError):
+    """Base of the back office's refusals; nothing was changed when one is raised."""
+
+
+class InvalidInput(BackOfficeError):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+class Forbidden(BackOfficeError):
+    pass
+
+
+class CustomerNotFound(BackOfficeError):
+    def __init__(self, customer_reference: str) -> None:
+        super().__init__(f"no customer {customer_reference}")
+
+
+class GroupNotFound(BackOfficeError):
+    def __init__(self, group: str | int) -> None:
+        super().__init__(f"no customer group {group}")
+
+
+class AddressNotFound(BackOfficeError):
+    pass
+
+
+class Conflict(BackOfficeError):
+    """The request is valid but the state refuses it (a taken name, an anonymized customer)."""
+
+
+class GroupNameTaken(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a customer group named {name!r} exists")
+
+
+class EmailInUse(Conflict):
+    def __init__(self) -> None:
+        super().__init__("this email address already has an account")
+
+
+class CustomerAnonymized(Conflict):
+    def __init__(self, customer_reference: str) -> None:
+        super().__init__(f"{customer_reference} is anonymized")

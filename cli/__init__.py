@@ -1,0 +1,75 @@
+"""The `accounts` command: run the processes, migrate the database, and support staff's tools.
+
+One module per command group: `system` (dev, worker, api, db upgrade, jwt-key), `lifecycle` (status,
+verify, resend, unlock, passwords), `staff`, `orders`, and the back office's `customers` and
+`notes_groups` (both run their use cases through `office`); `output` is how they print.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from accounts.settings import Settings
+from cli import customers, lifecycle, notes_groups, orders, staff, system
+from cli.output import errors
+
+app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
+app.add_typer(system.app)  # dev, worker, api, jwt-key
+app.add_typer(system.db_app, name="db")
+app.add_typer(lifecycle.app)  # status, verify, resend, unlock
+app.add_typer(lifecycle.passwords_app, name="passwords")
+app.add_typer(staff.app, name="staff")
+app.add_typer(orders.app, name="orders")
+app.add_typer(customers.app, name="customers")
+app.add_typer(notes_groups.notes_app, name="notes")
+app.add_typer(notes_groups.groups_app, name="groups")
+
+
+def main() -> None:
+    """Console entry point. Exits the process directly once the command has finished and flushed
+    its output: native runtimes loaded by a command (Temporal's core, the database drivers) can still
+    have threads running at interpreter shutdown, which aborted a finished `accounts status` in CI."""
+    code = 0
+    try:
+        app(prog_name="accounts")  # also under `python -m cli`
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # SystemExit("why"): the interpreter would print it, os._exit does not
+            errors.print(exit_.code, soft_wrap=True, markup=False, highlight=False)
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as error:
+        missing = _missing_schema(error)
+        if missing is None:
+            raise
+        errors.print(missing, soft_wrap=True, markup=False, highlight=False)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _missing_schema(error: Exception) -> str | None:
+    """One line instead of a traceback when the configured database has no tables: typically the CLI
+    run outside the project directory, where the default relative SQLite path names a new, empty file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(error, DBAPIError):
+        return None
+    cause = str(error.orig)
+    if "no such table" not in cause and type(error.orig).__name__ != "UndefinedTableError":
+        return None
+    url = make_url(Settings().database_url)
+    where = (
+        str(Path(url.database).resolve())
+        if url.get_backend_name() == "sqlite" and url.database
+        else url.render_as_string(hide_password=True)
+    )
+    return (
+        f"no accounts database at {where}: run `accounts db upgrade` (or `accounts dev`), run the command in the"
+        " project directory, or set ACCOUNTS_DATABASE_URL to the database (an absolute path for SQLite)"
+    )

@@ -1,0 +1,5 @@
+"""`python -m cli ...`: the `accounts` command."""
+
+from cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""Back-office staff: `accounts staff create|set-password|list|disable|enable`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from accounts.settings import Settings
+from cli.output import console
+
+app = typer.Typer(help="Back-office staff.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="read the web UI password from the first line of stdin")
+]
+
+
+def _staff_directory_run(action: Callable[[Any], Awaitable[T]]) -> T:
+    from accounts.db import create_engine, session_factory
+    from accounts.passwords import PasswordHasher
+    from accounts.staff import StaffDirectory
+
+    async def run() -> T:
+        settings = Settings()
+        engine = create_engine(settings.database_url)
+        try:
+            return await action(StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings)))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _read_password_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise typer.BadParameter("no password on stdin")
+    return password
+
+
+@app.command("create")
+def staff_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="admin or support")] = "support",
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a staff member and print their API key (shown once, stored as an argon2 hash)."""
+    from accounts.staff import StaffExists
+
+    password = _read_password_stdin() if password_stdin else None
+    try:
+        member, key = _staff_directory_run(lambda directory: directory.create(name, role, password=password))
+    except StaffExists as exists:
+        console.print(
+            f"[red]cannot create {escape(name)}[/red]: {escape(str(exists))}"
+            f" (`accounts staff set-password {escape(name)}` sets their web password)"
+        )
+        raise typer.Exit(1) from None
+    except ValueError as error:
+        console.print(f"[red]cannot create {escape(name)}[/red]: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    console.print(f"{member.name} ({member.role}) created. API key, shown this once:")
+    typer.echo(key)
+
+
+@app.command("set-password")
+def staff_set_password(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Set NAME's password for the back-office web UI (asked twice, hidden; signs out their web sessions)."""
+    from accounts.staff import StaffNotFound, StaffPasswordRejected
+
+    if password_stdin:
+        password = _read_password_stdin()
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        member = _staff_directory_run(lambda directory: directory.set_password(name, password))
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    except StaffPasswordRejected as rejected:
+        console.print(f"[red]password refused[/red]: {rejected}")
+        raise typer.Exit(1) from None
+    console.print(f"web password of {member.name} ({member.role}) set")
+
+
+@app.command("list")
+def staff_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False) -> None:
+    """Every staff member: role, created, disabled, whether they have a web password."""
+    members = _staff_directory_run(lambda directory: directory.listing())
+    if as_json:
+        listed = [
+            {
+                "name": m.name,
+                "role": m.role,
+                "createdAt": m.created_at.isoformat(),
+                "disabledAt": m.disabled_at.isoformat() if m.disabled_at else None,
+                "webPassword": m.has_password,
+            }
+            for m in members
+        ]
+        typer.echo(json.dumps(listed, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"Staff ({len(members)})")
+    for column in ("name", "role", "created", "disabled", "web password"):
+        table.add_column(column, overflow="fold")
+    for m in members:
+        disabled = f"{m.disabled_at:%Y-%m-%d %H:%M}" if m.disabled_at else "-"
+        table.add_row(m.name, m.role, f"{m.created_at:%Y-%m-%d %H:%M}", disabled, "yes" if m.has_password else "no")
+    console.print(table)
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    from accounts.staff import StaffNotFound
+
+    try:
+        member, changed = _staff_directory_run(lambda directory: directory.set_disabled(name, disabled))
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    if disabled:
+        console.print(
+            f"{member.name} {'disabled' if changed else 'was already disabled'}: the API key stops working within a"
+            " minute (the API's key cache), web sessions at their next request"
+        )
+    else:
+        console.print(f"{member.name} {'enabled' if changed else 'was not disabled'}")
+
+
+@app.command("disable")
+def staff_disable(name: str) -> None:
+    """Disable NAME: API key and web password stop working (the key within a minute); nothing is deleted."""
+    _set_disabled(name, True)
+
+
+@app.command("enable")
+def staff_enable(name: str) -> None:
+    """Enable a disabled staff member again (same API key and web password as before)."""
+    _set_disabled(name, False)

@@ -1,0 +1,68 @@
+"""Running the service: `accounts dev|worker|api`, `accounts db upgrade`, `accounts jwt-key`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from accounts.settings import Settings
+from cli.output import console, echo_unwrapped
+
+app = typer.Typer()
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command()
+def dev() -> None:
+    """Start the whole stack: Temporal dev server, SMTP sink, migrations, worker and API."""
+    from devstack.dev import run_dev
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run_dev(Settings(), echo=echo_unwrapped))
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker for every lifecycle (same as `python worker.py`)."""
+    import worker as worker_module
+
+    asyncio.run(worker_module.main())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API on ACCOUNTS_API_HOST:ACCOUNTS_API_PORT."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the database migrations."""
+    from accounts.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@app.command("jwt-key")
+def jwt_key(path: Path) -> None:
+    """Create the RS256 key that signs access tokens at PATH, unless it exists (idempotent)."""
+    from accounts.access_tokens import SigningKey
+
+    key = SigningKey.load_or_create(path)
+    console.print(f"signing key {key.kid} at {path}")
