@@ -111,6 +111,8 @@ class CustomerImportActivities:
             await self._upsert(session, request, rows, result, rejected)
             if not request.dry_run:  # a dry run checks against the database and writes nothing
                 await session.commit()
+        result.errors = sorted(result.errors, key=lambda error: error.line)[:ERRORS_KEPT]
+        rejected.sort(key=lambda fields: int(fields[-3]))  # in file order, as the errors
         write_rejected(var_dir, request.import_id, request.batch, rejected)
         return result
 
@@ -246,6 +248,5 @@ class CustomerImportActivities:
 
 def _reject(result: BatchResult, rejected: list[list[str]], record: Record, error: RowError) -> None:
     result.rejected += 1
-    if len(result.errors) < ERRORS_KEPT:
-        result.errors.append(error)
+    result.errors.append(error)  # cut to ERRORS_KEPT once the batch is done
     rejected.append(rejected_csv_row(record, error))

@@ -139,9 +139,18 @@ class Imports:
         failed = description.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
         return self._progress(status, failed=failed)
 
-    async def wait(self, import_id: str) -> ImportProgress:
+    async def wait(self, import_id: str, *, poll_seconds: float = 0.2) -> ImportProgress:
         """The import's report once it finished (every row read, every registration started)."""
-        return self._progress(await self._handle(import_id).result())
+        while True:
+            try:
+                progress = await self.progress(import_id)
+            except RPCError as error:  # no worker answers queries right now (one restarting): ask again
+                if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                    raise
+            else:
+                if progress.state != "running":
+                    return progress
+            await asyncio.sleep(poll_seconds)
 
     async def cancel(self, import_id: str) -> ImportProgress:
         await self.progress(import_id)  # NoSuchImport
