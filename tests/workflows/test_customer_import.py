@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import uuid
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
-from conftest import StackFactory, token_from, unique_email
+from conftest import SPRYKER_PASSWORD as PASSWORD
+from conftest import StackFactory, csv_bytes, prefix, row, spryker_hash, token_from, unique_email
 from sqlalchemy import func, select
 from temporalio.client import Client
 
@@ -26,38 +25,8 @@ from starter import AccountsClient
 from starter.imports import Imports
 from workflows.customer_import import import_workflow_id
 
-PASSWORD = "Spryker-Demo-Pass#42"  # what the shop's bcrypt hashes were made from
 ADMIN = StaffMember(1, "admin-anna", "admin")
 SUPPORT = StaffMember(2, "support-sam", "support")
-
-
-def spryker_hash(password: str = PASSWORD) -> str:
-    """A hash as Spryker (PHP's password_hash) writes it: $2y$10$..."""
-    return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()[4:]
-
-
-def prefix() -> str:
-    return f"IM{uuid.uuid4().hex[:6].upper()}--"
-
-
-def row(reference: str, email: str, **values: str) -> dict[str, str]:
-    """A row of Spryker's demo customer.csv (Mr Spencor Hopkin), verified unless registered="" is given."""
-    base = {
-        "customer_reference": reference, "locale_name": "de_DE", "phone": "+49 (0)30 1234567", "email": email,
-        "salutation": "Mr", "first_name": "Spencor", "last_name": "Hopkin", "company": "spryker", "gender": "Male",
-        "date_of_birth": "1980-12-31", "password": "", "registered": "2016-07-01",
-    }  # fmt: skip
-    return {**base, **values}
-
-
-def csv_bytes(rows: list[dict[str, str]], *, delimiter: str = ",", columns: tuple[str, ...] = COLUMNS) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=columns, delimiter=delimiter, lineterminator="\r\n", extrasaction="ignore"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
 
 
 async def customer(stack: Any, reference: str) -> Customer | None:
