@@ -67,6 +67,7 @@ class BatchResult:
     errors: list[RowError] = field(default_factory=list)  # the batch's first ERRORS_KEPT
     # customers created unverified: each gets a registration lifecycle (channel import)
     to_verify: list[str] = field(default_factory=list)
+    without_password: list[str] = field(default_factory=list)  # of to_verify: their link sets a password too
     last_line: int = 0
 
 
@@ -165,6 +166,8 @@ class CustomerImportActivities:
                 result.created += 1
                 if row.registered_at is None:
                     result.to_verify.append(row.customer_reference)
+                    if row.password is None:
+                        result.without_password.append(row.customer_reference)
             elif outcome == "updated":
                 result.updated += 1
             else:

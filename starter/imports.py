@@ -31,6 +31,7 @@ from workflows.customer_import import (
     ImportStatus,
     import_workflow_id,
 )
+from workflows.password_reset import ResetTimings
 from workflows.registration import RegistrationTimings
 
 IMPORT_BATCH_SIZE = 500  # rows per activity and transaction
@@ -118,6 +119,13 @@ class Imports:
                 emails_per_second=self._settings.import_emails_per_second,
                 timings=self._timings,
                 history_limit=self._history_limit,
+                # an imported customer without a password: the set-password link lives as long as the
+                # verification would (it verifies the address too)
+                reset_timings=ResetTimings(
+                    self._timings.expires_after,
+                    self._settings.password_reset_resend_min_interval,
+                    self._settings.password_reset_resends_per_hour,
+                ),
             ),
             id=workflow_id,
             task_queue=self._settings.task_queue,

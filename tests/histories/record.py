@@ -52,6 +52,7 @@ from conftest import (
     payload_texts,
     prefix,
     row,
+    spryker_hash,
     start_time_skipping,
     token_from,
     unique_email,
@@ -504,7 +505,14 @@ def import_rows(count: int, *, unverified_every: int = 0) -> bytes:
 async def import_completed(stack: Stack) -> list[Handle]:
     p = prefix()
     email = unique_email("imported")
-    content = csv_bytes([row(f"{p}1", unique_email("imported")), row(f"{p}2", email, registered=""), row("X", email)])
+    content = csv_bytes(
+        [
+            row(f"{p}1", unique_email("imported")),
+            row(f"{p}2", email, registered="", password=spryker_hash()),  # a verification link
+            row(f"{p}3", unique_email("imported"), registered=""),  # no password: a set-password link
+            row("X", email),
+        ]
+    )
     started = await stack.accounts.imports.start(content)
     imported = await finished(stack, stack.client.get_workflow_handle(started.workflow_id))
     confirmation = await stack.accounts.confirm_email(token_from(await stack.mail_to(email)))
