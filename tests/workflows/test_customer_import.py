@@ -261,3 +261,28 @@ async def test_cancel_stops_reading_and_keeps_the_rows_written(
         assert cancelled.stopped_at_line == rows.index(rows[cancelled.rows_read - 1]) + 2
         written = [r for r in rows if await customer(s, r["customer_reference"]) is not None]
         assert len(written) == cancelled.rows_written == cancelled.rows_read
+
+
+async def test_verification_lifecycles_start_at_the_configured_rate_and_the_queue_shows(
+    stack: StackFactory, time_skipping: Any, sqlite_database: Any
+) -> None:
+    async with stack(time_skipping, sqlite_database, import_emails_per_second=2) as s:
+        p, hashed = prefix(), spryker_hash()
+        rows = [row(f"{p}{n}", unique_email("rate"), registered="", password=hashed) for n in range(1, 7)]
+        started = await s.accounts.imports.start(csv_bytes(rows))
+        queued_seen = 0
+        while (progress := await s.accounts.imports.progress(started.import_id)).state == "running":
+            queued_seen = max(queued_seen, progress.emails_queued)
+            await asyncio.sleep(0.05)
+        assert (progress.emails_started, progress.emails_queued) == (6, 0) and queued_seen >= 3
+        starts = sorted(
+            [
+                (await s.client.get_workflow_handle(f"registration:{r['customer_reference']}").describe()).start_time
+                for r in rows
+            ]
+        )
+        # 2 per second: six starts span at least two seconds (workflow time), never more than 2 in one
+        assert (starts[-1] - starts[0]).total_seconds() >= 2
+        assert all((starts[i + 2] - starts[i]).total_seconds() >= 0.9 for i in range(len(starts) - 2))
+        for r in rows:
+            await s.mail_to(r["email"])
