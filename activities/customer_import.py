@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from accounts import audit
 from accounts.customer_csv import CustomerRow, Record, RowError, check_row, read_batch, rejected_csv_row, scan
 from accounts.db import SessionFactory
-from accounts.import_files import read_index, verified_path, write_index, write_rejected
+from accounts.import_files import ImportFileChanged, read_index, verified_path, write_index, write_rejected
 from accounts.models import AuditEvent, Customer, ReferenceCounter, utcnow
 from accounts.passwords import PasswordHasher, is_stored_hash
 from accounts.references import CUSTOMER_COUNTER
@@ -83,7 +85,7 @@ class CustomerImportActivities:
 
     @activity.defn
     async def index_customer_import(self, request: IndexInput) -> Indexed:
-        path = verified_path(self._settings.var_dir, request.import_id, request.sha256)
+        path = self._file(request.import_id, request.sha256)
         found = await asyncio.to_thread(scan, path, request.delimiter, request.batch_size)
         write_index(self._settings.var_dir, request.import_id, found)
         return Indexed(found.rows, len(found.batches))
@@ -91,7 +93,7 @@ class CustomerImportActivities:
     @activity.defn
     async def import_customer_batch(self, request: BatchInput) -> BatchResult:
         var_dir = self._settings.var_dir
-        path = verified_path(var_dir, request.import_id, request.sha256)
+        path = self._file(request.import_id, request.sha256)
         index = read_index(var_dir, request.import_id)
         offset, line = index.batches[request.batch]
         batch = await asyncio.to_thread(
@@ -116,6 +118,14 @@ class CustomerImportActivities:
         rejected.sort(key=lambda fields: int(fields[-3]))  # in file order, as the errors
         write_rejected(var_dir, request.import_id, request.batch, rejected)
         return result
+
+    def _file(self, import_id: str, sha256: str) -> Path:
+        """The stored file, checked against its hash. Another file under its name fails the import for good;
+        a missing one is retried (a volume not mounted yet on this worker)."""
+        try:
+            return verified_path(self._settings.var_dir, import_id, sha256)
+        except ImportFileChanged as error:
+            raise ApplicationError(str(error), type="ImportFileChanged", non_retryable=True) from None
 
     async def _upsert(
         self,

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import csv_bytes, prefix, row, unique_email
 from sqlalchemy import func, select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from accounts import import_files
@@ -45,3 +47,14 @@ async def test_a_batch_retried_after_its_commit_answers_the_same_and_writes_once
     assert str(hashed).startswith("$argon2id$")
     assert "plain text" not in import_files.rejected_csv(tmp_path, import_id)  # only the rejected row is there
     assert "Sir" in import_files.rejected_csv(tmp_path, import_id)
+
+
+async def test_a_stored_file_that_changed_fails_the_import_for_good(sqlite_database: Any, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, database_url=sqlite_database.url, var_dir=tmp_path)  # type: ignore[call-arg]
+    activities = CustomerImportActivities(sqlite_database.sessions, settings, PasswordHasher.from_settings(settings))
+    import_id = import_files.new_import_id()
+    sha256 = import_files.store(tmp_path, import_id, csv_bytes([row(f"{prefix()}1", unique_email())]))
+    import_files.file_path(tmp_path, import_id).write_bytes(csv_bytes([row(f"{prefix()}2", unique_email())]))
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.index_customer_import, IndexInput(import_id, sha256, ",", 10))
+    assert refused.value.type == "ImportFileChanged" and refused.value.non_retryable
