@@ -143,9 +143,13 @@ class Imports:
             if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise NoSuchImport(import_id) from error
             raise
+        if description.status == WorkflowExecutionStatus.COMPLETED:  # its result: no worker needed to read it
+            run = self._client.get_workflow_handle_for(
+                CustomerImportWorkflow.run, import_workflow_id(import_id), run_id=description.run_id
+            )
+            return self._progress(await run.result(follow_runs=False))
         status = await handle.query(CustomerImportWorkflow.progress)
-        failed = description.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
-        return self._progress(status, failed=failed)
+        return self._progress(status, failed=description.status != WorkflowExecutionStatus.RUNNING)
 
     async def wait(self, import_id: str, *, poll_seconds: float = 0.2) -> ImportProgress:
         """The import's report once it finished (every row read, every registration started)."""

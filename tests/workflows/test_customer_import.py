@@ -211,6 +211,9 @@ async def test_a_dry_run_checks_every_row_and_writes_nothing(
         assert (report.dry_run, report.rows_created, report.rows_written, report.rows_rejected) == (True, 1, 0, 1)
         assert report.errors[0].column == "gender" and report.emails_started == 0
         assert await customer(s, f"{p}1") is None and await imported_events(s, started.import_id) == []
+        assert s.worker is not None
+        await s.worker.shutdown()  # a finished import's report is its result: readable without a worker
+        assert (await s.accounts.imports.progress(started.import_id)).rows_rejected == 1
 
 
 async def test_batches_continue_as_new_and_a_restarted_worker_finishes_with_every_row_once(
