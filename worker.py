@@ -15,15 +15,18 @@ from temporalio.worker import Worker
 
 from accounts.db import DATABASE_TIMEOUT, SessionFactory, create_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
+from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.temporal import connect
 from activities.anonymization import AnonymizationActivities
+from activities.customer_import import CustomerImportActivities
 from activities.customers import CustomerActivities
 from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
 from activities.passwords import PasswordActivities
 from workflows.anonymization import AnonymizationWorkflow
+from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.password_change import PasswordChangeWorkflow
@@ -39,6 +42,7 @@ WORKFLOWS = [
     PasswordChangeWorkflow,
     AnonymizationWorkflow,
     EmailChangeWorkflow,
+    CustomerImportWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -65,6 +69,7 @@ def build_worker(
     passwords = PasswordActivities(sessions)
     anonymization = AnonymizationActivities(sessions, client)  # the client ends the customer's lifecycles
     email_change = EmailChangeActivities(sessions)
+    customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     emails = EmailActivities(
         sessions,
         EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
@@ -93,6 +98,8 @@ def build_worker(
             email_change.apply_email_change,
             emails.send_token_link,
             emails.send_notice,
+            customer_import.index_customer_import,
+            customer_import.import_customer_batch,
         ],
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
         graceful_shutdown_timeout=graceful_shutdown_timeout(settings),

@@ -23,6 +23,7 @@ from decimal import Decimal
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any, Final
 
+import bcrypt
 from argon2 import PasswordHasher as _Argon2Hasher
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -366,8 +367,25 @@ def _l33t_translations(text: str) -> Iterator[str]:
 # --- hashing -------------------------------------------------------------------------------------
 
 
+BCRYPT_PREFIXES: Final = ("$2y$", "$2a$", "$2b$")  # PHP's password_hash (Spryker) writes $2y$
+ARGON2_PREFIX: Final = "$argon2"
+BCRYPT_MAX_BYTES: Final = 72  # bcrypt reads no further (PHP truncates there, the library refuses more)
+
+
+def is_bcrypt_hash(value: str) -> bool:
+    return value.startswith(BCRYPT_PREFIXES)
+
+
+def is_stored_hash(value: str) -> bool:
+    """A hash imported as is (a shop's bcrypt, or argon2): anything else in a password column is plaintext."""
+    return is_bcrypt_hash(value) or value.startswith(ARGON2_PREFIX)
+
+
 class PasswordHasher:
     """argon2id hashes: hash a new password, verify a login, tell when a stored hash is outdated.
+
+    bcrypt hashes (imported from a shop system, customer.csv) verify too, and always need a rehash:
+    the first successful sign-in replaces them with argon2id (the rehash lifecycle).
 
     The async variants run argon2 in a worker thread: it takes tens of milliseconds and a lot of
     memory by design, and the event loop must keep serving other requests meanwhile.
@@ -397,6 +415,8 @@ class PasswordHasher:
         """True when `password` matches; False on a mismatch or a hash that is not an argon2 hash."""
         if not password_hash.isascii():
             return False
+        if is_bcrypt_hash(password_hash):
+            return _bcrypt_verify(password_hash, password)
         try:
             return self._argon2.verify(password_hash, _secret(password))
         except (VerificationError, InvalidHashError):
@@ -406,7 +426,7 @@ class PasswordHasher:
         return await asyncio.to_thread(self.verify, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """True when the hash was made with other parameters (or is no argon2 hash at all)."""
+        """True when the hash was made with other parameters (or is no argon2 hash at all: bcrypt)."""
         try:
             return self._argon2.check_needs_rehash(password_hash)
         except ValueError:  # InvalidHashError: not an argon2 hash
@@ -426,6 +446,13 @@ class PasswordHasher:
 
     async def dummy_verify_async(self, password: str) -> bool:
         return await asyncio.to_thread(self.dummy_verify, password)
+
+
+def _bcrypt_verify(password_hash: str, password: str) -> bool:
+    try:
+        return bcrypt.checkpw(_secret(password)[:BCRYPT_MAX_BYTES], password_hash.encode("ascii"))
+    except ValueError:  # a malformed hash
+        return False
 
 
 def _secret(password: str) -> bytes:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     verification_resend_min_interval: Duration = timedelta(minutes=1)
     verification_resend_max: int = 5
     already_registered_notice_interval: Duration = timedelta(hours=1)
+    # customer import: the registrations (verification emails) of imported unverified customers start
+    # at most this many per second, so a large file never floods the SMTP server
+    import_emails_per_second: float = 10.0
 
     # password policy (Spryker's knobs, plus the offline common-password and similarity checks)
     password_min_length: int = 12
@@ -150,6 +153,8 @@ class Settings(BaseSettings):
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
         if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
             raise ValueError("lockout thresholds must be at least 1")
+        if self.import_emails_per_second <= 0:
+            raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
         if self.request_timeout <= timedelta(0):
             raise ValueError("ACCOUNTS_REQUEST_TIMEOUT must be positive")
         if self.password_min_length > self.password_max_length:

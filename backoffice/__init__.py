@@ -14,6 +14,7 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
   rest of the customer's page still renders and the lifecycle says "unavailable". Lifecycle actions go
   through `starter.AccountsClient` (workflows do the writes).
 - `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
+- `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
 
 Every action records an audit event with the staff member's name as actor and channel `backoffice`
 (`base.Area`).
@@ -35,6 +36,7 @@ from backoffice.customers import (
 )
 from backoffice.export import Export
 from backoffice.groups_notes import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX, Group, GroupsNotes, Note
+from backoffice.imports import ImportNotFound, ImportsArea, InvalidImportFile
 from backoffice.lifecycles import CreatedCustomer, CustomerDraft, LifecycleRun, Lifecycles
 from backoffice.permissions import (
     PERMISSIONS,
@@ -55,7 +57,7 @@ from backoffice.permissions import (
 from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
 
 
-class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes):
+class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 
 
@@ -89,6 +91,9 @@ __all__ = [
     "Group",
     "GroupNameTaken",
     "GroupNotFound",
+    "ImportNotFound",
+    "ImportsArea",
+    "InvalidImportFile",
     "InvalidInput",
     "LifecycleRun",
     "Note",

@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.export": _ADMIN,
     "groups.manage": _ADMIN,  # create, rename, describe, delete
     "orders.import": _ADMIN,
+    "import_customers": _ADMIN,  # customer.csv: start, follow, cancel, rejected rows
 }
 
 

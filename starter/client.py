@@ -38,6 +38,7 @@ from starter.errors import (
     ResendLimitReached,
     ResendThrottled,
 )
+from starter.imports import Imports
 from starter.login import Authenticated, Logins
 from starter.passwords import Passwords
 from workflows.registration import (
@@ -115,6 +116,7 @@ class AccountsClient:
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
         self.deletions = Deletions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions)
+        self.imports = Imports(client, settings, registration_timings(settings))
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

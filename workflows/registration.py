@@ -1,6 +1,7 @@
 """Registration: double opt-in, from sign-up to an active account, or to an expired unverified one.
 
-    create the customer row (or, when the address is taken, tell its owner and stop)
+    create the customer row (or, when the address is taken, tell its owner and stop); an imported
+    customer's row exists already (workflows/customer_import.py starts this run with `existing`)
     email a verification link
     wait for: confirm (link token) | verify_manually (support) | resend (throttled)
               | email_proven (a reset or set-password link proved the address and activated it)
@@ -73,6 +74,9 @@ class RegistrationTimings:
 class RegistrationInput:
     customer: NewCustomer
     timings: RegistrationTimings
+    # the customer row exists already (written by a customer import, which started this run): no
+    # create step. Earlier runs' inputs lack the field, so their commands replay unchanged (no patch).
+    existing: bool = False
 
 
 @dataclass
@@ -153,9 +157,12 @@ class RegistrationWorkflow:
         workflow.upsert_search_attributes(
             [CUSTOMER_REFERENCE.value_set(customer.customer_reference), CHANNEL.value_set(customer.channel)]
         )
-        created = await workflow.execute_activity_method(
-            CustomerActivities.create_customer, customer, **ACTIVITY_OPTIONS
-        )
+        if input.existing:
+            created = CustomerCreated(True, customer.customer_reference)
+        else:
+            created = await workflow.execute_activity_method(
+                CustomerActivities.create_customer, customer, **ACTIVITY_OPTIONS
+            )
         self._state.created = created
         if not created.created:
             return await self._tell_owner(created)

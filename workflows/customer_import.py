@@ -1,0 +1,246 @@
+"""Customer import: a shop's customer.csv, batch by batch, into the database; a registration for each
+customer imported unverified.
+
+    index the stored file (the workflow holds its id and SHA-256, never its content)
+    for each batch: check and upsert its rows in one transaction (an activity that heartbeats)
+        start the registrations the batches queued, at most emails_per_second (their verification emails)
+        the history grows large -> continue as new with the counts and the queue
+    cancel (an admin) -> no further batch; rows written stay, their registrations still start
+    report: counts, the first 50 row errors, where it stopped
+
+Progress is the `progress` query, the `LifecycleStage` search attribute (indexing, importing,
+starting_registrations, completed, cancelled) and the run's current details in the Temporal UI.
+
+Its other parts: activities/customer_import.py, accounts/customer_csv.py (the format),
+accounts/import_files.py (storage); client starter/imports.py; use case backoffice/imports.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from accounts.customer_csv import RowError
+    from accounts.temporal import CHANNEL, LIFECYCLE_STAGE, lifecycle_attributes
+    from activities.customer_import import (
+        ERRORS_KEPT,
+        IMPORT_CHANNEL,
+        BatchInput,
+        BatchResult,
+        CustomerImportActivities,
+        IndexInput,
+    )
+    from activities.customers import NewCustomer
+    from workflows.registration import RegistrationInput, RegistrationTimings, RegistrationWorkflow
+
+INDEXING = "indexing"
+IMPORTING = "importing"
+STARTING_REGISTRATIONS = "starting_registrations"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+
+BATCH_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    "heartbeat_timeout": timedelta(seconds=30),  # a killed worker's batch is retried this soon
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), non_retryable_error_types=["InvalidFile"]),
+}
+
+
+def import_workflow_id(import_id: str) -> str:
+    return f"customer-import:{import_id}"
+
+
+@dataclass
+class ImportState:
+    started_at: datetime
+    rows_total: int = 0
+    batches: int = 0
+    next_batch: int = 0
+    rows_read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    last_line: int = 1
+    queue: list[str] = field(default_factory=list)  # references whose registration is still to start
+    emails_started: int = 0
+    cancel_requested: bool = False
+    stopped_at_line: int | None = None
+    finished_at: datetime | None = None
+    stage: str = INDEXING
+
+
+@dataclass
+class ImportInput:
+    import_id: str
+    sha256: str
+    delimiter: str
+    dry_run: bool
+    batch_size: int
+    emails_per_second: float
+    timings: RegistrationTimings
+    history_limit: int = 4000  # events before the run continues as new
+    state: ImportState | None = None  # carried over by continue-as-new
+
+
+@dataclass
+class ImportStatus:
+    import_id: str
+    stage: str
+    dry_run: bool
+    state: ImportState
+
+
+@workflow.defn
+class CustomerImportWorkflow:
+    @workflow.init
+    def __init__(self, input: ImportInput) -> None:
+        self._input = input
+        self._state = input.state or ImportState(started_at=workflow.now())
+
+    @workflow.run
+    async def run(self, input: ImportInput) -> ImportStatus:
+        state = self._state
+        if state.stage == INDEXING:
+            workflow.upsert_search_attributes([CHANNEL.value_set(IMPORT_CHANNEL)])
+            self._enter(INDEXING)
+            indexed = await workflow.execute_activity_method(
+                CustomerImportActivities.index_customer_import,
+                IndexInput(input.import_id, input.sha256, input.delimiter, input.batch_size),
+                **BATCH_OPTIONS,
+            )
+            state.rows_total, state.batches = indexed.rows, indexed.batches
+            self._enter(IMPORTING)
+        allowance, refilled_at = 0.0, workflow.now()
+        while state.next_batch < state.batches and not state.cancel_requested:
+            if self._history_is_large() and await self._ready_to_continue():
+                self._continue_as_new()
+            result = await workflow.execute_activity_method(
+                CustomerImportActivities.import_customer_batch,
+                BatchInput(input.import_id, input.sha256, input.delimiter, state.next_batch, input.dry_run),
+                **BATCH_OPTIONS,
+            )
+            self._count(result)
+            allowance, refilled_at = await self._start_registrations(allowance, refilled_at)
+        if state.cancel_requested and state.next_batch < state.batches:
+            state.stopped_at_line = state.last_line
+        if state.queue:
+            self._enter(STARTING_REGISTRATIONS)
+        while state.queue:
+            if self._history_is_large() and await self._ready_to_continue():
+                self._continue_as_new()
+            wanted = min(len(state.queue), max(1, math.ceil(input.emails_per_second)))
+            if allowance < wanted:
+                await workflow.sleep(timedelta(seconds=(wanted - allowance) / input.emails_per_second))
+            allowance, refilled_at = await self._start_registrations(allowance, refilled_at)
+        state.finished_at = workflow.now()
+        self._enter(CANCELLED if state.stopped_at_line is not None else COMPLETED)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    @workflow.query
+    def progress(self) -> ImportStatus:
+        return ImportStatus(self._input.import_id, self._state.stage, self._input.dry_run, self._state)
+
+    @workflow.update
+    async def cancel(self) -> ImportStatus:
+        """Stop after the batch under way; answers once the run stopped reading."""
+        self._state.cancel_requested = True
+        await workflow.wait_condition(lambda: self._state.stage in (STARTING_REGISTRATIONS, COMPLETED, CANCELLED))
+        return self.progress()
+
+    @cancel.validator
+    def _validate_cancel(self) -> None:
+        if self._state.stage in (COMPLETED, CANCELLED, STARTING_REGISTRATIONS):
+            raise ApplicationError(f"the import is {self._state.stage}: nothing left to cancel", type="NotRunning")
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _count(self, result: BatchResult) -> None:
+        state = self._state
+        state.next_batch += 1
+        state.rows_read += result.rows_read
+        state.created += result.created
+        state.updated += result.updated
+        state.unchanged += result.unchanged
+        state.rejected += result.rejected
+        state.errors.extend(result.errors[: ERRORS_KEPT - len(state.errors)])
+        state.last_line = result.last_line
+        if not self._input.dry_run:
+            state.queue.extend(result.to_verify)
+        self._details()
+
+    async def _start_registrations(self, allowance: float, refilled_at: datetime) -> tuple[float, datetime]:
+        """Start as many queued registrations as the rate allows since the last call (a token bucket
+        holding at most one second's worth), each sending its verification email."""
+        rate = self._input.emails_per_second
+        now = workflow.now()
+        allowance = min(max(rate, 1.0), allowance + (now - refilled_at).total_seconds() * rate)
+        count = min(len(self._state.queue), int(allowance))
+        if count:
+            starting, self._state.queue = self._state.queue[:count], self._state.queue[count:]
+            await asyncio.gather(*(self._start_registration(reference) for reference in starting))
+            self._state.emails_started += count
+            allowance -= count
+            self._details()
+        return allowance, now
+
+    async def _start_registration(self, reference: str) -> None:
+        timings = self._input.timings
+        try:
+            await workflow.start_child_workflow(
+                RegistrationWorkflow.run,
+                RegistrationInput(
+                    # the row exists: the workflow reads the customer's data from it, none travels here
+                    NewCustomer(email="", locale="", channel=IMPORT_CHANNEL, customer_reference=reference),
+                    timings,
+                    existing=True,
+                ),
+                id=f"registration:{reference}",  # starter.client.registration_id
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.ABANDON,  # it outlives the import
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Registration of {reference} ({IMPORT_CHANNEL})",
+                search_attributes=lifecycle_attributes(reference, IMPORT_CHANNEL),
+            )
+        except WorkflowAlreadyStartedError:  # a retried start, or a reference Temporal knows already
+            pass
+
+    def _history_is_large(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self._input.history_limit
+
+    async def _ready_to_continue(self) -> bool:
+        """Handlers finished: continue as new. A cancel under way waits for the run to stop reading, so it
+        is not waited for: the run goes on (and stops) first."""
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._state.cancel_requested)
+        return workflow.all_handlers_finished()
+
+    def _continue_as_new(self) -> NoReturn:
+        workflow.continue_as_new(dataclasses.replace(self._input, state=self._state))
+
+    def _enter(self, stage: str) -> None:
+        self._state.stage = stage
+        workflow.upsert_search_attributes([LIFECYCLE_STAGE.value_set(stage)])
+        self._details()
+
+    def _details(self) -> None:
+        state = self._state
+        workflow.set_current_details(
+            f"Import {state.stage}: {state.rows_read}/{state.rows_total} rows read,"
+            f" {state.created + state.updated} written, {state.rejected} rejected,"
+            f" {len(state.queue)} verification emails queued, {state.emails_started} started"
+        )
