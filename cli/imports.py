@@ -101,8 +101,8 @@ def report(progress: ImportProgress) -> list[str]:
     elif progress.rows_created or progress.rows_updated:
         lines.append(f"Created: {progress.rows_created}, updated: {progress.rows_updated}")
     if progress.state == "cancelled":
-        where = f" at line {progress.stopped_at_line}" if progress.stopped_at_line else ""
-        lines.append(f"Cancelled{where}: the rows before it are written, the rest were not read.")
+        where = f" after line {progress.stopped_at_line}" if progress.stopped_at_line else ""
+        lines.append(f"Cancelled{where}: the rows up to it are imported, the rest were not read.")
     elif progress.state == "failed":
         lines.append(f"The import failed after {progress.rows_read} rows: see {progress.ui_url}")
     lines += [f"Line {error.line}, column {error.column}: {error.message}" for error in progress.errors]

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 from api.routes.backoffice import delimiter_of
 from api.web.session import WebSession
 from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute
-from backoffice import Forbidden, allowed
+from backoffice import Conflict, Forbidden, allowed
 from backoffice.imports import ImportNotFound, InvalidImportFile
 
 IMPORTS_PATH = "/backoffice/ui/imports"
@@ -136,10 +136,13 @@ async def cancel(import_id: str, web: Web, session: Posting) -> Response:
         progress = await web.backoffice.cancel_import(import_id, session.member)
     except ImportNotFound:
         raise _not_found(import_id, session) from None
+    except Conflict as refused:
+        web.codec.flash(response, "error", f"Nothing was done: {refused}.")
+        return response
     except Forbidden as forbidden:
         raise PageError(403, "Not allowed", f"Nothing was done: {forbidden}.", session) from None
     if progress.state == "cancelled":
-        where = f" at line {progress.stopped_at_line}" if progress.stopped_at_line else ""
+        where = f" after line {progress.stopped_at_line}" if progress.stopped_at_line else ""
         web.codec.flash(response, "success", f"The import is cancelled{where}; the rows written so far stay.")
     else:
         web.codec.flash(response, "error", f"Nothing was done: the import is {progress.state}.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
@@ -132,7 +132,8 @@ async def start_import(
             staff=staff,
         )  # fmt: skip
         progress = await office.import_progress(started.import_id, staff)
-    return _document(progress, 202)
+    # the file's row count is known before the workflow has indexed the file
+    return _document(replace(progress, rows_total=progress.rows_total or started.rows), 202)
 
 
 @router.get(IMPORTS, summary="Customer imports, newest first (admin)", response_model=ImportListDocument)
