@@ -45,13 +45,15 @@ async def test_an_import_prints_sprykers_report_and_fails_for_a_rejected_row(e2e
     assert [line for line in lines if line.startswith("Line ")] == [
         next(line for line in lines if line.startswith("Line 5, column email: "))
     ]
-    assert "rows" in stderr  # the progress bar (on stderr, stdout stays the report)
+    assert "4/4" in stderr and "rows/s" in stderr and "ETA" in stderr  # the bar: on stderr, stdout is the report
     assert sorted(await customers_with(e2e, f"SPR{f.tag}-")) == [f.reference(n) for n in (1, 2, 3)]
     await e2e.mail_to(f.email(3), "confirm")
 
     import_id = counts[1]
     status = json.loads((await cli(e2e, tmp_path, "import", "status", import_id, "--json"))[1])
     assert (status["importId"], status["state"], status["rowsWritten"]) == (import_id, "completed", 3)
+    code, _, stderr = await cli(e2e, tmp_path, "import", "cancel", import_id)
+    assert code == 1 and stderr.startswith("Conflict: ")  # over: nothing left to cancel
     rejected = tmp_path / "rejected.csv"
     code, _, stderr = await cli(e2e, tmp_path, "import", "rejected", import_id, str(rejected))
     assert code == 0, stderr

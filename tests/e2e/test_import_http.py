@@ -136,6 +136,9 @@ async def test_an_admin_imports_a_spryker_file_follows_it_and_downloads_the_reje
         )
         assert done["finishedAt"] is not None and done["uiUrl"].startswith("http")
 
+        over = await http.post(f"/backoffice/imports/{import_id}/cancel", headers=admin)
+        assert (over.status_code, over.json()["errors"][0]["code"]) == (409, "409")  # nothing left to cancel
+
         listed = await http.get("/backoffice/imports", headers=admin)
         assert import_id in [item["id"] for item in listed.json()["data"]]
 
