@@ -16,6 +16,7 @@ from api.web.session import WebSession
 from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute
 from backoffice import Conflict, Forbidden, allowed
 from backoffice.imports import ImportNotFound, InvalidImportFile
+from starter.imports import ImportProgress
 
 IMPORTS_PATH = "/backoffice/ui/imports"
 REFRESH_SECONDS = 2
@@ -104,12 +105,18 @@ async def progress_page(request: Request, import_id: str, web: Web, session: Sig
         flash=flash,
         progress=progress,
         refresh_seconds=REFRESH_SECONDS if progress.state == "running" else None,
-        percent=100 * progress.rows_read // progress.rows_total if progress.rows_total else 100,
+        percent=_percent(progress),
         import_url=import_url(import_id),
     )
     if flash is not None:
         web.codec.clear_flash(page)
     return page
+
+
+def _percent(progress: ImportProgress) -> int:
+    if progress.rows_total:
+        return 100 * progress.rows_read // progress.rows_total
+    return 0 if progress.state == "running" else 100  # still indexing the file, or an empty one
 
 
 @router.get("/{import_id}/rejected.csv")
