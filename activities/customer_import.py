@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from accounts import audit
 from accounts.customer_csv import CustomerRow, Record, RowError, check_row, read_batch, rejected_csv_row, scan
 from accounts.db import SessionFactory
-from accounts.import_files import read_index, verified_path, write_index, write_rejected
+from accounts.import_files import ImportFileChanged, read_index, verified_path, write_index, write_rejected
 from accounts.models import AuditEvent, Customer, ReferenceCounter, utcnow
 from accounts.passwords import PasswordHasher, is_stored_hash
 from accounts.references import CUSTOMER_COUNTER
@@ -67,6 +69,7 @@ class BatchResult:
     errors: list[RowError] = field(default_factory=list)  # the batch's first ERRORS_KEPT
     # customers created unverified: each gets a registration lifecycle (channel import)
     to_verify: list[str] = field(default_factory=list)
+    without_password: list[str] = field(default_factory=list)  # of to_verify: their link sets a password too
     last_line: int = 0
 
 
@@ -82,7 +85,7 @@ class CustomerImportActivities:
 
     @activity.defn
     async def index_customer_import(self, request: IndexInput) -> Indexed:
-        path = verified_path(self._settings.var_dir, request.import_id, request.sha256)
+        path = self._file(request.import_id, request.sha256)
         found = await asyncio.to_thread(scan, path, request.delimiter, request.batch_size)
         write_index(self._settings.var_dir, request.import_id, found)
         return Indexed(found.rows, len(found.batches))
@@ -90,7 +93,7 @@ class CustomerImportActivities:
     @activity.defn
     async def import_customer_batch(self, request: BatchInput) -> BatchResult:
         var_dir = self._settings.var_dir
-        path = verified_path(var_dir, request.import_id, request.sha256)
+        path = self._file(request.import_id, request.sha256)
         index = read_index(var_dir, request.import_id)
         offset, line = index.batches[request.batch]
         batch = await asyncio.to_thread(
@@ -111,8 +114,18 @@ class CustomerImportActivities:
             await self._upsert(session, request, rows, result, rejected)
             if not request.dry_run:  # a dry run checks against the database and writes nothing
                 await session.commit()
+        result.errors = sorted(result.errors, key=lambda error: error.line)[:ERRORS_KEPT]
+        rejected.sort(key=lambda fields: int(fields[-3]))  # in file order, as the errors
         write_rejected(var_dir, request.import_id, request.batch, rejected)
         return result
+
+    def _file(self, import_id: str, sha256: str) -> Path:
+        """The stored file, checked against its hash. Another file under its name fails the import for good;
+        a missing one is retried (a volume not mounted yet on this worker)."""
+        try:
+            return verified_path(self._settings.var_dir, import_id, sha256)
+        except ImportFileChanged as error:
+            raise ApplicationError(str(error), type="ImportFileChanged", non_retryable=True) from None
 
     async def _upsert(
         self,
@@ -163,6 +176,8 @@ class CustomerImportActivities:
                 result.created += 1
                 if row.registered_at is None:
                     result.to_verify.append(row.customer_reference)
+                    if row.password is None:
+                        result.without_password.append(row.customer_reference)
             elif outcome == "updated":
                 result.updated += 1
             else:
@@ -246,6 +261,5 @@ class CustomerImportActivities:
 
 def _reject(result: BatchResult, rejected: list[list[str]], record: Record, error: RowError) -> None:
     result.rejected += 1
-    if len(result.errors) < ERRORS_KEPT:
-        result.errors.append(error)
+    result.errors.append(error)  # cut to ERRORS_KEPT once the batch is done
     rejected.append(rejected_csv_row(record, error))

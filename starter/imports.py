@@ -31,6 +31,7 @@ from workflows.customer_import import (
     ImportStatus,
     import_workflow_id,
 )
+from workflows.password_reset import ResetTimings
 from workflows.registration import RegistrationTimings
 
 IMPORT_BATCH_SIZE = 500  # rows per activity and transaction
@@ -118,6 +119,13 @@ class Imports:
                 emails_per_second=self._settings.import_emails_per_second,
                 timings=self._timings,
                 history_limit=self._history_limit,
+                # an imported customer without a password: the set-password link lives as long as the
+                # verification would (it verifies the address too)
+                reset_timings=ResetTimings(
+                    self._timings.expires_after,
+                    self._settings.password_reset_resend_min_interval,
+                    self._settings.password_reset_resends_per_hour,
+                ),
             ),
             id=workflow_id,
             task_queue=self._settings.task_queue,
@@ -135,13 +143,26 @@ class Imports:
             if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise NoSuchImport(import_id) from error
             raise
+        if description.status == WorkflowExecutionStatus.COMPLETED:  # its result: no worker needed to read it
+            run = self._client.get_workflow_handle_for(
+                CustomerImportWorkflow.run, import_workflow_id(import_id), run_id=description.run_id
+            )
+            return self._progress(await run.result(follow_runs=False))
         status = await handle.query(CustomerImportWorkflow.progress)
-        failed = description.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
-        return self._progress(status, failed=failed)
+        return self._progress(status, failed=description.status != WorkflowExecutionStatus.RUNNING)
 
-    async def wait(self, import_id: str) -> ImportProgress:
+    async def wait(self, import_id: str, *, poll_seconds: float = 0.2) -> ImportProgress:
         """The import's report once it finished (every row read, every registration started)."""
-        return self._progress(await self._handle(import_id).result())
+        while True:
+            try:
+                progress = await self.progress(import_id)
+            except RPCError as error:  # no worker answers queries right now (one restarting): ask again
+                if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                    raise
+            else:
+                if progress.state != "running":
+                    return progress
+            await asyncio.sleep(poll_seconds)
 
     async def cancel(self, import_id: str) -> ImportProgress:
         await self.progress(import_id)  # NoSuchImport

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import csv
+import io
 import os
 import shutil
 import socket
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import bcrypt
 import httpx
 import pytest
 import pytest_asyncio
@@ -35,6 +38,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from accounts.customer_csv import COLUMNS
 from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
@@ -240,6 +244,40 @@ def payload_texts(history: dict[str, Any]) -> list[str]:
 def token_from(email: ReceivedEmail) -> str:
     link = next(link for link in email.links if "token=" in link)
     return link.split("token=", 1)[1].split("&", 1)[0]
+
+
+# --- customer.csv (the customer import) ---------------------------------------------------------------
+
+SPRYKER_PASSWORD = "Spryker-Demo-Pass#42"  # what the shop's bcrypt hashes in test files were made from
+
+
+def spryker_hash(password: str = SPRYKER_PASSWORD) -> str:
+    """A hash as Spryker (PHP's password_hash) writes it: $2y$10$..."""
+    return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()[4:]
+
+
+def prefix() -> str:
+    return f"IM{uuid.uuid4().hex[:6].upper()}--"
+
+
+def row(reference: str, email: str, **values: str) -> dict[str, str]:
+    """A row of Spryker's demo customer.csv (Mr Spencor Hopkin), verified unless registered="" is given."""
+    base = {
+        "customer_reference": reference, "locale_name": "de_DE", "phone": "+49 (0)30 1234567", "email": email,
+        "salutation": "Mr", "first_name": "Spencor", "last_name": "Hopkin", "company": "spryker", "gender": "Male",
+        "date_of_birth": "1980-12-31", "password": "", "registered": "2016-07-01",
+    }  # fmt: skip
+    return {**base, **values}
+
+
+def csv_bytes(rows: list[dict[str, str]], *, delimiter: str = ",", columns: tuple[str, ...] = COLUMNS) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=columns, delimiter=delimiter, lineterminator="\r\n", extrasaction="ignore"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
 
 
 # --- the system under test --------------------------------------------------------------------------

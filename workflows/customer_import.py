@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         IndexInput,
     )
     from activities.customers import NewCustomer
+    from workflows.password_reset import PasswordResetWorkflow, ResetInput, ResetTimings
     from workflows.registration import RegistrationInput, RegistrationTimings, RegistrationWorkflow
 
 INDEXING = "indexing"
@@ -74,6 +75,7 @@ class ImportState:
     errors: list[RowError] = field(default_factory=list)
     last_line: int = 1
     queue: list[str] = field(default_factory=list)  # references whose registration is still to start
+    without_password: list[str] = field(default_factory=list)  # of the queue: a set-password link instead
     emails_started: int = 0
     cancel_requested: bool = False
     stopped_at_line: int | None = None
@@ -91,6 +93,8 @@ class ImportInput:
     emails_per_second: float
     timings: RegistrationTimings
     history_limit: int = 4000  # events before the run continues as new
+    # the set-password lifecycle of a customer imported unverified without a password (None: a verify link)
+    reset_timings: ResetTimings | None = None
     state: ImportState | None = None  # carried over by continue-as-new
 
 
@@ -181,6 +185,7 @@ class CustomerImportWorkflow:
         state.last_line = result.last_line
         if not self._input.dry_run:
             state.queue.extend(result.to_verify)
+            state.without_password.extend(result.without_password)
         self._details()
 
     async def _start_registrations(self, allowance: float, refilled_at: datetime) -> tuple[float, datetime]:
@@ -199,7 +204,12 @@ class CustomerImportWorkflow:
         return allowance, now
 
     async def _start_registration(self, reference: str) -> None:
+        """The registration lifecycle (reminder, expiry) and its one first link: a verification link, or
+        for a customer without a password a set-password link (which verifies the address too)."""
         timings = self._input.timings
+        password_link = reference in self._state.without_password and self._input.reset_timings is not None
+        if password_link:
+            self._state.without_password.remove(reference)
         try:
             await workflow.start_child_workflow(
                 RegistrationWorkflow.run,
@@ -208,6 +218,7 @@ class CustomerImportWorkflow:
                     NewCustomer(email="", locale="", channel=IMPORT_CHANNEL, customer_reference=reference),
                     timings,
                     existing=True,
+                    send_first_link=not password_link,
                 ),
                 id=f"registration:{reference}",  # starter.client.registration_id
                 task_queue=workflow.info().task_queue,
@@ -217,7 +228,23 @@ class CustomerImportWorkflow:
                 search_attributes=lifecycle_attributes(reference, IMPORT_CHANNEL),
             )
         except WorkflowAlreadyStartedError:  # a retried start, or a reference Temporal knows already
-            pass
+            return
+        if password_link:
+            assert self._input.reset_timings is not None
+            try:
+                await workflow.start_child_workflow(
+                    PasswordResetWorkflow.run,
+                    ResetInput(
+                        reference, "set_password", IMPORT_CHANNEL, self._input.import_id, self._input.reset_timings
+                    ),
+                    id=f"password-reset:{reference}",  # starter.passwords.reset_id
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    static_summary=f"Set-password link of {reference} ({IMPORT_CHANNEL})",
+                    search_attributes=lifecycle_attributes(reference, IMPORT_CHANNEL),
+                )
+            except WorkflowAlreadyStartedError:
+                pass
 
     def _history_is_large(self) -> bool:
         info = workflow.info()

@@ -77,6 +77,9 @@ class RegistrationInput:
     # the customer row exists already (written by a customer import, which started this run): no
     # create step. Earlier runs' inputs lack the field, so their commands replay unchanged (no patch).
     existing: bool = False
+    # False: the first link is another lifecycle's (an imported customer without a password gets a
+    # set-password link, which verifies the address too); reminder and expiry stay this run's
+    send_first_link: bool = True
 
 
 @dataclass
@@ -167,7 +170,8 @@ class RegistrationWorkflow:
         if not created.created:
             return await self._tell_owner(created)
 
-        if self._state.requested is None:  # a password link may have proved the address already
+        # a password link may have proved the address already
+        if self._state.requested is None and input.send_first_link:
             await self._send_link("verify")
         self._enter(AWAITING_VERIFICATION)
         while self._state.requested is None:

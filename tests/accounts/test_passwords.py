@@ -6,6 +6,7 @@ import random
 import string
 from typing import Any
 
+import bcrypt
 import pytest
 
 from accounts.passwords import (
@@ -365,3 +366,27 @@ def test_hasher_from_default_settings_uses_rfc_9106_low_memory_profile() -> None
     assert hasher.verify(password_hash, STRONG_12) is True
     fast_hash = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(STRONG_12)
     assert hasher.needs_rehash(fast_hash) is True
+
+
+# --- bcrypt hashes a shop's customer.csv brings ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["$2y$", "$2a$", "$2b$"])
+def test_a_shops_bcrypt_hash_verifies_and_needs_a_rehash(hasher: PasswordHasher, prefix: str) -> None:
+    made = bcrypt.hashpw(b"Shop-Pass 42!", bcrypt.gensalt(4)).decode()
+    stored = prefix + made[4:]  # PHP's password_hash writes $2y$; the same hash under each name
+    assert hasher.verify(stored, "Shop-Pass 42!")
+    assert not hasher.verify(stored, "Shop-Pass 43!")
+    assert hasher.needs_rehash(stored)
+    assert not hasher.needs_rehash(hasher.hash("Shop-Pass 42!"))
+
+
+def test_a_malformed_bcrypt_hash_is_a_mismatch_not_an_error(hasher: PasswordHasher) -> None:
+    assert not hasher.verify("$2y$10$tooshort", "anything")
+    assert not hasher.verify("$2y$10$" + "é" * 53, "anything")
+
+
+def test_bcrypt_reads_72_bytes_as_php_does(hasher: PasswordHasher) -> None:
+    long = "x" * 72
+    stored = "$2y$" + bcrypt.hashpw(long.encode(), bcrypt.gensalt(4)).decode()[4:]
+    assert hasher.verify(stored, long + "ignored by bcrypt")

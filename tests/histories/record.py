@@ -46,9 +46,13 @@ from conftest import (
     RECORDER_PASSWORDS,
     Stack,
     _binary,
+    csv_bytes,
     open_sqlite,
     open_stack,
     payload_texts,
+    prefix,
+    row,
+    spryker_hash,
     start_time_skipping,
     token_from,
     unique_email,
@@ -63,7 +67,8 @@ from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
 from devstack.mailsink import MailSink
 from starter import AccountsClient, EmailTaken, LoginFailed, Registration
-from starter.client import registration_id
+from starter.client import registration_id, registration_timings
+from starter.imports import Imports
 from starter.login import lockout_id
 from starter.passwords import reset_id
 from workflows.anonymization import anonymization_id
@@ -477,6 +482,64 @@ async def rehashed(stack: Stack) -> list[Handle]:
         email, PASSWORD, client_ip=IP
     )
     return await finished(stack, stack.client.get_workflow_handle(f"password-rehash:{reference}"))
+
+
+# --- customer import ----------------------------------------------------------------------------------
+
+
+def import_rows(count: int, *, unverified_every: int = 0) -> bytes:
+    p = prefix()
+    return csv_bytes(
+        [
+            row(
+                f"{p}{n}",
+                unique_email("imported"),
+                registered="" if unverified_every and n % unverified_every == 0 else "2020-01-01",
+            )
+            for n in range(1, count + 1)
+        ]
+    )
+
+
+@branch("customer-import/completed", "registration/imported")
+async def import_completed(stack: Stack) -> list[Handle]:
+    p = prefix()
+    email = unique_email("imported")
+    content = csv_bytes(
+        [
+            row(f"{p}1", unique_email("imported")),
+            row(f"{p}2", email, registered="", password=spryker_hash()),  # a verification link
+            row(f"{p}3", unique_email("imported"), registered=""),  # no password: a set-password link
+            row("X", email),
+        ]
+    )
+    started = await stack.accounts.imports.start(content)
+    imported = await finished(stack, stack.client.get_workflow_handle(started.workflow_id))
+    confirmation = await stack.accounts.confirm_email(token_from(await stack.mail_to(email)))
+    assert confirmation.outcome == "activated"
+    return [*imported, *await finished(stack, registration(stack, f"{p}2"))]
+
+
+@branch("customer-import/continue-as-new", "customer-import/continued")
+async def import_continued(stack: Stack) -> list[Handle]:
+    imports = Imports(
+        stack.client, stack.settings, registration_timings(stack.settings), batch_size=2, history_limit=30
+    )
+    started = await imports.start(import_rows(12, unverified_every=3))
+    (last,) = await finished(stack, stack.client.get_workflow_handle(started.workflow_id))
+    history = await last.fetch_history()
+    first_run = history.events[0].workflow_execution_started_event_attributes.first_execution_run_id
+    return [stack.client.get_workflow_handle(started.workflow_id, run_id=first_run), last]
+
+
+@branch("customer-import/cancelled")
+async def import_cancelled(stack: Stack) -> list[Handle]:
+    imports = Imports(stack.client, stack.settings, registration_timings(stack.settings), batch_size=1)
+    started = await imports.start(import_rows(40))
+    while (await imports.progress(started.import_id)).rows_read < 2:
+        await asyncio.sleep(0.02)
+    assert (await imports.cancel(started.import_id)).stopped_at_line is not None
+    return await finished(stack, stack.client.get_workflow_handle(started.workflow_id))
 
 
 # --- writing ------------------------------------------------------------------------------------------

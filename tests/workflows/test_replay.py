@@ -39,7 +39,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "RegistrationWorkflow": (
         "registration",
         "verified reminded-confirmed expired-keep expired-anonymize duplicate-address resend manual-verify"
-        " email-proven",
+        " email-proven imported",
     ),
     "PasswordResetWorkflow": (
         "password-reset",
@@ -51,6 +51,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "AnonymizationWorkflow": ("anonymization", "anonymized running-lifecycles"),
     "PasswordChangeWorkflow": ("password-change", "changed"),
     "PasswordRehashWorkflow": ("password-rehash", "rehashed"),
+    "CustomerImportWorkflow": ("customer-import", "completed continue-as-new continued cancelled"),
 }
 
 
