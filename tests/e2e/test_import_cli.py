@@ -47,7 +47,7 @@ async def test_an_import_prints_sprykers_report_and_fails_for_a_rejected_row(e2e
     ]
     assert "4/4" in stderr and "rows/s" in stderr and "ETA" in stderr  # the bar: on stderr, stdout is the report
     assert sorted(await customers_with(e2e, f"SPR{f.tag}-")) == [f.reference(n) for n in (1, 2, 3)]
-    await e2e.mail_to(f.email(3), "confirm")
+    await e2e.mail_to(f.email(3))  # the verification (here: set-password) link
 
     import_id = counts[1]
     status = json.loads((await cli(e2e, tmp_path, "import", "status", import_id, "--json"))[1])

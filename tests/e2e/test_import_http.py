@@ -151,7 +151,7 @@ async def test_an_admin_imports_a_spryker_file_follows_it_and_downloads_the_reje
 
         # the imported bcrypt hash signs in; the unverified row got its verification email
         assert (await sign_in(http, f.email(1), DEMO_PASSWORD)).status_code == 201
-    await e2e.mail_to(f.email(3), "confirm")
+    await e2e.mail_to(f.email(3))  # the verification (here: set-password) link
     imported = await customers_with(e2e, f"SPR{f.tag}-")
     assert sorted(imported) == [f.reference(n) for n in (1, 2, 3)]
     assert imported[f.reference(3)].registered_at is None and imported[f.reference(1)].registered_at is not None
