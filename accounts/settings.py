@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_request_bytes: int = 2 * 1024 * 1024
+    # a customer.csv upload (POST /backoffice/imports, the web upload page): bigger than any other body
+    import_max_bytes: int = 64 * 1024 * 1024
     # the longest any request waits (for a workflow's update, the database) before it answers 503:
     # an outage must not hang clients; the lifecycle a request started goes on without it
     request_timeout: Duration = timedelta(seconds=10)

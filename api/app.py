@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         description="Customer accounts with double opt-in, Spryker Glue compatible.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
     # outermost (added last): its deadline, request id and error answers cover everything inside it,
     # including Temporal (RPCError) and database outages, which answer 503 there
     app.add_middleware(RequestGuard, timeout=settings.request_timeout)

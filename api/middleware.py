@@ -38,21 +38,24 @@ def install_log_redaction() -> None:
 class BodySizeLimit:
     """Refuses bodies over the limit with a Glue error before they are read into memory.
 
+    `uploads` names the POST paths that take a file (a customer.csv) and their own, larger limit.
     A declared Content-Length is checked up front. A chunked body is counted as it arrives; at the limit
     the refusal is sent at once and the route only learns that the client left. (Raising instead does not
     work: FastAPI turns any exception met while it reads a body into its own 400.)"""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}  # POST paths that take a file, and their own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get(scope["path"], self.max_bytes) if scope["method"] == "POST" else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         received = 0
         refused = answered = False
@@ -64,10 +67,10 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     refused = True
                     if not answered:
-                        await self._refuse(send)
+                        await self._refuse(send, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -79,6 +82,6 @@ class BodySizeLimit:
 
         await self.app(scope, limited, unless_refused)
 
-    async def _refuse(self, send: Send) -> None:
-        error = GlueError(413, "901", f"data => The request body exceeds {self.max_bytes} bytes.")
+    async def _refuse(self, send: Send, limit: int) -> None:
+        error = GlueError(413, "901", f"data => The request body exceeds {limit} bytes.")
         await send_errors(send, error)

@@ -2,7 +2,7 @@
 
 One module per command group: `system` (dev, worker, api, db upgrade, jwt-key), `lifecycle` (status,
 verify, resend, unlock, passwords), `staff`, `orders`, and the back office's `customers` and
-`notes_groups` (both run their use cases through `office`); `output` is how they print.
+`notes_groups` (both run their use cases through `office`), `imports` (customer.csv); `output` is how they print.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from accounts.settings import Settings
-from cli import customers, lifecycle, notes_groups, orders, staff, system
+from cli import customers, imports, lifecycle, notes_groups, orders, staff, system
 from cli.output import errors
 
 app = typer.Typer(help="Customer account lifecycles on Temporal.", no_args_is_help=True)
@@ -27,6 +27,7 @@ app.add_typer(orders.app, name="orders")
 app.add_typer(customers.app, name="customers")
 app.add_typer(notes_groups.notes_app, name="notes")
 app.add_typer(notes_groups.groups_app, name="groups")
+app.add_typer(imports.app, name="import")
 
 
 def main() -> None:

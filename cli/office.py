@@ -70,5 +70,5 @@ def with_office(action: Callable[[BackOffice], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except (BackOfficeError, AccountsError) as error:
-        errors.print(f"[red]{type(error).__name__}[/red]: {error}")
+        errors.print(f"[red]{type(error).__name__}[/red]: {error}", soft_wrap=True)  # one line, never wrapped
         raise typer.Exit(1) from None

@@ -1,14 +1,16 @@
 """The back-office web UI: server-rendered pages under /backoffice for staff signed in with a password.
 
 HTML pages live at `/backoffice` (the customer list), `/backoffice/sign-in`, `/backoffice/sign-out` and
-`/backoffice/ui/...`; the JSON API keeps `/backoffice/customers...` and the other resource paths.
+`/backoffice/ui/...` (`/backoffice/ui/imports`: customer imports, admin only); the JSON API keeps
+`/backoffice/customers...`, `/backoffice/imports...` and the other resource paths.
 """
 
 from __future__ import annotations
 
-from api.web import auth_routes, customers
+from api.web import auth_routes, customers, imports
+from api.web.imports import IMPORTS_PATH as IMPORT_UPLOAD_PATH
 from api.web.ui import WebUI
 
-routers = (auth_routes.router, customers.router)
+routers = (auth_routes.router, customers.router, imports.router)
 
-__all__ = ["WebUI", "routers"]
+__all__ = ["IMPORT_UPLOAD_PATH", "WebUI", "routers"]

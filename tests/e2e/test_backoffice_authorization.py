@@ -37,6 +37,7 @@ class Case:
 
 CUSTOMER = "/backoffice/customers/{customer_reference}"
 GROUP = "/backoffice/customer-groups/{group_id}"
+IMPORT = "/backoffice/imports/{import_id}"
 ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/backoffice/customers"): Case("support", 200),
     ("GET", "/backoffice/customers.csv"): Case("admin", 200),
@@ -63,6 +64,11 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", f"{GROUP}/customers/{{customer_reference}}"): Case("support", 404),
     ("DELETE", f"{GROUP}/customers/{{customer_reference}}"): Case("support", 404),
     ("POST", "/backoffice/orders"): Case("admin", 200, {"orders": []}),
+    ("POST", "/backoffice/imports"): Case("admin", 422),  # no file
+    ("GET", "/backoffice/imports"): Case("admin", 200),
+    ("GET", IMPORT): Case("admin", 404),
+    ("POST", f"{IMPORT}/cancel"): Case("admin", 404),
+    ("GET", f"{IMPORT}/rejected.csv"): Case("admin", 404),
 }
 
 
@@ -92,7 +98,9 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 
 def concrete(path: str) -> str:
-    return path.format(customer_reference="DE--0", group_id=999_999_999, address_uuid=uuid.uuid4())
+    return path.format(
+        customer_reference="DE--0", group_id=999_999_999, address_uuid=uuid.uuid4(), import_id="imp_0000000000000000"
+    )
 
 
 async def test_the_authorization_matrix(e2e: Stack) -> None:

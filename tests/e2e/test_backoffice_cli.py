@@ -36,6 +36,7 @@ async def cli(stack: Stack, cwd: Path, *args: str, columns: int = 200) -> tuple[
             {
                 **os.environ,
                 "ACCOUNTS_DATABASE_URL": settings.database_url,
+                "ACCOUNTS_VAR_DIR": str(settings.var_dir),  # where an import's file rests, read by the worker
                 "ACCOUNTS_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
                 "ACCOUNTS_TASK_QUEUE": settings.task_queue,
                 "ACCOUNTS_CUSTOMER_REFERENCE_PREFIX": settings.customer_reference_prefix,

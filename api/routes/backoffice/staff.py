@@ -19,6 +19,7 @@ from backoffice import BackOffice, authorize
 PREFIX = "/backoffice"
 CUSTOMER = "/customers/{customer_reference}"
 GROUP = "/customer-groups/{group_id}"
+IMPORT = "/imports/{import_id}"
 
 # Every back-office API route and the action it takes (backoffice.PERMISSIONS: who may).
 ROUTE_ACTIONS: dict[tuple[str, str], str] = {
@@ -47,6 +48,11 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{PREFIX}{GROUP}{CUSTOMER}"): "groups.assign",
     ("DELETE", f"{PREFIX}{GROUP}{CUSTOMER}"): "groups.assign",
     ("POST", "/backoffice/orders"): "orders.import",  # api/routes/orders.py
+    ("POST", "/backoffice/imports"): "import_customers",
+    ("GET", "/backoffice/imports"): "import_customers",
+    ("GET", f"{PREFIX}{IMPORT}"): "import_customers",
+    ("POST", f"{PREFIX}{IMPORT}/cancel"): "import_customers",
+    ("GET", f"{PREFIX}{IMPORT}/rejected.csv"): "import_customers",
 }
 
 ERRORS: dict[int | str, dict[str, Any]] = {
