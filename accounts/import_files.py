@@ -95,7 +95,14 @@ def _rejected_dir(var_dir: Path, import_id: str) -> Path:
 
 
 def write_rejected(var_dir: Path, import_id: str, batch: int, rows: list[list[str]]) -> None:
-    """One file per batch, rewritten whole: a retried batch replaces its own rows."""
+    """One file per batch, rewritten whole: a retried batch replaces its own rows.
+
+    The password column is left empty: a rejected row's password (or hash) must not sit in a file that
+    staff download. Fixed and imported again, that customer gets a set-password link instead."""
+    header = read_index(var_dir, import_id).header
+    if "password" in header:
+        at = header.index("password")
+        rows = [[*fields[:at], "", *fields[at + 1 :]] if len(fields) > at else fields for fields in rows]
     directory = _rejected_dir(var_dir, import_id)
     directory.mkdir(exist_ok=True)
     path = directory / f"{batch:08d}.csv"

@@ -173,6 +173,10 @@ class Imports:
             if isinstance(cause, ApplicationError) and cause.type == "NotRunning":
                 raise NotCancellable(cause.message) from error
             raise
+        except RPCError as error:  # an update to a closed run: "workflow execution already completed"
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise NotCancellable(f"the import {import_id} is over: nothing left to cancel") from error
         return self._progress(status)
 
     async def rejected_csv(self, import_id: str) -> str:

@@ -128,7 +128,7 @@ async def test_a_changed_row_updates_the_profile_and_row_errors_are_reported_wit
             row(f"{p}1", taken, last_name="Hopkin-Smith"),  # line 2: an update of the profile
             row(f"{p}2", fresh[0]),  # line 3
             row(f"{p}3", fresh[0].upper()),  # line 4: the same email again
-            row(f"{p}4", fresh[1], salutation="Herr"),  # line 5
+            row(f"{p}4", fresh[1], salutation="Herr", password="Plain-text-from-the-old-shop-1"),  # line 5
             row("DE--X", fresh[2]),  # line 6: no number
             row(f"{p}5", other),  # line 7: another customer's email
             row(f"{p}6", fresh[3], date_of_birth="31.12.1980"),  # line 8
@@ -146,6 +146,7 @@ async def test_a_changed_row_updates_the_profile_and_row_errors_are_reported_wit
         rejected = list(csv.DictReader(io.StringIO(await s.accounts.imports.rejected_csv(started.import_id))))
         assert [r["error_line"] for r in rejected] == ["4", "5", "6", "7", "8"]
         assert rejected[1]["salutation"] == "Herr" and "Mr, Mrs, Ms, Dr" in rejected[1]["error_message"]
+        assert rejected[1]["password"] == ""  # a password never reaches the downloadable file
 
 
 @pytest.mark.parametrize(
