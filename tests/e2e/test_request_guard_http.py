@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import PG_ADMIN_DSN, Database, StackFactory, registration_body, token_from, unique_email
+from faults.processes import TcpProxy
 from sqlalchemy import make_url, select
 from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
@@ -62,58 +63,13 @@ async def test_a_wait_for_a_lifecycle_ends_at_the_request_timeout_and_the_lifecy
         assert customer is not None and customer.registered_at is not None
 
 
-class TcpProxy:
-    """A TCP hop in front of PostgreSQL that a test can cut (connections reset, port refused), turn into a
-    black hole (connections accepted, never answered) and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self.black_hole = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connected, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        if self.black_hole:
-            return  # held open, never answered: a connect that hangs
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.add(up_writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
-
-
 @pytest.fixture
 async def proxy() -> AsyncIterator[TcpProxy]:
     target = make_url(PG_ADMIN_DSN)
     hop = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
     await hop.start()
     yield hop
-    if hop._server is not None:
-        await hop.cut()
+    await hop.stop()
 
 
 async def test_a_database_outage_answers_503_with_retry_after_never_500(
@@ -126,7 +82,7 @@ async def test_a_database_outage_answers_503_with_retry_after_never_500(
         email, reference, bearer = await signed_in(e2e, http)
         assert (await http.get(f"/customers/{reference}", headers=bearer)).status_code == 200
 
-        await proxy.cut()
+        proxy.cut()
         answers = [
             await http.get(f"/customers/{reference}", headers=bearer),
             await http.post("/access-tokens", json=login_body(email, PASSWORD)),
@@ -134,16 +90,13 @@ async def test_a_database_outage_answers_503_with_retry_after_never_500(
         ]
         assert [(a.status_code, a.json(), a.headers.get("retry-after")) for a in answers] == [(503, OUTAGE, "5")] * 3
 
-        proxy.black_hole = True  # connects hang: the connect timeout answers, long before the 30 s bound
-        await proxy.start()
+        proxy.cut(silently=True)  # connects hang: the connect timeout answers, long before the 30 s bound
         started = time.monotonic()
         hung = await http.get(f"/customers/{reference}", headers=bearer)
         assert (hung.status_code, hung.json()) == (503, OUTAGE)
         assert time.monotonic() - started < 15
 
-        await proxy.cut()
-        proxy.black_hole = False
-        await proxy.start()
+        proxy.restore()
         again = await http.get(f"/customers/{reference}", headers=bearer)
         assert again.status_code == 200, again.text
         assert again.json()["data"]["attributes"]["email"] == email
@@ -171,9 +124,7 @@ async def test_a_wait_for_an_email_on_a_silent_smtp_server_ends_at_the_bound_and
             while (await registration.query(RegistrationWorkflow.status)).links_sent < 1:
                 await asyncio.sleep(0.05)  # the SMTP session ends after the sink has the message
 
-            await smtp.cut()
-            smtp.black_hole = True
-            await smtp.start()
+            smtp.cut(silently=True)  # an SMTP server that accepts and never answers
             staff = {"Authorization": f"Bearer {await staff_key(e2e, 'smtp')}"}
             path = f"/backoffice/customers/{reference}/resend-verification"
             started = time.monotonic()
@@ -181,9 +132,7 @@ async def test_a_wait_for_an_email_on_a_silent_smtp_server_ends_at_the_bound_and
             assert (resend.status_code, resend.json()) == (503, OUTAGE)
             assert time.monotonic() - started < 3
 
-            await smtp.cut()  # the stuck attempt fails; the activity's next attempt gets through
-            smtp.black_hole = False
-            await smtp.start()
+            smtp.restore()  # the stuck attempt's connection is reset; the activity's next attempt gets through
             resent = await sink.wait_for(
                 lambda m: email in m.to and any("token=" in link for link in m.links) and token_from(m) != first,
                 timeout=30,
@@ -191,7 +140,7 @@ async def test_a_wait_for_an_email_on_a_silent_smtp_server_ends_at_the_bound_and
             second = token_from(resent)
             assert (await http.post("/customer-confirmation", json=confirmation_body(second))).status_code == 204
     finally:
-        await smtp.cut()
+        await smtp.stop()
 
 
 async def test_an_unexpected_failure_answers_a_glue_500_that_names_the_logged_request_id(
