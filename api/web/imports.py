@@ -5,6 +5,8 @@ and one import's progress, read live from its workflow. A running import's page 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import quote
 
@@ -37,6 +39,17 @@ def _not_found(import_id: str, session: WebSession) -> PageError:
     return PageError(404, "Import not found", f"There is no import {import_id}.", session)
 
 
+@contextlib.contextmanager
+def _shown_as_pages(session: WebSession, import_id: str = "") -> Iterator[None]:
+    """What a reading use case refuses, as the error pages: an unknown import 404, a refusal 403."""
+    try:
+        yield
+    except ImportNotFound:
+        raise _not_found(import_id, session) from None
+    except Forbidden as forbidden:
+        raise PageError(403, "Not allowed", str(forbidden), session) from None
+
+
 @router.get("")
 async def imports_page(request: Request, web: Web, session: SignedIn) -> Response:
     _admin(session)
@@ -44,10 +57,8 @@ async def imports_page(request: Request, web: Web, session: SignedIn) -> Respons
 
 
 async def _imports(request: Request, web: Web, session: WebSession, error: str | None = None) -> Response:
-    try:
+    with _shown_as_pages(session):
         found = await web.backoffice.list_imports(session.member)
-    except Forbidden as forbidden:
-        raise PageError(403, "Not allowed", str(forbidden), session) from None
     flash = web.codec.read_flash(request)
     page = web.page(
         "imports.html",
@@ -92,12 +103,8 @@ async def upload(
 @router.get("/{import_id}")
 async def progress_page(request: Request, import_id: str, web: Web, session: SignedIn) -> Response:
     _admin(session)
-    try:
+    with _shown_as_pages(session, import_id):
         progress = await web.backoffice.import_progress(import_id, session.member)
-    except ImportNotFound:
-        raise _not_found(import_id, session) from None
-    except Forbidden as forbidden:
-        raise PageError(403, "Not allowed", str(forbidden), session) from None
     flash = web.codec.read_flash(request)
     page = web.page(
         "import.html",
@@ -122,12 +129,8 @@ def _percent(progress: ImportProgress) -> int:
 @router.get("/{import_id}/rejected.csv")
 async def rejected_rows(import_id: str, web: Web, session: SignedIn) -> Response:
     _admin(session)
-    try:
+    with _shown_as_pages(session, import_id):
         text = await web.backoffice.rejected_rows_csv(import_id, session.member)
-    except ImportNotFound:
-        raise _not_found(import_id, session) from None
-    except Forbidden as forbidden:
-        raise PageError(403, "Not allowed", str(forbidden), session) from None
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
