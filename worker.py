@@ -100,6 +100,7 @@ def build_worker(
             emails.send_notice,
             customer_import.index_customer_import,
             customer_import.import_customer_batch,
+            customer_import.discard_customer_import_file,
         ],
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
         graceful_shutdown_timeout=graceful_shutdown_timeout(settings),

@@ -10,6 +10,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.models import AuditEvent
 
 
+def entry(
+    *,
+    customer_reference: str,
+    event: str,
+    channel: str,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """An audit row's columns: `record` adds one to a session; a bulk writer inserts many at once."""
+    return {
+        "customer_reference": customer_reference,
+        "event": event,
+        "channel": channel,
+        "actor": actor,
+        "details": details or {},
+        "idempotency_key": idempotency_key,
+    }
+
+
 def record(
     session: AsyncSession,
     *,
@@ -22,12 +42,14 @@ def record(
 ) -> None:
     session.add(
         AuditEvent(
-            customer_reference=customer_reference,
-            event=event,
-            channel=channel,
-            actor=actor,
-            details=details or {},
-            idempotency_key=idempotency_key,
+            **entry(
+                customer_reference=customer_reference,
+                event=event,
+                channel=channel,
+                actor=actor,
+                details=details,
+                idempotency_key=idempotency_key,
+            )
         )
     )
 

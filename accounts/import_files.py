@@ -2,7 +2,9 @@
 from it (`<id>.index.json`: where its batches start; `<id>.rejected/<batch>.csv`: its rejected rows).
 
 The file holds personal data and password hashes, so it never enters a Temporal payload: the workflow
-carries the import id and the file's SHA-256, and every activity checks the hash before it reads.
+carries the import id and the file's SHA-256. Indexing checks the whole file against it once and keeps
+each batch's own SHA-256 in the index; a batch then checks only the bytes it reads (hashing the whole
+file before every batch made an import quadratic in its size). `remove` deletes all of it.
 """
 
 from __future__ import annotations
@@ -51,19 +53,54 @@ def discard(var_dir: Path, import_id: str) -> None:
     file_path(var_dir, import_id).unlink(missing_ok=True)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verified_path(var_dir: Path, import_id: str, sha256: str) -> Path:
+def remove(var_dir: Path, import_id: str) -> None:
+    """The stored file, its index and its rejected rows: what a finished import no longer needs."""
     path = file_path(var_dir, import_id)
-    if sha256_of(path) != sha256:
+    for derived in (path, path.with_suffix(".partial"), _index_path(var_dir, import_id)):
+        derived.unlink(missing_ok=True)
+    directory = _rejected_dir(var_dir, import_id)
+    if directory.exists():
+        for part in directory.glob("*.csv"):
+            part.unlink()
+        directory.rmdir()
+
+
+def verified_path(var_dir: Path, import_id: str, sha256: str, batch_starts: list[int]) -> tuple[Path, list[str]]:
+    """The stored file, checked against the SHA-256 the import started with, and the SHA-256 of each batch's
+    bytes (a batch runs from its start offset to the next one's, the last to the end of the file)."""
+    path = file_path(var_dir, import_id)
+    whole = hashlib.sha256()
+    bounds = [*batch_starts[1:], None]
+    digests: list[str] = []
+    with path.open("rb") as stream:
+        if batch_starts:
+            whole.update(stream.read(batch_starts[0]))  # the header
+        for end in bounds:
+            part = hashlib.sha256()
+            while end is None or stream.tell() < end:
+                chunk = stream.read(1024 * 1024 if end is None else min(1024 * 1024, end - stream.tell()))
+                if not chunk:
+                    break
+                whole.update(chunk)
+                part.update(chunk)
+            digests.append(part.hexdigest())
+        whole.update(stream.read())  # without batches: the whole file is the header
+    if whole.hexdigest() != sha256:
         raise ImportFileChanged(f"{path.name} is not the file import {import_id} started with")
-    return path
+    return path, digests
+
+
+def batch_bytes(var_dir: Path, import_id: str, index: Scan, batch: int) -> bytes:
+    """One batch's bytes, checked against the SHA-256 the index took of them."""
+    path = file_path(var_dir, import_id)
+    start = index.batches[batch][0]
+    end = index.batches[batch + 1][0] if batch + 1 < len(index.batches) else None
+    with path.open("rb") as stream:
+        stream.seek(start)
+        data = stream.read() if end is None else stream.read(end - start)
+    if hashlib.sha256(data).hexdigest() != index.digests[batch]:
+        raise ImportFileChanged(f"{path.name}: batch {batch} is not what import {import_id} indexed")
+    return data
 
 
 # --- what the import derives from the file -------------------------------------------------------------
@@ -87,6 +124,7 @@ def read_index(var_dir: Path, import_id: str) -> Scan:
         batch_size=data["batch_size"],
         batches=[(offset, line) for offset, line in data["batches"]],
         duplicates={int(line): (column, message) for line, (column, message) in data["duplicates"].items()},
+        digests=data.get("digests", []),  # an index written before batch digests: none
     )
 
 

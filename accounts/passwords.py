@@ -60,6 +60,11 @@ MIN_PERSONAL_DATA_PART_LENGTH: Final = 4
 MAX_SIMILARITY_RATIO: Final = 0.7
 
 
+def user_inputs(email: str, first_name: str | None, last_name: str | None) -> list[str]:
+    """The customer's own data a password must not resemble: the address, its local part, the names."""
+    return [value for value in (email, email.split("@", 1)[0], first_name, last_name) if value]
+
+
 class PasswordPolicy:
     """Which passwords a customer may choose; `violations` lists what is wrong with one."""
 

@@ -5,7 +5,7 @@ of them, the same for every entry point (Glue API, back office, CLI)."""
 # field types of SignUp's subclasses in their own modules, where `date` is not imported.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +33,29 @@ class SignUp:
     # checkout sign-up: SHA-256 of the guest's X-Anonymous-Customer-Unique-Id (never the id itself);
     # that guest cart is converted at activation
     guest_cart_key: str | None = None
+
+
+def customer_columns(
+    sign_up: SignUp, *, customer_reference: str, password_hash: str | None, registered_at: datetime | None = None
+) -> dict[str, Any]:
+    """A new customer row's columns, the same for every channel (an ORM `Customer(**...)` or a bulk insert)."""
+    return {
+        "customer_reference": customer_reference,
+        "email": sign_up.email,
+        "email_key": sign_up.email.lower(),
+        "salutation": sign_up.salutation,
+        "first_name": sign_up.first_name,
+        "last_name": sign_up.last_name,
+        "gender": sign_up.gender,
+        "date_of_birth": sign_up.date_of_birth,
+        "phone": sign_up.phone,
+        "company": sign_up.company,
+        "locale": sign_up.locale,
+        "password_hash": password_hash,
+        "channel": sign_up.channel,
+        "guest_cart_key": sign_up.guest_cart_key,
+        "registered_at": registered_at,
+    }
 
 
 async def apply_profile_edits(

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
-from accounts.profile import SignUp
+from accounts.profile import SignUp, customer_columns
 from activities.lookup import load_customer
 
 EMAIL_VERIFICATION = "email_verification"
@@ -94,20 +94,7 @@ class CustomerActivities:
         try:
             async with self._sessions.begin() as session:
                 customer = Customer(
-                    customer_reference=new.customer_reference,
-                    email=new.email,
-                    email_key=new.email.lower(),
-                    salutation=new.salutation,
-                    first_name=new.first_name,
-                    last_name=new.last_name,
-                    gender=new.gender,
-                    date_of_birth=new.date_of_birth,
-                    phone=new.phone,
-                    company=new.company,
-                    locale=new.locale,
-                    password_hash=new.password_hash,
-                    channel=new.channel,
-                    guest_cart_key=new.guest_cart_key,
+                    **customer_columns(new, customer_reference=new.customer_reference, password_hash=new.password_hash)
                 )
                 session.add(customer)
                 await session.flush()

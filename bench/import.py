@@ -256,11 +256,16 @@ async def run_import(
             raise BenchFailure(f"POST /backoffice/imports: {response.status_code} {response.text[:500]}")
         import_id = response.json()["data"]["id"]
         written_at = None
+        retries = 0
         while True:
             for process, name in ((worker, "worker"), (api, "api")):
                 if process.poll() is not None:
                     raise BenchFailure(f"the {name} exited with {process.returncode}: see {logs / (name + '.log')}")
             answer = await http.get(f"/backoffice/imports/{import_id}", headers=headers)
+            if answer.status_code == 503:  # the worker did not answer the progress query in time: ask again
+                retries += 1
+                await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+                continue
             if answer.status_code != 200:
                 raise BenchFailure(f"GET /backoffice/imports/{import_id}: {answer.status_code} {answer.text[:300]}")
             p = answer.json()["data"]["attributes"]

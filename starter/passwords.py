@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
-from accounts.passwords import PasswordHasher, PasswordPolicy
+from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from accounts.tokens import find_issued, hash_token
@@ -193,10 +193,8 @@ class Passwords:
             )
 
     async def checked_hash(self, password: str, customer: Customer) -> str:
-        user_inputs = [
-            v for v in (customer.email, customer.email.split("@")[0], customer.first_name, customer.last_name) if v
-        ]
-        violations = await asyncio.to_thread(self._policy.violations, password, user_inputs=user_inputs)
+        personal = user_inputs(customer.email, customer.first_name, customer.last_name)
+        violations = await asyncio.to_thread(self._policy.violations, password, user_inputs=personal)
         if violations:
             raise PasswordRejected(violations)
         return await self._hasher.hash_async(password)

@@ -6,6 +6,7 @@ customer imported unverified.
         start the registrations the batches queued, at most emails_per_second (their verification emails)
         the history grows large -> continue as new with the counts and the queue
     cancel (an admin) -> no further batch; rows written stay, their registrations still start
+    delete the stored file (its index and the rejected rows stay for the report)
     report: counts, the first 50 row errors, where it stopped
 
 Progress is the `progress` query, the `LifecycleStage` search attribute (indexing, importing,
@@ -148,6 +149,12 @@ class CustomerImportWorkflow:
             if allowance < wanted:
                 await workflow.sleep(timedelta(seconds=(wanted - allowance) / input.emails_per_second))
             allowance, refilled_at = await self._start_registrations(allowance, refilled_at)
+        if workflow.patched("import-discards-file"):
+            # the upload holds personal data and password hashes, and a finished import never reads it again
+            # (its index and rejected rows stay for the report and the download)
+            await workflow.execute_activity_method(
+                CustomerImportActivities.discard_customer_import_file, input.import_id, **BATCH_OPTIONS
+            )
         state.finished_at = workflow.now()
         self._enter(CANCELLED if state.stopped_at_line is not None else COMPLETED)
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -75,6 +75,9 @@ async def test_spryker_rows_import_sign_in_with_bcrypt_verify_and_a_rerun_change
         report = await s.accounts.imports.wait(started.import_id)
         assert (report.state, report.rows_created, report.rows_written, report.rows_rejected) == ("completed", 4, 4, 0)
         assert (report.emails_started, report.emails_queued) == (2, 0)
+        # the upload (personal data, hashes) is gone once the import is over; the report's index stays
+        files = stored_files(s)
+        assert f"{started.import_id}.csv" not in files and f"{started.import_id}.index.json" in files
 
         first = await customer(s, f"{p}1")
         assert first is not None and first.status == "verified" and str(first.password_hash).startswith("$2y$10$")

@@ -1,0 +1,42 @@
+"""The import's email check: its fast path for plain addresses answers as email_validator does."""
+
+from __future__ import annotations
+
+import itertools
+
+from email_validator import EmailNotValidError, validate_email
+
+from accounts.customer_csv import valid_email
+
+LOCAL_PARTS = [
+    "anna", "Anna.Smith", "a", "a.b.c", "o'neil", "x+tag", "first_last", "a-b", "UPPER", "digits123",
+    "a..b", ".anna", "anna.", "an na", 'qu"ote', '"quoted"', '"with space"', "ümlaut", "a" * 64, "a" * 65,
+    "#!$%&*/=?^`{|}~", "a@b", "", "(comment)anna", "tab\tx",
+]  # fmt: skip
+DOMAINS = [
+    "example.com", "Example.COM", "b.c", "sub.domain.example.org", "xn--bcher-kva.de", "bücher.de", "localhost",
+    "x.test", "x.local", "x.invalid", "x.example", "-x.com", "x-.com", "x..com", ".x.com", "x.com.", "x.123",
+    "[127.0.0.1]", "1.2.3.4", "a_b.com", "a" * 63 + ".com", "a" * 64 + ".com", "x.c0m", "", "xn--.com",
+    ("a" * 60 + ".") * 4 + "com",
+]  # fmt: skip
+
+
+def expected(value: str) -> str | None:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+def test_valid_email_answers_as_email_validator() -> None:
+    values = [f"{local}@{domain}" for local, domain in itertools.product(LOCAL_PARTS, DOMAINS)]
+    values += ["plain", "@", "a@@b.com", "a@b.com" + "m" * 250]
+    differ = {value: (valid_email(value), expected(value)) for value in values if valid_email(value) != expected(value)}
+    assert not differ
+    assert sum(expected(value) is not None for value in values) > 100  # the corpus holds valid addresses too
+
+
+def test_the_fast_path_does_not_cache_an_answer_for_another_local_part() -> None:
+    assert valid_email("good@example.com") == "good@example.com"
+    assert valid_email("bad..one@example.com") is None
+    assert valid_email("Good@EXAMPLE.com") == "Good@example.com"
