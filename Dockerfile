@@ -24,10 +24,11 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
     && rm /tmp/requirements.txt
 
 # Editable install: templates/ and migrations/ are read from the source tree at run time.
-# The code stays root-owned, read-only for the service; only var/ is writable.
+# The code stays root-owned, read-only for the service; only var/ is writable (a named volume mounted on
+# var/keys or var/imports takes the ownership of the directory made here).
 COPY . .
 RUN pip install -e ".[postgres]" \
-    && mkdir -p /app/var/keys \
+    && mkdir -p /app/var/keys /app/var/imports \
     && chown -R accounts:accounts /app/var
 
 USER accounts

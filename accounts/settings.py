@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # customer import: the registrations (verification emails) of imported unverified customers start
     # at most this many per second, so a large file never floods the SMTP server
     import_emails_per_second: float = 10.0
+    import_batch_size: int = 500  # rows per batch: one activity, one transaction
+    import_concurrent_batches: int = 2  # batch activities of one import at once (one parses, one writes)
 
     # password policy (Spryker's knobs, plus the offline common-password and similarity checks)
     password_min_length: int = 12
@@ -155,6 +157,8 @@ class Settings(BaseSettings):
             raise ValueError("lockout thresholds must be at least 1")
         if self.import_emails_per_second <= 0:
             raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
+        if not 1 <= self.import_batch_size <= 10_000 or not 1 <= self.import_concurrent_batches <= 8:
+            raise ValueError("ACCOUNTS_IMPORT_BATCH_SIZE must be 1-10000, ACCOUNTS_IMPORT_CONCURRENT_BATCHES 1-8")
         if self.request_timeout <= timedelta(0):
             raise ValueError("ACCOUNTS_REQUEST_TIMEOUT must be positive")
         if self.password_min_length > self.password_max_length:

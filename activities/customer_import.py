@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, case, insert, select, update
+from sqlalchemy import Table, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -176,25 +176,27 @@ class CustomerImportActivities:
         benchmark's floor); existing ones are updated one by one, their rows locked against a concurrent
         profile edit (PostgreSQL; SQLite's one writer serializes the transaction anyway)."""
         references = [row.customer_reference for _, row in rows]
-        by_reference = {
-            c.customer_reference: c
-            for c in await session.scalars(
-                select(Customer).where(Customer.customer_reference.in_(references)).with_for_update()
+        emails = [row.email.lower() for _, row in rows]
+        # one query finds the rows to update and the addresses taken (a fresh import finds none of either)
+        found = list(
+            await session.scalars(
+                select(Customer)
+                .where(or_(Customer.customer_reference.in_(references), Customer.email_key.in_(emails)))
+                .with_for_update()
             )
-        }
-        by_email = {
-            key: reference
-            for key, reference in await session.execute(
-                select(Customer.email_key, Customer.customer_reference).where(
-                    Customer.email_key.in_([row.email.lower() for _, row in rows])
-                )
-            )
-        }
-        keys = [import_key(request.import_id, reference) for reference in references]
+        )
+        by_reference = {c.customer_reference: c for c in found}
+        by_email = {c.email_key: c.customer_reference for c in found}
+        # An earlier attempt of this batch can only have imported references that exist now
+        keys = [import_key(request.import_id, reference) for reference in references if reference in by_reference]
         earlier = {
             key: details.get("outcome")
-            for key, details in await session.execute(
-                select(AuditEvent.idempotency_key, AuditEvent.details).where(AuditEvent.idempotency_key.in_(keys))
+            for key, details in (
+                await session.execute(
+                    select(AuditEvent.idempotency_key, AuditEvent.details).where(AuditEvent.idempotency_key.in_(keys))
+                )
+                if keys
+                else []
             )
         }
         new_customers: list[dict[str, Any]] = []

@@ -34,7 +34,6 @@ from workflows.customer_import import (
 from workflows.password_reset import ResetTimings
 from workflows.registration import RegistrationTimings
 
-IMPORT_BATCH_SIZE = 500  # rows per activity and transaction
 LISTED_IMPORTS = 50
 
 __all__ = ["ImportProgress", "ImportStarted", "Imports", "InvalidFile", "NoSuchImport", "NotCancellable", "RowError"]
@@ -85,13 +84,13 @@ class Imports:
         settings: Settings,
         timings: RegistrationTimings,
         *,
-        batch_size: int = IMPORT_BATCH_SIZE,
+        batch_size: int | None = None,  # rows per batch; None: ACCOUNTS_IMPORT_BATCH_SIZE
         history_limit: int = 4000,
     ) -> None:
         self._client = client
         self._settings = settings
         self._timings = timings
-        self._batch_size = batch_size
+        self._batch_size = batch_size or settings.import_batch_size
         self._history_limit = history_limit
 
     async def start(self, content: bytes, *, delimiter: str = ",", dry_run: bool = False) -> ImportStarted:
@@ -117,6 +116,7 @@ class Imports:
                 dry_run=dry_run,
                 batch_size=self._batch_size,
                 emails_per_second=self._settings.import_emails_per_second,
+                concurrent_batches=self._settings.import_concurrent_batches,
                 timings=self._timings,
                 history_limit=self._history_limit,
                 # an imported customer without a password: the set-password link lives as long as the

@@ -288,6 +288,18 @@ def test_temporal_and_its_schema_job_use_the_password_postgres_creates() -> None
 # --- files the stack reads from the repository ----------------------------------------------------
 
 
+def test_the_api_and_the_worker_share_the_directory_of_uploaded_imports() -> None:
+    """The API stores an uploaded customer.csv under ACCOUNTS_VAR_DIR/imports and the worker reads it there."""
+    var_dir = Path(str(environment("worker")["ACCOUNTS_VAR_DIR"]))
+    assert environment("api")["ACCOUNTS_VAR_DIR"] == str(var_dir)
+    mounts = {}
+    for service in ("api", "worker"):
+        named = [(expand(e) or "").split(":") for e in SERVICES[service].get("volumes", []) if isinstance(e, str)]
+        mounts[service] = {target: source for source, target, *_ in named if not source.startswith((".", "/"))}
+    target = str(var_dir / "imports")
+    assert target in mounts["api"] and mounts["api"][target] == mounts["worker"].get(target)
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_every_mounted_path_exists(name: str) -> None:
     for target, source in bind_mounts(name).items():

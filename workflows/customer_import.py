@@ -93,6 +93,7 @@ class ImportInput:
     batch_size: int
     emails_per_second: float
     timings: RegistrationTimings
+    concurrent_batches: int = 1  # batch activities at once (ACCOUNTS_IMPORT_CONCURRENT_BATCHES)
     history_limit: int = 4000  # events before the run continues as new
     # the set-password lifecycle of a customer imported unverified without a password (None: a verify link)
     reset_timings: ResetTimings | None = None
@@ -113,6 +114,9 @@ class CustomerImportWorkflow:
     def __init__(self, input: ImportInput) -> None:
         self._input = input
         self._state = input.state or ImportState(started_at=workflow.now())
+        self._starter: asyncio.Task[None] | None = None  # _start_queued, beside the batches
+        self._starting = False  # registrations half started: no continue-as-new now
+        self._reading_done = False
 
     @workflow.run
     async def run(self, input: ImportInput) -> ImportStatus:
@@ -127,6 +131,95 @@ class CustomerImportWorkflow:
             )
             state.rows_total, state.batches = indexed.rows, indexed.batches
             self._enter(IMPORTING)
+        if workflow.patched("import-concurrent-batches"):
+            await self._read_batches()
+            await self._start_the_rest()
+        else:
+            await self._read_batches_one_by_one()
+        if workflow.patched("import-discards-file"):
+            # the upload holds personal data and password hashes, and a finished import never reads it again
+            # (its index and rejected rows stay for the report and the download)
+            await workflow.execute_activity_method(
+                CustomerImportActivities.discard_customer_import_file, input.import_id, **BATCH_OPTIONS
+            )
+        state.finished_at = workflow.now()
+        self._enter(CANCELLED if state.stopped_at_line is not None else COMPLETED)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
+
+    async def _read_batches(self) -> None:
+        """Up to `concurrent_batches` batch activities at once: one parses its rows while another's write
+        is in the database. The registrations they queue start beside them (`_start_queued`), never holding
+        up the next batch. The run continues as new (or stops, when cancelled) once its batches are in."""
+        state = self._state
+        self._starter = asyncio.create_task(self._start_queued())
+        running: list[asyncio.Task[BatchResult]] = []
+        while True:
+            stopping = state.cancel_requested or self._history_is_large()
+            while not stopping and state.next_batch < state.batches and len(running) < self._input.concurrent_batches:
+                running.append(asyncio.create_task(self._batch(state.next_batch)))
+                state.next_batch += 1  # every batch below it is done or running
+            if not running:
+                if state.cancel_requested or state.next_batch >= state.batches:
+                    if state.next_batch < state.batches:
+                        state.stopped_at_line = state.last_line
+                    return
+                if await self._ready_to_continue():  # the history is large and no batch is out
+                    await workflow.wait_condition(lambda: not self._starting)  # no start half made
+                    self._continue_as_new()
+                continue  # a cancel came first: stop
+            done, _ = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.remove(task)
+                self._count(task.result())
+
+    async def _batch(self, number: int) -> BatchResult:
+        input = self._input
+        return await workflow.execute_activity_method(
+            CustomerImportActivities.import_customer_batch,
+            BatchInput(input.import_id, input.sha256, input.delimiter, number, input.dry_run),
+            **BATCH_OPTIONS,
+        )
+
+    async def _start_queued(self) -> None:
+        """Start the queued registrations, at most emails_per_second (a round of up to one second's worth,
+        then a wait until the rate allows the next), until the file is read and the queue is empty."""
+        rate = self._input.emails_per_second
+        state = self._state
+        next_round_at = workflow.now()
+        while True:
+            await workflow.wait_condition(lambda: bool(state.queue) or self._reading_done)
+            if not state.queue:
+                return
+            if workflow.now() < next_round_at:
+                await workflow.sleep(next_round_at - workflow.now())
+            count = min(len(state.queue), max(1, math.ceil(rate)))
+            starting, state.queue = state.queue[:count], state.queue[count:]
+            # the rate counts from the round's start: the starts' own round trips are not added to it
+            next_round_at = workflow.now() + timedelta(seconds=count / rate)
+            self._starting = True
+            await asyncio.gather(*(self._start_registration(reference) for reference in starting))
+            self._starting = False
+            state.emails_started += count
+            self._details()
+
+    async def _start_the_rest(self) -> None:
+        """The file is read: what is still queued starts at the rate; a long queue continues as new."""
+        self._reading_done = True
+        if self._state.queue:
+            self._enter(STARTING_REGISTRATIONS)
+        while self._starter is not None and not self._starter.done():
+            await workflow.wait_condition(lambda: self._starter.done() or self._history_is_large())  # type: ignore[union-attr]
+            if not self._starter.done() and await self._ready_to_continue():
+                await workflow.wait_condition(lambda: not self._starting)  # no start half made
+                self._continue_as_new()
+        if self._starter is not None:
+            await self._starter  # its outcome: a failed start fails the import, as it did before
+
+    async def _read_batches_one_by_one(self) -> None:
+        """Runs started before `import-concurrent-batches`: one batch at a time, and the registrations a batch
+        queued started before the next batch. Delete once no such run can be open (imports last hours)."""
+        state, input = self._state, self._input
         allowance, refilled_at = 0.0, workflow.now()
         while state.next_batch < state.batches and not state.cancel_requested:
             if self._history_is_large() and await self._ready_to_continue():
@@ -136,6 +229,7 @@ class CustomerImportWorkflow:
                 BatchInput(input.import_id, input.sha256, input.delimiter, state.next_batch, input.dry_run),
                 **BATCH_OPTIONS,
             )
+            state.next_batch += 1
             self._count(result)
             allowance, refilled_at = await self._start_registrations(allowance, refilled_at)
         if state.cancel_requested and state.next_batch < state.batches:
@@ -149,16 +243,6 @@ class CustomerImportWorkflow:
             if allowance < wanted:
                 await workflow.sleep(timedelta(seconds=(wanted - allowance) / input.emails_per_second))
             allowance, refilled_at = await self._start_registrations(allowance, refilled_at)
-        if workflow.patched("import-discards-file"):
-            # the upload holds personal data and password hashes, and a finished import never reads it again
-            # (its index and rejected rows stay for the report and the download)
-            await workflow.execute_activity_method(
-                CustomerImportActivities.discard_customer_import_file, input.import_id, **BATCH_OPTIONS
-            )
-        state.finished_at = workflow.now()
-        self._enter(CANCELLED if state.stopped_at_line is not None else COMPLETED)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.progress()
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -182,14 +266,14 @@ class CustomerImportWorkflow:
 
     def _count(self, result: BatchResult) -> None:
         state = self._state
-        state.next_batch += 1
         state.rows_read += result.rows_read
         state.created += result.created
         state.updated += result.updated
         state.unchanged += result.unchanged
         state.rejected += result.rejected
-        state.errors.extend(result.errors[: ERRORS_KEPT - len(state.errors)])
-        state.last_line = result.last_line
+        # batches may finish out of order: the first ERRORS_KEPT by line
+        state.errors = sorted([*state.errors, *result.errors], key=lambda error: error.line)[:ERRORS_KEPT]
+        state.last_line = max(state.last_line, result.last_line)
         if not self._input.dry_run:
             state.queue.extend(result.to_verify)
             state.without_password.extend(result.without_password)

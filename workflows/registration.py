@@ -5,7 +5,7 @@
     email a verification link
     wait for: confirm (link token) | verify_manually (support) | resend (throttled)
               | email_proven (a reset or set-password link proved the address and activated it)
-        reminder_after passes -> one reminder with a fresh link
+        reminder_after passes -> one reminder with a fresh link (none when the run sent no first link)
         expires_after passes  -> links die; the account stays unverified or is anonymized
     activate: registered_at set, tokens killed, audit event; then the welcome email
 
@@ -173,6 +173,10 @@ class RegistrationWorkflow:
         # a password link may have proved the address already
         if self._state.requested is None and input.send_first_link:
             await self._send_link("verify")
+        # Without its first link (an imported customer without a password got a set-password link, which
+        # verifies the address too) no reminder follows: a verification link would activate an account
+        # that has no password. That one link is the customer's; the registration still expires.
+        remind = True if input.send_first_link else not workflow.patched("no-reminder-beside-a-password-link")
         self._enter(AWAITING_VERIFICATION)
         while self._state.requested is None:
             if self._state.resend_requested:
@@ -180,9 +184,9 @@ class RegistrationWorkflow:
                 await self._send_link("verify")
                 self._state.resend_requested = False
                 continue
-            deadline = self._reminder_at if not self._state.reminded else self._expires_at
+            deadline = self._reminder_at if remind and not self._state.reminded else self._expires_at
             if not await self._wait_until(deadline):
-                if self._state.reminded:
+                if self._state.reminded or not remind:
                     return await self._expire()
                 await self._send_link("reminder")
                 self._state.reminded = True

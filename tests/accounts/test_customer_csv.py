@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 
 from email_validator import EmailNotValidError, validate_email
 
-from accounts.customer_csv import valid_email
+from accounts.customer_csv import read_batch, records, valid_email
 
 LOCAL_PARTS = [
     "anna", "Anna.Smith", "a", "a.b.c", "o'neil", "x+tag", "first_last", "a-b", "UPPER", "digits123",
@@ -40,3 +41,18 @@ def test_the_fast_path_does_not_cache_an_answer_for_another_local_part() -> None
     assert valid_email("good@example.com") == "good@example.com"
     assert valid_email("bad..one@example.com") is None
     assert valid_email("Good@EXAMPLE.com") == "Good@example.com"
+
+
+def test_a_batch_parsed_in_one_go_has_the_records_and_lines_of_the_record_by_record_reader() -> None:
+    text = (
+        'DE--1,"Anna, Maria",x\r\n'
+        '"DE--2","line one\r\nline two",y\r\n'
+        "\r\n"
+        'DE--3,"quote ""q""",z\n'
+        'DE--4,"three\nline\nfield",w\r\n'
+        "DE--5,ümlaut,v"
+    )
+    data = text.encode()
+    by_record = [(r.line, r.fields) for r in records(io.BytesIO(data), ",", start_line=7)]
+    assert [(r.line, r.fields) for r in read_batch(data, ",", 7)] == by_record
+    assert [line for line, _ in by_record] == [7, 8, 11, 12, 15]

@@ -20,8 +20,6 @@ from conftest import Database, Stack, StackFactory
 from test_backoffice_web import csrf_token, flash, staff_with_password, web_sign_in
 from test_import_http import HEADER, ImportFile, customer_count, customers_with, demo_file
 
-from starter.imports import IMPORT_BATCH_SIZE
-
 pytestmark = pytest.mark.e2e
 IMPORTS = "/backoffice/ui/imports"
 REFRESH = '<meta http-equiv="refresh" content="2">'
@@ -93,7 +91,8 @@ async def test_an_admin_uploads_watches_and_downloads_the_rejected_rows(e2e: Sta
 
 async def test_a_running_import_reloads_itself_and_can_be_cancelled(e2e: Stack) -> None:
     f = ImportFile()
-    rows = 6 * IMPORT_BATCH_SIZE  # six batches: the cancel lands while the file is read (else: refused, below)
+    # six batches: the cancel lands while the file is read (else: refused, below)
+    rows = 6 * e2e.settings.import_batch_size
     for number in range(1, rows + 1):
         f.add(number)
     async with e2e.http() as http:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +294,24 @@ async def test_verification_lifecycles_start_at_the_configured_rate_and_the_queu
         assert all((starts[i + 2] - starts[i]).total_seconds() >= 0.9 for i in range(len(starts) - 2))
         for r in rows:
             await s.mail_to(r["email"])
+
+
+async def test_a_customer_imported_without_a_password_gets_one_link_and_no_reminder(
+    stack: StackFactory, time_skipping: Any, sqlite_database: Any
+) -> None:
+    """A verification reminder would activate an account that has no password: the set-password link is the
+    one link; past the reminder time nothing more is sent, and the registration still expires."""
+    timings = {"verification_reminder_after": timedelta(seconds=1), "verification_expires_after": timedelta(seconds=4)}
+    async with stack(time_skipping, sqlite_database, **timings) as s:
+        p = prefix()
+        email = unique_email("nopassword")
+        started = await s.accounts.imports.start(csv_bytes([row(f"{p}1", email, registered="")]))
+        await s.accounts.imports.wait(started.import_id)
+        await s.mail_to(email)  # the set-password link
+        handle = s.client.get_workflow_handle(f"registration:{p}1")
+        assert (await handle.result())["outcome"] == "expired"
+        async with s.database.sessions() as session:
+            templates = list(
+                await session.scalars(select(EmailOutbox.template).where(EmailOutbox.customer_reference == f"{p}1"))
+            )
+        assert templates == ["set_password"]

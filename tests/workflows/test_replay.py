@@ -39,7 +39,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "RegistrationWorkflow": (
         "registration",
         "verified reminded-confirmed expired-keep expired-anonymize duplicate-address resend manual-verify"
-        " email-proven imported",
+        " email-proven imported imported-without-password",
     ),
     "PasswordResetWorkflow": (
         "password-reset",
