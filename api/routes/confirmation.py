@@ -77,7 +77,7 @@ def _landing_page(
         html,
         status_code=400 if outcome == "invalid" else 200,
         # the token is in this page's URL: keep it out of caches and of Referer headers
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        headers={"Cache-Control": "no-store"},
     )
 
 
