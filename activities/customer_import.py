@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from accounts import audit
 from accounts.customer_csv import CustomerRow, Record, RowError, check_row, read_batch, rejected_csv_row, scan
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.import_files import ImportFileChanged, read_index, verified_path, write_index, write_rejected
 from accounts.models import AuditEvent, Customer, ReferenceCounter, utcnow
 from accounts.passwords import PasswordHasher, is_stored_hash
@@ -143,7 +144,7 @@ class CustomerImportActivities:
         by_email = {
             c.email_key: c
             for c in await session.scalars(
-                select(Customer).where(Customer.email_key.in_([row.email.lower() for _, row in rows]))
+                select(Customer).where(Customer.email_key.in_([email_key(row.email) for _, row in rows]))
             )
         }
         keys = [import_key(request.import_id, reference) for reference in references]
@@ -158,7 +159,7 @@ class CustomerImportActivities:
             key = import_key(request.import_id, row.customer_reference)
             outcome = earlier.get(key)  # this batch ran before (and committed): answer as it did
             if outcome is None:
-                owner = by_email.get(row.email.lower())
+                owner = by_email.get(email_key(row.email))
                 if owner is not None and owner.customer_reference != row.customer_reference:
                     _reject(result, rejected, record, RowError(row.line, "email", EMAIL_TAKEN))
                     continue
@@ -198,7 +199,7 @@ class CustomerImportActivities:
             Customer(
                 customer_reference=row.customer_reference,
                 email=row.email,
-                email_key=row.email.lower(),
+                email_key=email_key(row.email),
                 salutation=row.salutation,
                 first_name=row.first_name,
                 last_name=row.last_name,
@@ -231,7 +232,7 @@ class CustomerImportActivities:
         for name in changed:
             setattr(customer, name, wanted[name])
         if "email" in changed:
-            customer.email_key = row.email.lower()
+            customer.email_key = email_key(row.email)
         if set_password:
             customer.password_hash = await self._password_hash(row.password)
             changed.append("password")

@@ -12,6 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from accounts import throttle
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
@@ -52,7 +53,7 @@ class EmailChanges:
         address is free or taken; a newer request replaces a pending one. The same address: nothing happens.
         Raises EmailChangeThrottled beyond ACCOUNTS_EMAIL_CHANGE_REQUESTS_PER_HOUR (per customer, so the
         answer says nothing about the address)."""
-        if new_email.lower() == customer.email_key:
+        if email_key(new_email) == customer.email_key:
             return
         # Counted in the database, not in the workflow: a run ends when a change is confirmed or an address
         # proves taken, and a count kept there would start again with the next run.
