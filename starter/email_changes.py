@@ -32,7 +32,7 @@ from workflows.email_change import (
 
 @dataclass
 class EmailConfirmation:
-    outcome: str  # changed | invalid
+    outcome: str  # changed | invalid; pending only in a preview
     customer_reference: str | None = None
     locale: str | None = None
     first_name: str | None = None
@@ -86,6 +86,18 @@ class EmailChanges:
         except BaseException:  # not accepted (Temporal unreachable, say): the request does not count
             await throttle.release(self._sessions, reservation, forget_failures=False)
             raise
+
+    async def preview(self, token: str) -> EmailConfirmation:
+        """What the link's page shows before its button is pressed (`pending` or `invalid`): a read only,
+        because mail scanners open links too. Only confirm changes the address."""
+        found = await find_issued(self._sessions, token, EMAIL_CHANGE)
+        if found is None:
+            return EmailConfirmation("invalid")
+        issued, customer = found
+        usable = issued.used_at is None and issued.expires_at > utcnow() and customer.status == "verified"
+        return EmailConfirmation(
+            "pending" if usable else "invalid", customer.customer_reference, customer.locale, customer.first_name
+        )
 
     async def confirm(self, token: str) -> EmailConfirmation:
         """The link's token, hashed before anything else sees it. `invalid` covers unknown, used, expired and
