@@ -157,7 +157,7 @@ class AccountsClient:
                 " registrations this database does not know"
             )
         if not created.created:
-            raise EmailTaken()
+            raise EmailTaken(reference)
         assert created.created_at is not None and created.updated_at is not None
         return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
 
