@@ -84,3 +84,16 @@ async def test_the_import_finds_the_account_and_the_duplicate_row_in_either_spel
         done = await until_done(lambda: progress(http, admin, started.json()["data"]["id"]))
     # line 2: another customer's address (by its other spelling); line 4: line 3's address again
     assert [(e["line"], e["column"]) for e in done["errors"]] == [(2, "email"), (4, "email")], done
+
+
+async def test_an_email_change_to_another_accounts_address_in_another_spelling_finds_it_taken(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        stored, unicode, _ = await registered_at_an_idn_domain(e2e, http)
+        other, _, other_reference = await registered_at_an_idn_domain(e2e, http)
+        token = (await sign_in(http, other)).json()["data"]["attributes"]["accessToken"]
+        body = {"data": {"type": "customers", "attributes": {"email": unicode}}}
+        changed = await http.patch(
+            f"/customers/{other_reference}", json=body, headers={**JSONAPI, "Authorization": f"Bearer {token}"}
+        )
+        assert changed.status_code == 200, changed.text
+    await e2e.mail_to(stored, "someone tried to register")  # the owner is told; no second account at the address
