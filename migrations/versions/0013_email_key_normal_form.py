@@ -2,11 +2,11 @@
 
 Keys written before were `email.strip().lower()`: `anna@bücher.de` and `anna@xn--bcher-kva.de` were two
 keys, and a sign-in typed in the other form found no account. Only rows whose key changes are written
-(addresses with a non-ASCII domain or a non-NFC text), in two steps through a placeholder, so the unique
-index never sees two rows with one key mid-way. If two accounts turn out to be one address, the one that
-already holds the key (else the oldest) gets it; the others keep theirs and are logged by reference, for
-support to merge or anonymize. The rule is imported, not copied: the keys must agree with the code that
-compares them.
+(addresses with a non-ASCII domain or a non-NFC text), and only to a key no row holds yet, so the
+unique index never sees two rows with one key, whatever the order of the updates. If two accounts turn
+out to be one address, the one that already holds the key (else the oldest) gets it; the others keep
+theirs and are logged by reference, for support to merge or anonymize. The rule is imported, not
+copied: the keys must agree with the code that compares them.
 
 Revision ID: 0013
 Revises: 0012
@@ -46,8 +46,7 @@ def downgrade() -> None:
 
 def _recompute(rule: Callable[[str], str]) -> None:
     connection = op.get_bind()
-    holders: dict[str, int] = {}  # key -> the row that keeps it
-    changes: dict[int, str] = {}
+    changes: dict[int, str] = {}  # only the rows whose key changes (few): a million rows are read, not held
     last = 0
     while True:
         rows = connection.execute(
@@ -59,15 +58,21 @@ def _recompute(rule: Callable[[str], str]) -> None:
         if not rows:
             break
         last = rows[-1].id
-        for row in rows:
-            holders.setdefault(row.email_key, row.id)  # nothing changes for a row whose key stays
-            key = rule(row.email)
-            if key != row.email_key:
-                changes[row.id] = key
-    taken = []
+        changes.update((row.id, key) for row in rows if (key := rule(row.email)) != row.email_key)
+    wanted = sorted(set(changes.values()))
+    held: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        held.update(
+            connection.execute(sa.select(customers.c.email_key).where(customers.c.email_key.in_(chunk))).scalars()
+        )
+    # A key some row holds now stays with it, and of two rows that want one key the older gets it: no two
+    # rows ever hold one key, so the updates need no order.
+    taken, claimed = [], set(held)
     for customer_id, key in sorted(changes.items()):
-        if holders.setdefault(key, customer_id) != customer_id:
+        if key in claimed:
             taken.append(customer_id)
+        claimed.add(key)
     for customer_id in taken:
         del changes[customer_id]
     if taken:
@@ -77,7 +82,8 @@ def _recompute(rule: Callable[[str], str]) -> None:
         log.warning(
             "email_key: these accounts share an address with another and keep their key: %s", ", ".join(references)
         )
-    update = sa.update(customers).where(customers.c.id == sa.bindparam("row_id")).values(email_key=sa.bindparam("key"))
     if changes:
-        connection.execute(update, [{"row_id": i, "key": f"~0013~{i}"} for i in changes])
+        update = (
+            sa.update(customers).where(customers.c.id == sa.bindparam("row_id")).values(email_key=sa.bindparam("key"))
+        )
         connection.execute(update, [{"row_id": i, "key": key} for i, key in changes.items()])

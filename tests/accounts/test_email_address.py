@@ -61,6 +61,8 @@ ROWS = [
     ("M-3", "Jo@xn--mller-kva.de", "jo@xn--mller-kva.de", "jo@xn--mller-kva.de"),  # one mailbox with M-4
     ("M-4", "jo@müller.de", "jo@müller.de", "jo@müller.de"),  # M-3 holds the key already: M-4 keeps its own
     ("M-5", "Mu\u0308ller@Straße.de", "mu\u0308ller@straße.de", "müller@xn--strae-oqa.de"),
+    ("M-6", "zoe@bücher.de", "zoe@bücher.de", "zoe@xn--bcher-kva.de"),  # both want one new key: the older gets it
+    ("M-7", "zoe@bu\u0308cher.de", "zoe@bu\u0308cher.de", "zoe@bu\u0308cher.de"),
 ]
 
 
