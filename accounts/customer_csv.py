@@ -25,6 +25,8 @@ from typing import BinaryIO, Final
 
 from email_validator import EmailNotValidError, validate_email
 
+from accounts.email_address import email_key
+
 COLUMNS: Final = (
     "customer_reference", "locale_name", "phone", "email", "salutation", "first_name", "last_name", "company",
     "gender", "date_of_birth", "password", "registered",
@@ -160,7 +162,7 @@ def scan(path: Path, delimiter: str, batch_size: int) -> Scan:
             found.rows += 1
             row = dict(zip(found.header, record.fields, strict=False))
             reference = row.get("customer_reference", "").strip()
-            email = row.get("email", "").strip().lower()
+            email = email_key(row.get("email", ""))
             if reference and reference in references:
                 message = f"This customer reference is on line {references[reference]} too."
                 found.duplicates[record.line] = ("customer_reference", message)

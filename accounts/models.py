@@ -47,7 +47,7 @@ class Customer(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_reference: Mapped[str] = mapped_column(String(32), unique=True)
     email: Mapped[str] = mapped_column(String(255))
-    # lower-cased email: the unique index that makes "one account per address" hold under races
+    # accounts.email_address.email_key(email): the unique index that makes "one account per address" hold under races
     email_key: Mapped[str] = mapped_column(String(255), unique=True)
     salutation: Mapped[str | None] = mapped_column(String(8))
     first_name: Mapped[str | None] = mapped_column(String(100))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import audit
+from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
 
 
@@ -42,7 +43,7 @@ def customer_columns(
     return {
         "customer_reference": customer_reference,
         "email": sign_up.email,
-        "email_key": sign_up.email.lower(),
+        "email_key": email_key(sign_up.email),
         "salutation": sign_up.salutation,
         "first_name": sign_up.first_name,
         "last_name": sign_up.last_name,

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     verification_resend_min_interval: Duration = timedelta(minutes=1)
     verification_resend_max: int = 5
     already_registered_notice_interval: Duration = timedelta(hours=1)
+    # Spryker's answer to a taken address (422, code 400) tells anyone whether an address has an account;
+    # false answers 201 as for a new one (with a reference that names nobody), only the owner's email differs
+    registration_reveals_accounts: bool = True
     # customer import: the registrations (verification emails) of imported unverified customers start
     # at most this many per second, so a large file never floods the SMTP server
     import_emails_per_second: float = 10.0

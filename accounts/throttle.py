@@ -17,6 +17,7 @@ from sqlalchemy import case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import LoginThrottle, utcnow
 
 
@@ -63,7 +64,7 @@ def keyed_subject(kind: str, value: str, secret: str) -> str:
 def email_subject(email: str, secret: str) -> str:
     """Failures for an address without an account are counted too, so that the answers (401s, then
     429s) are the same whether or not the address has an account."""
-    return keyed_subject("email", email.strip().lower(), secret)
+    return keyed_subject("email", email_key(email), secret)
 
 
 def ip_subject(ip: str, secret: str) -> str:

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from accounts import audit, import_files
 from accounts.customer_csv import CustomerRow, Record, RowError, Scan, check_row, read_batch, rejected_csv_row, scan
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.import_files import (
     ImportFileChanged,
     batch_bytes,
@@ -176,7 +177,7 @@ class CustomerImportActivities:
         benchmark's floor); existing ones are updated one by one, their rows locked against a concurrent
         profile edit (PostgreSQL; SQLite's one writer serializes the transaction anyway)."""
         references = [row.customer_reference for _, row in rows]
-        emails = [row.email.lower() for _, row in rows]
+        emails = [email_key(row.email) for _, row in rows]
         # one query finds the rows to update and the addresses taken (a fresh import finds none of either)
         found = list(
             await session.scalars(
@@ -208,7 +209,7 @@ class CustomerImportActivities:
             key = import_key(request.import_id, row.customer_reference)
             outcome = earlier.get(key)  # this batch ran before (and committed): answer as it did
             if outcome is None:
-                owner = by_email.get(row.email.lower())
+                owner = by_email.get(email_key(row.email))
                 if owner is not None and owner != row.customer_reference:
                     _reject(result, rejected, record, RowError(row.line, "email", EMAIL_TAKEN))
                     continue
@@ -290,7 +291,7 @@ class CustomerImportActivities:
             if name != "password":
                 setattr(customer, name, wanted[name])
         if "email" in changed:
-            customer.email_key = row.email.lower()
+            customer.email_key = email_key(row.email)
         if set_password:
             customer.password_hash = await self._password_hash(row.password)
         customer.updated_at = utcnow()

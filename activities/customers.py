@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from accounts import anonymization, audit, carts
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
 from accounts.profile import SignUp, customer_columns
 from activities.lookup import load_customer
@@ -113,7 +114,7 @@ class CustomerActivities:
             ours = await session.scalar(select(Customer).where(Customer.customer_reference == new.customer_reference))
             if ours is not None:
                 return CustomerCreated(True, ours.customer_reference, None, ours.created_at, ours.updated_at)
-            owner = await session.scalar(select(Customer).where(Customer.email_key == new.email.lower()))
+            owner = await session.scalar(select(Customer).where(Customer.email_key == email_key(new.email)))
         if owner is None:  # the owner was anonymized between our insert and this read: try again
             raise RuntimeError("email uniqueness conflict vanished; retrying")
         return CustomerCreated(False, new.customer_reference, owner.customer_reference)

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from accounts import audit
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer, OneTimeToken, utcnow
 from activities.lookup import load_customer
 
@@ -61,10 +62,10 @@ class EmailChangeActivities:
             customer = await load_customer(session, request.customer_reference)
             if customer.status != "verified":
                 return EmailCheckResult("inactive", customer.email)
-            if customer.email_key == request.new_email.lower():
+            if customer.email_key == email_key(request.new_email):
                 return EmailCheckResult("unchanged", customer.email)
             owner = await session.scalar(
-                select(Customer.customer_reference).where(Customer.email_key == request.new_email.lower())
+                select(Customer.customer_reference).where(Customer.email_key == email_key(request.new_email))
             )
         if owner is not None:
             return EmailCheckResult("taken", customer.email, owner)
@@ -100,7 +101,7 @@ class EmailChangeActivities:
                     return EmailChangeApplied("inactive")
                 now = utcnow()
                 customer.email = request.new_email
-                customer.email_key = request.new_email.lower()
+                customer.email_key = email_key(request.new_email)
                 customer.updated_at = now
                 await session.execute(
                     update(OneTimeToken)
@@ -119,7 +120,7 @@ class EmailChangeActivities:
         except IntegrityError:
             async with self._sessions() as session:
                 owner = await session.scalar(
-                    select(Customer.customer_reference).where(Customer.email_key == request.new_email.lower())
+                    select(Customer.customer_reference).where(Customer.email_key == email_key(request.new_email))
                 )
             return EmailChangeApplied("taken", owner)
         return EmailChangeApplied("changed")

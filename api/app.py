@@ -21,6 +21,7 @@ from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi, web
 from api.guard import RequestGuard
+from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords
 from starter import AccountsClient
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     # outermost (added last): its deadline, request id and error answers cover everything inside it,
     # including Temporal (RPCError) and database outages, which answer 503 there
     app.add_middleware(RequestGuard, timeout=settings.request_timeout)
+    # around the guard, so that its own answers (503, 500) carry them too
+    app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
 
     @app.exception_handler(RequestValidationError)
     async def _schema_violation(_: Request, exc: RequestValidationError) -> JSONResponse:

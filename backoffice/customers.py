@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import addresses, orders
 from accounts.addresses import CustomerAddress
+from accounts.email_address import ascii_domain, email_key
 from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, LoginThrottle, Order, utcnow
 from accounts.staff import StaffMember
 from accounts.throttle import customer_subject
@@ -201,10 +202,12 @@ def filtered(f: CustomerFilter, now: datetime) -> Select[Customer, str]:
         )
     if f.search is not None:
         term = f.search.lower()
+        # addresses compare by their key (an IDN domain in its xn-- form); a bare domain is searched both ways
+        keys = {email_key(f.search)} | ({ascii_domain(f.search.strip())} if "@" not in f.search else set())
         full_name = func.lower(func.coalesce(Customer.first_name, "") + " " + func.coalesce(Customer.last_name, ""))
         statement = statement.where(
             or_(
-                Customer.email_key.contains(term, autoescape=True),
+                *(Customer.email_key.contains(key, autoescape=True) for key in sorted(keys)),
                 func.lower(Customer.customer_reference).contains(term, autoescape=True),
                 full_name.contains(term, autoescape=True),  # "first last": finds either name alone too
             )

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from accounts.email_address import email_key
 from accounts.models import Customer
 from accounts.settings import Settings
 from accounts.staff import StaffMember
@@ -87,7 +88,7 @@ class Lifecycles(Area):
         registration = self._registration(draft)
         async with self._sessions() as session:
             # staff need no anti-enumeration answer, and the owner needs no "already registered" email
-            taken = await session.scalar(select(Customer.id).where(Customer.email_key == registration.email.lower()))
+            taken = await session.scalar(select(Customer.id).where(Customer.email_key == email_key(registration.email)))
         if taken is not None:
             raise EmailInUse()
         try:

@@ -48,6 +48,7 @@ from sqlalchemy import insert
 from temporalio.testing import WorkflowEnvironment
 
 from accounts.db import create_engine, session_factory
+from accounts.email_address import email_key
 from accounts.models import Customer
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
@@ -116,8 +117,8 @@ async def floor(url: str, rows: list[Row], batch: int) -> float:
     engine = create_engine(url)
     now = datetime.now(UTC)
     values = [
-        {"customer_reference": r.reference, "email": r.email, "email_key": r.email.lower(), "salutation": r.salutation,
-         "first_name": r.first_name, "last_name": r.last_name, "gender": r.gender,
+        {"customer_reference": r.reference, "email": r.email, "email_key": email_key(r.email),
+         "salutation": r.salutation, "first_name": r.first_name, "last_name": r.last_name, "gender": r.gender,
          "date_of_birth": date.fromisoformat(r.date_of_birth), "locale": "en_US", "password_hash": r.password or None,
          "channel": "import", "registered_at": now if r.registered else None, "created_at": now, "updated_at": now}
         for r in rows

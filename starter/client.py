@@ -71,7 +71,7 @@ class Registered:
 
 @dataclass
 class Confirmation:
-    outcome: str  # activated | already_active | invalid
+    outcome: str  # activated | already_active | invalid; pending only in a preview
     customer_reference: str | None = None
     locale: str | None = None
     first_name: str | None = None
@@ -156,7 +156,7 @@ class AccountsClient:
                 " registrations this database does not know"
             )
         if not created.created:
-            raise EmailTaken()
+            raise EmailTaken(reference)
         assert created.created_at is not None and created.updated_at is not None
         return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
 
@@ -183,6 +183,20 @@ class AccountsClient:
             static_summary=f"Registration of {reference} ({registration.channel})",
             search_attributes=lifecycle_attributes(reference, registration.channel),
         )
+
+    async def preview_email_confirmation(self, token: str) -> Confirmation:
+        """What the link's page shows before its button is pressed (`pending`, `already_active`, `invalid`):
+        a read only, because mail scanners open links too. Only confirm_email confirms."""
+        found = await find_issued(self._sessions, token, EMAIL_VERIFICATION)
+        if found is None:
+            return Confirmation("invalid")
+        issued, customer = found
+        known = Confirmation("pending", customer.customer_reference, customer.locale, customer.first_name)
+        if customer.registered_at is not None and customer.anonymized_at is None:
+            known.outcome = "already_active"
+        elif issued.used_at is not None or issued.expires_at <= utcnow():
+            known.outcome = "invalid"
+        return known
 
     async def confirm_email(self, token: str) -> Confirmation:
         """Confirm with the token from the email link; the token is hashed before anything else sees it."""

@@ -12,6 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from accounts import throttle
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
@@ -31,7 +32,7 @@ from workflows.email_change import (
 
 @dataclass
 class EmailConfirmation:
-    outcome: str  # changed | invalid
+    outcome: str  # changed | invalid; pending only in a preview
     customer_reference: str | None = None
     locale: str | None = None
     first_name: str | None = None
@@ -52,7 +53,7 @@ class EmailChanges:
         address is free or taken; a newer request replaces a pending one. The same address: nothing happens.
         Raises EmailChangeThrottled beyond ACCOUNTS_EMAIL_CHANGE_REQUESTS_PER_HOUR (per customer, so the
         answer says nothing about the address)."""
-        if new_email.lower() == customer.email_key:
+        if email_key(new_email) == customer.email_key:
             return
         # Counted in the database, not in the workflow: a run ends when a change is confirmed or an address
         # proves taken, and a count kept there would start again with the next run.
@@ -85,6 +86,18 @@ class EmailChanges:
         except BaseException:  # not accepted (Temporal unreachable, say): the request does not count
             await throttle.release(self._sessions, reservation, forget_failures=False)
             raise
+
+    async def preview(self, token: str) -> EmailConfirmation:
+        """What the link's page shows before its button is pressed (`pending` or `invalid`): a read only,
+        because mail scanners open links too. Only confirm changes the address."""
+        found = await find_issued(self._sessions, token, EMAIL_CHANGE)
+        if found is None:
+            return EmailConfirmation("invalid")
+        issued, customer = found
+        usable = issued.used_at is None and issued.expires_at > utcnow() and customer.status == "verified"
+        return EmailConfirmation(
+            "pending" if usable else "invalid", customer.customer_reference, customer.locale, customer.first_name
+        )
 
     async def confirm(self, token: str) -> EmailConfirmation:
         """The link's token, hashed before anything else sees it. `invalid` covers unknown, used, expired and

@@ -16,7 +16,14 @@ class PasswordRejected(AccountsError):
 
 
 class EmailTaken(AccountsError):
-    """The address already has an account; its owner was emailed instead (answer neutrally)."""
+    """The address already has an account; its owner was emailed instead (answer neutrally).
+
+    `customer_reference` is the one this sign-up was given and never got an account: it names nobody,
+    and the counter never hands it out again."""
+
+    def __init__(self, customer_reference: str = "") -> None:
+        super().__init__(customer_reference)
+        self.customer_reference = customer_reference
 
 
 class RegistrationNotFound(AccountsError):

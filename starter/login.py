@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from accounts import throttle
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
@@ -72,7 +73,7 @@ class Logins:
         """Raises LoginFailed (one answer for every reason), LoginBlocked (no password was checked) or
         PasswordResetRequired (the right password of an account whose reset was forced)."""
         async with self._sessions() as session:
-            customer = await session.scalar(select(Customer).where(Customer.email_key == email.strip().lower()))
+            customer = await session.scalar(select(Customer).where(Customer.email_key == email_key(email)))
         if not await self._verify(customer, password, client_ip=client_ip, email=email):
             raise LoginFailed()
         assert customer is not None

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from accounts.db import SessionFactory
+from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.settings import Settings
@@ -251,7 +252,7 @@ class Passwords:
     async def _by_email(self, email: str) -> Customer | None:
         async with self._sessions() as session:
             return await session.scalar(
-                select(Customer).where(Customer.email_key == email.strip().lower(), Customer.anonymized_at.is_(None))
+                select(Customer).where(Customer.email_key == email_key(email), Customer.anonymized_at.is_(None))
             )
 
     async def _by_reference(self, customer_reference: str) -> Customer:

@@ -15,8 +15,10 @@ import asyncio
 import base64
 import contextlib
 import csv
+import html
 import io
 import os
+import re
 import shutil
 import socket
 import sys
@@ -244,6 +246,23 @@ def payload_texts(history: dict[str, Any]) -> list[str]:
 def token_from(email: ReceivedEmail) -> str:
     link = next(link for link in email.links if "token=" in link)
     return link.split("token=", 1)[1].split("&", 1)[0]
+
+
+_BUTTON = re.compile(r'<form method="post" action="([^"]+)">\s*<input type="hidden" name="token" value="([^"]*)">')
+
+
+async def press_the_button(http: httpx.AsyncClient, page: httpx.Response) -> httpx.Response:
+    """What a person does on the page a confirmation link opened (the GET confirmed nothing): press its one
+    button, a plain form that POSTs the token in its body."""
+    found = _BUTTON.search(page.text)
+    assert found is not None, page.text
+    return await http.post(str(page.url.join(html.unescape(found[1]))), data={"token": html.unescape(found[2])})
+
+
+async def follow_link(http: httpx.AsyncClient, link: str) -> httpx.Response:
+    page = await http.get(link)
+    assert page.status_code == 200, page.text
+    return await press_the_button(http, page)
 
 
 # --- customer.csv (the customer import) ---------------------------------------------------------------

@@ -12,7 +12,7 @@ The caller always gets the same answer, whether the address was free or taken: a
 not tell anybody which addresses have accounts.
 
 Its other parts: routes `PATCH /customers/{customer_reference}` with a new email (api/routes/customers.py) and
-`POST /customer-email-change-confirmation`, `GET /email-change/confirm` (api/routes/confirmation.py); client
+`POST /customer-email-change-confirmation`, `GET`/`POST /email-change/confirm` (api/routes/confirmation.py); client
 `AccountsClient.email_changes` (starter/email_changes.py); activities activities/email_change.py and
 activities/emails.py; emails templates/emails/<locale>/{email_change_confirm,email_changed,
 already_registered}.*, page templates/pages/<locale>/email_change_confirm.html.j2.

@@ -13,7 +13,7 @@ The workflow never sees a token, only the hashes the email activity hands back; 
 token a customer presents before it reaches `confirm`.
 
 Its other parts: routes `POST /customers` (api/routes/customers.py) and `POST /customer-confirmation`,
-`GET /register/confirm` (api/routes/confirmation.py); client `AccountsClient.register`, `confirm_email`,
+`GET`/`POST /register/confirm` (api/routes/confirmation.py); client `AccountsClient.register`, `confirm_email`,
 `resend_verification`, `verify_manually` (starter/client.py); activities activities/customers.py and
 activities/emails.py; emails templates/emails/<locale>/{verify,reminder,welcome,already_registered}.*,
 page templates/pages/<locale>/register_confirm.html.j2.

@@ -205,14 +205,11 @@ async def oauth_token(
             "expires_in": tokens["expiresIn"],
             "refresh_token": tokens["refreshToken"],
         },
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
+    )  # Cache-Control: no-store comes from api/headers.py, as for every token answer
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "error_description": description}, status_code=status, headers={"Cache-Control": "no-store"}
-    )
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
 router.include_router(oauth)

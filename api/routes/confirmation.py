@@ -1,11 +1,16 @@
-"""Links from emails: POST /customer-confirmation and GET /register/confirm (registration), POST
-/customer-email-change-confirmation and GET /email-change/confirm (a new email address)."""
+"""Links from emails: POST /customer-confirmation and /register/confirm (registration), POST
+/customer-email-change-confirmation and /email-change/confirm (a new email address).
+
+The emailed links open `GET /register/confirm?token=…` and `GET /email-change/confirm?token=…`, which only
+*show* a page with one button (a read: mail scanners and link previews fetch links by GET); its plain form
+POSTs the token in the body to the same path, and only that confirms. No JavaScript needed.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Form, Header, Query, Response
 from fastapi.responses import HTMLResponse
 
 from accounts.emails import EmailRenderer
@@ -19,6 +24,10 @@ from api.schemas import ConfirmationRequest, EmailChangeConfirmationRequest
 router = APIRouter(tags=["customer-confirmation"])
 
 INVALID_KEY = GlueError(422, "423", "This email confirmation code is invalid or has been already used.")
+# any junk gets the "invalid link" page, not a JSON error (a body is bounded by ACCOUNTS_MAX_REQUEST_BYTES)
+LinkToken = Annotated[str, Query()]
+FormToken = Annotated[str, Form()]
+AcceptLanguage = Annotated[str | None, Header()]
 
 
 @router.post(
@@ -37,15 +46,28 @@ async def confirm_customer(body: ConfirmationRequest, accounts: Accounts) -> Res
 @router.get(
     "/register/confirm",
     response_class=HTMLResponse,
-    summary="Storefront landing page of the verification link",
+    summary="Storefront page of the verification link: one button that confirms (a GET changes nothing)",
 )
 async def confirm_page(
-    accounts: Accounts,
-    renderer: Renderer,
-    settings: SettingsDep,
-    token: Annotated[str, Query()] = "",  # any junk gets the "invalid link" page, not a JSON error
-    accept_language: Annotated[str | None, Header()] = None,
-) -> HTMLResponse:
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: LinkToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
+    preview = await accounts.preview_email_confirmation(token)
+    return _landing_page(
+        renderer, settings, "register_confirm", preview.outcome, preview.locale, accept_language,
+        preview.first_name, token,
+    )  # fmt: skip
+
+
+@router.post(
+    "/register/confirm",
+    response_class=HTMLResponse,
+    summary="The verification page's button: confirms the email (a form, works without JavaScript)",
+)
+async def confirm_form(
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: FormToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
     confirmation = await accounts.confirm_email(token)
     return _landing_page(
         renderer, settings, "register_confirm", confirmation.outcome, confirmation.locale, accept_language,
@@ -61,6 +83,7 @@ def _landing_page(
     locale: str | None,
     accept_language: str | None,
     first_name: str | None,
+    token: str = "",
 ) -> HTMLResponse:
     """The page a link in an email opens: in the customer's language, else the browser's."""
     html = renderer.render_page(
@@ -71,13 +94,14 @@ def _landing_page(
             "outcome": outcome,
             "customer_first_name": first_name,
             "login_url": f"{settings.public_url.rstrip('/')}/login",
+            "token": token if outcome == "pending" else "",  # the button's form carries it in its body
         },
     )
     return HTMLResponse(
         html,
         status_code=400 if outcome == "invalid" else 200,
-        # the token is in this page's URL: keep it out of caches and of Referer headers
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        # the token is in this page's URL (and form): keep it out of caches; api/headers.py adds no-referrer
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -100,15 +124,28 @@ async def confirm_email_change(body: EmailChangeConfirmationRequest, accounts: A
 @router.get(
     "/email-change/confirm",
     response_class=HTMLResponse,
-    summary="Storefront landing page of the link sent to a new email address",
+    summary="Storefront page of the link sent to a new email address: one button (a GET changes nothing)",
 )
 async def email_change_page(
-    accounts: Accounts,
-    renderer: Renderer,
-    settings: SettingsDep,
-    token: Annotated[str, Query()] = "",
-    accept_language: Annotated[str | None, Header()] = None,
-) -> HTMLResponse:
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: LinkToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
+    preview = await accounts.email_changes.preview(token)
+    return _landing_page(
+        renderer, settings, "email_change_confirm", preview.outcome, preview.locale, accept_language,
+        preview.first_name, token,
+    )  # fmt: skip
+
+
+@router.post(
+    "/email-change/confirm",
+    response_class=HTMLResponse,
+    summary="The new address's page's button: switches the address (a form, works without JavaScript)",
+)
+async def email_change_form(
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: FormToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
     confirmation = await accounts.email_changes.confirm(token)
     return _landing_page(
         renderer, settings, "email_change_confirm", confirmation.outcome, confirmation.locale, accept_language,

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from accounts import carts
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
-from accounts.models import Customer
+from accounts.models import Customer, utcnow
 from accounts.profile import apply_profile_edits
 from api import jsonapi
 from api.auth import CurrentCustomer
@@ -27,6 +27,7 @@ from api.schemas import (
     CustomerRegistrationRequest,
 )
 from starter import EmailTaken, PasswordRejected, Registration
+from starter.client import Registered, registration_id
 from starter.errors import EmailChangeThrottled
 
 router = APIRouter(tags=["customers"], dependencies=[GlueRequest])
@@ -110,8 +111,13 @@ async def register_customer(
         )
     except PasswordRejected as rejected:
         raise GlueException(*(GlueError(400, v.code, v.detail) for v in rejected.violations)) from None
-    except EmailTaken:
-        raise GlueException(GlueError(422, "400", ALREADY_EXISTS_DETAIL)) from None
+    except EmailTaken as taken:
+        if settings.registration_reveals_accounts:
+            raise GlueException(GlueError(422, "400", ALREADY_EXISTS_DETAIL)) from None
+        # the answer a new address gets, with the reference this sign-up was given: it names no account,
+        # so every request on it answers as for any other customer's reference, and it is never reused
+        now = utcnow()
+        registered = Registered(taken.customer_reference, now, now, registration_id(taken.customer_reference))
     reference = registered.customer_reference
     return jsonapi.document(
         jsonapi.resource(

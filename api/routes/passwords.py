@@ -170,9 +170,7 @@ def _page(
             "min_length": settings.password_min_length,
         },
     )
-    return HTMLResponse(
-        html, status_code=status, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def _error_messages(settings: SettingsDep, locale: str) -> dict[str, str]:

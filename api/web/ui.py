@@ -25,16 +25,9 @@ from backoffice import BackOffice
 from starter import AccountsClient
 
 SIGN_IN_PATH = "/backoffice/sign-in"
-# No scripts at all, styles only inline, forms only to this site, never inside a frame (clickjacking).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+# The CSP, frame, referrer and nosniff headers come from api/headers.py, as for every HTML page; staff
+# pages also stay out of every cache (they show personal data).
+STAFF_PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 class WebUI:
@@ -95,8 +88,8 @@ class PageError(Exception):
 
 
 class WebRoute(APIRoute):
-    """Turns the web UI's exceptions into pages and redirects (the app's handlers answer JSON), and puts
-    the security headers on every answer."""
+    """Turns the web UI's exceptions into pages and redirects (the app's handlers answer JSON), and keeps
+    every answer out of caches (the other security headers come from api/headers.py)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -133,7 +126,7 @@ class WebRoute(APIRoute):
                     message="The workflow service or the database did not answer. Please try again.",
                 )
                 response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-            response.headers.update(SECURITY_HEADERS)
+            response.headers.update(STAFF_PAGE_HEADERS)
             return response
 
         return run

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ACCOUNTS, CHECKOUT, free_port, registration_body, unique_email
+from conftest import ACCOUNTS, CHECKOUT, follow_link, free_port, registration_body, unique_email
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "Vq8#nT2!pLm4-kettle"
@@ -99,7 +99,7 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
             assert link is not None
             decoded = sorted((tmp_path / "var" / "mail").glob("*.txt"))[0].read_text("utf-8").splitlines()
             assert link.group(0) in decoded and f"To: {address}" in decoded  # beside the quoted-printable .eml
-            page = await http.get(link.group(0))
+            page = await follow_link(http, link.group(0))
             assert page.status_code == 200 and "Your account is active" in page.text
     finally:
         output = await dev.stop()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, token_from, unique_email
+from conftest import Database, Stack, StackFactory, press_the_button, token_from, unique_email
 from sqlalchemy import func, select
 from test_login_http import PASSWORD, sign_in
 from test_profile_http import profile, signed_in
@@ -43,8 +43,11 @@ async def test_a_new_email_is_used_only_after_the_link_sent_to_it_was_opened(e2e
         link = await e2e.mail_to(new_email, "confirm your new email")
         assert link.links[0].startswith(f"{e2e.api_url}/email-change/confirm?token=")
         page = await http.get("/email-change/confirm", params={"token": token_from(link)})
-        assert page.status_code == 200 and "Your email address was changed" in page.text
+        assert page.status_code == 200 and "Use this email address</button>" in page.text
         assert page.headers["cache-control"] == "no-store"
+        assert await stored_email(e2e, reference) == email  # opening the link (a mail scanner may) changes nothing
+        changed = await press_the_button(http, page)
+        assert changed.status_code == 200 and "Your email address was changed" in changed.text
 
         # the session that asked stays valid, and reads the new address
         account = await http.get(f"/customers/{reference}", headers=bearer)
@@ -55,6 +58,8 @@ async def test_a_new_email_is_used_only_after_the_link_sent_to_it_was_opened(e2e
 
         again = await http.get("/email-change/confirm", params={"token": token_from(link)})
         assert again.status_code == 400 and "invalid" in again.text
+        pressed = await http.post("/email-change/confirm", data={"token": token_from(link)})
+        assert pressed.status_code == 400 and "invalid" in pressed.text
 
 
 async def test_the_api_confirmation_refuses_an_unknown_and_a_superseded_key(e2e: Stack) -> None:

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env, registration_body, token_from, unique_email
+from conftest import (
+    ACCOUNTS,
+    Database,
+    Stack,
+    StackFactory,
+    checkout_env,
+    press_the_button,
+    registration_body,
+    token_from,
+    unique_email,
+)
 from sqlalchemy import func, select, text
 
 from accounts.models import Base, Customer, EmailOutbox, ReferenceCounter
@@ -71,12 +81,20 @@ async def test_register_read_the_email_follow_the_link_in_the_customers_language
         link = next(link for link in verification.links if "/register/confirm?token=" in link)
         assert link.startswith(f"{e2e.api_url}/register/confirm?token=")
 
-        page = await http.get(link)  # what the customer's browser does
+        # what the customer's browser (or a mail scanner before it) does: the page shows one button
+        page = await http.get(link)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert 'lang="de"' in page.text and "Ihr Kundenkonto ist aktiv" in page.text
+        assert 'lang="de"' in page.text and "E-Mail-Adresse bestätigen</button>" in page.text
         assert page.headers["referrer-policy"] == "no-referrer"
+        assert "<script" not in page.text  # a plain form
+        assert (await http.get(link)).status_code == 200  # opened twice, still nothing confirmed
+        customer = await customer_by_email(e2e, email)
+        assert customer is not None and customer.registered_at is None
 
+        confirmed = await press_the_button(http, page)
+        assert confirmed.status_code == 200
+        assert 'lang="de"' in confirmed.text and "Ihr Kundenkonto ist aktiv" in confirmed.text
         customer = await customer_by_email(e2e, email)
         assert customer is not None and customer.registered_at is not None and customer.locale == "de_DE"
         await e2e.mail_to(email, "Willkommen")
@@ -279,6 +297,8 @@ async def test_invalid_keys_are_refused_with_423_and_schema_errors_with_901(e2e:
         unknown = await http.post("/customer-confirmation", json=confirmation_body("no-such-key"))
         too_long = await http.post("/customer-confirmation", json=confirmation_body("k" * 151))
         page = await http.get("/register/confirm", params={"token": "no-such-key"})
+        pressed = await http.post("/register/confirm", data={"token": "no-such-key"})
+    assert pressed.status_code == 400 and "invalid" in pressed.text
     assert (unknown.status_code, unknown.json()["errors"][0]["code"]) == (422, "423")
     assert (too_long.status_code, too_long.json()["errors"][0]["code"]) == (422, "901")
     assert page.status_code == 400 and "invalid" in page.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Database, Stack, StackFactory, registration_body, unique_email
+from conftest import Database, Stack, StackFactory, follow_link, registration_body, unique_email
 from sqlalchemy import delete, select, update
 
 from accounts.models import AuditEvent, Customer, EmailOutbox, ReferenceCounter
@@ -25,7 +25,7 @@ async def test_sign_ups_after_a_restore_get_references_temporal_has_never_seen(
         waiting_email, verified_email = unique_email(), unique_email()
         waiting = await _sign_up(e2e, waiting_email)  # its registration keeps running
         verified = await _sign_up(e2e, verified_email)
-        page = await http.get(await _link(e2e, verified_email))
+        page = await follow_link(http, await _link(e2e, verified_email))
         assert page.status_code == 200 and "Your account is active" in page.text
         handle = e2e.client.get_workflow_handle_for(RegistrationWorkflow.run, registration_id(verified))
         assert (await handle.result()).outcome == "verified"  # its registration is closed
@@ -37,7 +37,7 @@ async def test_sign_ups_after_a_restore_get_references_temporal_has_never_seen(
         # neither the running registration's id nor the closed one's (that one's history would
         # show up in the UI and the back office as the new customer's)
         assert reference not in (waiting, verified)
-        page = await http.get(await _link(e2e, email))
+        page = await follow_link(http, await _link(e2e, email))
         assert page.status_code == 200 and "Your account is active" in page.text
         async with e2e.database.sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.customer_reference == reference))
