@@ -219,7 +219,7 @@ class Imports:
             rows_created=state.created,
             rows_updated=state.updated,
             rows_rejected=state.rejected,
-            emails_queued=len(state.queue),
+            emails_queued=len(state.queue) if status.emails_queued is None else status.emails_queued,
             emails_started=state.emails_started,
             started_at=state.started_at,
             finished_at=state.finished_at,
