@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from accounts.email_address import email_key
 
@@ -42,6 +43,7 @@ MAX_LENGTHS: Final = {
 DELIMITERS: Final = (",", ";", "\t", "|")
 _REFERENCE_NUMBER = re.compile(r"(\d+)$")
 _BOM = b"\xef\xbb\xbf"
+_BARE_CR = re.compile(rb"\r(?!\n)")
 # the csv module refuses fields over 128 KiB; the record bound above is the one that counts
 csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES + 1))
 
@@ -183,6 +185,8 @@ def read_batch(data: bytes, delimiter: str, line: int) -> list[Record]:
     `scan` has checked these bytes (their SHA-256 proves it), so they are decoded and parsed in one go, a
     record's line taken from the reader's count of lines; `records` reads record by record to find where
     a bad file goes wrong."""
+    if _BARE_CR.search(data):  # csv ends a line at a lone \r too, scan only at \n: read as scan did
+        return list(records(io.BytesIO(data), delimiter, start_line=line))
     reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter)
     batch: list[Record] = []
     consumed = 0
@@ -233,7 +237,8 @@ def valid_email(value: str) -> str | None:
     compares this with email_validator over addresses of every kind."""
     local, at, domain = value.rpartition("@")
     plain = at and value.isascii() and len(value) <= _PLAIN_LONGEST and len(local) <= 64
-    if plain and _PLAIN_LOCAL_PART.fullmatch(local):
+    # RFC 2142's role mailboxes (Postmaster@...) email_validator lower-cases: left to it
+    if plain and _PLAIN_LOCAL_PART.fullmatch(local) and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES:
         normalized_domain = _valid_domain(domain)
         return None if normalized_domain is None else f"{local}@{normalized_domain}"
     try:

@@ -4,7 +4,8 @@ from it (`<id>.index.json`: where its batches start; `<id>.rejected/<batch>.csv`
 The file holds personal data and password hashes, so it never enters a Temporal payload: the workflow
 carries the import id and the file's SHA-256. Indexing checks the whole file against it once and keeps
 each batch's own SHA-256 in the index; a batch then checks only the bytes it reads (hashing the whole
-file before every batch made an import quadratic in its size). `remove` deletes all of it.
+file before every batch made an import quadratic in its size). The workflow deletes the upload when the
+import ends (`discard`); the index and rejected rows stay for the report and the download.
 """
 
 from __future__ import annotations
@@ -51,18 +52,6 @@ def store(var_dir: Path, import_id: str, content: bytes) -> str:
 
 def discard(var_dir: Path, import_id: str) -> None:
     file_path(var_dir, import_id).unlink(missing_ok=True)
-
-
-def remove(var_dir: Path, import_id: str) -> None:
-    """The stored file, its index and its rejected rows: what a finished import no longer needs."""
-    path = file_path(var_dir, import_id)
-    for derived in (path, path.with_suffix(".partial"), _index_path(var_dir, import_id)):
-        derived.unlink(missing_ok=True)
-    directory = _rejected_dir(var_dir, import_id)
-    if directory.exists():
-        for part in directory.glob("*.csv"):
-            part.unlink()
-        directory.rmdir()
 
 
 def verified_path(var_dir: Path, import_id: str, sha256: str, batch_starts: list[int]) -> tuple[Path, list[str]]:

@@ -10,8 +10,9 @@ never leave the activity; bcrypt and argon2 hashes are stored as they are.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +41,8 @@ IMPORT_CHANNEL = "import"
 IMPORTED = "imported"
 ERRORS_KEPT = 50  # per batch, and per import in the workflow: Spryker's report shows 50 too
 HEARTBEAT_EVERY = 50  # rows
+HEARTBEAT_SECONDS = 5.0  # while a file is scanned (the workflow's heartbeat timeout is 30 s)
+T = TypeVar("T")
 PROFILE_FIELDS = ("email", "salutation", "first_name", "last_name", "gender", "date_of_birth", "phone", "company")
 CUSTOMERS = cast(Table, Customer.__table__)
 AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
@@ -98,9 +101,9 @@ class CustomerImportActivities:
     async def index_customer_import(self, request: IndexInput) -> Indexed:
         """Check the stored file against the import's SHA-256, find its batches, keep each batch's SHA-256."""
         var_dir = self._settings.var_dir
-        found = await asyncio.to_thread(scan, import_files.file_path(var_dir, request.import_id), request.delimiter,
-                                        request.batch_size)  # fmt: skip
-        found.digests = await self._digests(request.import_id, request.sha256, found)
+        path = import_files.file_path(var_dir, request.import_id)
+        found = await _heartbeating(asyncio.to_thread(scan, path, request.delimiter, request.batch_size))
+        found.digests = await _heartbeating(self._digests(request.import_id, request.sha256, found))
         write_index(var_dir, request.import_id, found)
         return Indexed(found.rows, len(found.batches))
 
@@ -124,8 +127,6 @@ class CustomerImportActivities:
             checked = check_row(record, index.header, self._settings.locales)
             if isinstance(checked, CustomerRow) and record.line in index.duplicates:
                 checked = RowError(record.line, *index.duplicates[record.line])
-            if isinstance(checked, CustomerRow):
-                checked = self._check_plaintext_password(checked)
             if isinstance(checked, RowError):
                 _reject(result, rejected, record, checked)
             else:
@@ -144,16 +145,14 @@ class CustomerImportActivities:
         """The uploaded file, once the import is over (done, cancelled or a dry run): nothing reads it again."""
         import_files.discard(self._settings.var_dir, import_id)
 
-    def _check_plaintext_password(self, row: CustomerRow) -> CustomerRow | RowError:
+    def _refused_password(self, row: CustomerRow) -> RowError | None:
         """A plaintext password in the file must pass the policy every sign-up passes (a shop's hashes are
         taken as they are: nobody can check what they hide). Refused, the row can be imported again
         without it, and that customer sets a password through the link."""
         if row.password is None or is_stored_hash(row.password):
-            return row
+            return None
         found = self._policy.violations(row.password, user_inputs=user_inputs(row.email, row.first_name, row.last_name))
-        if not found:
-            return row
-        return RowError(row.line, "password", " ".join(violation.detail for violation in found))
+        return RowError(row.line, "password", " ".join(v.detail for v in found)) if found else None
 
     async def _digests(self, import_id: str, sha256: str, index: Scan) -> list[str]:
         """Each batch's SHA-256, from the file checked whole. Another file under its name fails the import for
@@ -217,6 +216,11 @@ class CustomerImportActivities:
                 if existing is not None and existing.anonymized_at is not None:
                     message = "This customer was deleted (anonymized); use another customer_reference."
                     _reject(result, rejected, record, RowError(row.line, "customer_reference", message))
+                    continue
+                # a plaintext password is checked where it is used: a new customer, or one without a password
+                refused = self._refused_password(row) if existing is None or existing.password_hash is None else None
+                if refused is not None:
+                    _reject(result, rejected, record, refused)
                     continue
                 if existing is None:
                     outcome = "created"
@@ -314,6 +318,15 @@ def _event(request: BatchInput, row: CustomerRow, key: str, details: dict[str, A
         details={"import": request.import_id, **details},
         idempotency_key=key,
     )
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """Await work that may outlast the heartbeat timeout (a million-row scan), heartbeating meanwhile."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        activity.heartbeat()
+    return task.result()
 
 
 def _reject(result: BatchResult, rejected: list[list[str]], record: Record, error: RowError) -> None:

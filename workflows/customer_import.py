@@ -58,6 +58,11 @@ BATCH_OPTIONS: dict[str, Any] = {
 }
 
 
+# References queued for a registration at most (reading waits): they travel in every continue-as-new
+# input, whose payload Temporal bounds (2 MB); 50,000 references are about 0.8 MB
+QUEUE_LIMIT = 50_000
+
+
 def import_workflow_id(import_id: str) -> str:
     return f"customer-import:{import_id}"
 
@@ -78,6 +83,7 @@ class ImportState:
     queue: list[str] = field(default_factory=list)  # references whose registration is still to start
     without_password: list[str] = field(default_factory=list)  # of the queue: a set-password link instead
     emails_started: int = 0
+    next_round_at: datetime | None = None  # when the rate allows the next round of registration starts
     cancel_requested: bool = False
     stopped_at_line: int | None = None
     finished_at: datetime | None = None
@@ -117,7 +123,9 @@ class CustomerImportWorkflow:
         self._state = input.state or ImportState(started_at=workflow.now())
         self._starter: asyncio.Task[None] | None = None  # _start_queued, beside the batches
         self._starting = False  # registrations half started: no continue-as-new now
+        self._pausing = False  # about to continue as new: the starter begins no round
         self._reading_done = False
+        self._concurrency = max(1, input.concurrent_batches)
 
     @workflow.run
     async def run(self, input: ImportInput) -> ImportStatus:
@@ -157,22 +165,23 @@ class CustomerImportWorkflow:
         running: list[asyncio.Task[BatchResult]] = []
         while True:
             stopping = state.cancel_requested or self._history_is_large()
-            while not stopping and state.next_batch < state.batches and len(running) < self._input.concurrent_batches:
+            room = len(state.queue) < QUEUE_LIMIT  # the queue travels in every continue-as-new input
+            while not stopping and room and state.next_batch < state.batches and len(running) < self._concurrency:
                 running.append(asyncio.create_task(self._batch(state.next_batch)))
                 state.next_batch += 1  # every batch below it is done or running
-            if not running:
-                if state.cancel_requested or state.next_batch >= state.batches:
-                    if state.next_batch < state.batches:
-                        state.stopped_at_line = state.last_line
-                    return
-                if await self._ready_to_continue():  # the history is large and no batch is out
-                    await workflow.wait_condition(lambda: not self._starting)  # no start half made
-                    self._continue_as_new()
-                continue  # a cancel came first: stop
-            done, _ = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                running.remove(task)
-                self._count(task.result())
+            if running:
+                done, _ = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.remove(task)
+                    self._count(task.result())
+            elif state.cancel_requested or state.next_batch >= state.batches:
+                if state.next_batch < state.batches:
+                    state.stopped_at_line = state.last_line
+                return
+            elif self._history_is_large():
+                await self._continue_as_new_when_quiet(stop_for_cancel=True)  # returns: a cancel came first
+            else:  # the queue is full: read on once the registrations started make room
+                await workflow.wait_condition(lambda: len(state.queue) < QUEUE_LIMIT or state.cancel_requested)
 
     async def _batch(self, number: int) -> BatchResult:
         input = self._input
@@ -183,21 +192,23 @@ class CustomerImportWorkflow:
         )
 
     async def _start_queued(self) -> None:
-        """Start the queued registrations, at most emails_per_second (a round of up to one second's worth,
-        then a wait until the rate allows the next), until the file is read and the queue is empty."""
+        """Start the queued registrations, at most emails_per_second: a round of up to one second's worth,
+        then a wait until the rate allows the next (the time is carried over continue-as-new), until the file
+        is read and the queue is empty. Begins no round while the run prepares to continue as new."""
         rate = self._input.emails_per_second
         state = self._state
-        next_round_at = workflow.now()
         while True:
-            await workflow.wait_condition(lambda: bool(state.queue) or self._reading_done)
+            await workflow.wait_condition(lambda: not self._pausing and (bool(state.queue) or self._reading_done))
             if not state.queue:
                 return
-            if workflow.now() < next_round_at:
-                await workflow.sleep(next_round_at - workflow.now())
+            now = workflow.now()
+            if state.next_round_at is not None and now < state.next_round_at:
+                await workflow.sleep(state.next_round_at - now)
+                continue  # a pause may have begun meanwhile
             count = min(len(state.queue), max(1, math.ceil(rate)))
             starting, state.queue = state.queue[:count], state.queue[count:]
             # the rate counts from the round's start: the starts' own round trips are not added to it
-            next_round_at = workflow.now() + timedelta(seconds=count / rate)
+            state.next_round_at = now + timedelta(seconds=count / rate)
             self._starting = True
             await asyncio.gather(*(self._start_registration(reference) for reference in starting))
             self._starting = False
@@ -207,15 +218,29 @@ class CustomerImportWorkflow:
     async def _start_the_rest(self) -> None:
         """The file is read: what is still queued starts at the rate; a long queue continues as new."""
         self._reading_done = True
-        if self._state.queue:
-            self._enter(STARTING_REGISTRATIONS)
-        while self._starter is not None and not self._starter.done():
-            await workflow.wait_condition(lambda: self._starter.done() or self._history_is_large())  # type: ignore[union-attr]
-            if not self._starter.done() and await self._ready_to_continue():
-                await workflow.wait_condition(lambda: not self._starting)  # no start half made
-                self._continue_as_new()
-        if self._starter is not None:
-            await self._starter  # its outcome: a failed start fails the import, as it did before
+        starter = self._starter
+        assert starter is not None
+        if self._state.queue or self._starting:
+            self._enter(STARTING_REGISTRATIONS)  # a cancel waiting for the reading to stop is answered now
+        while not starter.done():
+            await workflow.wait_condition(
+                lambda: starter.done() or (bool(self._state.queue) and self._history_is_large())
+            )
+            if not starter.done():
+                await self._continue_as_new_when_quiet(stop_for_cancel=False)
+        await starter  # its outcome: a failed start fails the import, as it did before
+
+    async def _continue_as_new_when_quiet(self, *, stop_for_cancel: bool) -> None:
+        """Continue as new once no registration start is half made and every handler has finished. While the
+        file is read a cancel waits for the reading to stop, so then this returns instead (stop_for_cancel)."""
+        self._pausing = True  # the starter begins no round now
+        await workflow.wait_condition(lambda: not self._starting)
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() or (stop_for_cancel and self._state.cancel_requested)
+        )
+        if workflow.all_handlers_finished():
+            self._continue_as_new()
+        self._pausing = False
 
     async def _read_batches_one_by_one(self) -> None:
         """Runs started before `import-concurrent-batches`: one batch at a time, and the registrations a batch

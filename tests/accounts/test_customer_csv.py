@@ -12,7 +12,7 @@ from accounts.customer_csv import read_batch, records, valid_email
 LOCAL_PARTS = [
     "anna", "Anna.Smith", "a", "a.b.c", "o'neil", "x+tag", "first_last", "a-b", "UPPER", "digits123",
     "a..b", ".anna", "anna.", "an na", 'qu"ote', '"quoted"', '"with space"', "ümlaut", "a" * 64, "a" * 65,
-    "#!$%&*/=?^`{|}~", "a@b", "", "(comment)anna", "tab\tx",
+    "#!$%&*/=?^`{|}~", "a@b", "", "(comment)anna", "tab\tx", "Postmaster", "ABUSE", "Info", "Webmaster",
 ]  # fmt: skip
 DOMAINS = [
     "example.com", "Example.COM", "b.c", "sub.domain.example.org", "xn--bcher-kva.de", "bücher.de", "localhost",
@@ -56,3 +56,11 @@ def test_a_batch_parsed_in_one_go_has_the_records_and_lines_of_the_record_by_rec
     by_record = [(r.line, r.fields) for r in records(io.BytesIO(data), ",", start_line=7)]
     assert [(r.line, r.fields) for r in read_batch(data, ",", 7)] == by_record
     assert [line for line, _ in by_record] == [7, 8, 11, 12, 15]
+
+
+def test_a_lone_carriage_return_does_not_shift_the_lines_of_a_batch() -> None:
+    """csv ends a line at a lone \r as well; scan (and every line number it keyed) counts \n only."""
+    data = b'DE--1,"Acme\rGmbH",x\r\nDE--2,b,y\r\nDE--3,c\rz,w\r\nDE--4,d,v\r\n'
+    by_record = [(r.line, r.fields) for r in records(io.BytesIO(data), ",", start_line=2)]
+    assert [(r.line, r.fields) for r in read_batch(data, ",", 2)] == by_record
+    assert [line for line, _ in by_record] == [2, 3, 4, 5]
