@@ -14,7 +14,6 @@ from temporalio.client import Client
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
 from accounts.emails import EmailRenderer
-from accounts.passwords import PasswordHasher
 from accounts.rate_limits import RequestLimits
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
@@ -41,7 +40,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
-        app.state.staff = StaffDirectory(app.state.sessions, PasswordHasher.from_settings(settings))
+        app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
