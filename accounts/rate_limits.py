@@ -124,7 +124,7 @@ async def spend(sessions: SessionFactory, subject: str, budget: Budget) -> int:
     raise OverBudget(subject, budget.window)
 
 
-async def delete_expired(sessions: SessionFactory, *, retention: timedelta, batch: int) -> int:
+async def delete_expired_batch(sessions: SessionFactory, *, retention: timedelta, batch: int) -> int:
     """Delete up to `batch` rows of each throttle table that nothing reads any more; returns how many.
 
     A request count is dead once its window ended. A login throttle is kept for `retention` after its
