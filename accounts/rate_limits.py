@@ -5,6 +5,10 @@ UPDATE like the lockout counters (accounts.throttle): below the limit, or past t
 request counts and goes on; otherwise `OverBudget` says how long until the window ends. Refused
 requests change nothing, so a flood costs one UPDATE and one SELECT each, and no workflow.
 
+With ACCOUNTS_RATE_LIMIT_REDIS_URL set, the same windows live in Redis instead (`RedisCounter`: one Lua
+script per request, the window a key's expiry), for shops whose traffic would make one database row per
+kind hot; the database then holds no request counts.
+
 Subjects name what they count by a keyed hash (`ip:<kind>:<hash>`, `address:<kind>:<hash>`) or by the
 kind alone (`all:<kind>`): the table holds no address. IPv6 clients are counted by their network
 (`client_network`), since one subscriber usually holds a whole /64.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,11 +70,66 @@ def client_network(host: str, ipv6_prefix: int) -> str:
     return str(address)
 
 
+class Counter(Protocol):
+    async def spend(self, subject: str, budget: Budget) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class DatabaseCounter:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def spend(self, subject: str, budget: Budget) -> int:
+        return await spend(self._sessions, subject, budget)
+
+    async def close(self) -> None:
+        pass
+
+
+# KEYS[1] the subject, ARGV[1] the limit, ARGV[2] the window in ms. Atomic in Redis: below the limit
+# count (the first request of a window sets its expiry), else answer minus the milliseconds left.
+_SPEND = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 1 then left = 1 end
+  return -left
+end
+count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return count
+"""
+
+
+class RedisCounter:
+    """The same fixed windows in Redis (the `redis` extra): a key per subject that expires with its window."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio  # only where a Redis URL is configured: the package is an extra
+
+        self._redis: Any = redis.asyncio.Redis.from_url(url)
+        self._script = self._redis.register_script(_SPEND)
+
+    async def spend(self, subject: str, budget: Budget) -> int:
+        if budget.limit <= 0:
+            return 0
+        window_ms = max(1, int(budget.window.total_seconds() * 1000))
+        answer = int(await self._script(keys=[f"accounts:{subject}"], args=[budget.limit, window_ms]))
+        if answer < 0:
+            raise OverBudget(subject, timedelta(milliseconds=-answer))
+        return answer
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 class RequestLimits:
     """The budgets of the settings, by kind: per client network, for everyone, and per address typed."""
 
     def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
-        self._sessions = sessions
+        url = settings.rate_limit_redis_url
+        self._counter: Counter = RedisCounter(url) if url else DatabaseCounter(sessions)
         self._secret = settings.secret_key.get_secret_value()
         self.per_ip = Budget(settings.rate_limit_per_ip, settings.rate_limit_window)
         self.all_clients = Budget(settings.rate_limit_global, settings.rate_limit_window)
@@ -79,14 +139,18 @@ class RequestLimits:
         """One request of `kind` from the client network `client` (see client_network); raises OverBudget.
 
         The client's own budget first: one client past its limit does not eat into everyone's."""
-        await spend(self._sessions, keyed_subject(f"ip:{kind}", client, self._secret), self.per_ip)
-        await spend(self._sessions, f"all:{kind}", self.all_clients)
+        await self._counter.spend(keyed_subject(f"ip:{kind}", client, self._secret), self.per_ip)
+        await self._counter.spend(f"all:{kind}", self.all_clients)
 
     async def admit_address(self, kind: str, address: str) -> None:
         """One request of `kind` naming `address`, counted before anyone looks the address up, so the answer
         is the same whether or not it has an account; raises OverBudget."""
-        await spend(self._sessions, keyed_subject(f"address:{kind}", address.strip().casefold(), self._secret),
-                    self.per_address)  # fmt: skip
+        await self._counter.spend(
+            keyed_subject(f"address:{kind}", address.strip().casefold(), self._secret), self.per_address
+        )
+
+    async def close(self) -> None:
+        await self._counter.close()
 
 
 async def spend(sessions: SessionFactory, subject: str, budget: Budget) -> int:

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # per address typed into a sign-up or a "forgot password" (counted whether or not it has an account):
     # the requests per hour that may reach a workflow, so no flood grows a history or an inbox
     address_requests_per_hour: int = 5
+    # redis://host:6379/0: keep these counters in Redis instead of the database (needs the `redis` extra)
+    rate_limit_redis_url: str | None = None
     # what deletes expired rows of the throttle tables (a Temporal Schedule the worker creates)
     throttle_cleanup_interval: Duration = timedelta(hours=1)
     throttle_retention: Duration = timedelta(days=1)

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         try:
             yield
         finally:
+            await app.state.limits.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -216,6 +216,38 @@ def database(request: pytest.FixtureRequest) -> Database:
     return request.getfixturevalue(f"{request.param}_database")
 
 
+# --- Redis (the optional home of the request budgets) --------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A redis-server of this run on a free port (Debian's `redis-server`), without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("ACCOUNTS_TEST_REQUIRE_REDIS"):
+            pytest.fail("ACCOUNTS_TEST_REQUIRE_REDIS is set but redis-server is not installed")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path_factory.mktemp("redis")),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        await process.wait()
+
+
 # --- email ------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from conftest import Database
 
-from accounts.rate_limits import Budget, OverBudget, client_network, spend
+from accounts.rate_limits import Budget, OverBudget, RedisCounter, client_network, spend
 
 
 async def admitted(database: Database, subject: str, budget: Budget) -> bool:
@@ -59,3 +59,26 @@ async def test_a_budget_of_zero_is_off() -> None:
 )
 def test_clients_are_named_by_their_network(host: str, prefix: int, network: str) -> None:
     assert client_network(host, prefix) == network
+
+
+async def test_in_redis_racing_requests_never_exceed_the_budget_and_windows_expire(redis_url: str) -> None:
+    counter = RedisCounter(redis_url)
+    try:
+        subject = f"test:{uuid.uuid4().hex}"
+        budget = Budget(7, timedelta(seconds=0.5))
+
+        async def one() -> bool:
+            try:
+                await counter.spend(subject, budget)
+            except OverBudget:
+                return False
+            return True
+
+        assert sum(await asyncio.gather(*(one() for _ in range(100)))) == 7
+        with pytest.raises(OverBudget) as refused:
+            await counter.spend(subject, budget)
+        assert timedelta(0) < refused.value.retry_after <= timedelta(seconds=0.5)
+        await asyncio.sleep(0.6)
+        assert await counter.spend(subject, budget) == 1  # the key expired with its window
+    finally:
+        await counter.close()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Database, Stack, StackFactory, registration_body, unique_email
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from temporalio.service import RPCError
 from test_backoffice_http import staff_key
 from test_backoffice_web import staff_with_password, web_sign_in
@@ -249,3 +250,19 @@ async def test_email_changes_to_one_address_are_bounded_whoever_asks(
             answers.append(await http.patch(f"/customers/{reference}", json=email_change(victim), headers=bearer))
         assert [r.status_code for r in answers] == [200, 200, 429]
         assert_too_many(answers[2], window=3600)
+
+
+async def test_with_a_redis_url_the_budgets_live_in_redis(
+    stack: StackFactory, dev_server: Any, database: Database, redis_url: str
+) -> None:
+    async with (
+        stack(dev_server, database, api=True, rate_limit_per_ip=2, rate_limit_redis_url=redis_url) as built,
+        built.http() as http,
+    ):
+        await fresh_counts(built)
+        client = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"  # one Redis serves the whole run
+        answers = [await reset_from(http, client) for _ in range(3)]
+        assert [r.status_code for r in answers] == [204, 204, 429]
+        assert_too_many(answers[2])
+        async with built.database.sessions() as session:
+            assert (await session.scalars(select(RequestCount))).all() == []  # nothing counted in the database
