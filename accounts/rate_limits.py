@@ -106,8 +106,12 @@ class RedisCounter:
     """The same fixed windows in Redis (the `redis` extra): a key per subject that expires with its window."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio  # only where a Redis URL is configured: the package is an extra
-
+        try:
+            import redis.asyncio  # only where a Redis URL is configured: the package is an extra
+        except ImportError as missing:
+            raise RuntimeError(
+                "ACCOUNTS_RATE_LIMIT_REDIS_URL needs the redis extra: pip install 'shop-accounts[redis]'"
+            ) from missing
         self._redis: Any = redis.asyncio.Redis.from_url(url)
         self._script = self._redis.register_script(_SPEND)
 

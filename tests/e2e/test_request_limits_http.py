@@ -266,3 +266,17 @@ async def test_with_a_redis_url_the_budgets_live_in_redis(
         assert_too_many(answers[2])
         async with built.database.sessions() as session:
             assert (await session.scalars(select(RequestCount))).all() == []  # nothing counted in the database
+
+
+async def test_the_per_ip_lockout_counts_ipv6_clients_by_their_64_network_too(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    async with stack(dev_server, database, api=True, lockout_ip_max_failures=2) as built, built.http() as http:
+        prefix = f"2001:db8:{uuid.uuid4().int % 65000:x}:{uuid.uuid4().int % 65000:x}"
+
+        async def wrong(client: str) -> int:
+            body = login_body(unique_email("nobody"), "Wrong-password-123!")
+            return (await http.post("/access-tokens", json=body, headers=by(client))).status_code
+
+        assert [await wrong(f"{prefix}::{n}") for n in (1, 2, 3)] == [401, 401, 429]
+        assert await wrong(f"{prefix[:-1]}{'0' if prefix[-1] != '0' else '1'}::1") == 401  # another /64
