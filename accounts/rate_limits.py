@@ -16,7 +16,9 @@ kind alone (`all:<kind>`): the table holds no address. IPv6 clients are counted 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -128,6 +130,34 @@ class RedisCounter:
         await self._redis.aclose()
 
 
+class RefusalMemo:
+    """Subjects this process saw refused, until their window ends: a flood from one client is answered
+    from memory after its first refusal, with no database round trip (a window cannot reopen before its
+    end, so this never refuses what the counter would admit)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._until: dict[str, float] = {}
+        self._max_entries = max_entries
+
+    def refused(self, subject: str) -> OverBudget | None:
+        until = self._until.get(subject)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._until[subject]
+            return None
+        return OverBudget(subject, timedelta(seconds=left))
+
+    def remember(self, refusal: OverBudget) -> None:
+        if len(self._until) >= self._max_entries:
+            now = time.monotonic()
+            self._until = {s: u for s, u in self._until.items() if u > now}
+            if len(self._until) >= self._max_entries:  # a flood of distinct subjects: start over
+                self._until.clear()
+        self._until[refusal.subject] = time.monotonic() + refusal.retry_after.total_seconds()
+
+
 class RequestLimits:
     """The budgets of the settings, by kind: per client network, for everyone, and per address typed."""
 
@@ -138,20 +168,44 @@ class RequestLimits:
         self.per_ip = Budget(settings.rate_limit_per_ip, settings.rate_limit_window)
         self.all_clients = Budget(settings.rate_limit_global, settings.rate_limit_window)
         self.per_address = Budget(settings.address_requests_per_hour, HOUR)
+        self._memo = RefusalMemo()
+        # one count at a time per subject in this process: a burst from one client waits here, holding no
+        # database connection, instead of queueing N connections on one row's lock; once the budget is
+        # spent the rest of the burst is refused from the memo
+        self._queues: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def admit_client(self, kind: str, client: str) -> None:
         """One request of `kind` from the client network `client` (see client_network); raises OverBudget.
 
         The client's own budget first: one client past its limit does not eat into everyone's."""
-        await self._counter.spend(keyed_subject(f"ip:{kind}", client, self._secret), self.per_ip)
-        await self._counter.spend(f"all:{kind}", self.all_clients)
+        await self._spend(keyed_subject(f"ip:{kind}", client, self._secret), self.per_ip)
+        await self._spend(f"all:{kind}", self.all_clients)
 
     async def admit_address(self, kind: str, address: str) -> None:
         """One request of `kind` naming `address`, counted before anyone looks the address up, so the answer
         is the same whether or not it has an account; raises OverBudget."""
-        await self._counter.spend(
-            keyed_subject(f"address:{kind}", address.strip().casefold(), self._secret), self.per_address
-        )
+        await self._spend(keyed_subject(f"address:{kind}", address.strip().casefold(), self._secret), self.per_address)
+
+    async def _spend(self, subject: str, budget: Budget) -> None:
+        if (refusal := self._memo.refused(subject)) is not None:
+            raise refusal
+        lock, users = self._queues.get(subject) or (asyncio.Lock(), 0)
+        self._queues[subject] = (lock, users + 1)
+        try:
+            async with lock:
+                if (refusal := self._memo.refused(subject)) is not None:
+                    raise refusal
+                try:
+                    await self._counter.spend(subject, budget)
+                except OverBudget as refused:
+                    self._memo.remember(refused)
+                    raise
+        finally:
+            lock, users = self._queues[subject]
+            if users == 1:
+                del self._queues[subject]
+            else:
+                self._queues[subject] = (lock, users - 1)
 
     async def close(self) -> None:
         await self._counter.close()
@@ -167,6 +221,15 @@ async def spend(sessions: SessionFactory, subject: str, budget: Budget) -> int:
         now = utcnow()
         ended = table.window_ends_at <= now
         async with sessions.begin() as session:
+            # a plain read first: a spent budget refuses without a write (and without waiting for the row
+            # lock that the requests being admitted take)
+            seen = (
+                await session.execute(select(table.count, table.window_ends_at).where(table.subject == subject))
+            ).one_or_none()
+            if seen is not None:
+                seen_count, seen_ends_at = seen  # by position: a Row's `count` is tuple.count
+                if seen_ends_at > now and seen_count >= budget.limit:
+                    raise OverBudget(subject, seen_ends_at - now)
             count = await session.scalar(
                 update(table)
                 .where(table.subject == subject, or_(ended, table.count < budget.limit))

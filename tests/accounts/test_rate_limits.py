@@ -8,8 +8,11 @@ from datetime import timedelta
 
 import pytest
 from conftest import Database
+from sqlalchemy import delete
 
-from accounts.rate_limits import Budget, OverBudget, RedisCounter, client_network, spend
+from accounts.models import RequestCount
+from accounts.rate_limits import Budget, OverBudget, RedisCounter, RequestLimits, client_network, spend
+from accounts.settings import Settings
 
 
 async def admitted(database: Database, subject: str, budget: Budget) -> bool:
@@ -82,3 +85,21 @@ async def test_in_redis_racing_requests_never_exceed_the_budget_and_windows_expi
         assert await counter.spend(subject, budget) == 1  # the key expired with its window
     finally:
         await counter.close()
+
+
+async def test_a_process_refuses_a_spent_client_from_memory_until_its_window_ends(database: Database) -> None:
+    """After the first refusal, a flood from that client costs this process no database round trip: with the
+    row gone from the database, this process still refuses (its memory), another one counts afresh."""
+    settings = Settings(_env_file=None, rate_limit_per_ip=2, rate_limit_global=0)  # type: ignore[call-arg]
+    limits = RequestLimits(settings, database.sessions)
+    client = f"198.51.100.{uuid.uuid4().int % 250}-{uuid.uuid4().hex[:6]}"
+    await limits.admit_client("test", client)
+    await limits.admit_client("test", client)
+    with pytest.raises(OverBudget):
+        await limits.admit_client("test", client)
+    async with database.sessions.begin() as session:
+        await session.execute(delete(RequestCount).where(RequestCount.subject.startswith("ip:test:")))
+    with pytest.raises(OverBudget) as from_memory:
+        await limits.admit_client("test", client)
+    assert timedelta(0) < from_memory.value.retry_after <= timedelta(seconds=60)
+    await RequestLimits(settings, database.sessions).admit_client("test", client)  # another process
