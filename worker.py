@@ -11,6 +11,7 @@ import signal
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -26,6 +27,8 @@ from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
 from activities.passwords import PasswordActivities
+from activities.throttle_cleanup import ThrottleCleanupActivities
+from starter.schedules import ensure_schedules
 from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
@@ -34,6 +37,7 @@ from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.registration import RegistrationWorkflow
+from workflows.throttle_cleanup import ThrottleCleanupWorkflow
 
 WORKFLOWS = [
     RegistrationWorkflow,
@@ -44,6 +48,7 @@ WORKFLOWS = [
     AnonymizationWorkflow,
     EmailChangeWorkflow,
     CustomerImportWorkflow,
+    ThrottleCleanupWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -70,6 +75,7 @@ def build_worker(
     passwords = PasswordActivities(sessions)
     anonymization = AnonymizationActivities(sessions, client)  # the client ends the customer's lifecycles
     email_change = EmailChangeActivities(sessions)
+    throttle_cleanup = ThrottleCleanupActivities(sessions)
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     emails = EmailActivities(
         sessions,
@@ -102,6 +108,7 @@ def build_worker(
             customer_import.index_customer_import,
             customer_import.import_customer_batch,
             customer_import.discard_customer_import_file,
+            throttle_cleanup.delete_expired_throttles,
         ],
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
         graceful_shutdown_timeout=graceful_shutdown_timeout(settings),
@@ -119,7 +126,12 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.defau
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings.database_url)
     try:
-        worker = build_worker(await connect(settings), settings, session_factory(engine))
+        client = await connect(settings)
+        worker = build_worker(client, settings, session_factory(engine))
+        try:
+            await ensure_schedules(client, settings)  # idempotent: every worker start brings it up to date
+        except RPCError as error:  # the worker runs without it; the next start tries again
+            log.warning("schedules not created: %s", error)
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_target)
         async with worker:
             await stop.wait()

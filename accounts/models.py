@@ -164,13 +164,25 @@ class LoginThrottle(Base):
 
     subject: Mapped[str] = mapped_column(String(80), primary_key=True)
     attempts: Mapped[int] = mapped_column(default=0)
-    window_ends_at: Mapped[datetime]
+    window_ends_at: Mapped[datetime] = mapped_column(index=True)
     locked_until: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class RequestCount(Base):
+    """One fixed window of a request budget (accounts.rate_limits): "ip:register:<keyed hash>",
+    "all:sign-in", "address:reset:<keyed hash>". Counted by one conditional UPDATE, so the bound holds
+    across API processes; rows whose window ended are deleted by the throttle-cleanup schedule."""
+
+    __tablename__ = "request_counts"
+
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    window_ends_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Staff(Base):
-    """Back-office users. API keys are shown once and stored as argon2 hashes."""
+    """Back-office users. API keys are shown once and stored as keyed SHA-256 (old rows argon2: accounts.staff)."""
 
     __tablename__ = "staff"
 

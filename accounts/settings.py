@@ -71,6 +71,24 @@ class Settings(BaseSettings):
     # proxies trusted to name the client address (X-Forwarded-For): the per-IP lockout needs the real
     # address; behind a proxy that is not listed here, every customer would share the proxy's address
     forwarded_allow_ips: str = "127.0.0.1"
+    # per-IP counting (rate limits, lockout windows) groups IPv6 clients by this prefix: one subscriber
+    # usually holds a whole /64 and could otherwise take a fresh address for every request
+    client_ipv6_prefix: int = 64
+
+    # request budgets of unauthenticated work (sign-up, forgotten password, sign-in, email change,
+    # verification resends, staff sign-in): per client address and for everyone together, each kind
+    # of request counted apart in the database; beyond them 429 with Retry-After. 0 turns one off.
+    rate_limit_window: Duration = timedelta(seconds=60)
+    rate_limit_per_ip: int = 30
+    rate_limit_global: int = 6000
+    # per address typed into a sign-up or a "forgot password" (counted whether or not it has an account):
+    # the requests per hour that may reach a workflow, so no flood grows a history or an inbox
+    address_requests_per_hour: int = 5
+    # redis://host:6379/0: keep these counters in Redis instead of the database (needs the `redis` extra)
+    rate_limit_redis_url: str | None = None
+    # what deletes expired rows of the throttle tables (a Temporal Schedule the worker creates)
+    throttle_cleanup_interval: Duration = timedelta(hours=1)
+    throttle_retention: Duration = timedelta(days=1)
 
     # customers
     customer_reference_prefix: str = "DE--"
@@ -158,6 +176,12 @@ class Settings(BaseSettings):
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
         if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
             raise ValueError("lockout thresholds must be at least 1")
+        if not 0 <= self.client_ipv6_prefix <= 128:
+            raise ValueError("ACCOUNTS_CLIENT_IPV6_PREFIX must be between 0 and 128")
+        if min(self.rate_limit_per_ip, self.rate_limit_global, self.address_requests_per_hour) < 0:
+            raise ValueError("rate limits must be 0 (off) or positive")
+        if self.rate_limit_window <= timedelta(0) or self.throttle_cleanup_interval <= timedelta(0):
+            raise ValueError("ACCOUNTS_RATE_LIMIT_WINDOW and ACCOUNTS_THROTTLE_CLEANUP_INTERVAL must be positive")
         if self.import_emails_per_second <= 0:
             raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
         if not 1 <= self.import_batch_size <= 10_000 or not 1 <= self.import_concurrent_batches <= 8:

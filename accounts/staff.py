@@ -1,30 +1,37 @@
-"""Staff identity for the back office: API keys of the form `stf_<id>_<secret>`, argon2-hashed.
+"""Staff identity for the back office: API keys of the form `stf_<id>_<secret>`, stored as a keyed SHA-256.
 
-The id in the key finds the row without scanning; the secret is verified with argon2 (off the event
-loop). Verified keys are remembered for a minute by their SHA-256, so a busy back-office page does
-not pay an argon2 verification per request; disabling a member takes effect within that minute.
+The id in the key finds the row without scanning; the secret (256 random bits) is checked against an
+HMAC-SHA256 of it under ACCOUNTS_SECRET_KEY. A slow hash protects guessable passwords; a 256-bit
+random secret needs none, and a keyed hash makes a flood of fake keys cost microseconds instead of
+an argon2 verification each, which competed with customers' sign-ins for CPU. Rows written before
+this (argon2 hashes) still verify with argon2 and are rewritten to the keyed hash on their first
+successful use (a migration cannot: it never sees the secret). Verified keys are remembered for a
+minute by their SHA-256; disabling a member takes effect within that minute.
 Web UI passwords (`set_password`, `authenticate_password`) follow the customers' password policy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from accounts.db import SessionFactory
 from accounts.models import Staff, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
+from accounts.settings import Settings
 
 ROLES = ("admin", "support")
 CACHE_SECONDS = 60.0
 KEY_FORMAT = re.compile(r"stf_([0-9]{1,12})_([A-Za-z0-9_-]{43})")
+KEY_HASH_PREFIX = "hmac-sha256$"
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit INTEGERs: a larger one names no row (and PostgreSQL refuses it)
 
 
@@ -72,13 +79,23 @@ class StaffPasswordRejected(ValueError):
 
 class StaffDirectory:
     def __init__(
-        self, sessions: SessionFactory, hasher: PasswordHasher, *, policy: PasswordPolicy | None = None
+        self,
+        sessions: SessionFactory,
+        hasher: PasswordHasher,
+        *,
+        key_secret: str,
+        policy: PasswordPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
+        self._key_secret = key_secret.encode()
         # staff passwords open every customer's data: at least the customers' rules (12+, not common)
         self._policy = policy or PasswordPolicy()
         self._verified: dict[str, tuple[float, StaffMember]] = {}
+
+    @classmethod
+    def from_settings(cls, sessions: SessionFactory, settings: Settings) -> StaffDirectory:
+        return cls(sessions, PasswordHasher.from_settings(settings), key_secret=settings.secret_key.get_secret_value())
 
     async def create(self, name: str, role: str, *, password: str | None = None) -> tuple[StaffMember, str]:
         """Returns the member and their API key, which is shown this once and never stored.
@@ -93,7 +110,7 @@ class StaffDirectory:
                 staff = Staff(
                     name=name,
                     role=role,
-                    api_key_hash=await self._hasher.hash_async(secret),
+                    api_key_hash=self._key_hash(secret),
                     password_hash=password_hash,
                 )
                 session.add(staff)
@@ -116,14 +133,30 @@ class StaffDirectory:
             return None
         async with self._sessions() as session:
             staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
-        if staff is None:
-            await self._hasher.dummy_verify_async(secret)
+        if staff is None:  # nothing slow to imitate: a keyed hash is what a known id costs too
             return None
-        if not await self._hasher.verify_async(staff.api_key_hash, secret):
+        if staff.api_key_hash.startswith(KEY_HASH_PREFIX):
+            if not hmac.compare_digest(staff.api_key_hash, self._key_hash(secret)):
+                return None
+        elif await self._hasher.verify_async(staff.api_key_hash, secret):  # a key made before keyed hashes
+            await self._rehash_key(staff.id, staff.api_key_hash, secret)
+        else:
             return None
         member = StaffMember(staff.id, staff.name, staff.role)
         self._verified[digest] = (time.monotonic(), member)
         return member
+
+    def _key_hash(self, secret: str) -> str:
+        return KEY_HASH_PREFIX + hmac.new(self._key_secret, secret.encode(), hashlib.sha256).hexdigest()
+
+    async def _rehash_key(self, staff_id: int, old_hash: str, secret: str) -> None:
+        """The argon2 hash of a key that just verified becomes its keyed hash (unless it changed meanwhile)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Staff)
+                .where(Staff.id == staff_id, Staff.api_key_hash == old_hash)
+                .values(api_key_hash=self._key_hash(secret))
+            )
 
     async def set_password(self, name: str, password: str) -> StaffMember:
         """Set the web UI password (policy checked, argon2-hashed); signs out every web session of `name`."""

@@ -14,12 +14,13 @@ from temporalio.client import Client
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
 from accounts.emails import EmailRenderer
-from accounts.passwords import PasswordHasher
+from accounts.rate_limits import RequestLimits
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from accounts.temporal import connect
 from api import jsonapi, web
+from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
@@ -36,10 +37,11 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         engine = create_engine(settings.database_url)
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
+        app.state.limits = RequestLimits(settings, app.state.sessions)
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
-        app.state.staff = StaffDirectory(app.state.sessions, PasswordHasher.from_settings(settings))
+        app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         try:
             yield
         finally:
+            await app.state.limits.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     )
     uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
+    app.add_middleware(ForwardedForCheck, forwarded_allow_ips=settings.forwarded_allow_ips)
     # outermost (added last): its deadline, request id and error answers cover everything inside it,
     # including Temporal (RPCError) and database outages, which answer 503 there
     app.add_middleware(RequestGuard, timeout=settings.request_timeout)
@@ -74,7 +78,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
 
     @app.exception_handler(jsonapi.GlueException)
     async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:
-        return jsonapi.errors_response(exc.errors)
+        return jsonapi.errors_response(exc.errors, exc.headers)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -28,9 +28,10 @@ class GlueError:
 
 
 class GlueException(Exception):
-    def __init__(self, *errors: GlueError) -> None:
+    def __init__(self, *errors: GlueError, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(errors[0].detail)
         self.errors = errors
+        self.headers = dict(headers or {})  # Retry-After on a 429, say
 
 
 def resource(request: Request, type_: str, id_: str, attributes: Mapping[str, Any], path: str) -> dict[str, Any]:

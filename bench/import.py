@@ -50,7 +50,6 @@ from temporalio.testing import WorkflowEnvironment
 from accounts.db import create_engine, session_factory
 from accounts.email_address import email_key
 from accounts.models import Customer
-from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from accounts.temporal import SEARCH_ATTRIBUTES
@@ -238,7 +237,7 @@ async def bench(count: int, database_kind: str, emails_per_second: float, batch_
             print(f"floor: {count / floor_before:.0f} rows/s", file=sys.stderr)
             settings = Settings(_env_file=None, database_url=s["url"])  # type: ignore[call-arg]
             engine = create_engine(s["url"])
-            directory_ = StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings))
+            directory_ = StaffDirectory.from_settings(session_factory(engine), settings)
             _, key = await directory_.create(f"bench-{tag}", "admin")
             await engine.dispose()
             with child("worker", ["worker"], s["env"], work) as worker, child("api", ["api"], s["env"], work) as api:

@@ -26,14 +26,13 @@ PasswordStdin = Annotated[
 
 def _staff_directory_run(action: Callable[[Any], Awaitable[T]]) -> T:
     from accounts.db import create_engine, session_factory
-    from accounts.passwords import PasswordHasher
     from accounts.staff import StaffDirectory
 
     async def run() -> T:
         settings = Settings()
         engine = create_engine(settings.database_url)
         try:
-            return await action(StaffDirectory(session_factory(engine), PasswordHasher.from_settings(settings)))
+            return await action(StaffDirectory.from_settings(session_factory(engine), settings))
         finally:
             await engine.dispose()
 

@@ -38,15 +38,10 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.serving import uvicorn_config
 
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 @db_app.command("upgrade")

@@ -121,6 +121,7 @@ class _Server(uvicorn.Server):
 async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> None:
     check_ports(settings)
     from api.app import create_app  # the API and worker import the whole tree: load them only when running
+    from api.serving import uvicorn_config
     from worker import run_worker
 
     var = settings.var_dir
@@ -150,15 +151,7 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
         echo("applying database migrations ...")
         await upgrade_async(settings.database_url)
 
-        server = _Server(
-            uvicorn.Config(
-                create_app(settings),
-                host=settings.api_host,
-                port=settings.api_port,
-                proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips,
-            )
-        )
+        server = _Server(uvicorn_config(create_app(settings), settings))
         worker = asyncio.create_task(run_worker(settings, stop))
         api = asyncio.create_task(server.serve())
         echo(

@@ -46,6 +46,7 @@ from accounts.migrate import upgrade_async
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
 from api.app import create_app
+from api.serving import uvicorn_config
 from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
 from worker import build_worker
@@ -54,7 +55,14 @@ PG_ADMIN_DSN = os.environ.get("ACCOUNTS_TEST_PG_DSN", "postgresql://postgres@127
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 8192, "argon2_parallelism": 1}
 # Every test connects from 127.0.0.1 against session-long databases: the per-IP window would fill up
 # across tests. The IP lockout has its own test, which sets its threshold explicitly.
-TEST_DEFAULTS = {**FAST_ARGON2, "lockout_ip_max_failures": 100_000}
+# The request budgets likewise (0: off); their tests set them.
+TEST_DEFAULTS = {
+    **FAST_ARGON2,
+    "lockout_ip_max_failures": 100_000,
+    "rate_limit_per_ip": 0,
+    "rate_limit_global": 0,
+    "address_requests_per_hour": 0,
+}
 CHECKOUT = str(Path(__file__).resolve().parents[1])  # this checkout's code, not whichever one is installed
 # The `accounts` command as this checkout runs it (the venv's console script may belong to another checkout);
 # give its process checkout_env(...) so `cli` is found from any working directory.
@@ -208,6 +216,38 @@ async def postgres_database() -> AsyncIterator[Database]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest) -> Database:
     return request.getfixturevalue(f"{request.param}_database")
+
+
+# --- Redis (the optional home of the request budgets) --------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A redis-server of this run on a free port (Debian's `redis-server`), without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("ACCOUNTS_TEST_REQUIRE_REDIS"):
+            pytest.fail("ACCOUNTS_TEST_REQUIRE_REDIS is set but redis-server is not installed")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path_factory.mktemp("redis")),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 # --- email ------------------------------------------------------------------------------------------
@@ -374,8 +414,9 @@ async def open_stack(
     try:
         if port is not None:
             server = uvicorn.Server(
-                uvicorn.Config(
+                uvicorn_config(  # as `accounts api` and `accounts dev` serve it (X-Forwarded-For included)
                     create_app(settings, temporal_client=client),
+                    settings,
                     host="127.0.0.1",
                     port=port,
                     log_level="warning",

@@ -12,15 +12,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from accounts import carts
+from accounts import carts, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
 from api import jsonapi
 from api.auth import CurrentCustomer
+from api.client_address import client_of
 from api.deps import Accounts, Sessions
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.limits import limited, request_limits
 from api.schemas import AccessTokenRequest, RefreshTokenRequest
 from starter import LoginBlocked, LoginFailed, PasswordResetRequired
 from starter.login import Authenticated
@@ -43,7 +45,7 @@ def blocked_error(error: LoginBlocked) -> GlueError:
 
 
 def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_of(request)  # IPv6 by its network: see accounts.rate_limits.client_network
 
 
 def _token_attributes(request: Request, who: Authenticated, refresh_token: str) -> dict[str, Any]:
@@ -81,7 +83,12 @@ def _token_document(request: Request, type_: str, attributes: dict[str, Any]) ->
     return jsonapi.document(data, status=201)
 
 
-@router.post("/access-tokens", status_code=201, summary="Sign in with email and password", dependencies=[GlueRequest])
+@router.post(
+    "/access-tokens",
+    status_code=201,
+    summary="Sign in with email and password",
+    dependencies=[GlueRequest, limited(rate_limits.SIGN_IN)],
+)
 async def create_access_token(
     body: AccessTokenRequest,
     request: Request,
@@ -178,6 +185,13 @@ async def oauth_token(
     password: Annotated[str | None, Form(max_length=4096)] = None,
     refresh_token: Annotated[str | None, Form(max_length=255)] = None,
 ) -> JSONResponse:
+    if grant_type == "password":  # the same sign-in budget as /access-tokens
+        try:
+            await request_limits(request).admit_client(rate_limits.SIGN_IN, client_of(request))
+        except rate_limits.OverBudget as over:
+            response = _oauth_error(429, "invalid_grant", "Too many sign-in requests. Try again later.")
+            response.headers["Retry-After"] = str(over.retry_after_seconds)
+            return response
     try:
         if grant_type == "password" and username and password:
             who = await accounts.logins.authenticate(username, password, client_ip=_client_ip(request))

@@ -8,16 +8,18 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from accounts import carts
+from accounts import carts, rate_limits
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
 from accounts.profile import apply_profile_edits
 from api import jsonapi
 from api.auth import CurrentCustomer
+from api.client_address import client_of
 from api.deps import Accounts, Sessions, SettingsDep
 from api.envelope import GlueRequest, answer_missing_ids
 from api.jsonapi import GlueError, GlueException
+from api.limits import admit_address, limited, request_limits, too_many
 from api.ownership import OwnAccount
 from api.password_lengths import password_length_rule
 from api.schemas import (
@@ -71,7 +73,10 @@ def registration_errors(attributes: CustomerRegistrationAttributes) -> list[Glue
     "/customers",
     status_code=201,
     summary="Register a customer (double opt-in: a verification email is sent)",
-    dependencies=[password_length_rule(CustomerRegistrationRequest, "password", "confirmPassword")],
+    dependencies=[
+        limited(rate_limits.REGISTER),
+        password_length_rule(CustomerRegistrationRequest, "password", "confirmPassword"),
+    ],
 )
 async def register_customer(
     body: CustomerRegistrationRequest,
@@ -87,6 +92,9 @@ async def register_customer(
     errors = registration_errors(attributes)
     if errors:
         raise GlueException(*errors)
+    # before the address is looked up (by the workflow): a taken and a free address count the same, and a
+    # flood of sign-ups for one address starts no workflow past the budget
+    await admit_address(request, rate_limits.REGISTER, attributes.email)
     locale = (
         normalize_locale(attributes.locale, settings.locales, settings.default_locale)
         if attributes.locale
@@ -213,6 +221,7 @@ async def update_customer(
         new_email = new_email.strip()
         if errors := email_errors(new_email):
             raise GlueException(*errors)
+        await limited_email_change(request, new_email)
     if edits.get("gender") is not None and edits["gender"] not in ("Male", "Female"):
         raise GlueException(GlueError(400, "414", "Gender is not valid."))
     if "locale" in edits:
@@ -240,6 +249,16 @@ async def update_customer(
 
 # Glue's PATCH and DELETE name the customer: without a reference they are refused before anything else
 answer_missing_ids(router, ["PATCH", "DELETE"], "/customers", "/customers/")
+
+
+async def limited_email_change(request: Request, new_email: str) -> None:
+    """An email change emails the address typed: bounded per client, for everyone and per address (many
+    accounts asking for one victim's address), before the per-customer bound of the workflow's starter."""
+    try:
+        await request_limits(request).admit_client(rate_limits.EMAIL_CHANGE, client_of(request))
+    except rate_limits.OverBudget as over:
+        raise too_many(rate_limits.EMAIL_CHANGE, over) from None
+    await admit_address(request, rate_limits.EMAIL_CHANGE, new_email)
 
 
 def _attribute_name(field: str) -> str:

@@ -9,11 +9,14 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, BackgroundTasks, Form, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
+from accounts import rate_limits
 from accounts.locales import locale_from_accept_language
 from api.auth import CurrentCustomer
+from api.client_address import client_of
 from api.deps import Accounts, Renderer, SettingsDep
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.limits import admit_address, limited
 from api.password_lengths import password_length_rule
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
@@ -36,17 +39,19 @@ def policy_errors(rejected: PasswordRejected) -> list[GlueError]:
 @router.post(
     "/customer-forgotten-password",
     status_code=204,
-    summary="Email a reset link (always 204)",
-    dependencies=[GlueRequest],
+    summary="Email a reset link (204 whether or not the address has an account)",
+    dependencies=[GlueRequest, limited(rate_limits.FORGOTTEN_PASSWORD)],
 )
 async def forgotten_password(
-    body: ForgottenPasswordRequest, accounts: Accounts, background: BackgroundTasks
+    body: ForgottenPasswordRequest, request: Request, accounts: Accounts, background: BackgroundTasks
 ) -> Response:
     email = body.data.attributes.email
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError:
         raise GlueException(GlueError(422, "901", "email => This value is not a valid email address.")) from None
+    # counted before the lookup: the same 429 for an address with and without an account
+    await admit_address(request, rate_limits.FORGOTTEN_PASSWORD, email)
     # The lookup and the workflow start run after the answer is sent: a known and an unknown
     # address get the same answer in the same time.
     background.add_task(accounts.passwords.forgotten, email)
@@ -98,7 +103,7 @@ async def change_password(
             customer,
             current=attributes.password,
             new=attributes.new_password,
-            client_ip=request.client.host if request.client else "unknown",
+            client_ip=client_of(request),
         )
     except WrongCurrentPassword:
         raise GlueException(WRONG_PASSWORD) from None

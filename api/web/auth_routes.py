@@ -7,6 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
+from accounts import rate_limits
+from api.client_address import client_of
+from api.limits import request_limits
 from api.web.session import FLASH_COOKIE
 from api.web.sign_in import SignInBlocked
 from api.web.ui import Posting, Web, WebRoute, safe_next
@@ -47,8 +50,12 @@ async def sign_in(
         return again("The sign-in form expired. Please sign in again.", 400)
     if not name.strip() or not password:
         return again(FAILED, 400)
-    client_ip = request.client.host if request.client else "unknown"
+    client_ip = client_of(request)
     try:
+        try:  # every attempt counts, before any password is checked
+            await request_limits(request).admit_client(rate_limits.STAFF_SIGN_IN, client_ip)
+        except rate_limits.OverBudget as over:
+            raise SignInBlocked(over.retry_after_seconds) from None
         member = await web.sign_in.authenticate(name, password, client_ip=client_ip)
     except SignInBlocked as blocked:
         minutes = -(-blocked.retry_after_seconds // 60)

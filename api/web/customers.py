@@ -15,6 +15,9 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 from temporalio.service import RPCError
 
+from accounts import rate_limits
+from api.client_address import client_of
+from api.limits import request_limits
 from api.web.session import WebSession
 from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute, WebUI
 from backoffice import (
@@ -203,7 +206,13 @@ async def verify(customer_reference: str, web: Web, session: Posting, reason: Re
 
 
 @router.post("/ui/customers/{customer_reference}/resend-verification")
-async def resend(customer_reference: str, web: Web, session: Posting) -> Response:
+async def resend(request: Request, customer_reference: str, web: Web, session: Posting) -> Response:
+    try:  # the same budget as the JSON API's resend
+        await request_limits(request).admit_client(rate_limits.VERIFICATION_RESEND, client_of(request))
+    except rate_limits.OverBudget as over:
+        response = RedirectResponse(customer_url(customer_reference), status_code=303)
+        web.codec.flash(response, "error", f"Not sent: wait {over.retry_after_seconds} s before sending another email.")
+        return response
     return await _act(
         web,
         session,

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from test_login_http import PASSWORD, registered, sign_in
 
 from accounts.models import AuditEvent
-from accounts.passwords import PasswordHasher
 from accounts.staff import StaffDirectory
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 
 async def staff_key(stack: Stack, name: str, role: str = "admin") -> str:
-    directory = StaffDirectory(stack.database.sessions, PasswordHasher.from_settings(stack.settings))
+    directory = StaffDirectory.from_settings(stack.database.sessions, stack.settings)
     _, key = await directory.create(f"{name}-{os.urandom(4).hex()}", role)
     return key
 

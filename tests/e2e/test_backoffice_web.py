@@ -21,6 +21,7 @@ from test_login_http import registered, sign_in
 
 from accounts.models import AuditEvent, Customer, Staff, utcnow
 from accounts.passwords import PasswordHasher
+from accounts.settings import DEVELOPMENT_SECRET
 from accounts.staff import StaffDirectory, StaffNotFound, StaffPasswordRejected
 from backoffice import BackOffice, cli_staff
 
@@ -37,7 +38,7 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 
 async def staff_with_password(stack: Stack, role: str = "support", name: str = "sam") -> tuple[str, str]:
-    directory = StaffDirectory(stack.database.sessions, PasswordHasher.from_settings(stack.settings))
+    directory = StaffDirectory.from_settings(stack.database.sessions, stack.settings)
     member, _ = await directory.create(f"{name}-{os.urandom(4).hex()}", role, password=STAFF_PASSWORD)
     return member.name, STAFF_PASSWORD
 
@@ -135,13 +136,13 @@ async def test_sign_in_answers_alike_for_unknown_names_and_wrong_passwords_and_s
         assert (await web_sign_in(http, name, password)).status_code == 303
 
         # a new password ends the session; so does disabling the member
-        await StaffDirectory(e2e.database.sessions, PasswordHasher.from_settings(e2e.settings)).set_password(
+        await StaffDirectory.from_settings(e2e.database.sessions, e2e.settings).set_password(
             name, "Another-orchard-62#drift"
         )
         assert (await http.get("/backoffice")).status_code == 303
         assert (await web_sign_in(http, name, "Another-orchard-62#drift")).status_code == 303
         assert (await http.get("/backoffice")).status_code == 200
-        directory = StaffDirectory(e2e.database.sessions, PasswordHasher.from_settings(e2e.settings))
+        directory = StaffDirectory.from_settings(e2e.database.sessions, e2e.settings)
         await directory.set_disabled(name, True)
         assert (await http.get("/backoffice")).status_code == 303
         disabled = await web_sign_in(http, name, "Another-orchard-62#drift")
@@ -336,7 +337,7 @@ class CountingHasher(PasswordHasher):
 
 async def test_every_password_check_costs_one_verification_and_only_enabled_members_pass(database: Database) -> None:
     hasher = CountingHasher()
-    directory = StaffDirectory(database.sessions, hasher)
+    directory = StaffDirectory(database.sessions, hasher, key_secret=DEVELOPMENT_SECRET)
     with_password, _ = await directory.create(f"pat-{os.urandom(3).hex()}", "support", password=STAFF_PASSWORD)
     without_password, _ = await directory.create(f"max-{os.urandom(3).hex()}", "support")
     disabled, _ = await directory.create(f"ex-{os.urandom(3).hex()}", "admin", password=STAFF_PASSWORD)

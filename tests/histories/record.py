@@ -34,6 +34,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,9 +72,11 @@ from starter.client import registration_id, registration_timings
 from starter.imports import Imports
 from starter.login import lockout_id
 from starter.passwords import reset_id
+from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
 from workflows.email_change import email_change_id
 from workflows.lockout import LockoutWindowWorkflow
+from workflows.throttle_cleanup import CleanupRequest, ThrottleCleanupWorkflow
 
 HERE = Path(__file__).resolve().parent
 PASSWORD, NEW_PASSWORD = RECORDER_PASSWORDS  # the only passwords typed here
@@ -482,6 +485,21 @@ async def rehashed(stack: Stack) -> list[Handle]:
         email, PASSWORD, client_ip=IP
     )
     return await finished(stack, stack.client.get_workflow_handle(f"password-rehash:{reference}"))
+
+
+# --- throttle cleanup ---------------------------------------------------------------------------------
+
+
+@branch("throttle-cleanup/cleaned")
+async def throttle_cleaned(stack: Stack) -> list[Handle]:
+    """One run as the `throttle-cleanup` Schedule starts it (the time-skipping server has no schedules)."""
+    handle = await stack.client.start_workflow(
+        ThrottleCleanupWorkflow.run,
+        CleanupRequest(retention=stack.settings.throttle_retention),
+        id=f"{THROTTLE_CLEANUP}-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.settings.task_queue,
+    )
+    return await finished(stack, handle)
 
 
 # --- customer import ----------------------------------------------------------------------------------

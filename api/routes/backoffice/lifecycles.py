@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
+from accounts import rate_limits
+from api.limits import limited
 from api.routes.backoffice.answers import answers, document
 from api.routes.backoffice.schemas import NewPassword, Reason, VerificationDocument
 from api.routes.backoffice.staff import CUSTOMER, ERRORS, PREFIX, CurrentStaff, Office
@@ -23,7 +25,12 @@ async def verify(customer_reference: str, body: Reason, staff: CurrentStaff, off
     )
 
 
-@router.post(f"{CUSTOMER}/resend-verification", status_code=204, summary="Send a fresh verification link")
+@router.post(
+    f"{CUSTOMER}/resend-verification",
+    status_code=204,
+    summary="Send a fresh verification link",
+    dependencies=[limited(rate_limits.VERIFICATION_RESEND)],
+)
 async def resend(customer_reference: str, staff: CurrentStaff, office: Office) -> Response:
     with answers(customer_reference):
         await office.resend_verification(customer_reference, staff)

@@ -1,0 +1,46 @@
+"""Database side of the throttle cleanup: delete expired rows of `request_counts` and `login_throttles`.
+
+Bounded batches, each its own short transaction, so a cleanup never holds locks on a hot table for
+long; the activity heartbeats between batches and stops after `max_batches` (the next run goes on).
+Idempotent: a retried run deletes what is still expired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import activity
+
+from accounts.db import SessionFactory
+from accounts.rate_limits import delete_expired_batch
+
+
+@dataclass
+class CleanupRequest:
+    retention: timedelta  # login throttles: kept this long after their window ended and lock lifted
+    batch_size: int = 1000
+    max_batches: int = 100
+
+
+@dataclass
+class CleanupResult:
+    deleted: int
+    batches: int
+
+
+class ThrottleCleanupActivities:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn
+    async def delete_expired_throttles(self, request: CleanupRequest) -> CleanupResult:
+        deleted = batches = 0
+        while batches < request.max_batches:
+            removed = await delete_expired_batch(self._sessions, retention=request.retention, batch=request.batch_size)
+            batches += 1
+            deleted += removed
+            activity.heartbeat(deleted)
+            if removed < request.batch_size:
+                break
+        return CleanupResult(deleted, batches)
