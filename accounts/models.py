@@ -169,6 +169,20 @@ class LoginThrottle(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class DeviceToken(Base):
+    """A client that signed in to one account before (OWASP's device cookie). Only the SHA-256 of the
+    token is stored; exactly one of customer_id and staff_id is set."""
+
+    __tablename__ = "device_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class Staff(Base):
     """Back-office users. API keys are shown once and stored as argon2 hashes."""
 

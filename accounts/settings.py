@@ -128,10 +128,15 @@ class Settings(BaseSettings):
     lockout_escalation_period: Duration = timedelta(hours=24)
     lockout_history_limit: int = 2000  # events before a lockout window continues as new
     lockout_ip_max_failures: int = 100
-    # many customers can share one address (an office, a mobile carrier): IP locks do not escalate
-    lockout_ip_escalation_factor: float = 1.0
     lockout_ip_window: Duration = timedelta(seconds=900)
     lockout_ip_duration: Duration = timedelta(seconds=360)
+    # device tokens (accounts/device_tokens.py): a known device's failures are bounded per token, apart
+    # from the account's, in the account's window, locked for the account's lock duration
+    lockout_device_max_failures: int = 9
+    device_token_lifetime: Duration = timedelta(days=90)
+    device_tokens_per_account: int = 10
+    # the one-time link in the lock email: it trusts the browser that opens it
+    unlock_link_expires_after: Duration = timedelta(hours=24)
 
     # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
     argon2_time_cost: int = 3
@@ -151,8 +156,10 @@ class Settings(BaseSettings):
             secret = self.secret_key.get_secret_value()
             if secret == DEVELOPMENT_SECRET or len(secret) < 32:
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
-        if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
+        if min(self.lockout_max_failures, self.lockout_ip_max_failures, self.lockout_device_max_failures) < 1:
             raise ValueError("lockout thresholds must be at least 1")
+        if self.device_tokens_per_account < 1:
+            raise ValueError("ACCOUNTS_DEVICE_TOKENS_PER_ACCOUNT must be at least 1")
         if self.import_emails_per_second <= 0:
             raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
         if self.request_timeout <= timedelta(0):

@@ -49,7 +49,9 @@ async def sign_in(
         return again(FAILED, 400)
     client_ip = request.client.host if request.client else "unknown"
     try:
-        member = await web.sign_in.authenticate(name, password, client_ip=client_ip)
+        signed_in = await web.sign_in.authenticate(
+            name, password, client_ip=client_ip, device_token=web.codec.device_token(request)
+        )
     except SignInBlocked as blocked:
         minutes = -(-blocked.retry_after_seconds // 60)
         return again(
@@ -57,10 +59,12 @@ async def sign_in(
             429,
             {"Retry-After": str(blocked.retry_after_seconds)},
         )
-    if member is None:
+    if signed_in is None:
         return again(FAILED, 400)
     response = RedirectResponse(safe_next(next), status_code=303)
-    await web.codec.start(response, web.sessions, member.id)
+    await web.codec.start(response, web.sessions, signed_in.member.id)
+    lifetime = int(web.settings.device_token_lifetime.total_seconds())
+    web.codec.remember_device(response, signed_in.device_token, lifetime)
     return response
 
 
