@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    # threads that run argon2 in an API process (its own pool, at a lower CPU priority); 0: one per core
+    argon2_threads: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
