@@ -83,6 +83,12 @@ async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy
     the lock ends; if no lock ever comes (Temporal down), it goes free one lock duration after its window.
     """
     table = LoginThrottle
+    # A blocked subject is refused by one read: no write transaction, which is what a flood of refusals
+    # would otherwise queue on (SQLite has one writer; PostgreSQL would take the row lock for nothing).
+    async with sessions() as session:
+        existing = await session.scalar(select(table).where(table.subject == subject))
+    if existing is not None and _blocks(existing, policy, utcnow()):
+        raise Blocked(subject, _retry_after(existing, policy, utcnow()))
     for _ in range(3):
         now = utcnow()
         not_locked = or_(table.locked_until.is_(None), table.locked_until <= now)

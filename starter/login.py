@@ -123,7 +123,8 @@ class Logins:
         subjects = (
             [(device_tokens.subject(device), self.device_policy)]
             if device is not None
-            else [(throttle.ip_subject(client_ip, secret), self.ip_policy), (account, self.customer_policy)]
+            # the account first: an attack on a locked account is refused by reads alone (throttle.reserve)
+            else [(account, self.customer_policy), (throttle.ip_subject(client_ip, secret), self.ip_policy)]
         )
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
         try:

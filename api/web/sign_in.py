@@ -59,9 +59,9 @@ class StaffSignIn:
         if device is not None:
             subjects = [(device_tokens.subject(device), self._device_policy)]
         else:  # keyed hashes: the throttle table names neither staff members nor addresses
-            subjects = [
-                (throttle.keyed_subject("staff-ip", client_ip, self._secret), self._ip_policy),
+            subjects = [  # the name first: refusing a locked name takes reads alone (throttle.reserve)
                 (throttle.keyed_subject("staff", name.strip().casefold(), self._secret), self._name_policy),
+                (throttle.keyed_subject("staff-ip", client_ip, self._secret), self._ip_policy),
             ]
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
         try:
