@@ -153,11 +153,12 @@ class AuditEvent(Base):
 
 
 class LoginThrottle(Base):
-    """Failed-login counting for one lockout subject ("customer:DE--1" or "ip:<keyed hash>").
+    """Failed-login counting for one lockout subject ("customer:DE--1", "ip:<keyed hash>", "device:<hash>").
 
     The login path reserves an attempt with one conditional UPDATE before it verifies a password, so
-    however many requests race, no more than the threshold are verified per window. The lockout
-    workflow owns the timers: it applies the lock, lifts it and closes the window.
+    however many requests race, no more than the threshold are verified per window. Windows end by the
+    database clock; a customer's lockout workflow sets and lifts that customer's locks, every other
+    subject is locked by the login path itself (accounts/throttle.lock).
     """
 
     __tablename__ = "login_throttles"
