@@ -401,12 +401,15 @@ class PasswordHasher:
     refused sign-in, which is a few milliseconds of work on the loop, is not slowed by them either.
     """
 
-    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int, threads: int = 0) -> None:
+    def __init__(
+        self, *, time_cost: int, memory_cost: int, parallelism: int, threads: int = 0, niceness: int = 19
+    ) -> None:
         self._argon2 = _Argon2Hasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
         )
         self._dummy_hash: str | None = None
         self._threads = threads or os.cpu_count() or 1
+        self._niceness = niceness
         self._pool: ThreadPoolExecutor | None = None  # made on first use: a hasher may never hash async
 
     @classmethod
@@ -416,6 +419,7 @@ class PasswordHasher:
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
             threads=settings.argon2_threads,
+            niceness=settings.argon2_niceness,
         )
 
     def hash(self, password: str) -> str:
@@ -423,7 +427,9 @@ class PasswordHasher:
 
     async def _in_pool(self, work: Callable[..., T], *args: str) -> T:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="argon2", initializer=_yield_cpu)
+            self._pool = ThreadPoolExecutor(
+                self._threads, thread_name_prefix="argon2", initializer=_yield_cpu, initargs=(self._niceness,)
+            )
         return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
 
     async def hash_async(self, password: str) -> str:
@@ -466,17 +472,18 @@ class PasswordHasher:
         return await self._in_pool(self.dummy_verify, password)
 
 
-# The lowest priority: each verification runs in its pool thread plus argon2's lane threads (4 by default),
-# all CPU-bound; at nice 19 (CFS weight 15 each against the loop's 1024) the loop still wins its core. At
-# nice 10 (weight 110) eight of them took half the core from the loop, and refusals slowed fivefold.
-ARGON2_NICENESS: Final = 19
+# Why the lowest priority by default (ACCOUNTS_ARGON2_NICENESS): each verification runs in its pool thread
+# plus argon2's lane threads (4 by default), all CPU-bound; at nice 19 (CFS weight 15 each against the loop's
+# 1024) the loop still wins its core. At nice 10 (weight 110) eight of them took half the core from the loop,
+# and refusals slowed fivefold. The cost: on a host shared with other busy processes, verifications yield
+# to those too.
 
 
-def _yield_cpu() -> None:
+def _yield_cpu(niceness: int) -> None:
     """Run this argon2 thread at a lower priority than the event loop (Linux keeps a nice value per thread)."""
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+    if niceness and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def _bcrypt_verify(password_hash: str, password: str) -> bool:

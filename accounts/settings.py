@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 4
     # threads that run argon2 in an API process (its own pool, at a lower CPU priority); 0: one per core
     argon2_threads: int = 0
+    # their nice value (0-19): above the loop's, so refused sign-ins are answered first; 0 leaves them be
+    argon2_niceness: int = 19
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -160,6 +162,8 @@ class Settings(BaseSettings):
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
         if min(self.lockout_max_failures, self.lockout_ip_max_failures, self.lockout_device_max_failures) < 1:
             raise ValueError("lockout thresholds must be at least 1")
+        if not 0 <= self.argon2_niceness <= 19:
+            raise ValueError("ACCOUNTS_ARGON2_NICENESS must be between 0 and 19")
         if self.device_tokens_per_account < 1:
             raise ValueError("ACCOUNTS_DEVICE_TOKENS_PER_ACCOUNT must be at least 1")
         if self.import_emails_per_second <= 0:
