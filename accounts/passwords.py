@@ -411,6 +411,7 @@ class PasswordHasher:
         self._threads = threads or os.cpu_count() or 1
         self._niceness = niceness
         self._pool: ThreadPoolExecutor | None = None  # made on first use: a hasher may never hash async
+        self._known_devices_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PasswordHasher:
@@ -425,11 +426,14 @@ class PasswordHasher:
     def hash(self, password: str) -> str:
         return self._argon2.hash(_secret(password))
 
+    def _new_pool(self, name: str) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            self._threads, thread_name_prefix=name, initializer=_yield_cpu, initargs=(self._niceness,)
+        )
+
     async def _in_pool(self, work: Callable[..., T], *args: str) -> T:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self._threads, thread_name_prefix="argon2", initializer=_yield_cpu, initargs=(self._niceness,)
-            )
+            self._pool = self._new_pool("argon2")
         return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
 
     async def hash_async(self, password: str) -> str:
@@ -448,6 +452,16 @@ class PasswordHasher:
 
     async def verify_async(self, password_hash: str, password: str) -> bool:
         return await self._in_pool(self.verify, password_hash, password)
+
+    async def verify_known_device_async(self, password_hash: str, password: str) -> bool:
+        """verify_async for a sign-in from a known device (accounts/device_tokens.py): in a pool of its own,
+        so the owner's sign-in does not queue behind the verifications of an attack on their account
+        (those are bounded per account; these per device token)."""
+        if self._known_devices_pool is None:
+            self._known_devices_pool = self._new_pool("argon2-known")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._known_devices_pool, self.verify, password_hash, password
+        )
 
     def needs_rehash(self, password_hash: str) -> bool:
         """True when the hash was made with other parameters (or is no argon2 hash at all: bcrypt)."""

@@ -138,6 +138,8 @@ class Logins:
             if customer is None or customer.password_hash is None:
                 await self._hasher.dummy_verify_async(password)
                 matches = False
+            elif device is not None:  # not behind the verifications of an attack on this account
+                matches = await self._hasher.verify_known_device_async(customer.password_hash, password)
             else:
                 matches = await self._hasher.verify_async(customer.password_hash, password)
         except BaseException:  # cancelled or broken: this was no failed guess, give the attempt back

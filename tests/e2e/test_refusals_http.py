@@ -1,5 +1,6 @@
-"""Blocked attempts answer without queueing behind password verifications (accounts/passwords.py): argon2
-runs in a pool of its own at a lower CPU priority, and a blocked subject is refused before any is queued."""
+"""Answers that must not wait for an attack's password verifications (accounts/passwords.py): argon2 runs in
+a pool of its own at a lower CPU priority, a blocked subject is refused before any is queued, and a known
+device's sign-in is verified in a pool of its own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory
-from test_login_http import registered, sign_in
+from test_login_http import JSONAPI, PASSWORD, login_body, registered, sign_in
 
 pytestmark = pytest.mark.e2e
 # the production argon2 cost: a verification is hundreds of milliseconds of CPU, as in a real attack
@@ -65,3 +66,25 @@ async def test_a_blocked_sign_in_is_not_slowed_by_verifications_in_flight(e2e: S
     # In the loop's default executor (cores + 4 threads, each with its argon2 lane threads, at the loop's
     # priority), a refusal took ten times as long as when idle; in argon2's own pool at nice 19, about as long.
     assert statistics.median(busy) <= 2 * statistics.median(idle) + 0.02, (idle, busy)
+
+
+async def test_the_owners_known_device_is_not_queued_behind_an_attacks_verifications(e2e: Stack) -> None:
+    assert e2e.server is not None
+    hasher = e2e.server.config.loaded_app.app.state.accounts.logins._hasher
+    stored = await hasher.hash_async("the victim's password, as stored")
+    async with e2e.http() as http:
+        email, _ = await registered(e2e, http)
+        device_token = (await sign_in(http, email)).headers["X-Device-Token"]
+        # the attack's verifications (bounded per account, but each seconds of queue on a small machine)
+        load = [asyncio.create_task(hasher.verify_async(stored, "a guess")) for _ in range(BUSY)]
+        await asyncio.sleep(0.2)
+        owner = await http.post(
+            "/access-tokens",
+            json=login_body(email, PASSWORD),
+            headers={"Content-Type": JSONAPI, "X-Device-Token": device_token},
+        )
+        still_verifying = sum(not task.done() for task in load)
+        await asyncio.gather(*load)
+    assert owner.status_code == 201
+    # in one pool with them, the owner's verification waited for every one queued before it
+    assert still_verifying >= BUSY // 2, still_verifying
