@@ -14,7 +14,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory
+from sqlalchemy import func, select
 from test_login_http import JSONAPI, PASSWORD, login_body, registered, sign_in
+
+from accounts.models import LoginThrottle
+from starter import LoginBlocked
 
 pytestmark = pytest.mark.e2e
 # the production argon2 cost: a verification is hundreds of milliseconds of CPU, as in a real attack
@@ -88,3 +92,31 @@ async def test_the_owners_known_device_is_not_queued_behind_an_attacks_verificat
     assert owner.status_code == 201
     # in one pool with them, the owner's verification waited for every one queued before it
     assert still_verifying >= BUSY // 2, still_verifying
+
+
+async def test_a_blocked_account_is_refused_by_reads_alone(e2e: Stack) -> None:
+    """A flood on a locked account from ever new addresses writes nothing: the account is checked first,
+    by a read, so no per-address row is made and given back for each refusal (on SQLite, every write
+    queues for the one writer)."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        assert (await sign_in(http, email, "wrong password!")).status_code == 401  # the threshold: locked
+
+    async def rows() -> tuple[int, object]:
+        async with e2e.database.sessions() as session:
+            count, latest = (await session.execute(select(func.count(), func.max(LoginThrottle.updated_at)))).one()
+        return count, latest
+
+    for _ in range(200):  # the lock itself follows from the workflow's activity, a moment later
+        async with e2e.database.sessions() as session:
+            locked = await session.scalar(
+                select(LoginThrottle.locked_until).where(LoginThrottle.subject == f"customer:{reference}")
+            )
+        if locked is not None:
+            break
+        await asyncio.sleep(0.05)
+    before = await rows()
+    for n in range(20):
+        with pytest.raises(LoginBlocked):
+            await e2e.accounts.logins.authenticate(email, "a guess", client_ip=f"198.51.100.{n + 1}")
+    assert await rows() == before
