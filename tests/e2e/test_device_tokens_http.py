@@ -57,7 +57,9 @@ async def test_the_owner_signs_in_from_a_known_device_while_the_account_is_locke
         by_attribute = await owner.post("/access-tokens", json=body, headers={"Content-Type": JSONAPI})
         assert by_attribute.status_code == 201
         oauth = await owner.post(
-            "/token", data={"grant_type": "password", "username": email, "password": PASSWORD}, headers={DEVICE: device_token}
+            "/token",
+            data={"grant_type": "password", "username": email, "password": PASSWORD},
+            headers={DEVICE: device_token},
         )
         assert oauth.status_code == 200 and oauth.headers[DEVICE] == device_token
         # the account stays locked for everyone else, a made-up token included
