@@ -79,8 +79,8 @@ KEYCLOAK_LOGINS_PER_VCPU = 15  # Keycloak's sizing guide: "for each 15 password-
 class CountingHasher(PasswordHasher):
     """Counts password verifications, real and dummy: the quantity the lockout bound is about."""
 
-    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int, threads: int = 0) -> None:
-        super().__init__(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, threads=threads)
+    def __init__(self, **parameters: Any) -> None:  # PasswordHasher's, whatever they are
+        super().__init__(**parameters)
         self.verifications = 0  # only ever changed on the event loop's thread
 
     async def verify_async(self, password_hash: str, password: str) -> bool:
