@@ -3,9 +3,11 @@ sign-in, and the lock email's one-time link (accounts/device_tokens.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -127,3 +129,15 @@ async def test_a_staff_member_signs_in_from_their_browser_while_their_name_is_lo
             assert (await web_sign_in(attacker, name, f"guess-{os.urandom(3).hex()}")).status_code == 400
         assert (await web_sign_in(attacker, name, password)).status_code == 429
         assert (await web_sign_in(own, name, password)).status_code == 303  # the device cookie gets through
+
+
+async def test_an_unlock_link_expires(stack: StackFactory, dev_server: Any, database: Database) -> None:
+    settings = {"lockout_max_failures": 3, "unlock_link_expires_after": timedelta(seconds=1)}
+    async with stack(dev_server, database, api=True, **settings) as built, built.http() as browser:
+        email, _ = await registered(built, browser)
+        await lock(browser, email)
+        link_token = token_from(await built.mail_to(email, "paused"))
+        await asyncio.sleep(1.2)
+        assert (await browser.get("/account/unlock", params={"token": link_token})).status_code == 400
+        assert (await browser.post("/account/unlock", data={"token": link_token})).status_code == 400
+        assert "accounts_device" not in browser.cookies
