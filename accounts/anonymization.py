@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import carts
-from accounts.models import AuditEvent, Customer, CustomerGroupMember, CustomerNote, OneTimeToken
+from accounts.models import AuditEvent, Customer, CustomerGroupMember, CustomerNote, DeviceToken, OneTimeToken
 
 ANONYMIZED_EMAIL_DOMAIN = "anonymized.invalid"  # RFC 2606: can never be delivered
 # The audit event a deletion records first: from then on only its own email reaches the customer
@@ -43,7 +43,10 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
 
 
 async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:
+    """Use up the customer's one-time tokens (of one purpose); all of them also drops its device tokens."""
     statement = update(OneTimeToken).where(OneTimeToken.customer_id == customer_id, OneTimeToken.used_at.is_(None))
     if purpose is not None:
         statement = statement.where(OneTimeToken.purpose == purpose)
     await session.execute(statement.values(used_at=now))
+    if purpose is None:
+        await session.execute(delete(DeviceToken).where(DeviceToken.customer_id == customer_id))

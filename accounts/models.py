@@ -153,11 +153,12 @@ class AuditEvent(Base):
 
 
 class LoginThrottle(Base):
-    """Failed-login counting for one lockout subject ("customer:DE--1" or "ip:<keyed hash>").
+    """Failed-login counting for one lockout subject ("customer:DE--1", "ip:<keyed hash>", "device:<hash>").
 
     The login path reserves an attempt with one conditional UPDATE before it verifies a password, so
-    however many requests race, no more than the threshold are verified per window. The lockout
-    workflow owns the timers: it applies the lock, lifts it and closes the window.
+    however many requests race, no more than the threshold are verified per window. Windows end by the
+    database clock; a customer's lockout workflow sets and lifts that customer's locks, every other
+    subject is locked by the login path itself (accounts/throttle.lock).
     """
 
     __tablename__ = "login_throttles"
@@ -179,6 +180,20 @@ class RequestCount(Base):
     subject: Mapped[str] = mapped_column(String(80), primary_key=True)
     count: Mapped[int] = mapped_column(default=0)
     window_ends_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeviceToken(Base):
+    """A client that signed in to one account before (OWASP's device cookie). Only the SHA-256 of the
+    token is stored; exactly one of customer_id and staff_id is set."""
+
+    __tablename__ = "device_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
 
 
 class Staff(Base):

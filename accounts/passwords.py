@@ -14,14 +14,18 @@ Nothing here logs a password or puts one into an exception or a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from difflib import SequenceMatcher
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import bcrypt
 from argon2 import PasswordHasher as _Argon2Hasher
@@ -31,6 +35,8 @@ from zxcvbn import matching, scoring
 
 if TYPE_CHECKING:
     from accounts.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -392,15 +398,25 @@ class PasswordHasher:
     bcrypt hashes (imported from a shop system, customer.csv) verify too, and always need a rehash:
     the first successful sign-in replaces them with argon2id (the rehash lifecycle).
 
-    The async variants run argon2 in a worker thread: it takes tens of milliseconds and a lot of
-    memory by design, and the event loop must keep serving other requests meanwhile.
+    The async variants run argon2 in threads of their own: it takes hundreds of milliseconds of CPU
+    by design, and the event loop must keep serving other requests meanwhile. Their own pool (one
+    thread per core unless ACCOUNTS_ARGON2_THREADS says otherwise), not the loop's default executor,
+    so nothing else sent to threads (a DNS lookup for a new database connection, a password-policy
+    check) queues behind waiting verifications; and at the lowest CPU priority (nice 19, Linux), so a
+    refused sign-in, which is a few milliseconds of work on the loop, is not slowed by them either.
     """
 
-    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    def __init__(
+        self, *, time_cost: int, memory_cost: int, parallelism: int, threads: int = 0, niceness: int = 19
+    ) -> None:
         self._argon2 = _Argon2Hasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
         )
         self._dummy_hash: str | None = None
+        self._threads = threads or os.cpu_count() or 1
+        self._niceness = niceness
+        self._pool: ThreadPoolExecutor | None = None  # made on first use: a hasher may never hash async
+        self._known_devices_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PasswordHasher:
@@ -408,13 +424,25 @@ class PasswordHasher:
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
+            threads=settings.argon2_threads,
+            niceness=settings.argon2_niceness,
         )
 
     def hash(self, password: str) -> str:
         return self._argon2.hash(_secret(password))
 
+    def _new_pool(self, name: str) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            self._threads, thread_name_prefix=name, initializer=_yield_cpu, initargs=(self._niceness,)
+        )
+
+    async def _in_pool(self, work: Callable[..., T], *args: str) -> T:
+        if self._pool is None:
+            self._pool = self._new_pool("argon2")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+
     async def hash_async(self, password: str) -> str:
-        return await asyncio.to_thread(self.hash, password)
+        return await self._in_pool(self.hash, password)
 
     def verify(self, password_hash: str, password: str) -> bool:
         """True when `password` matches; False on a mismatch or a hash that is not an argon2 hash."""
@@ -428,7 +456,17 @@ class PasswordHasher:
             return False
 
     async def verify_async(self, password_hash: str, password: str) -> bool:
-        return await asyncio.to_thread(self.verify, password_hash, password)
+        return await self._in_pool(self.verify, password_hash, password)
+
+    async def verify_known_device_async(self, password_hash: str, password: str) -> bool:
+        """verify_async for a sign-in from a known device (accounts/device_tokens.py): in a pool of its own,
+        so the owner's sign-in does not queue behind the verifications of an attack on their account
+        (those are bounded per account; these per device token)."""
+        if self._known_devices_pool is None:
+            self._known_devices_pool = self._new_pool("argon2-known")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._known_devices_pool, self.verify, password_hash, password
+        )
 
     def needs_rehash(self, password_hash: str) -> bool:
         """True when the hash was made with other parameters (or is no argon2 hash at all: bcrypt)."""
@@ -450,7 +488,21 @@ class PasswordHasher:
         return False
 
     async def dummy_verify_async(self, password: str) -> bool:
-        return await asyncio.to_thread(self.dummy_verify, password)
+        return await self._in_pool(self.dummy_verify, password)
+
+
+# Why the lowest priority by default (ACCOUNTS_ARGON2_NICENESS): each verification runs in its pool thread
+# plus argon2's lane threads (4 by default), all CPU-bound; at nice 19 (CFS weight 15 each against the loop's
+# 1024) the loop still wins its core. At nice 10 (weight 110) eight of them took half the core from the loop,
+# and refusals slowed fivefold. The cost: on a host shared with other busy processes, verifications yield
+# to those too.
+
+
+def _yield_cpu(niceness: int) -> None:
+    """Run this argon2 thread at a lower priority than the event loop (Linux keeps a nice value per thread)."""
+    if niceness and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def _bcrypt_verify(password_hash: str, password: str) -> bool:

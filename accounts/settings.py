@@ -151,15 +151,24 @@ class Settings(BaseSettings):
     lockout_escalation_period: Duration = timedelta(hours=24)
     lockout_history_limit: int = 2000  # events before a lockout window continues as new
     lockout_ip_max_failures: int = 100
-    # many customers can share one address (an office, a mobile carrier): IP locks do not escalate
-    lockout_ip_escalation_factor: float = 1.0
     lockout_ip_window: Duration = timedelta(seconds=900)
     lockout_ip_duration: Duration = timedelta(seconds=360)
+    # device tokens (accounts/device_tokens.py): a known device's failures are bounded per token, apart
+    # from the account's, in the account's window, locked for the account's lock duration
+    lockout_device_max_failures: int = 9
+    device_token_lifetime: Duration = timedelta(days=90)
+    device_tokens_per_account: int = 10
+    # the one-time link in the lock email: it trusts the browser that opens it
+    unlock_link_expires_after: Duration = timedelta(hours=24)
 
     # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    # threads that run argon2 in an API process (its own pool, at a lower CPU priority); 0: one per core
+    argon2_threads: int = 0
+    # their nice value (0-19): above the loop's, so refused sign-ins are answered first; 0 leaves them be
+    argon2_niceness: int = 19
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -174,7 +183,7 @@ class Settings(BaseSettings):
             secret = self.secret_key.get_secret_value()
             if secret == DEVELOPMENT_SECRET or len(secret) < 32:
                 raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
-        if self.lockout_max_failures < 1 or self.lockout_ip_max_failures < 1:
+        if min(self.lockout_max_failures, self.lockout_ip_max_failures, self.lockout_device_max_failures) < 1:
             raise ValueError("lockout thresholds must be at least 1")
         if not 0 <= self.client_ipv6_prefix <= 128:
             raise ValueError("ACCOUNTS_CLIENT_IPV6_PREFIX must be between 0 and 128")
@@ -182,6 +191,10 @@ class Settings(BaseSettings):
             raise ValueError("rate limits must be 0 (off) or positive")
         if self.rate_limit_window <= timedelta(0) or self.throttle_cleanup_interval <= timedelta(0):
             raise ValueError("ACCOUNTS_RATE_LIMIT_WINDOW and ACCOUNTS_THROTTLE_CLEANUP_INTERVAL must be positive")
+        if not 0 <= self.argon2_niceness <= 19:
+            raise ValueError("ACCOUNTS_ARGON2_NICENESS must be between 0 and 19")
+        if self.device_tokens_per_account < 1:
+            raise ValueError("ACCOUNTS_DEVICE_TOKENS_PER_ACCOUNT must be at least 1")
         if self.import_emails_per_second <= 0:
             raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
         if not 1 <= self.import_batch_size <= 10_000 or not 1 <= self.import_concurrent_batches <= 8:

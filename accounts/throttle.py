@@ -1,9 +1,14 @@
 """Atomic failed-login counting: the bound on password verifications per lockout window.
 
-Before a password is verified, `reserve` takes one attempt for each subject (customer, client IP)
-with a single conditional UPDATE: below the threshold, inside the window, not locked. However many
-requests race, at most `max_failures` reservations succeed per window, so at most that many
-verifications happen. A successful login gives its reservation back.
+Before a password is verified, `reserve` takes one attempt for each subject (customer, client IP,
+known device) with a single conditional UPDATE: below the threshold, inside the window, not locked.
+However many requests race, at most `max_failures` reservations succeed per window, so at most that
+many verifications happen. A successful login gives its reservation back.
+
+Windows end by the database clock (`window_ends_at`). A failure that reaches the threshold locks the
+subject: `lock` here (client IPs, unknown addresses, devices, staff: no workflow hears of them), or a
+customer's lockout workflow (it escalates, emails, and support can lift it). Until then the threshold
+itself blocks.
 """
 
 from __future__ import annotations
@@ -72,17 +77,23 @@ def ip_subject(ip: str, secret: str) -> str:
 
 
 async def reserve(sessions: SessionFactory, subject: str, policy: ThrottlePolicy) -> Reservation:
-    """Take one attempt, or raise Blocked. A count of zero means no window is open: this one opens it.
+    """Take one attempt, or raise Blocked. A count of zero, or a window past its end by the database
+    clock, means no window is open: this one opens it.
 
-    The lockout workflow closes windows and lifts locks on its own clock; `window_ends_at` and
-    `locked_until` only let a subject go free by itself if that workflow never answers.
+    At the threshold a subject stays blocked until it is locked (`lock`, or its workflow's activity) and
+    the lock ends; if no lock ever comes (Temporal down), it goes free one lock duration after its window.
     """
     table = LoginThrottle
+    # A blocked subject is refused by one read: no write transaction, which is what a flood of refusals
+    # would otherwise queue on (SQLite has one writer; PostgreSQL would take the row lock for nothing).
+    async with sessions() as session:
+        existing = await session.scalar(select(table).where(table.subject == subject))
+    if existing is not None and _blocks(existing, policy, utcnow()):
+        raise Blocked(subject, _retry_after(existing, policy, utcnow()))
     for _ in range(3):
         now = utcnow()
         not_locked = or_(table.locked_until.is_(None), table.locked_until <= now)
-        # A count of zero, or a window past its end by the wall clock (its workflow never closed it:
-        # Temporal was down), starts a new window.
+        # A count of zero, or a window past its end by the database clock, starts a new window.
         fresh = or_(table.attempts == 0, table.window_ends_at <= now)
         async with sessions.begin() as session:
             row = (
@@ -126,6 +137,18 @@ async def release(sessions: SessionFactory, reservation: Reservation, *, forget_
     async with sessions.begin() as session:
         await session.execute(
             update(table).where(table.subject == reservation.subject, table.attempts > 0).values(**values)
+        )
+
+
+async def lock(sessions: SessionFactory, reservation: Reservation, policy: ThrottlePolicy) -> None:
+    """Lock a subject whose failure reached the threshold, for one lock duration from now, by the database
+    clock alone. Its window ends with it: the next attempt after the lock opens a fresh one."""
+    now = utcnow()
+    async with sessions.begin() as session:
+        await session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.subject == reservation.subject)
+            .values(locked_until=now + policy.lock_duration, window_ends_at=now)
         )
 
 

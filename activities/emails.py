@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, tokens
+from accounts import anonymization, audit, device_tokens, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
@@ -30,6 +30,8 @@ from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
 
+UNLOCK_LINK = device_tokens.UNLOCK_LINK
+UNLOCK_PATH = device_tokens.UNLOCK_PATH
 FINISHED = ("sent", "bounced")  # outbox states after which a key is never sent again
 
 
@@ -108,6 +110,8 @@ class EmailActivities:
         context: dict[str, Any] = {"login_url": f"{base}/login", "reset_url": f"{base}/password/forgotten"}
         if request.locked_until is not None:
             context.update(locked_until=request.locked_until, failures=request.failures)
+            if request.template == "account_locked":
+                context.update(await self._unlock_link(customer, request.idempotency_key))
         if request.changed_at is not None:
             context.update(changed_at=request.changed_at)
         if request.new_email_masked is not None:
@@ -115,6 +119,26 @@ class EmailActivities:
         return await self._deliver(
             customer, request.template, request.idempotency_key, context, recipient=request.recipient
         )
+
+    async def _unlock_link(self, customer: Customer, key: str) -> dict[str, Any]:
+        """The lock email's one-time link (accounts/device_tokens.py): minted here, so no history holds it,
+        and derived from the send's key, so a retried send carries the same, working link."""
+        issue_key = f"{key}/unlock"
+        token = tokens.issued_token(self._settings.secret_key.get_secret_value(), issue_key)
+        async with self._sessions.begin() as session:
+            issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == issue_key))
+            if issued is None:
+                issued = OneTimeToken(
+                    issue_key=issue_key,
+                    customer_id=customer.id,
+                    token_hash=tokens.hash_token(token),
+                    purpose=UNLOCK_LINK,
+                    expires_at=utcnow() + self._settings.unlock_link_expires_after,
+                )
+                session.add(issued)
+            expires_at = issued.expires_at
+        base = self._settings.public_url.rstrip("/")
+        return {"unlock_url": f"{base}{UNLOCK_PATH}?token={token}", "unlock_expires_at": expires_at}
 
     async def _deliver(
         self,

@@ -24,7 +24,7 @@ from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords
+from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
 from starter import AccountsClient
 
 
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(addresses.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
+    app.include_router(unlock.router)
     app.include_router(passwords.router)
     app.include_router(backoffice.router)
     app.include_router(orders.router)

@@ -113,6 +113,10 @@ class AccessTokenAttributes(_Attributes):
     username: Annotated[StrictStr, Field(min_length=1, max_length=255)]
     # longer than any policy allows, short enough never to feed argon2 a megabyte
     password: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(repr=False)
+    # not Glue's: the device token of an earlier sign-in (accounts/device_tokens.py), also accepted as a header
+    device_token: Annotated[StrictStr | None, Field(max_length=128)] = Field(
+        default=None, alias="deviceToken", repr=False
+    )
 
 
 class AccessTokenData(BaseModel):

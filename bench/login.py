@@ -15,6 +15,16 @@ threshold is raised, since every request here comes from the loopback interface.
                   loopback address (127.0.x.y); the API's hasher is swapped for one that counts
                   verifications, so the lockout bound (9 per window) can be checked
 
+With --processes the attack runs as in production instead, and alone: the worker (`accounts worker`) and
+the API (`accounts api`) are child processes, and so is the attack client (this script with
+--attack-client). The owner signs in once first, for a device token; then 200 wrong passwords from 200
+loopback addresses hit the account at once, and while they do the owner signs in with that token:
+
+    verifications   the 401 answers (each one verification; a 429 is refused before any) and the
+                    account's count in login_throttles, against the threshold
+    rejected        the 429 answers' latencies, as the attack client saw them
+    owner           the known device's sign-in during the attack: its status (201) and latency
+
 Not a test: it asserts only that each step answers as it should.
 """
 
@@ -23,16 +33,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import json
 import os
 import platform
 import secrets
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,7 +63,7 @@ from registration import (  # bench/registration.py, beside this script
 )
 from sqlalchemy import func, select
 
-from accounts.db import SessionFactory
+from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.models import LoginThrottle
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
@@ -64,8 +79,8 @@ KEYCLOAK_LOGINS_PER_VCPU = 15  # Keycloak's sizing guide: "for each 15 password-
 class CountingHasher(PasswordHasher):
     """Counts password verifications, real and dummy: the quantity the lockout bound is about."""
 
-    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int) -> None:
-        super().__init__(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+    def __init__(self, **parameters: Any) -> None:  # PasswordHasher's, whatever they are
+        super().__init__(**parameters)
         self.verifications = 0  # only ever changed on the event loop's thread
 
     async def verify_async(self, password_hash: str, password: str) -> bool:
@@ -125,9 +140,12 @@ async def _mail(sink: MailSink, address: str, matches: Callable[[ReceivedEmail],
     return await sink.wait_for(lambda m: address in (to.lower() for to in m.to) and matches(m), timeout=STEP_TIMEOUT)
 
 
-async def sign_in(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+async def sign_in(
+    http: httpx.AsyncClient, email: str, password: str, device_token: str | None = None
+) -> httpx.Response:
     body = {"data": {"type": "access-tokens", "attributes": {"username": email, "password": password}}}
-    return await http.post("/access-tokens", json=body, headers={"Content-Type": JSONAPI})
+    headers = {"Content-Type": JSONAPI, **({"X-Device-Token": device_token} if device_token else {})}
+    return await http.post("/access-tokens", json=body, headers=headers)
 
 
 class SignIns:
@@ -330,6 +348,181 @@ async def gather_all(awaitables: Iterable[Coroutine[Any, Any, Customer]]) -> lis
     return [task.result() for task in tasks]
 
 
+# --- the attack, process by process (--processes) --------------------------------------------------------
+
+OWNER_DELAY = 0.05  # seconds after the attack starts: the owner's sign-in lands in the middle of it
+
+
+async def attack_client(api_url: str, email: str, password: str, device_token: str, size: int) -> dict[str, Any]:
+    """The attacker's process (and the owner's known device beside it): 200 wrong passwords at once."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def client(address: str | None) -> httpx.AsyncClient:
+            transport = httpx.AsyncHTTPTransport(local_address=address) if address else None
+            return await stack.enter_async_context(
+                httpx.AsyncClient(base_url=api_url, timeout=STEP_TIMEOUT, transport=transport)
+            )
+
+        addresses: list[str | None] = list(attack_addresses(size))
+        try:
+            _expect(await (await client(addresses[0])).get("/health"), 200, "GET /health")
+        except httpx.ConnectError:
+            addresses = [None] * size
+        clients = [await client(address) for address in addresses]
+        owner = await client(None)
+        for answer in await asyncio.gather(*(http.get("/health") for http in [*clients, owner])):
+            _expect(answer, 200, "GET /health")
+        gate = asyncio.Event()
+
+        async def attempt(http: httpx.AsyncClient, password: str, token: str | None, delay: float) -> list[Any]:
+            await gate.wait()
+            await asyncio.sleep(delay)
+            started = time.perf_counter()
+            response = await sign_in(http, email, password, token)
+            return [response.status_code, time.perf_counter() - started]
+
+        tasks = [
+            asyncio.ensure_future(attempt(http, f"wrong password {n}!", None, 0)) for n, http in enumerate(clients)
+        ]
+        known = asyncio.ensure_future(attempt(owner, password, device_token, OWNER_DELAY))
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        gate.set()
+        answers = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - started
+        owner_status, owner_latency = await known
+        untrusted = await sign_in(owner, email, password)  # the right password without the token
+    return {
+        "answers": answers,
+        "wall": wall,
+        "addresses": len(set(addresses)),
+        "owner": [owner_status, owner_latency],
+        "untrusted_after": untrusted.status_code,
+    }
+
+
+@dataclass
+class ProcessAttack:
+    database: str
+    settings: Settings
+    size: int
+    addresses: int
+    wall: float
+    latencies: dict[int, list[float]]
+    attempts_counted: int  # the account's count in login_throttles after the attack
+    owner_status: int
+    owner_latency: float
+    untrusted_after: int
+
+
+@contextlib.contextmanager
+def child(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Any:
+    # bench/import.py's (its module name is a keyword: imported by name)
+    spawn: Any = importlib.import_module("import").child
+    with spawn(name, args, env, cwd) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def logs_on_failure(work: Path) -> Any:
+    try:
+        yield
+    except BenchFailure as failure:
+        tails = {name: (work / f"{name}.log").read_text(errors="replace")[-3000:] for name in ("api", "worker")}
+        raise BenchFailure(f"{failure}\n" + "\n".join(f"--- {n}.log ---\n{t}" for n, t in tails.items())) from None
+
+
+async def bench_processes(database_kind: str) -> ProcessAttack:
+    processes: Any = importlib.import_module("import")
+    with tempfile.TemporaryDirectory(prefix="accounts-bench-login-") as directory:
+        work = Path(directory)
+        async with processes.system(database_kind, 1.0, work) as system, MailSink("127.0.0.1", 0) as sink:
+            env = {**system["env"], "ACCOUNTS_SMTP_PORT": str(sink.port)}
+            env["ACCOUNTS_LOCKOUT_IP_MAX_FAILURES"] = str(IP_MAX_FAILURES)
+            # the 9 verifications run at nice 19 and yield to everything else on a shared machine: let them finish
+            env["ACCOUNTS_REQUEST_TIMEOUT"] = "PT60S"
+            settings = Settings(_env_file=None, database_url=system["url"])  # type: ignore[call-arg]
+            with child("worker", ["worker"], env, work), child("api", ["api"], env, work) as api, logs_on_failure(work):
+                await processes.until_serving(system["api_url"], api, work)
+                async with httpx.AsyncClient(base_url=system["api_url"], timeout=STEP_TIMEOUT) as http:
+                    print("registering the account under attack ...", file=sys.stderr)
+                    victim = await register(http, sink, f"victim-{uuid.uuid4().hex[:8]}@example.com")
+                    first = await sign_in(http, victim.email, victim.password)
+                    _expect(first, 201, "the owner's first sign-in")
+                    device_token = first.headers["X-Device-Token"]
+                print(f"attack client: {ATTACK_SIZE} wrong passwords at once, the owner's device among them ...",
+                      file=sys.stderr)  # fmt: skip
+                args = ["--attack-client", system["api_url"], victim.email, victim.password, device_token]
+                finished = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, __file__, *args],
+                    capture_output=True,
+                    timeout=300,
+                    check=False,
+                )
+                if finished.returncode != 0:
+                    raise BenchFailure(f"the attack client failed: {finished.stderr.decode()[-2000:]}")
+                result = json.loads(finished.stdout)
+                engine = create_engine(system["url"])
+                try:
+                    async with session_factory(engine)() as session:
+                        counted = await session.scalar(
+                            select(func.max(LoginThrottle.attempts)).where(LoginThrottle.subject.like("customer:%"))
+                        )
+                finally:
+                    await engine.dispose()
+    latencies: dict[int, list[float]] = {}
+    for status, latency in result["answers"]:
+        latencies.setdefault(status, []).append(latency)
+    if unexpected := set(latencies) - {401, 429}:
+        raise BenchFailure(f"the attack got HTTP {sorted(unexpected)}; only 401 and 429 are answers")
+    return ProcessAttack(
+        database=database_kind,
+        settings=settings,
+        size=ATTACK_SIZE,
+        addresses=result["addresses"],
+        wall=result["wall"],
+        latencies=latencies,
+        attempts_counted=int(counted or 0),
+        owner_status=result["owner"][0],
+        owner_latency=result["owner"][1],
+        untrusted_after=result["untrusted_after"],
+    )
+
+
+def render_processes(a: ProcessAttack) -> str:
+    s = a.settings
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rejected, failed = a.latencies.get(429, []), a.latencies.get(401, [])
+    bound = s.lockout_max_failures
+    p99 = percentile(rejected, 0.99) * 1000 if rejected else 0.0
+    lines = [
+        f"machine: nproc {nproc}, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, "
+        f"database {a.database}; "
+        "the worker, the API and the attack client in processes of their own",
+        f"argon2id t={s.argon2_time_cost} m={s.argon2_memory_cost} KiB p={s.argon2_parallelism}; "
+        f"lockout {bound} failures per account; per-IP threshold raised to {IP_MAX_FAILURES}",
+        "",
+        f"{'':<28}{'N':>6}{'wall s':>9}{'':>9}{'p50 ms':>9}{'p99 ms':>9}",
+    ]
+    if failed:
+        lines.append(row("attack: 401 (verified)", failed, a.wall, None))
+    if rejected:
+        lines.append(row("attack: 429 (blocked)", rejected, a.wall, None))
+    lines += [
+        "",
+        f"attack: {a.size} wrong passwords at once on one account from {a.addresses} client address(es), "
+        f"{a.wall:.2f} s",
+        f"  verifications: {len(failed)} (401 answers; the account's count: {a.attempts_counted}; "
+        f"bound {bound}: {'held' if len(failed) <= bound else 'BROKEN'})",
+        f"  rejected answers p99: {p99:.0f} ms (goal 50 ms: {'met' if p99 <= 50 else 'NOT met'})",
+        f"  the owner's known device, {OWNER_DELAY * 1000:.0f} ms into the attack: HTTP {a.owner_status} in "
+        f"{a.owner_latency * 1000:.0f} ms",
+        f"  the right password without the device token, after: HTTP {a.untrusted_after}",
+    ]
+    return "\n".join(lines)
+
+
 # --- output -----------------------------------------------------------------------------------------
 
 
@@ -389,13 +582,21 @@ def render(report: Report) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--attack-client"]:  # the attacker's own process, started by --processes
+        api_url, email, password, device_token = sys.argv[2:6]
+        print(json.dumps(asyncio.run(attack_client(api_url, email, password, device_token, ATTACK_SIZE))))
+        return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--count", type=int, default=200, help="timed sign-ins (and argon2 verifications)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--processes", action="store_true", help="only the attack, API/worker/attacker apart")
     args = parser.parse_args()
     if args.count < 1:
         parser.error("--count must be at least 1")
     try:
+        if args.processes:
+            print(render_processes(asyncio.run(bench_processes(args.database))))
+            return
         report = asyncio.run(bench(args.count, args.database))
     except (BenchFailure, TimeoutError) as failure:
         sys.exit(f"bench failed: {failure}")

@@ -1,9 +1,12 @@
 """Sign-in: the password check, its lockout bound, and the events the lockout workflows hear.
 
-reserve an attempt per client IP and per customer (atomic; refused while locked -> LoginBlocked)
+a valid device token of the account (accounts/device_tokens.py) -> reserve an attempt for that device only
+otherwise reserve an attempt per client IP and per account (atomic; refused while locked -> LoginBlocked)
 verify the password (a dummy verification for unknown addresses: same cost, same answer)
-success -> give the reservations back, rehash when the argon2 parameters changed
-failure -> the first failure of a window and the N-th one signal-with-start the lockout workflow
+success -> give the reservations back, rehash when the argon2 parameters changed; the client gets a
+           device token (a new one, or the one it presented)
+failure -> a failure that reaches a real account's threshold signal-with-starts its lockout workflow;
+           devices, client IPs and unknown addresses lock in the database alone (no workflow)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import throttle
+from accounts import device_tokens, throttle
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer
@@ -28,7 +31,6 @@ from accounts.throttle import Blocked, Reservation, ThrottlePolicy
 from starter.errors import LoginBlocked, LoginFailed, NotLocked, PasswordResetRequired, WrongCurrentPassword
 from workflows.lockout import (
     THRESHOLD_CROSSED,
-    WINDOW_OPENED,
     LockoutInput,
     LockoutPolicy,
     LockoutWindowWorkflow,
@@ -47,6 +49,7 @@ class Authenticated:
     customer_id: int
     customer_reference: str
     token_version: int
+    device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
 
 
 def lockout_id(subject: str) -> str:
@@ -68,13 +71,23 @@ class Logins:
         self.ip_policy = ThrottlePolicy(
             settings.lockout_ip_max_failures, settings.lockout_ip_window, settings.lockout_ip_duration
         )
+        self.device_policy = ThrottlePolicy(
+            settings.lockout_device_max_failures, settings.lockout_window, settings.lockout_duration
+        )
 
-    async def authenticate(self, email: str, password: str, *, client_ip: str) -> Authenticated:
+    async def authenticate(
+        self, email: str, password: str, *, client_ip: str, device_token: str | None = None
+    ) -> Authenticated:
         """Raises LoginFailed (one answer for every reason), LoginBlocked (no password was checked) or
-        PasswordResetRequired (the right password of an account whose reset was forced)."""
+        PasswordResetRequired (the right password of an account whose reset was forced).
+
+        `device_token`, when it is a live one of this account, counts the attempt on that device alone."""
         async with self._sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email_key(email)))
-        if not await self._verify(customer, password, client_ip=client_ip, email=email):
+        device = None
+        if customer is not None and device_token:
+            device = await device_tokens.find(self._sessions, device_token, customer_id=customer.id)
+        if not await self._verify(customer, password, client_ip=client_ip, email=email, device=device):
             raise LoginFailed()
         assert customer is not None
         if customer.registered_at is None or customer.anonymized_at is not None:
@@ -84,21 +97,36 @@ class Logins:
         assert customer.password_hash is not None
         if self._hasher.needs_rehash(customer.password_hash):
             await self._rehash(customer, password)
-        return Authenticated(customer.id, customer.customer_reference, customer.token_version)
+        lifetime = self._settings.device_token_lifetime
+        if device is not None:
+            await device_tokens.renew(self._sessions, device, lifetime)
+            issued = device_token
+        else:
+            keep = self._settings.device_tokens_per_account
+            issued = await device_tokens.issue(self._sessions, customer_id=customer.id, lifetime=lifetime, keep=keep)
+        return Authenticated(customer.id, customer.customer_reference, customer.token_version, issued)
 
     async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:
         """The signed-in customer's current password, under the same lockout as sign-in."""
         if not await self._verify(customer, password, client_ip=client_ip, email=customer.email):
             raise WrongCurrentPassword()
 
-    async def _verify(self, customer: Customer | None, password: str, *, client_ip: str, email: str) -> bool:
+    async def _verify(
+        self, customer: Customer | None, password: str, *, client_ip: str, email: str, device: str | None = None
+    ) -> bool:
+        """`device`: the hash of a live device token of `customer`; its attempts are counted on it alone."""
         secret = self._settings.secret_key.get_secret_value()
         account = (
             throttle.customer_subject(customer.customer_reference)
             if customer is not None
             else throttle.email_subject(email, secret)
         )
-        subjects = [(throttle.ip_subject(client_ip, secret), self.ip_policy), (account, self.customer_policy)]
+        subjects = (
+            [(device_tokens.subject(device), self.device_policy)]
+            if device is not None
+            # the account first: an attack on a locked account is refused by reads alone (throttle.reserve)
+            else [(account, self.customer_policy), (throttle.ip_subject(client_ip, secret), self.ip_policy)]
+        )
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
         try:
             for subject, policy in subjects:
@@ -111,6 +139,8 @@ class Logins:
             if customer is None or customer.password_hash is None:
                 await self._hasher.dummy_verify_async(password)
                 matches = False
+            elif device is not None:  # not behind the verifications of an attack on this account
+                matches = await self._hasher.verify_known_device_async(customer.password_hash, password)
             else:
                 matches = await self._hasher.verify_async(customer.password_hash, password)
         except BaseException:  # cancelled or broken: this was no failed guess, give the attempt back
@@ -120,14 +150,33 @@ class Logins:
             await self._release(reservations, forget=True)
             return True
         for reservation, policy in reservations:
-            owner = customer if reservation.kind == "customer" else None
-            await self._tell_lockout(reservation, policy, owner)
+            if not reservation.crossed(policy):
+                continue  # failures below the threshold cost one UPDATE, and the cluster nothing
+            if reservation.kind == "customer" and customer is not None:
+                await self._tell_lockout(reservation, policy, customer)
+            else:  # a device, a client IP, an unknown address: nothing to email, nobody to unlock
+                await throttle.lock(self._sessions, reservation, policy)
         return False
 
     async def _release(self, reservations: list[tuple[Reservation, ThrottlePolicy]], *, forget: bool) -> None:
         for reservation, _ in reservations:
-            forget_failures = forget and reservation.kind != "ip"
+            forget_failures = forget and reservation.kind != "ip"  # a device's, too: its owner is back
             await throttle.release(self._sessions, reservation, forget_failures=forget_failures)
+
+    async def unlock_link_locale(self, link_token: str) -> str | None:
+        """The language of a live unlock link's customer (its page speaks it); None for a dead link."""
+        customer = await device_tokens.unlock_link_customer(self._sessions, link_token)
+        return customer.locale if customer is not None else None
+
+    async def redeem_unlock_link(self, link_token: str) -> str | None:
+        """The lock email's link, used once: a device token for the browser that redeemed it, or None."""
+        redeemed = await device_tokens.redeem_unlock_link(
+            self._sessions,
+            link_token,
+            lifetime=self._settings.device_token_lifetime,
+            keep=self._settings.device_tokens_per_account,
+        )
+        return redeemed[1] if redeemed is not None else None
 
     async def unlock(self, customer_reference: str, *, agent: str, reason: str) -> Unlocked:
         handle = self._client.get_workflow_handle_for(
@@ -142,35 +191,26 @@ class Logins:
                 raise NotLocked(f"{customer_reference} is not locked") from error
             raise
 
-    async def _tell_lockout(self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer | None) -> None:
-        crossed = reservation.crossed(policy)
-        if not (reservation.opened_window or crossed):
-            return  # failures inside a window cost the cluster nothing
+    async def _tell_lockout(self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer) -> None:
         try:
-            await self._start_lockout(reservation, policy, customer, crossed)
+            await self._start_lockout(reservation, policy, customer)
         except (RPCError, RuntimeError) as error:  # RuntimeError: the client could not connect at all
-            # The count in the database still bounds verifications; the window then ends by the wall
+            # The count in the database still bounds verifications; the block then ends by the database
             # clock (see throttle.reserve). A sign-in must not fail because Temporal is unreachable.
             log.warning("lockout workflow for %s not told: %s", reservation.kind, type(error).__name__)
 
-    async def _start_lockout(
-        self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer | None, crossed: bool
-    ) -> None:
+    async def _start_lockout(self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer) -> None:
         settings = self._settings
         await self._client.start_workflow(
             LockoutWindowWorkflow.run,
             LockoutInput(
                 subject=reservation.subject,
-                customer_reference=customer.customer_reference if customer else None,
+                customer_reference=customer.customer_reference,
                 policy=LockoutPolicy(
                     max_failures=policy.max_failures,
                     window=policy.window,
                     lock_duration=policy.lock_duration,
-                    escalation_factor=(
-                        settings.lockout_escalation_factor
-                        if reservation.kind in ("customer", "email")
-                        else settings.lockout_ip_escalation_factor
-                    ),
+                    escalation_factor=settings.lockout_escalation_factor,
                     max_lock_duration=settings.lockout_max_duration,
                     escalation_period=settings.lockout_escalation_period,
                     history_limit=settings.lockout_history_limit,
@@ -179,8 +219,8 @@ class Logins:
             id=lockout_id(reservation.subject),
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=THRESHOLD_CROSSED if crossed else WINDOW_OPENED,
-            search_attributes=lifecycle_attributes(customer.customer_reference if customer else None),
+            start_signal=THRESHOLD_CROSSED,
+            search_attributes=lifecycle_attributes(customer.customer_reference),
         )
 
     async def _rehash(self, customer: Customer, password: str) -> None:

@@ -1,15 +1,16 @@
-"""Lockout window: failed sign-ins of one subject (a customer, or a client IP) over time.
+"""Lockout window: the locks of one customer over time.
 
-    window_opened (first failure of a window, signal-with-start)
-    threshold_crossed (the login path counted the N-th failure, signal-with-start)
+    threshold_crossed (the login path counted the N-th failure of a real account, signal-with-start)
         -> lock: duration escalates with recent locks (x factor per lock in the escalation period, capped),
            notify the customer once per lock, wait out the lock or a support `unlock`, lift it
-    window end without threshold -> close the window (the count starts again)
-    idle once no recent lock can escalate a new one -> done; a new failure starts a new run
+    idle once no recent lock can escalate a new one -> done; a new threshold starts a new run
 
 The login path counts failures atomically in the database (that bounds password verifications per
-window, however many requests race); this workflow only owns time: so an attack costs Temporal a
-few events per window, not one per attempt. A window under sustained attack continues as new.
+window, however many requests race) and windows end by the database clock; this workflow only owns the
+locks, so an attack costs Temporal nothing until an account's threshold, then a few events per lock.
+A window under sustained attack continues as new. `window_opened` (a window's timer, then closed by
+`close_window`) and runs for client IPs (`lockout-ip:`) and unknown addresses (`lockout-email:`) are
+what the login path started before issue 14: nothing starts them now, and they still run as before.
 
 Its other parts: routes `POST /access-tokens`, `POST /token` (api/routes/access_tokens.py); client
 `AccountsClient.logins` (`authenticate`, `unlock`: starter/login.py), which counts the failures

@@ -36,6 +36,11 @@ RESET_REQUIRED = GlueError(
 )
 REFRESH_FAILED = GlueError(401, "004", "Failed to refresh token.")
 
+# Device tokens (accounts/device_tokens.py): a client presents the one of its last sign-in in this header
+# (or the `deviceToken` attribute, or the storefront pages' cookie) and finds its next one in this header.
+DEVICE_TOKEN_HEADER = "X-Device-Token"  # noqa: S105 (a header name, not a secret)
+DEVICE_COOKIE = "accounts_device"  # set by the storefront pages of this service (the lock email's link)
+
 
 def blocked_error(error: LoginBlocked) -> GlueError:
     minutes = max(1, math.ceil(error.retry_after_seconds / 60))
@@ -46,6 +51,10 @@ def blocked_error(error: LoginBlocked) -> GlueError:
 
 def _client_ip(request: Request) -> str:
     return client_of(request)  # IPv6 by its network: see accounts.rate_limits.client_network
+
+
+def presented_device_token(request: Request, attribute: str | None = None) -> str | None:
+    return attribute or request.headers.get(DEVICE_TOKEN_HEADER) or request.cookies.get(DEVICE_COOKIE) or None
 
 
 def _token_attributes(request: Request, who: Authenticated, refresh_token: str) -> dict[str, Any]:
@@ -103,7 +112,10 @@ async def create_access_token(
         raise GlueException(GlueError(422, "901", "username => This value is not a valid email address.")) from None
     try:
         who = await accounts.logins.authenticate(
-            attributes.username, attributes.password, client_ip=_client_ip(request)
+            attributes.username,
+            attributes.password,
+            client_ip=_client_ip(request),
+            device_token=presented_device_token(request, attributes.device_token),
         )
     except LoginFailed:
         raise GlueException(AUTHENTICATION_FAILED) from None
@@ -119,7 +131,10 @@ async def create_access_token(
     if guest_key is not None:  # signed in from a guest session: its cart joins the customer's
         async with sessions.begin() as session:
             await carts.merge_guest_cart(session, guest_key=guest_key, customer_id=who.customer_id, now=utcnow())
-    return _token_document(request, "access-tokens", tokens)
+    response = _token_document(request, "access-tokens", tokens)
+    if who.device_token:
+        response.headers[DEVICE_TOKEN_HEADER] = who.device_token
+    return response
 
 
 @router.post(
@@ -194,10 +209,14 @@ async def oauth_token(
             return response
     try:
         if grant_type == "password" and username and password:
-            who = await accounts.logins.authenticate(username, password, client_ip=_client_ip(request))
+            who = await accounts.logins.authenticate(
+                username, password, client_ip=_client_ip(request), device_token=presented_device_token(request)
+            )
             tokens = await _tokens(request, who)
+            device_token = who.device_token
         elif grant_type == "refresh_token" and refresh_token:
             tokens = await _rotate(request, accounts, refresh_token)
+            device_token = None
         else:
             return _oauth_error(
                 400,
@@ -212,6 +231,7 @@ async def oauth_token(
         response = _oauth_error(429, "invalid_grant", blocked_error(blocked).detail)
         response.headers["Retry-After"] = str(blocked.retry_after_seconds)
         return response
+    headers = {DEVICE_TOKEN_HEADER: device_token} if device_token else {}  # no-store: api/headers.py
     return JSONResponse(
         {
             "token_type": "Bearer",
@@ -219,7 +239,8 @@ async def oauth_token(
             "expires_in": tokens["expiresIn"],
             "refresh_token": tokens["refreshToken"],
         },
-    )  # Cache-Control: no-store comes from api/headers.py, as for every token answer
+        headers=headers,
+    )
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:

@@ -56,7 +56,9 @@ async def sign_in(
             await request_limits(request).admit_client(rate_limits.STAFF_SIGN_IN, client_ip)
         except rate_limits.OverBudget as over:
             raise SignInBlocked(over.retry_after_seconds) from None
-        member = await web.sign_in.authenticate(name, password, client_ip=client_ip)
+        signed_in = await web.sign_in.authenticate(
+            name, password, client_ip=client_ip, device_token=web.codec.device_token(request)
+        )
     except SignInBlocked as blocked:
         minutes = -(-blocked.retry_after_seconds // 60)
         return again(
@@ -64,10 +66,12 @@ async def sign_in(
             429,
             {"Retry-After": str(blocked.retry_after_seconds)},
         )
-    if member is None:
+    if signed_in is None:
         return again(FAILED, 400)
     response = RedirectResponse(safe_next(next), status_code=303)
-    await web.codec.start(response, web.sessions, member.id)
+    await web.codec.start(response, web.sessions, signed_in.member.id)
+    lifetime = int(web.settings.device_token_lifetime.total_seconds())
+    web.codec.remember_device(response, signed_in.device_token, lifetime)
     return response
 
 

@@ -31,6 +31,7 @@ from accounts.staff import StaffMember, row_id
 SESSION_COOKIE = "backoffice_session"
 SIGN_IN_COOKIE = "backoffice_sign_in"
 FLASH_COOKIE = "backoffice_flash"
+DEVICE_COOKIE = "backoffice_device"  # a device token (accounts/device_tokens.py): outlives sign-out on purpose
 COOKIE_PATH = "/backoffice"
 SIGN_IN_FORM_SECONDS = 3600
 FlashKind = Literal["success", "error"]
@@ -110,6 +111,14 @@ class SessionCodec:
     def sign_in_token_valid(self, request: Request, token: str) -> bool:
         nonce = request.cookies.get(SIGN_IN_COOKIE, "")
         return bool(nonce) and same(token, self._sign(f"sign-in.{nonce}"))
+
+    # --- the device token ---------------------------------------------------------------------------
+
+    def device_token(self, request: Request) -> str | None:
+        return request.cookies.get(DEVICE_COOKIE) or None
+
+    def remember_device(self, response: Response, token: str, max_age: int) -> None:
+        self._set(response, DEVICE_COOKIE, token, max_age)
 
     # --- one-shot messages after a redirect -----------------------------------------------------
 

@@ -1,20 +1,26 @@
 """Staff sign-in to the web UI: the password check behind the same attempt bound as customers' sign-ins.
 
 Attempts are reserved per staff name and per client address with `accounts.throttle.reserve` (one atomic
-UPDATE) before argon2 runs, so guessing is bounded whatever the concurrency. No lockout workflow is told:
-staff windows and blocks end by the database's wall clock (the throttle's safety valve), which is all a
-handful of staff accounts need; nobody has to unlock a colleague.
+UPDATE) before argon2 runs, so guessing is bounded whatever the concurrency. A browser that signed in as
+this member before carries a device token (cookie `backoffice_device`, accounts/device_tokens.py): its
+attempts are counted on that device alone, so a member whose guessable name is under attack still signs
+in from their own browser. No lockout workflow is told: staff windows and locks end by the database clock
+(`throttle.lock`), which is all a handful of staff accounts need; nobody has to unlock a colleague.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from accounts import throttle
+from sqlalchemy import select
+
+from accounts import device_tokens, throttle
 from accounts.db import SessionFactory
+from accounts.models import Staff
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory, StaffMember
-from accounts.throttle import Blocked, ThrottlePolicy
+from accounts.throttle import Blocked, Reservation, ThrottlePolicy
 
 
 class SignInBlocked(Exception):
@@ -23,8 +29,15 @@ class SignInBlocked(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    member: StaffMember
+    device_token: str  # for the browser's device cookie: the one it presented, or a new one
+
+
 class StaffSignIn:
     def __init__(self, settings: Settings, sessions: SessionFactory, staff: StaffDirectory) -> None:
+        self._settings = settings
         self._secret = settings.secret_key.get_secret_value()
         self._sessions = sessions
         self._staff = staff
@@ -34,26 +47,56 @@ class StaffSignIn:
         self._ip_policy = ThrottlePolicy(
             settings.lockout_ip_max_failures, settings.lockout_ip_window, settings.lockout_ip_duration
         )
+        self._device_policy = ThrottlePolicy(
+            settings.lockout_device_max_failures, settings.lockout_window, settings.lockout_duration
+        )
 
-    async def authenticate(self, name: str, password: str, *, client_ip: str) -> StaffMember | None:
+    async def authenticate(
+        self, name: str, password: str, *, client_ip: str, device_token: str | None = None
+    ) -> SignedIn | None:
         """The member, or None (unknown name, wrong password, disabled: one answer); raises SignInBlocked."""
-        # keyed hashes: the throttle table names neither staff members nor addresses
-        name_subject = throttle.keyed_subject("staff", name.strip().casefold(), self._secret)
-        ip_subject = throttle.keyed_subject("staff-ip", client_ip, self._secret)
+        device = await self._known_device(name, device_token)
+        if device is not None:
+            subjects = [(device_tokens.subject(device), self._device_policy)]
+        else:  # keyed hashes: the throttle table names neither staff members nor addresses
+            subjects = [  # the name first: refusing a locked name takes reads alone (throttle.reserve)
+                (throttle.keyed_subject("staff", name.strip().casefold(), self._secret), self._name_policy),
+                (throttle.keyed_subject("staff-ip", client_ip, self._secret), self._ip_policy),
+            ]
+        reservations: list[tuple[Reservation, ThrottlePolicy]] = []
         try:
-            by_ip = await throttle.reserve(self._sessions, ip_subject, self._ip_policy)
+            for subject, policy in subjects:
+                reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
         except Blocked as blocked:
-            raise SignInBlocked(_seconds(blocked)) from None
-        try:
-            by_name = await throttle.reserve(self._sessions, name_subject, self._name_policy)
-        except Blocked as blocked:
-            await throttle.release(self._sessions, by_ip, forget_failures=False)  # no password was tried
+            for reservation, _ in reservations:  # no password was tried
+                await throttle.release(self._sessions, reservation, forget_failures=False)
             raise SignInBlocked(_seconds(blocked)) from None
         member = await self._staff.authenticate_password(name.strip(), password)
-        if member is not None:
-            await throttle.release(self._sessions, by_ip, forget_failures=False)
-            await throttle.release(self._sessions, by_name, forget_failures=True)
-        return member
+        if member is None:
+            for reservation, policy in reservations:
+                if reservation.crossed(policy):
+                    await throttle.lock(self._sessions, reservation, policy)
+            return None
+        for reservation, _ in reservations:
+            await throttle.release(self._sessions, reservation, forget_failures=not reservation.kind.endswith("ip"))
+        lifetime = self._settings.device_token_lifetime
+        if device is not None and device_token is not None:
+            await device_tokens.renew(self._sessions, device, lifetime)
+            return SignedIn(member, device_token)
+        keep = self._settings.device_tokens_per_account
+        issued = await device_tokens.issue(self._sessions, staff_id=member.id, lifetime=lifetime, keep=keep)
+        return SignedIn(member, issued)
+
+    async def _known_device(self, name: str, device_token: str | None) -> str | None:
+        if not device_token:
+            return None
+        async with self._sessions() as session:
+            staff_id = await session.scalar(
+                select(Staff.id).where(Staff.name == name.strip(), Staff.disabled_at.is_(None))
+            )
+        if staff_id is None:
+            return None
+        return await device_tokens.find(self._sessions, device_token, staff_id=staff_id)
 
 
 def _seconds(blocked: Blocked) -> int:

@@ -11,7 +11,7 @@ from conftest import Database, Stack, StackFactory, registration_body
 from sqlalchemy import select
 from test_login_http import PASSWORD, registered, sign_in
 
-from accounts.models import Customer
+from accounts.models import Customer, DeviceToken
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +43,9 @@ async def test_delete_anonymizes_and_the_address_can_register_again(e2e: Stack) 
             row = (await session.execute(select(Customer).where(Customer.customer_reference == reference))).scalar_one()
         assert row.anonymized_at is not None and row.email != email and row.first_name is None
         assert row.password_hash is None
+        async with e2e.database.sessions() as session:  # the device token of the sign-in above went too
+            devices = (await session.scalars(select(DeviceToken).where(DeviceToken.customer_id == row.id))).all()
+        assert devices == []
 
         body = registration_body(email, PASSWORD)
         again_registered = await http.post("/customers", json=body)
