@@ -193,7 +193,7 @@ class Report:
 
 @contextlib.asynccontextmanager
 async def system(
-    database_kind: str, emails_per_second: float, batch_size: int, concurrent: int, work: Path
+    database_kind: str, emails_per_second: float, work: Path, *, batch_size: int = 500, concurrent: int = 2
 ) -> AsyncIterator[dict[str, Any]]:
     """A fresh migrated database, the Temporal dev server, the SMTP sink, and the children's environment."""
     async with contextlib.AsyncExitStack() as stack:
@@ -231,7 +231,7 @@ async def bench(count: int, database_kind: str, emails_per_second: float, batch_
     unverified = sum(1 for r in rows if not r.registered)
     with tempfile.TemporaryDirectory(prefix="accounts-bench-import-") as directory:
         work = Path(directory)
-        async with system(database_kind, emails_per_second, batch_size, concurrent, work) as s:
+        async with system(database_kind, emails_per_second, work, batch_size=batch_size, concurrent=concurrent) as s:
             print(f"floor: bulk insert of {count} rows ...", file=sys.stderr)
             floor_before = await floor(s["url"], floor_rows[: count // 2], batch_size) * 2
             print(f"floor: {count / floor_before:.0f} rows/s", file=sys.stderr)
