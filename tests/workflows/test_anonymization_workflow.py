@@ -405,7 +405,8 @@ async def test_deletion_ends_a_registration_whose_link_is_on_its_way(deletion_st
 async def test_deletion_ends_an_open_lockout_window(deletion_stack: Any) -> None:
     async with deletion_stack() as stack:
         email, reference = await active_customer(stack)
-        await fail(stack, email, 1)  # the first failure of a window starts the customer's lockout window
+        # the threshold starts the customer's lockout workflow (failures below it live in the database only)
+        await fail(stack, email, stack.settings.lockout_max_failures)
         window = await running_run(stack, reference, "LockoutWindowWorkflow")
         assert window.id == lockout_id(customer_subject(reference))
 

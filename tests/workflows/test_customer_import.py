@@ -54,12 +54,13 @@ async def imported_events(stack: Any, import_id: str) -> list[AuditEvent]:
 
 
 async def progress_of(imports: Imports, import_id: str) -> Any:
-    """The progress query, asked again when a busy worker let it time out (as the API answers 503 then)."""
+    """The progress query, asked again when it timed out (the API answers 503 then): a busy worker, or a run
+    that continues as new every round, whose next run has not taken its first task yet."""
     while True:
         try:
             return await imports.progress(import_id)
-        except RPCError as error:
-            if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+        except RPCError as error:  # the server's deadline, or the client's own ("Timeout expired")
+            if error.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise
             await asyncio.sleep(0.2)
 
