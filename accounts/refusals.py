@@ -31,6 +31,7 @@ class Place:
         self.subjects = subjects
         self._memory = memory
         self._released = False
+        self._entries = 1  # the HTTP edge, then the sign-in: the first to enter closes it
         self._token: Token[Place | None] | None = _held.set(self)
 
     def release(self) -> None:
@@ -40,6 +41,9 @@ class Place:
             self._memory._leave(self.subjects[0])
 
     def close(self) -> None:
+        self._entries -= 1
+        if self._entries > 0:
+            return
         self.release()
         if self._token is not None:
             _held.reset(self._token)
@@ -89,9 +93,11 @@ class RefusalMemory:
     async def enter(self, *subjects: str) -> Place:
         """Wait for a place among the attempts of `subjects[0]` (the account) on their way to the database,
         or raise the remembered refusal (Blocked) of any of `subjects`. Entered again by the same attempt
-        (the HTTP edge first, then the sign-in itself), it hands back the place already held."""
+        (the HTTP edge first, then the sign-in itself), it hands back the place already held: one attempt
+        never waits for a second place while holding one."""
         held = _held.get()
-        if held is not None and held.subjects == subjects and not held._released:
+        if held is not None and not held._released:
+            held._entries += 1
             return held
         key = subjects[0]
         while True:
