@@ -59,6 +59,7 @@ class RefusalMemory:
         self._places = max(1, places)
         self._max_entries = max_entries
         self._until: dict[str, tuple[float, float]] = {}  # subject -> (blocked until, remembered until)
+        self._owners: dict[str, int | None] = {}  # an account subject -> its customer's id (None: no account)
         self._inside: dict[str, int] = {}
         self._moved: dict[str, asyncio.Event] = {}
 
@@ -71,24 +72,32 @@ class RefusalMemory:
                 continue
             blocked_until, remembered_until = entry
             if remembered_until <= now:
-                del self._until[subject]
+                self.forget(subject)
                 continue
             return Blocked(subject, timedelta(seconds=blocked_until - now))
         return None
 
-    def remember(self, subject: str, blocked: Blocked) -> None:
+    def owner(self, subject: str) -> int | None:
+        """The id of the customer a remembered account subject belongs to; None for an unknown address."""
+        return self._owners.get(subject)
+
+    def remember(self, subject: str, blocked: Blocked, *, owner: int | None = None) -> None:
         if self._hold <= 0:
             return
         now = time.monotonic()
         if len(self._until) >= self._max_entries:  # a flood of distinct subjects: keep only the live ones
             self._until = {s: e for s, e in self._until.items() if e[1] > now}
+            self._owners = {s: o for s, o in self._owners.items() if s in self._until}
             if len(self._until) >= self._max_entries:
                 self._until.clear()
+                self._owners.clear()
         blocked_until = now + blocked.retry_after.total_seconds()
         self._until[subject] = (blocked_until, min(blocked_until, now + self._hold))
+        self._owners[subject] = owner
 
     def forget(self, subject: str) -> None:
         self._until.pop(subject, None)
+        self._owners.pop(subject, None)
 
     async def enter(self, *subjects: str) -> Place:
         """Wait for a place among the attempts of `subjects[0]` (the account) on their way to the database,

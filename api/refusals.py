@@ -5,7 +5,9 @@ moment ago is answered here, before FastAPI parses it, before the request budget
 read: the rule, its keys and its expiry are `Logins.untrusted_attempt` (accounts/refusals.py), and the
 answer is the route's own (`access_tokens.blocked_answer`). Every other request goes on unchanged, the
 body handed on as it came; an untrusted attempt keeps its place in its account's line until the sign-in
-has reserved, so a burst on one account waits here, holding nothing, instead of spending its budget.
+has reserved, so a burst on one account waits here, holding nothing, instead of spending its budget. An
+attempt with a device token on a remembered account costs one read of the token: the account's own goes
+on to the database path (the owner is never refused from memory), a made-up one is refused here.
 """
 
 from __future__ import annotations
@@ -44,10 +46,18 @@ class RefuseRemembered:
 
         request = Request(scope)
         username, attribute = _sign_in_of(b"".join(m.get("body", b"") for m in messages))
-        if username is None or presented_device_token(request, attribute):
-            await self.app(scope, replay, send)  # the route answers it (a known device: the database decides)
+        if username is None:
+            await self.app(scope, replay, send)  # the route answers it (Glue's envelope and schema errors)
             return
         logins = request.app.state.accounts.logins
+        if device_token := presented_device_token(request, attribute):  # a known device: the database decides
+            refusal = await logins.refused_despite_token(username, client_of(request), device_token)
+            if refusal is None:
+                await self.app(scope, replay, send)
+            else:
+                answer = blocked_answer(refusal)
+                await send_errors(send, answer.errors[0], answer.headers)
+            return
         admitted = False
         try:
             async with logins.untrusted_attempt(username, client_of(request)):

@@ -106,6 +106,19 @@ class Logins:
         finally:
             place.close()
 
+    async def refused_despite_token(self, email: str, client_ip: str, device_token: str) -> LoginBlocked | None:
+        """An attempt with a device token on an account remembered as blocked: one read of the token decides.
+        None lets it go on to the database path (a live token of the account, or nothing remembered); a
+        token that is none of the account's gets the remembered refusal, as the database path would give."""
+        account, ip = self.remembered_subjects(email, client_ip)
+        refusal = self.refusals.refused(account, ip)
+        if refusal is None or refusal.subject != account:
+            return None  # the client network alone was refused: a live token is not counted on it
+        owner = self.refusals.owner(account)
+        if owner is not None and await device_tokens.find(self._sessions, device_token, customer_id=owner):
+            return None
+        return login_blocked(refusal)
+
     def forget_refusals(self, email: str) -> None:
         """A lock this process lifted (support, a reset) is honoured here at once; other processes let go
         of it within ACCOUNTS_LOCKOUT_REFUSAL_MEMORY."""
@@ -189,7 +202,11 @@ class Logins:
                 reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
         except Blocked as blocked:
             if device is None:  # the same rule answers the next attempts from memory, for a few seconds
-                self.refusals.remember(remembered["ip" if blocked.subject.startswith("ip:") else "account"], blocked)
+                if blocked.subject.startswith("ip:"):
+                    self.refusals.remember(remembered["ip"], blocked)
+                else:
+                    owner = customer.id if customer is not None else None
+                    self.refusals.remember(remembered["account"], blocked, owner=owner)
             await self._release(reservations, forget=False)
             raise login_blocked(blocked) from None
         finally:

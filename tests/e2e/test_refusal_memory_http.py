@@ -117,12 +117,24 @@ async def test_a_burst_on_one_account_reaches_the_database_a_few_times_only(
 async def test_a_known_device_is_not_refused_by_the_memory(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:
-    settings = {"lockout_max_failures": THRESHOLD, "lockout_refusal_memory": 60}
-    async with stack(dev_server, database, **settings) as built, watched_api(built) as (http, _, _):
+    settings = {"lockout_max_failures": THRESHOLD, "lockout_refusal_memory": 60, **BUDGETS}
+    async with stack(dev_server, database, **settings) as built, watched_api(built) as (http, statements, _):
         email, _ = await registered(built, http)
         device_token = (await sign_in(http, email)).headers[DEVICE]
-        await lock(http, email)
+        by_database = await lock(http, email)
         assert (await sign_in(http, email)).status_code == 429  # remembered
+
+        # made-up tokens are no way past the memory: one read of the token each, nothing else
+        statements.seen.clear()
+        headers = {"Content-Type": JSONAPI}
+        made_up = await asyncio.gather(
+            *(
+                http.post("/access-tokens", json=login_body(email, "guess"), headers={**headers, DEVICE: f"{n:043d}"})
+                for n in range(20)
+            )
+        )
+        assert [answer.json() for answer in made_up] == [by_database.json()] * 20
+        assert len(statements.seen) == 20 and statements.mentioning("device_tokens") == 20, statements.seen
 
         owner = await http.post(
             "/access-tokens", json=login_body(email, PASSWORD), headers={"Content-Type": JSONAPI, DEVICE: device_token}
@@ -131,10 +143,10 @@ async def test_a_known_device_is_not_refused_by_the_memory(
         body = login_body(email, PASSWORD)
         body["data"]["attributes"]["deviceToken"] = device_token
         assert (await http.post("/access-tokens", json=body, headers={"Content-Type": JSONAPI})).status_code == 201
-        made_up = await http.post(
+        right_password = await http.post(
             "/access-tokens", json=login_body(email, PASSWORD), headers={"Content-Type": JSONAPI, DEVICE: "x" * 43}
         )
-        assert made_up.status_code == 429  # a token that is none of the account's is no way around the lock
+        assert right_password.status_code == 429  # a token that is none of the account's is no way around the lock
 
 
 async def test_a_lock_lifted_by_support_is_honoured_once_the_memory_lets_go(
