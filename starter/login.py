@@ -197,16 +197,22 @@ class Logins:
             else [(account, self.customer_policy), (throttle.ip_subject(client_ip, secret), self.ip_policy)]
         )
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
+        owner = customer.id if customer is not None else None
+
+        def remember(blocked: Blocked) -> str:  # the next attempts are answered from memory, for a few seconds
+            key = remembered["ip" if blocked.subject.startswith("ip:") else "account"]
+            self.refusals.remember(key, blocked, owner=owner if key == remembered["account"] else None)
+            return key
+
+        crossed: list[str] = []  # what this attempt's threshold blocks until its password is checked
         try:
             for subject, policy in subjects:
                 reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
+            if device is None:
+                crossed = [remember(b) for r, p in reservations if (b := r.refusal_after(p)) is not None]
         except Blocked as blocked:
-            if device is None:  # the same rule answers the next attempts from memory, for a few seconds
-                if blocked.subject.startswith("ip:"):
-                    self.refusals.remember(remembered["ip"], blocked)
-                else:
-                    owner = customer.id if customer is not None else None
-                    self.refusals.remember(remembered["account"], blocked, owner=owner)
+            if device is None:
+                remember(blocked)
             await self._release(reservations, forget=False)
             raise login_blocked(blocked) from None
         finally:
@@ -223,9 +229,11 @@ class Logins:
                 matches = await self._hasher.verify_async(customer.password_hash, password)
         except BaseException:  # cancelled or broken: this was no failed guess, give the attempt back
             await self._release(reservations, forget=False)
+            self._forget(crossed)
             raise
         if matches:
             await self._release(reservations, forget=True)
+            self._forget(crossed)
             return True
         for reservation, policy in reservations:
             if not reservation.crossed(policy):
@@ -235,6 +243,10 @@ class Logins:
             else:  # a device, a client IP, an unknown address: nothing to email, nobody to unlock
                 await throttle.lock(self._sessions, reservation, policy)
         return False
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self.refusals.forget(key)
 
     async def _release(self, reservations: list[tuple[Reservation, ThrottlePolicy]], *, forget: bool) -> None:
         for reservation, _ in reservations:

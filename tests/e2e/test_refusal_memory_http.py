@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -43,15 +44,16 @@ class Statements:
 
 
 @asynccontextmanager
-async def watched_api(built: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, Statements, FastAPI]]:
+async def watched_api(built: Stack, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Statements, FastAPI]]:
     """The API under uvicorn (as `accounts api` serves it) on an engine whose statements are counted."""
     engine = create_engine(built.settings.database_url)
     statements = Statements()
     event.listen(engine.sync_engine, "before_cursor_execute", statements)
     port = free_port()
-    app = create_app(built.settings, temporal_client=built.client, engine=engine)
+    settings = built.settings.model_copy(update=overrides)
+    app = create_app(settings, temporal_client=built.client, engine=engine)
     server = uvicorn.Server(
-        uvicorn_config(app, built.settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
@@ -68,7 +70,7 @@ async def watched_api(built: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, St
 
 
 async def lock(http: httpx.AsyncClient, email: str) -> httpx.Response:
-    """Threshold-many wrong passwords, then the database's own refusal (which the process remembers)."""
+    """Threshold-many wrong passwords (the last one's threshold is remembered), then a refusal."""
     for _ in range(THRESHOLD):
         assert (await sign_in(http, email, "wrong password!")).status_code == 401
     refused = await sign_in(http, email, "wrong password!")
@@ -80,9 +82,15 @@ async def test_a_flood_on_a_locked_account_is_answered_without_the_database(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:
     settings = {"lockout_max_failures": THRESHOLD, "lockout_refusal_memory": 60, **BUDGETS}
-    async with stack(dev_server, database, **settings) as built, watched_api(built) as (http, statements, _):
+    async with (
+        stack(dev_server, database, **settings) as built,
+        watched_api(built) as (http, statements, _),
+        watched_api(built, lockout_refusal_memory=timedelta(0)) as (other_process, _, _),
+    ):
         email, _ = await registered(built, http)
-        by_database = await lock(http, email)
+        await lock(http, email)
+        by_database = await sign_in(other_process, email, "guess")  # an API process that remembers nothing
+        assert by_database.status_code == 429
 
         statements.seen.clear()
         flood = await asyncio.gather(*(sign_in(http, email, f"guess {n}") for n in range(40)))
@@ -121,7 +129,7 @@ async def test_a_known_device_is_not_refused_by_the_memory(
     async with stack(dev_server, database, **settings) as built, watched_api(built) as (http, statements, _):
         email, _ = await registered(built, http)
         device_token = (await sign_in(http, email)).headers[DEVICE]
-        by_database = await lock(http, email)
+        refused = await lock(http, email)
         assert (await sign_in(http, email)).status_code == 429  # remembered
 
         # made-up tokens are no way past the memory: one read of the token each, nothing else
@@ -133,7 +141,7 @@ async def test_a_known_device_is_not_refused_by_the_memory(
                 for n in range(20)
             )
         )
-        assert [answer.json() for answer in made_up] == [by_database.json()] * 20
+        assert [answer.json() for answer in made_up] == [refused.json()] * 20
         assert len(statements.seen) == 20 and statements.mentioning("device_tokens") == 20, statements.seen
 
         owner = await http.post(
@@ -208,3 +216,15 @@ async def test_a_lock_lifted_through_this_api_process_is_honoured_at_once(
         )
         assert restored.status_code == 204
         assert (await sign_in(http, email, new)).status_code == 201  # the reset cleared the lockout, here at once
+
+
+async def test_the_right_password_at_the_threshold_is_not_remembered_as_a_block(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    settings = {"lockout_max_failures": THRESHOLD, "lockout_refusal_memory": 600}
+    async with stack(dev_server, database, **settings) as built, watched_api(built) as (http, _, _):
+        email, _ = await registered(built, http)
+        for _ in range(THRESHOLD - 1):
+            assert (await sign_in(http, email, "wrong password!")).status_code == 401
+        assert (await sign_in(http, email)).status_code == 201  # reached the threshold, and was the owner
+        assert (await sign_in(http, email)).status_code == 201  # so nothing blocks the next one
