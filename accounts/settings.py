@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # device tokens (accounts/device_tokens.py): a known device's failures are bounded per token, apart
     # from the account's, in the account's window, locked for the account's lock duration
     lockout_device_max_failures: int = 9
+    # an API process answers a subject the database refused from memory for at most this long
+    # (accounts/refusals.py): a lock lifted meanwhile is honoured this much later; 0 turns it off
+    lockout_refusal_memory: Duration = timedelta(seconds=2)
     device_token_lifetime: Duration = timedelta(days=90)
     device_tokens_per_account: int = 10
     # the one-time link in the lock email: it trusts the browser that opens it

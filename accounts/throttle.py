@@ -43,6 +43,15 @@ class Reservation:
     def crossed(self, policy: ThrottlePolicy) -> bool:
         return self.attempts == policy.max_failures
 
+    def refusal_after(self, policy: ThrottlePolicy) -> Blocked | None:
+        """What `reserve` answers the next attempt once this one reached the threshold (the lock pending),
+        as `_retry_after` says it; None below the threshold."""
+        if not self.crossed(policy):
+            return None
+        if not policy.lock_duration:
+            return Blocked(self.subject, self.window_ends_at - utcnow())
+        return Blocked(self.subject, policy.lock_duration)
+
     @property
     def kind(self) -> str:
         """customer | email | ip: what the subject counts failures of (its prefix, see the *_subject functions)."""

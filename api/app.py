@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
@@ -24,17 +25,22 @@ from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
+from api.refusals import RefuseRemembered
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
 from starter import AccountsClient
 
 
-def create_app(settings: Settings | None = None, *, temporal_client: Client | None = None) -> FastAPI:
-    """The app; tests hand in a Temporal client, production connects with the settings."""
+def create_app(
+    settings: Settings | None = None, *, temporal_client: Client | None = None, engine: AsyncEngine | None = None
+) -> FastAPI:
+    """The app; tests hand in a Temporal client (and may hand in the database engine, to watch its
+    statements), production connects with the settings."""
     settings = settings or Settings()
+    given_engine = engine
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
+        engine = given_engine or create_engine(settings.database_url)
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.limits = RequestLimits(settings, app.state.sessions)
@@ -50,7 +56,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
             yield
         finally:
             await app.state.limits.close()
-            await engine.dispose()
+            if given_engine is None:  # a handed-in engine belongs to whoever made it
+                await engine.dispose()
 
     app = FastAPI(
         title="Shop accounts",
@@ -59,6 +66,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         lifespan=lifespan,
     )
     uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
+    # innermost: a sign-in the database refused a moment ago is answered before the framework parses it
+    app.add_middleware(RefuseRemembered)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(ForwardedForCheck, forwarded_allow_ips=settings.forwarded_allow_ips)
     # outermost (added last): its deadline, request id and error answers cover everything inside it,

@@ -2,6 +2,7 @@
 
 a valid device token of the account (accounts/device_tokens.py) -> reserve an attempt for that device only
 otherwise reserve an attempt per client IP and per account (atomic; refused while locked -> LoginBlocked)
+(untrusted attempts: first the process's memory of refusals, accounts/refusals.py: no database read)
 verify the password (a dummy verification for unknown addresses: same cost, same answer)
 success -> give the reservations back, rehash when the argon2 parameters changed; the client gets a
            device token (a new one, or the one it presented)
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -25,6 +28,7 @@ from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer
 from accounts.passwords import PasswordHasher
+from accounts.refusals import Place, RefusalMemory
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
@@ -52,6 +56,11 @@ class Authenticated:
     device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
 
 
+def login_blocked(blocked: Blocked) -> LoginBlocked:
+    """The refusal the client hears, whether the database or the memory of its refusals said it."""
+    return LoginBlocked(max(60, math.ceil(blocked.retry_after.total_seconds())))
+
+
 def lockout_id(subject: str) -> str:
     kind, _, key = subject.partition(":")
     if kind == "customer":
@@ -74,6 +83,46 @@ class Logins:
         self.device_policy = ThrottlePolicy(
             settings.lockout_device_max_failures, settings.lockout_window, settings.lockout_duration
         )
+        # no more attempts of one account on their way to the database at once than could be admitted
+        self.refusals = RefusalMemory(settings.lockout_refusal_memory, places=settings.lockout_max_failures)
+
+    def remembered_subjects(self, email: str, client_ip: str) -> tuple[str, str]:
+        """What the refusal memory names an untrusted attempt by: the typed address (keyed, as an unknown
+        address's throttle subject) and the client network, both computed without a database read."""
+        secret = self._settings.secret_key.get_secret_value()
+        return throttle.email_subject(email, secret), throttle.ip_subject(client_ip, secret)
+
+    @asynccontextmanager
+    async def untrusted_attempt(self, email: str, client_ip: str) -> AsyncIterator[Place]:
+        """An attempt without a device token: refused from memory (LoginBlocked) while its account or its
+        client network is remembered as blocked, else admitted among the account's few attempts on their
+        way to the database. Entered by the HTTP edge before the request budget, and by `authenticate`."""
+        try:
+            place = await self.refusals.enter(*self.remembered_subjects(email, client_ip))
+        except Blocked as blocked:
+            raise login_blocked(blocked) from None
+        try:
+            yield place
+        finally:
+            place.close()
+
+    async def refused_despite_token(self, email: str, client_ip: str, device_token: str) -> LoginBlocked | None:
+        """An attempt with a device token on an account remembered as blocked: one read of the token decides.
+        None lets it go on to the database path (a live token of the account, or nothing remembered); a
+        token that is none of the account's gets the remembered refusal, as the database path would give."""
+        account, ip = self.remembered_subjects(email, client_ip)
+        refusal = self.refusals.refused(account, ip)
+        if refusal is None or refusal.subject != account:
+            return None  # the client network alone was refused: a live token is not counted on it
+        owner = self.refusals.owner(account)
+        if owner is not None and await device_tokens.find(self._sessions, device_token, customer_id=owner):
+            return None
+        return login_blocked(refusal)
+
+    def forget_refusals(self, email: str) -> None:
+        """A lock this process lifted (support, a reset) is honoured here at once; other processes let go
+        of it within ACCOUNTS_LOCKOUT_REFUSAL_MEMORY."""
+        self.refusals.forget(self.remembered_subjects(email, "")[0])
 
     async def authenticate(
         self, email: str, password: str, *, client_ip: str, device_token: str | None = None
@@ -81,13 +130,22 @@ class Logins:
         """Raises LoginFailed (one answer for every reason), LoginBlocked (no password was checked) or
         PasswordResetRequired (the right password of an account whose reset was forced).
 
-        `device_token`, when it is a live one of this account, counts the attempt on that device alone."""
+        `device_token`, when it is a live one of this account, counts the attempt on that device alone.
+        Without one, a remembered refusal answers before any database read (accounts/refusals.py)."""
+        if device_token:  # the owner's known device is never refused from memory: the database decides
+            return await self._authenticate(email, password, client_ip=client_ip, device_token=device_token)
+        async with self.untrusted_attempt(email, client_ip) as place:
+            return await self._authenticate(email, password, client_ip=client_ip, place=place)
+
+    async def _authenticate(
+        self, email: str, password: str, *, client_ip: str, device_token: str | None = None, place: Place | None = None
+    ) -> Authenticated:
         async with self._sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email_key(email)))
         device = None
         if customer is not None and device_token:
             device = await device_tokens.find(self._sessions, device_token, customer_id=customer.id)
-        if not await self._verify(customer, password, client_ip=client_ip, email=email, device=device):
+        if not await self._verify(customer, password, client_ip=client_ip, email=email, device=device, place=place):
             raise LoginFailed()
         assert customer is not None
         if customer.registered_at is None or customer.anonymized_at is not None:
@@ -112,10 +170,21 @@ class Logins:
             raise WrongCurrentPassword()
 
     async def _verify(
-        self, customer: Customer | None, password: str, *, client_ip: str, email: str, device: str | None = None
+        self,
+        customer: Customer | None,
+        password: str,
+        *,
+        client_ip: str,
+        email: str,
+        device: str | None = None,
+        place: Place | None = None,
     ) -> bool:
-        """`device`: the hash of a live device token of `customer`; its attempts are counted on it alone."""
+        """`device`: the hash of a live device token of `customer`; its attempts are counted on it alone.
+        `place`: the untrusted attempt's place in the refusal memory's line, given up once reserved."""
         secret = self._settings.secret_key.get_secret_value()
+        remembered = dict(zip(("account", "ip"), self.remembered_subjects(email, client_ip), strict=True))
+        if device is None and (refusal := self.refusals.refused(*remembered.values())) is not None:
+            raise login_blocked(refusal)  # a made-up device token, or the current-password check
         account = (
             throttle.customer_subject(customer.customer_reference)
             if customer is not None
@@ -128,12 +197,27 @@ class Logins:
             else [(account, self.customer_policy), (throttle.ip_subject(client_ip, secret), self.ip_policy)]
         )
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
+        owner = customer.id if customer is not None else None
+
+        def remember(blocked: Blocked) -> str:  # the next attempts are answered from memory, for a few seconds
+            key = remembered["ip" if blocked.subject.startswith("ip:") else "account"]
+            self.refusals.remember(key, blocked, owner=owner if key == remembered["account"] else None)
+            return key
+
+        crossed: list[str] = []  # what this attempt's threshold blocks until its password is checked
         try:
             for subject, policy in subjects:
                 reservations.append((await throttle.reserve(self._sessions, subject, policy), policy))
+            if device is None:
+                crossed = [remember(b) for r, p in reservations if (b := r.refusal_after(p)) is not None]
         except Blocked as blocked:
+            if device is None:
+                remember(blocked)
             await self._release(reservations, forget=False)
-            raise LoginBlocked(max(60, math.ceil(blocked.retry_after.total_seconds()))) from None
+            raise login_blocked(blocked) from None
+        finally:
+            if place is not None:
+                place.release()  # reserved or refused: the next attempt of this account may go on
 
         try:
             if customer is None or customer.password_hash is None:
@@ -145,9 +229,11 @@ class Logins:
                 matches = await self._hasher.verify_async(customer.password_hash, password)
         except BaseException:  # cancelled or broken: this was no failed guess, give the attempt back
             await self._release(reservations, forget=False)
+            self._forget(crossed)
             raise
         if matches:
             await self._release(reservations, forget=True)
+            self._forget(crossed)
             return True
         for reservation, policy in reservations:
             if not reservation.crossed(policy):
@@ -157,6 +243,10 @@ class Logins:
             else:  # a device, a client IP, an unknown address: nothing to email, nobody to unlock
                 await throttle.lock(self._sessions, reservation, policy)
         return False
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self.refusals.forget(key)
 
     async def _release(self, reservations: list[tuple[Reservation, ThrottlePolicy]], *, forget: bool) -> None:
         for reservation, _ in reservations:
@@ -183,13 +273,20 @@ class Logins:
             LockoutWindowWorkflow.run, lockout_id(throttle.customer_subject(customer_reference))
         )
         try:
-            return await handle.execute_update(LockoutWindowWorkflow.unlock, Unlock(agent, reason))
+            unlocked = await handle.execute_update(LockoutWindowWorkflow.unlock, Unlock(agent, reason))
         except WorkflowUpdateFailedError as error:
             raise NotLocked(f"{customer_reference} is not locked") from error
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise NotLocked(f"{customer_reference} is not locked") from error
             raise
+        async with self._sessions() as session:
+            email = await session.scalar(
+                select(Customer.email).where(Customer.customer_reference == customer_reference)
+            )
+        if email is not None:
+            self.forget_refusals(email)
+        return unlocked
 
     async def _tell_lockout(self, reservation: Reservation, policy: ThrottlePolicy, customer: Customer) -> None:
         try:

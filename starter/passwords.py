@@ -92,6 +92,7 @@ class Passwords:
             if error.status == RPCStatusCode.NOT_FOUND:  # the reset ended (expired or completed)
                 raise InvalidResetKey() from error
             raise  # Temporal unreachable: the API answers 503, the key stays valid
+        self._logins.forget_refusals(customer.email)  # the reset cleared the lockout
         return customer.customer_reference
 
     async def change(self, customer: Customer, *, current: str, new: str, client_ip: str) -> None:

@@ -49,6 +49,11 @@ def blocked_error(error: LoginBlocked) -> GlueError:
     )
 
 
+def blocked_answer(error: LoginBlocked) -> GlueException:
+    """A blocked sign-in's answer, whether the database refused it or the memory of its refusals (api/refusals.py)."""
+    return GlueException(blocked_error(error), headers={"Retry-After": str(error.retry_after_seconds)})
+
+
 def _client_ip(request: Request) -> str:
     return client_of(request)  # IPv6 by its network: see accounts.rate_limits.client_network
 
@@ -122,7 +127,7 @@ async def create_access_token(
     except PasswordResetRequired:
         raise GlueException(RESET_REQUIRED) from None
     except LoginBlocked as blocked:
-        raise GlueException(blocked_error(blocked)) from None
+        raise blocked_answer(blocked) from None
     try:
         tokens = await _tokens(request, who)
     except InvalidRefreshToken:  # the password changed while it was being checked

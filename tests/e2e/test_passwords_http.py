@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, token_from, unique_email
-from test_login_http import PASSWORD, registered, sign_in
+from test_login_http import PASSWORD, registered, sign_in, sign_in_after_lift
 
 pytestmark = pytest.mark.e2e
 NEW_PASSWORD = "Lantern-7#quiet-harbor"
@@ -122,7 +122,7 @@ async def test_change_password_ends_other_sessions_and_a_wrong_one_counts(e2e: S
         assert (await sign_in(http, email)).status_code == 429
         await e2e.accounts.logins.unlock(reference, agent="alice", reason="test")
 
-        tokens = (await sign_in(http, email)).json()["data"]["attributes"]
+        tokens = (await sign_in_after_lift(e2e, http, email)).json()["data"]["attributes"]
         bearer = {"Authorization": f"Bearer {tokens['accessToken']}"}
         changed = await http.patch(f"/customer-password/{reference}", json=change(PASSWORD), headers=bearer)
         assert changed.status_code == 204
