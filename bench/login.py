@@ -777,6 +777,7 @@ async def bench_spray(database_kind: str, size: int) -> tuple[list[SprayResult],
                 for plan in SPRAY_PLANS:
                     targets = spray_targets(plan, real, unknown, settings.lockout_max_failures)
                     results.append(await spray_scenario(plan, targets, env, url, database_kind, work))
+                    print(render_spray(database_kind, settings, results[-1:]), file=sys.stderr)  # as it comes
     return results, settings
 
 
