@@ -36,7 +36,7 @@ with a fresh API process and empty throttle tables:
     distributed, budgets off        each attempt from its own address, ACCOUNTS_RATE_LIMIT_PER_IP/GLOBAL=0:
                                     every attempt reaches the password check
     distributed, default budgets    the same with the default budgets
-    distributed, global budget 1000 the global budget lowered so that it fills within the run
+    distributed, global budget 1/10 the global budget lowered to a tenth of the attempts: it fills
     one IP, default budgets         every attempt from one address: its budget stops it
     one IP, budgets off             its per-IP lockout stops it
     threshold: accounts locked      100 accounts x lockout_max_failures wrong passwords: 100 lockout workflows
@@ -602,14 +602,14 @@ class SprayPlan:
     one_ip: bool  # every attempt from SPRAY_ONE_IP, else each from an address of its own
     budgets: bool  # the default request budgets, else ACCOUNTS_RATE_LIMIT_PER_IP/GLOBAL = 0
     threshold: bool = False  # THRESHOLD_ACCOUNTS real accounts, lockout_max_failures wrong passwords each
-    global_limit: int | None = None  # ACCOUNTS_RATE_LIMIT_GLOBAL instead of the default (budgets on)
+    global_share: float | None = None  # ACCOUNTS_RATE_LIMIT_GLOBAL this share of the attempts (budgets on)
 
 
 SPRAY_PLANS = [
     SprayPlan("distributed, budgets off", one_ip=False, budgets=False),
     SprayPlan("distributed, default budgets", one_ip=False, budgets=True),
     # the default global budget (6,000 a minute) outruns a spray on a small machine: this one fills within the run
-    SprayPlan("distributed, global budget 1000", one_ip=False, budgets=True, global_limit=1000),
+    SprayPlan("distributed, global budget 1/10 of the spray", one_ip=False, budgets=True, global_share=0.1),
     SprayPlan("one IP, default budgets", one_ip=True, budgets=True),
     SprayPlan("one IP, budgets off", one_ip=True, budgets=False),
     SprayPlan("threshold: accounts locked", one_ip=False, budgets=False, threshold=True),
@@ -787,8 +787,8 @@ async def spray_scenario(
     processes: Any = importlib.import_module("import")
     await forget_throttles(url)
     budgets = {} if plan.budgets else {"ACCOUNTS_RATE_LIMIT_PER_IP": "0", "ACCOUNTS_RATE_LIMIT_GLOBAL": "0"}
-    if plan.global_limit is not None:
-        budgets["ACCOUNTS_RATE_LIMIT_GLOBAL"] = str(plan.global_limit)
+    if plan.global_share is not None:
+        budgets["ACCOUNTS_RATE_LIMIT_GLOBAL"] = str(max(1, int(len(targets) * plan.global_share)))
     plan_file = work / "spray.json"
     plan_file.write_text(json.dumps(targets))
     postgres = database_kind == "postgres"
