@@ -54,9 +54,9 @@ def discard(var_dir: Path, import_id: str) -> None:
     file_path(var_dir, import_id).unlink(missing_ok=True)
 
 
-def verified_path(var_dir: Path, import_id: str, sha256: str, batch_starts: list[int]) -> tuple[Path, list[str]]:
-    """The stored file, checked against the SHA-256 the import started with, and the SHA-256 of each batch's
-    bytes (a batch runs from its start offset to the next one's, the last to the end of the file)."""
+def batch_digests(var_dir: Path, import_id: str, sha256: str, batch_starts: list[int]) -> list[str]:
+    """The SHA-256 of each batch's bytes (a batch runs from its start offset to the next one's, the last to
+    the end of the file), read in the same pass that checks the whole file against the import's SHA-256."""
     path = file_path(var_dir, import_id)
     whole = hashlib.sha256()
     bounds = [*batch_starts[1:], None]
@@ -76,7 +76,7 @@ def verified_path(var_dir: Path, import_id: str, sha256: str, batch_starts: list
         whole.update(stream.read())  # without batches: the whole file is the header
     if whole.hexdigest() != sha256:
         raise ImportFileChanged(f"{path.name} is not the file import {import_id} started with")
-    return path, digests
+    return digests
 
 
 def batch_bytes(var_dir: Path, import_id: str, index: Scan, batch: int) -> bytes:

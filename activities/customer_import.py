@@ -26,8 +26,8 @@ from accounts.email_address import email_key
 from accounts.import_files import (
     ImportFileChanged,
     batch_bytes,
+    batch_digests,
     read_index,
-    verified_path,
     write_index,
     write_rejected,
 )
@@ -159,7 +159,7 @@ class CustomerImportActivities:
         good; a missing one is retried (a volume not mounted yet on this worker)."""
         starts = [offset for offset, _ in index.batches]
         try:
-            _, digests = await asyncio.to_thread(verified_path, self._settings.var_dir, import_id, sha256, starts)
+            digests = await asyncio.to_thread(batch_digests, self._settings.var_dir, import_id, sha256, starts)
         except ImportFileChanged as error:
             raise ApplicationError(str(error), type="ImportFileChanged", non_retryable=True) from None
         return digests
@@ -208,7 +208,7 @@ class CustomerImportActivities:
             key = import_key(request.import_id, row.customer_reference)
             outcome = earlier.get(key)  # this batch ran before (and committed): answer as it did
             if outcome is None:
-                owner = by_email.get(email_key(row.email))
+                owner = by_email.get(emails[position])
                 if owner is not None and owner != row.customer_reference:
                     _reject(result, rejected, record, RowError(row.line, "email", EMAIL_TAKEN))
                     continue
