@@ -25,7 +25,7 @@ from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
-from api.refusals import RefuseRemembered
+from api.refusals import RefuseRemembered, install_quiet_refusals
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
 from starter import AccountsClient
 
@@ -52,6 +52,7 @@ def create_app(
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
         install_log_redaction()
+        install_quiet_refusals()
         try:
             yield
         finally:

@@ -21,11 +21,11 @@ from datetime import timedelta
 
 import asyncpg
 from sqlalchemy import exc as sa
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
+from api.headers import set_headers
 from api.jsonapi import GlueError, send_errors
 from api.middleware import redact
 
@@ -88,7 +88,7 @@ class RequestGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)["X-Request-Id"] = rid
+                set_headers(message, [(b"x-request-id", rid.encode("latin-1"))])
             await send(message)
 
         async def send_in_time(message: Message) -> None:

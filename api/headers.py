@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_SECURITY_POLICY = (
@@ -37,9 +36,29 @@ DOCS_CONTENT_SECURITY_POLICY = (
 )
 TOKEN_PATH = re.compile(r"(?:^|/)[a-z-]*tokens?/?$")
 
+Raw = list[tuple[bytes, bytes]]
+
+
+def _raw(headers: dict[str, str]) -> Raw:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+
+NOSNIFF = _raw({"X-Content-Type-Options": "nosniff"})
+HTML = _raw(HTML_HEADERS)
+DOCS_HTML = _raw({**HTML_HEADERS, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY})
+NO_STORE = _raw({"Cache-Control": "no-store", "Pragma": "no-cache"})
+
 
 def is_token_path(path: str) -> bool:
     return TOKEN_PATH.search(path) is not None
+
+
+def set_headers(message: Message, added: Raw) -> None:
+    """Put `added` (lower-case names) into a response start message, replacing same-named ones: one pass
+    over the list (Starlette's MutableHeaders searches it once per header set, on every answer)."""
+    names = {name for name, _ in added}
+    kept = [(name, value) for name, value in message.get("headers", ()) if name.lower() not in names]
+    message["headers"] = kept + added
 
 
 class SecurityHeaders:
@@ -56,15 +75,12 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.update(HTML_HEADERS)
-                    if docs:
-                        headers["Content-Security-Policy"] = DOCS_CONTENT_SECURITY_POLICY
-                if token_path:
-                    headers["Cache-Control"] = "no-store"
-                    headers["Pragma"] = "no-cache"
+                html = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/html")
+                    for name, value in message.get("headers", ())
+                )
+                added = NOSNIFF + ((DOCS_HTML if docs else HTML) if html else []) + (NO_STORE if token_path else [])
+                set_headers(message, added)
             await send(message)
 
         await self.app(scope, receive, with_headers)

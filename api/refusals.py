@@ -4,8 +4,9 @@ An attempt without a device token on an account (or from a client network) that 
 moment ago is answered here, before FastAPI parses it, before the request budget and before any database
 read: the rule, its keys and its expiry are `Logins.untrusted_attempt` (accounts/refusals.py), and the
 answer is the route's own (`access_tokens.blocked_answer`). Every other request goes on unchanged, the
-body handed on as it came; an untrusted attempt keeps its place in its account's line until the sign-in
-has reserved, so a burst on one account waits here, holding nothing, instead of spending its budget. An
+body handed on as it came; an untrusted attempt keeps its place among its account's few on their way to
+the database until the sign-in has reserved, and one that finds every place taken is refused here too,
+so a burst on one account is answered at once instead of spending its budget or waiting. An
 attempt with a device token on a remembered account costs one read of the token: the account's own goes
 on to the database path (the owner is never refused from memory), a made-up one is refused here.
 """
@@ -13,6 +14,9 @@ on to the database path (the owner is never refused from memory), a made-up one 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Request
@@ -24,6 +28,49 @@ from api.routes.access_tokens import blocked_answer, presented_device_token
 from starter import LoginBlocked
 
 PATH = "/access-tokens"
+SUMMARY_INTERVAL = 10.0  # seconds between two lines that count the refusals left out of the access log
+
+log = logging.getLogger("api.refusals")
+_from_memory: ContextVar[bool] = ContextVar("answered_from_memory", default=False)
+
+
+class QuietRefusals(logging.Filter):
+    """Keeps sign-ins refused from memory out of the access log, one line each: an attacker who sends
+    10,000 a second would write 10,000 lines a second. They are counted instead, and the count is logged
+    at most every SUMMARY_INTERVAL seconds (with the next refusal after it). The access log is written
+    inside the answer's `send`, in the request's own context, where `_from_memory` says which it was."""
+
+    def __init__(self, interval: float = SUMMARY_INTERVAL) -> None:
+        super().__init__()
+        self._interval = interval
+        self._count = 0
+        self._since = time.monotonic()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _from_memory.get():
+            return True
+        self._count += 1
+        now = time.monotonic()
+        if now - self._since >= self._interval:
+            log.warning(
+                "%d sign-in attempts refused from memory in the last %.0f s (not in the access log one by one)",
+                self._count,
+                now - self._since,
+            )
+            self._count, self._since = 0, now
+        return False
+
+
+def install_quiet_refusals() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QuietRefusals) for f in logger.filters):
+        logger.addFilter(QuietRefusals())
+
+
+async def _refuse(send: Send, blocked: LoginBlocked) -> None:
+    answer = blocked_answer(blocked)
+    _from_memory.set(True)  # this request's context only: the access log leaves it out (QuietRefusals)
+    await send_errors(send, answer.errors[0], answer.headers)
 
 
 class RefuseRemembered:
@@ -55,8 +102,7 @@ class RefuseRemembered:
             if refusal is None:
                 await self.app(scope, replay, send)
             else:
-                answer = blocked_answer(refusal)
-                await send_errors(send, answer.errors[0], answer.headers)
+                await _refuse(send, refusal)
             return
         admitted = False
         try:
@@ -66,8 +112,7 @@ class RefuseRemembered:
         except LoginBlocked as blocked:
             if admitted:  # the route answers its own refusals; this one came from elsewhere
                 raise
-            answer = blocked_answer(blocked)
-            await send_errors(send, answer.errors[0], answer.headers)
+            await _refuse(send, blocked)
 
 
 def _sign_in_of(body: bytes) -> tuple[str | None, str | None]:

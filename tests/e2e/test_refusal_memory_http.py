@@ -5,6 +5,7 @@ and lets go of a lock lifted elsewhere within ACCOUNTS_LOCKOUT_REFUSAL_MEMORY.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,7 +45,9 @@ class Statements:
 
 
 @asynccontextmanager
-async def watched_api(built: Stack, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Statements, FastAPI]]:
+async def watched_api(
+    built: Stack, log_level: str = "warning", **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Statements, FastAPI]]:
     """The API under uvicorn (as `accounts api` serves it) on an engine whose statements are counted."""
     engine = create_engine(built.settings.database_url)
     statements = Statements()
@@ -53,7 +56,7 @@ async def watched_api(built: Stack, **overrides: Any) -> AsyncIterator[tuple[htt
     settings = built.settings.model_copy(update=overrides)
     app = create_app(settings, temporal_client=built.client, engine=engine)
     server = uvicorn.Server(
-        uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level=log_level, lifespan="on")
     )
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
@@ -69,6 +72,22 @@ async def watched_api(built: Stack, **overrides: Any) -> AsyncIterator[tuple[htt
         await engine.dispose()
 
 
+class AccessLines(logging.Handler):
+    """The access log's lines, as uvicorn writes them (after the logger's filters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record)
+
+    def statuses(self, request: str) -> list[int]:
+        """The statuses of the lines for `request` ("METHOD path"), in order."""
+        method, path = request.split(" ")
+        return [int(str(r.args[-1])) for r in self.lines if isinstance(r.args, tuple) and r.args[1:3] == (method, path)]
+
+
 async def lock(http: httpx.AsyncClient, email: str) -> httpx.Response:
     """Threshold-many wrong passwords (the last one's threshold is remembered), then a refusal."""
     for _ in range(THRESHOLD):
@@ -82,20 +101,31 @@ async def test_a_flood_on_a_locked_account_is_answered_without_the_database(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:
     settings = {"lockout_max_failures": THRESHOLD, "lockout_refusal_memory": 60, **BUDGETS}
+    access_log = AccessLines()
     async with (
         stack(dev_server, database, **settings) as built,
-        watched_api(built) as (http, statements, _),
-        watched_api(built, lockout_refusal_memory=timedelta(0)) as (other_process, _, _),
+        watched_api(built, log_level="info") as (http, statements, _),
+        watched_api(built, log_level="info", lockout_refusal_memory=timedelta(0)) as (other_process, _, _),
     ):
-        email, _ = await registered(built, http)
-        await lock(http, email)
-        by_database = await sign_in(other_process, email, "guess")  # an API process that remembers nothing
-        assert by_database.status_code == 429
+        logging.getLogger("uvicorn.access").addHandler(access_log)
+        try:
+            email, _ = await registered(built, http)
+            await lock(http, email)
+            by_database = await sign_in(other_process, email, "guess")  # an API process that remembers nothing
+            assert by_database.status_code == 429
+            # the database's answers have a line each (the 429: the other process's); lock()'s refusal, from
+            # memory, has none
+            assert access_log.statuses("POST /access-tokens") == [401] * THRESHOLD + [429]
 
-        statements.seen.clear()
-        flood = await asyncio.gather(*(sign_in(http, email, f"guess {n}") for n in range(40)))
-        right = await sign_in(http, email.upper())  # the right password, as typed differently: the same address
-        assert statements.seen == []  # no budget, no customer, no throttle read
+            statements.seen.clear()
+            access_log.lines.clear()
+            flood = await asyncio.gather(*(sign_in(http, email, f"guess {n}") for n in range(40)))
+            right = await sign_in(http, email.upper())  # the right password, typed differently: the same address
+            assert statements.seen == []  # no budget, no customer, no throttle read
+            # nor a line each in the access log (an attacker's 10,000 a second would be 10,000 lines)
+            assert access_log.statuses("POST /access-tokens") == []
+        finally:
+            logging.getLogger("uvicorn.access").removeHandler(access_log)
 
     for answer in [*flood, right]:
         assert answer.status_code == 429
@@ -116,8 +146,8 @@ async def test_a_burst_on_one_account_reaches_the_database_a_few_times_only(
 
     statuses = sorted(answer.status_code for answer in burst)
     assert statuses == [401] * THRESHOLD + [429] * (60 - THRESHOLD)
-    # at most the threshold of attempts is on its way to the database at once; the rest wait in memory
-    # for the first refusal and are answered from there (before: all 60 read the customer)
+    # at most the threshold of attempts is on its way to the database at once; the rest are refused at
+    # once, from memory (before: all 60 read the customer)
     assert customer_reads <= 2 * THRESHOLD, customer_reads
     assert budget_counts <= 2 * 2 * 2 * THRESHOLD, budget_counts  # per IP and global, read and update
 
