@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 from temporalio.client import Client
 
 from accounts.access_tokens import AccessTokenIssuer
@@ -28,6 +29,16 @@ from api.middleware import BodySizeLimit, install_log_redaction
 from api.refusals import RefuseRemembered, install_quiet_refusals
 from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
 from starter import AccountsClient
+
+
+class AccountsAPI(FastAPI):
+    """FastAPI with one thing around its whole stack: a sign-in the database refused a moment ago is
+    answered from memory (api/refusals.py) before any middleware, Starlette's own included, or parsing."""
+
+    max_request_bytes: int = 0
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RefuseRemembered(super().build_middleware_stack(), self, self.max_request_bytes)
 
 
 def create_app(
@@ -60,15 +71,14 @@ def create_app(
             if given_engine is None:  # a handed-in engine belongs to whoever made it
                 await engine.dispose()
 
-    app = FastAPI(
+    app = AccountsAPI(
         title="Shop accounts",
         version="0.1.0",
         description="Customer accounts with double opt-in, Spryker Glue compatible.",
         lifespan=lifespan,
     )
+    app.max_request_bytes = settings.max_request_bytes
     uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
-    # innermost: a sign-in the database refused a moment ago is answered before the framework parses it
-    app.add_middleware(RefuseRemembered)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(ForwardedForCheck, forwarded_allow_ips=settings.forwarded_allow_ips)
     # outermost (added last): its deadline, request id and error answers cover everything inside it,

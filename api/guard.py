@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import sqlite3
-import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -69,6 +69,17 @@ def request_id(scope: Scope) -> str:
     return str(scope.get("state", {}).get("request_id", "-"))
 
 
+def assign_request_id(scope: Scope) -> str:
+    """The request's id: the one it already has (api.refusals, outside, may have given it), else a sane
+    incoming `X-Request-Id`, else a new one; kept in the scope's state."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        incoming = next((value for name, value in scope.get("headers") or () if name == b"x-request-id"), b"")
+        text = incoming.decode("latin-1")
+        state["request_id"] = text if _SANE_ID.fullmatch(text) else secrets.token_hex(16)
+    return str(state["request_id"])
+
+
 class RequestGuard:
     def __init__(self, app: ASGIApp, timeout: timedelta) -> None:
         self.app = app
@@ -78,10 +89,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = assign_request_id(scope)
         started = False
 
         async def send_with_id(message: Message) -> None:

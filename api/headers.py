@@ -53,6 +53,11 @@ def is_token_path(path: str) -> bool:
     return TOKEN_PATH.search(path) is not None
 
 
+def headers_of(*, html: bool, docs: bool = False, token_path: bool = False) -> Raw:
+    """The rule: the headers an answer gets, by what it is (an HTML page, the API docs) and its path."""
+    return NOSNIFF + ((DOCS_HTML if docs else HTML) if html else []) + (NO_STORE if token_path else [])
+
+
 def set_headers(message: Message, added: Raw) -> None:
     """Put `added` (lower-case names) into a response start message, replacing same-named ones: one pass
     over the list (Starlette's MutableHeaders searches it once per header set, on every answer)."""
@@ -79,8 +84,7 @@ class SecurityHeaders:
                     name.lower() == b"content-type" and value.startswith(b"text/html")
                     for name, value in message.get("headers", ())
                 )
-                added = NOSNIFF + ((DOCS_HTML if docs else HTML) if html else []) + (NO_STORE if token_path else [])
-                set_headers(message, added)
+                set_headers(message, headers_of(html=html, docs=docs, token_path=token_path))
             await send(message)
 
         await self.app(scope, receive, with_headers)

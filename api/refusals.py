@@ -13,6 +13,8 @@ on to the database path (the owner is never refused from memory), a made-up one 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -20,9 +22,12 @@ from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Request
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.client_address import client_of
+from api.guard import assign_request_id
+from api.headers import headers_of, is_token_path
 from api.jsonapi import send_errors
 from api.routes.access_tokens import blocked_answer, presented_device_token
 from starter import LoginBlocked
@@ -64,25 +69,41 @@ class QuietRefusals(logging.Filter):
 def install_quiet_refusals() -> None:
     logger = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, QuietRefusals) for f in logger.filters):
-        logger.addFilter(QuietRefusals())
+        logger.filters.insert(0, QuietRefusals())  # first: a line left out costs no redaction either
 
 
-async def _refuse(send: Send, blocked: LoginBlocked) -> None:
+# the answer's headers as every other answer of a token path gets them (api.headers), and its request id
+ANSWER_HEADERS = {n.decode(): v.decode() for n, v in headers_of(html=False, token_path=is_token_path(PATH))}
+
+
+async def _refuse(scope: Scope, send: Send, blocked: LoginBlocked) -> None:
     answer = blocked_answer(blocked)
     _from_memory.set(True)  # this request's context only: the access log leaves it out (QuietRefusals)
-    await send_errors(send, answer.errors[0], answer.headers)
+    headers = {**answer.headers, **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
+    await send_errors(send, answer.errors[0], headers)
 
 
 class RefuseRemembered:
-    def __init__(self, app: ASGIApp) -> None:
+    """Outermost (create_app puts it around FastAPI's own stack): a sign-in refused from memory costs no
+    other middleware. So it bounds what it reads itself (a body with no declared length, or a longer one
+    than ACCOUNTS_MAX_REQUEST_BYTES, goes on unread, and BodySizeLimit inside answers it), and anything
+    unexpected while it decides hands the request on to the stack inside, whose guard has the last word."""
+
+    def __init__(self, app: ASGIApp, owner: Starlette, max_bytes: int) -> None:
         self.app = app
+        self.owner = owner  # the application whose state holds the sign-ins (scope["app"] is set inside)
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
             await self.app(scope, receive, send)
             return
+        declared = next((value for name, value in scope.get("headers") or () if name == b"content-length"), b"")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await self.app(scope, receive, send)
+            return
         messages: list[Message] = []
-        while True:  # bounded: BodySizeLimit, outside, answers 413 past ACCOUNTS_MAX_REQUEST_BYTES
+        while True:  # at most the declared length: the server delivers no more
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request" or not message.get("more_body", False):
@@ -91,28 +112,37 @@ class RefuseRemembered:
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
+        scope.setdefault("app", self.owner)
         request = Request(scope)
-        username, attribute = _sign_in_of(b"".join(m.get("body", b"") for m in messages))
+        async with contextlib.AsyncExitStack() as place:
+            try:
+                refusal, placed = await self._refusal(request, b"".join(m.get("body", b"") for m in messages), place)
+            except Exception:  # the memory only spares work: the stack inside decides, and answers any outage
+                log.warning("the refusal memory could not decide on a sign-in; the database path will", exc_info=True)
+                refusal, placed = None, False
+            if refusal is None:
+                if placed:  # an untrusted attempt, admitted: the refusals queued behind it answer first
+                    await asyncio.sleep(0)
+                await self.app(scope, replay, send)  # it holds its place until it has reserved
+            else:
+                await _refuse(scope, send, refusal)
+
+    async def _refusal(
+        self, request: Request, body: bytes, place: contextlib.AsyncExitStack
+    ) -> tuple[LoginBlocked | None, bool]:
+        """The refusal from memory of this sign-in, or None; and whether it took a place (an untrusted
+        attempt that is not refused takes one, held in `place`, among its account's few)."""
+        username, attribute = _sign_in_of(body)
         if username is None:
-            await self.app(scope, replay, send)  # the route answers it (Glue's envelope and schema errors)
-            return
+            return None, False  # the route answers it (Glue's envelope and schema errors)
         logins = request.app.state.accounts.logins
         if device_token := presented_device_token(request, attribute):  # a known device: the database decides
-            refusal = await logins.refused_despite_token(username, client_of(request), device_token)
-            if refusal is None:
-                await self.app(scope, replay, send)
-            else:
-                await _refuse(send, refusal)
-            return
-        admitted = False
+            return await logins.refused_despite_token(username, client_of(request), device_token), False
         try:
-            async with logins.untrusted_attempt(username, client_of(request)):
-                admitted = True
-                await self.app(scope, replay, send)
+            await place.enter_async_context(logins.untrusted_attempt(username, client_of(request)))
         except LoginBlocked as blocked:
-            if admitted:  # the route answers its own refusals; this one came from elsewhere
-                raise
-            await _refuse(send, blocked)
+            return blocked, False
+        return None, True
 
 
 def _sign_in_of(body: bytes) -> tuple[str | None, str | None]:

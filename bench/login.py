@@ -84,6 +84,7 @@ from registration import (  # bench/registration.py, beside this script
     _expect,
     _token,
     bench_stack,
+    free_port,
     measure,
     percentile,
 )
@@ -388,7 +389,32 @@ async def gather_all(awaitables: Iterable[Coroutine[Any, Any, Customer]]) -> lis
 OWNER_DELAY = 0.05  # seconds after the attack starts: the owner's sign-in lands in the middle of it
 
 
-async def attack_client(api_url: str, email: str, password: str, device_token: str, size: int) -> dict[str, Any]:
+async def floor_burst(url: str, addresses: list[str | None], request: bytes) -> list[float]:
+    """The same burst against the floor server (bench/rawhttp.floor_app): a warm-up, then the timed one."""
+    connections = [await rawhttp.Connection.open(url, address) for address in addresses]
+    try:
+        for _ in range(2):
+            gate = asyncio.Event()
+
+            async def one(connection: rawhttp.Connection, gate: asyncio.Event) -> float:
+                await gate.wait()
+                started = time.perf_counter()
+                await asyncio.wait_for(connection.send(request), STEP_TIMEOUT)
+                return time.perf_counter() - started
+
+            tasks = [asyncio.ensure_future(one(c, gate)) for c in connections]
+            await asyncio.sleep(0)
+            gate.set()
+            latencies = await asyncio.gather(*tasks)
+        return latencies
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def attack_client(
+    api_url: str, floor_url: str, email: str, password: str, device_token: str, size: int
+) -> dict[str, Any]:
     """The attacker's process (and the owner's known device beside it): 200 wrong passwords at once.
 
     The attack goes out on lean connections (bench/rawhttp.py), opened before it, one per client address:
@@ -409,6 +435,7 @@ async def attack_client(api_url: str, email: str, password: str, device_token: s
             rawhttp.post_request(api_url, "/access-tokens", sign_in_document(email, f"wrong password {n}!"), HEADERS)
             for n in range(size)
         ]
+        floor = await floor_burst(floor_url, addresses, requests[0])
         gate = asyncio.Event()
 
         async def attack(connection: rawhttp.Connection, request: bytes) -> list[Any]:
@@ -442,6 +469,7 @@ async def attack_client(api_url: str, email: str, password: str, device_token: s
     return {
         "answers": answers,
         "again": again,
+        "floor": floor,
         "wall": wall,
         "addresses": len(set(addresses)),
         "owner": [owner_status, owner_latency],
@@ -462,6 +490,7 @@ class ProcessAttack:
     owner_latency: float
     untrusted_after: int
     again: list[float]  # the latencies of the same burst once the account is locked (all refusals)
+    floor: list[float]  # the same burst's latencies against bench/rawhttp.floor_app
 
 
 @contextlib.contextmanager
@@ -470,6 +499,21 @@ def child(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Any:
     spawn: Any = importlib.import_module("import").child
     with spawn(name, args, env, cwd) as process:
         yield process
+
+
+@contextlib.contextmanager
+def floor_server(port: int, work: Path) -> Any:
+    """The floor of the refusals: bench/rawhttp.floor_app under the same uvicorn (httptools, uvloop), alone
+    in its process as the API is."""
+    log = (work / "floor.log").open("wb")
+    command = [sys.executable, "-m", "uvicorn", "rawhttp:floor_app", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=Path(__file__).parent, stdout=log, stderr=log)  # noqa: S603
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
 
 
 @contextlib.contextmanager
@@ -491,7 +535,13 @@ async def bench_processes(database_kind: str) -> ProcessAttack:
             # the 9 verifications run at nice 19 and yield to everything else on a shared machine: let them finish
             env["ACCOUNTS_REQUEST_TIMEOUT"] = "PT60S"
             settings = Settings(_env_file=None, database_url=system["url"])  # type: ignore[call-arg]
-            with child("worker", ["worker"], env, work), child("api", ["api"], env, work) as api, logs_on_failure(work):
+            floor_port = free_port()
+            with (
+                child("worker", ["worker"], env, work),
+                child("api", ["api"], env, work) as api,
+                floor_server(floor_port, work),
+                logs_on_failure(work),
+            ):
                 await processes.until_serving(system["api_url"], api, work)
                 async with httpx.AsyncClient(base_url=system["api_url"], timeout=STEP_TIMEOUT) as http:
                     print("registering the account under attack ...", file=sys.stderr)
@@ -501,7 +551,8 @@ async def bench_processes(database_kind: str) -> ProcessAttack:
                     device_token = first.headers["X-Device-Token"]
                 print(f"attack client: {ATTACK_SIZE} wrong passwords at once, the owner's device among them ...",
                       file=sys.stderr)  # fmt: skip
-                args = ["--attack-client", system["api_url"], victim.email, victim.password, device_token]
+                floor_url = f"http://127.0.0.1:{floor_port}"
+                args = ["--attack-client", system["api_url"], floor_url, victim.email, victim.password, device_token]
                 finished = await asyncio.to_thread(
                     subprocess.run,
                     [sys.executable, __file__, *args],
@@ -537,6 +588,7 @@ async def bench_processes(database_kind: str) -> ProcessAttack:
         owner_latency=result["owner"][1],
         untrusted_after=result["untrusted_after"],
         again=[latency for status, latency in result["again"] if status == 429],
+        floor=result["floor"],
     )
 
 
@@ -546,6 +598,7 @@ def render_processes(a: ProcessAttack) -> str:
     rejected, failed = a.latencies.get(429, []), a.latencies.get(401, [])
     bound = s.lockout_max_failures
     p99 = percentile(rejected, 0.99) * 1000 if rejected else 0.0
+    floor_p99 = max(percentile(a.floor, 0.99) * 1000, 0.001)
     lines = [
         f"machine: nproc {nproc}, load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, "
         f"database {a.database}; "
@@ -565,7 +618,8 @@ def render_processes(a: ProcessAttack) -> str:
         f"{a.wall:.2f} s",
         f"  verifications: {len(failed)} (401 answers; the account's count: {a.attempts_counted}; "
         f"bound {bound}: {'held' if len(failed) <= bound else 'BROKEN'})",
-        f"  rejected answers p99: {p99:.0f} ms (goal 50 ms: {'met' if p99 <= 50 else 'NOT met'})",
+        f"  rejected answers p99: {p99:.0f} ms (goal 50 ms: {'met' if p99 <= 50 else 'NOT met'}); the floor, the same "
+        f"burst answered by a bare app under the same uvicorn: p99 {floor_p99:.0f} ms ({p99 / floor_p99:.1f}x)",
         f"  the owner's known device, {OWNER_DELAY * 1000:.0f} ms into the attack: HTTP {a.owner_status} in "
         f"{a.owner_latency * 1000:.0f} ms",
         f"  the right password without the device token, after: HTTP {a.untrusted_after}",
@@ -972,8 +1026,8 @@ def render(report: Report) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--attack-client"]:  # the attacker's own process, started by --processes
-        api_url, email, password, device_token = sys.argv[2:6]
-        print(json.dumps(asyncio.run(attack_client(api_url, email, password, device_token, ATTACK_SIZE))))
+        api_url, floor_url, email, password, device_token = sys.argv[2:7]
+        print(json.dumps(asyncio.run(attack_client(api_url, floor_url, email, password, device_token, ATTACK_SIZE))))
         return
     if sys.argv[1:2] == ["--spray-client"]:  # the sprayer's own process, started by --spray
         print(json.dumps(asyncio.run(spray_client(sys.argv[2], sys.argv[3]))))

@@ -61,3 +61,20 @@ class Connection:
     async def close(self) -> None:
         self._writer.close()
         await self._writer.wait_closed()
+
+
+FLOOR_BODY = json.dumps(
+    {"errors": [{"status": 429, "code": "4401", "detail": "Too many failed sign-ins. Please try again in 1 minute."}]}
+).encode()
+
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor of a burst of refusals: an ASGI app under the same uvicorn that answers every request at
+    once with a refusal's size, reading its body first, as the real one does (`uvicorn rawhttp:floor_app`)."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body", False):
+        pass
+    headers = [(b"content-type", b"application/vnd.api+json"), (b"content-length", str(len(FLOOR_BODY)).encode())]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": FLOOR_BODY})

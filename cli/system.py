@@ -35,13 +35,9 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API on ACCOUNTS_API_HOST:ACCOUNTS_API_PORT."""
-    import uvicorn
+    from api.serving import serve
 
-    from api.app import create_app
-    from api.serving import uvicorn_config
-
-    settings = Settings()
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    serve(Settings())
 
 
 @db_app.command("upgrade")

@@ -5,6 +5,7 @@ and lets go of a lock lifted elsewhere within ACCOUNTS_LOCKOUT_REFUSAL_MEMORY.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from starter import NotLocked
 
 pytestmark = pytest.mark.e2e
 THRESHOLD = 4
+MAX_BYTES = 2048  # ACCOUNTS_MAX_REQUEST_BYTES of the flooded API
 DEVICE = "X-Device-Token"
 BUDGETS = {"rate_limit_per_ip": 100_000, "rate_limit_global": 100_000}  # counted, as in production
 
@@ -72,6 +74,10 @@ async def watched_api(
         await engine.dispose()
 
 
+async def one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    yield body  # httpx sends an async iterable chunked, without Content-Length
+
+
 class AccessLines(logging.Handler):
     """The access log's lines, as uvicorn writes them (after the logger's filters)."""
 
@@ -104,7 +110,7 @@ async def test_a_flood_on_a_locked_account_is_answered_without_the_database(
     access_log = AccessLines()
     async with (
         stack(dev_server, database, **settings) as built,
-        watched_api(built, log_level="info") as (http, statements, _),
+        watched_api(built, log_level="info", max_request_bytes=MAX_BYTES) as (http, statements, _),
         watched_api(built, log_level="info", lockout_refusal_memory=timedelta(0)) as (other_process, _, _),
     ):
         logging.getLogger("uvicorn.access").addHandler(access_log)
@@ -124,6 +130,29 @@ async def test_a_flood_on_a_locked_account_is_answered_without_the_database(
             assert statements.seen == []  # no budget, no customer, no throttle read
             # nor a line each in the access log (an attacker's 10,000 a second would be 10,000 lines)
             assert access_log.statuses("POST /access-tokens") == []
+
+            # answered before every other middleware, it carries what they would have added
+            traced = await http.post(
+                "/access-tokens",
+                json=login_body(email, "guess"),
+                headers={"Content-Type": JSONAPI, "X-Request-Id": "trace-42"},
+            )
+            assert traced.status_code == 429 and statements.seen == []
+            assert traced.headers["X-Request-Id"] == "trace-42" and flood[0].headers["X-Request-Id"]
+            for answer in (traced, flood[0]):
+                assert answer.headers["X-Content-Type-Options"] == "nosniff"
+                assert answer.headers["Cache-Control"] == "no-store"
+            # it reads no body it cannot bound: one over the limit, or chunked, goes on unread to the stack
+            padded = login_body(email, "x" * MAX_BYTES)
+            too_large = await http.post("/access-tokens", json=padded, headers={"Content-Type": JSONAPI})
+            assert too_large.status_code == 413, too_large.text  # BodySizeLimit's answer
+            chunked = await http.post(
+                "/access-tokens", content=one_chunk(json.dumps(login_body(email, "guess")).encode()),
+                headers={"Content-Type": JSONAPI},
+            )  # fmt: skip
+            assert "content-length" not in chunked.request.headers
+            assert chunked.status_code == 429  # by the route, which asks the memory too
+            assert access_log.statuses("POST /access-tokens") == [413, 429]  # the two that went the whole way
         finally:
             logging.getLogger("uvicorn.access").removeHandler(access_log)
 
