@@ -55,9 +55,10 @@ _held: ContextVar[Place | None] = ContextVar("sign_in_place", default=None)
 
 
 class RefusalMemory:
-    def __init__(self, hold: timedelta, places: int, max_entries: int = 100_000) -> None:
+    def __init__(self, hold: timedelta, places: int, full: timedelta, max_entries: int = 100_000) -> None:
         self._hold = hold.total_seconds()
         self._places = max(1, places)
+        self._full = full  # the wait an attempt refused for want of a place hears: the lock those ahead bring
         self._max_entries = max_entries
         self._until: dict[str, tuple[float, float]] = {}  # subject -> (blocked until, remembered until)
         self._owners: dict[str, int | None] = {}  # an account subject -> its customer's id (None: no account)
@@ -101,10 +102,10 @@ class RefusalMemory:
 
     async def enter(self, *subjects: str) -> Place:
         """Take a place among the attempts of `subjects[0]` (the account) on their way to the database, or
-        raise Blocked: the remembered refusal of any of `subjects`, or, when every place is taken, one that
-        says nothing of when (the client hears the shortest lock's minute). Entered again by the same attempt
-        (the HTTP edge first, then the sign-in itself), it hands back the place already held: one attempt
-        never takes a second place while holding one."""
+        raise Blocked: the remembered refusal of any of `subjects`, or, when every place is taken, the
+        lock those ahead of it bring (ACCOUNTS_LOCKOUT_DURATION, as the database would answer next).
+        Entered again by the same attempt (the HTTP edge first, then the sign-in itself), it hands back the
+        place already held: one attempt never takes a second place while holding one."""
         held = _held.get()
         if held is not None and not held._released:
             held._entries += 1
@@ -113,7 +114,7 @@ class RefusalMemory:
         if (refusal := self.refused(*subjects)) is not None:
             raise refusal
         if self._inside.get(key, 0) >= self._places:  # those on their way hold all the window can admit
-            raise Blocked(key, timedelta(0))
+            raise Blocked(key, self._full)
         self._inside[key] = self._inside.get(key, 0) + 1
         return Place(subjects, self)
 

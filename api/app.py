@@ -36,9 +36,11 @@ class AccountsAPI(FastAPI):
     answered from memory (api/refusals.py) before any middleware, Starlette's own included, or parsing."""
 
     max_request_bytes: int = 0
+    request_timeout: float = 10.0
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RefuseRemembered(super().build_middleware_stack(), self, self.max_request_bytes)
+        inside = super().build_middleware_stack()
+        return RefuseRemembered(inside, self, self.max_request_bytes, self.request_timeout)
 
 
 def create_app(
@@ -78,6 +80,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.max_request_bytes = settings.max_request_bytes
+    app.request_timeout = settings.request_timeout.total_seconds()
     uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
     app.add_middleware(ForwardedForCheck, forwarded_allow_ips=settings.forwarded_allow_ips)

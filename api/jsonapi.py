@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import Send
+from starlette.types import Message, Send
 
 MEDIA_TYPE = "application/vnd.api+json"
 
@@ -64,11 +64,20 @@ POST_DATA_INVALID = GlueError(400, None, "Post data is invalid.")
 
 async def send_errors(send: Send, error: GlueError, headers: Mapping[str, str] | None = None) -> None:
     """The same error document, sent by an ASGI middleware (which answers before or instead of a route)."""
-    body = json.dumps({"errors": [error.as_dict()]}).encode()
+    for message in error_messages(error, headers):
+        await send(message)
+
+
+def error_messages(error: GlueError, headers: Mapping[str, str] | None = None) -> list[Message]:
+    """The ASGI messages of an error answer: its head, then its body, byte for byte what a route's
+    JSONResponse of the same document sends (compact JSON)."""
+    body = json.dumps({"errors": [error.as_dict()]}, ensure_ascii=False, separators=(",", ":")).encode()
     raw = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    return [
+        {"type": "http.response.start", "status": error.status, "headers": raw},
+        {"type": "http.response.body", "body": body},
+    ]
 
 
 # Symfony's validator texts, which Glue clients see for schema violations (code 901).

@@ -26,44 +26,51 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.client_address import client_of
-from api.guard import assign_request_id
+from api.guard import RETRY_AFTER_SECONDS, UNAVAILABLE, assign_request_id
 from api.headers import headers_of, is_token_path
-from api.jsonapi import send_errors
+from api.jsonapi import GlueError, error_messages
 from api.routes.access_tokens import blocked_answer, presented_device_token
 from starter import LoginBlocked
 
 PATH = "/access-tokens"
-SUMMARY_INTERVAL = 10.0  # seconds between two lines that count the refusals left out of the access log
+SUMMARY_INTERVAL = 10.0  # seconds from a burst's first refusal to the line that counts them
 
 log = logging.getLogger("api.refusals")
+# set only while the answer's head is sent (where uvicorn writes the access-log line), then reset
 _from_memory: ContextVar[bool] = ContextVar("answered_from_memory", default=False)
 
 
-class QuietRefusals(logging.Filter):
-    """Keeps sign-ins refused from memory out of the access log, one line each: an attacker who sends
-    10,000 a second would write 10,000 lines a second. They are counted instead, and the count is logged
-    at most every SUMMARY_INTERVAL seconds (with the next refusal after it). The access log is written
-    inside the answer's `send`, in the request's own context, where `_from_memory` says which it was."""
+class RefusalTally:
+    """Sign-ins refused from memory, counted instead of logged one by one: an attacker who sends 10,000 a
+    second would write 10,000 lines a second. The first refusal after a quiet spell starts the count;
+    SUMMARY_INTERVAL later one warning says how many there were, and the next refusal starts again."""
 
     def __init__(self, interval: float = SUMMARY_INTERVAL) -> None:
-        super().__init__()
         self._interval = interval
         self._count = 0
-        self._since = time.monotonic()
+        self._since = 0.0
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _from_memory.get():
-            return True
+    def count(self) -> None:
+        if self._count == 0:
+            self._since = time.monotonic()
+            asyncio.get_running_loop().call_later(self._interval, self.flush)
         self._count += 1
-        now = time.monotonic()
-        if now - self._since >= self._interval:
+
+    def flush(self) -> None:
+        if self._count:
             log.warning(
                 "%d sign-in attempts refused from memory in the last %.0f s (not in the access log one by one)",
                 self._count,
-                now - self._since,
+                time.monotonic() - self._since,
             )
-            self._count, self._since = 0, now
-        return False
+        self._count = 0
+
+
+class QuietRefusals(logging.Filter):
+    """Leaves the access-log line of a sign-in refused from memory out (RefusalTally counts it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _from_memory.get()
 
 
 def install_quiet_refusals() -> None:
@@ -72,47 +79,76 @@ def install_quiet_refusals() -> None:
         logger.filters.insert(0, QuietRefusals())  # first: a line left out costs no redaction either
 
 
+_tally = RefusalTally()
 # the answer's headers as every other answer of a token path gets them (api.headers), and its request id
 ANSWER_HEADERS = {n.decode(): v.decode() for n, v in headers_of(html=False, token_path=is_token_path(PATH))}
 
 
 async def _refuse(scope: Scope, send: Send, blocked: LoginBlocked) -> None:
     answer = blocked_answer(blocked)
-    _from_memory.set(True)  # this request's context only: the access log leaves it out (QuietRefusals)
     headers = {**answer.headers, **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
-    await send_errors(send, answer.errors[0], headers)
+    await _send_quietly(send, error_messages(answer.errors[0], headers))
+    _tally.count()
+
+
+async def _send_quietly(send: Send, messages: list[Message]) -> None:
+    """The head with `_from_memory` set (its access-log line is left out), the body after it is reset:
+    uvicorn starts a pipelined next request from within the last send, in a copy of this context."""
+    head, *rest = messages
+    token = _from_memory.set(True)
+    try:
+        await send(head)
+    finally:
+        _from_memory.reset(token)
+    for message in rest:
+        await send(message)
 
 
 class RefuseRemembered:
     """Outermost (create_app puts it around FastAPI's own stack): a sign-in refused from memory costs no
-    other middleware. So it bounds what it reads itself (a body with no declared length, or a longer one
-    than ACCOUNTS_MAX_REQUEST_BYTES, goes on unread, and BodySizeLimit inside answers it), and anything
-    unexpected while it decides hands the request on to the stack inside, whose guard has the last word."""
+    other middleware. So it bounds what it reads itself (a body without a declared length, one sent
+    chunked, or one longer than ACCOUNTS_MAX_REQUEST_BYTES goes on as it came, and BodySizeLimit inside
+    answers it; a body slower than ACCOUNTS_REQUEST_TIMEOUT is answered 503, as the guard inside would),
+    and anything unexpected while it decides hands the request on to the stack inside, whose guard has
+    the last word."""
 
-    def __init__(self, app: ASGIApp, owner: Starlette, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, owner: Starlette, max_bytes: int, read_timeout: float) -> None:
         self.app = app
-        self.owner = owner  # the application whose state holds the sign-ins (scope["app"] is set inside)
+        self.owner = owner  # the application whose state holds the sign-ins
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
             await self.app(scope, receive, send)
             return
-        declared = next((value for name, value in scope.get("headers") or () if name == b"content-length"), b"")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
+        headers = scope.get("headers") or ()
+        declared = next((value for name, value in headers if name == b"content-length"), b"")
+        chunked = any(name == b"transfer-encoding" for name, _ in headers)
+        if chunked or not declared.isdigit() or int(declared) > self.max_bytes:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
-        while True:  # at most the declared length: the server delivers no more
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
+        read = 0
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while read <= self.max_bytes:  # the declared length bounds it; counted all the same
+                    message = await receive()
+                    messages.append(message)
+                    read += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._unavailable(scope, send)
+            return
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        scope.setdefault("app", self.owner)
+        if read > self.max_bytes or messages[-1].get("more_body", False):  # more than declared: inside, 413
+            await self.app(scope, replay, send)
+            return
+        scope.setdefault("app", self.owner)  # Starlette sets it too, inside
         request = Request(scope)
         async with contextlib.AsyncExitStack() as place:
             try:
@@ -126,6 +162,12 @@ class RefuseRemembered:
                 await self.app(scope, replay, send)  # it holds its place until it has reserved
             else:
                 await _refuse(scope, send, refusal)
+
+    async def _unavailable(self, scope: Scope, send: Send) -> None:
+        """The guard's answer to a request that outlived ACCOUNTS_REQUEST_TIMEOUT (here: its body did)."""
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
+        for message in error_messages(GlueError(503, "503", UNAVAILABLE), headers):
+            await send(message)
 
     async def _refusal(
         self, request: Request, body: bytes, place: contextlib.AsyncExitStack
@@ -146,8 +188,9 @@ class RefuseRemembered:
 
 
 def _sign_in_of(body: bytes) -> tuple[str | None, str | None]:
-    """The username and deviceToken attribute of a Glue access-tokens document; (None, None) for anything
-    else, which the route answers (Glue's envelope and schema errors)."""
+    """The username and deviceToken attribute of a Glue access-tokens document with a password; (None, None)
+    for anything else, which the route answers (Glue's envelope and schema errors) as it would without
+    the memory: only an attempt the route could check takes a place among its account's few."""
     try:
         document: Any = json.loads(body)
     except (ValueError, RecursionError):
@@ -157,6 +200,8 @@ def _sign_in_of(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     attributes = data.get("attributes")
     if not isinstance(attributes, dict) or not isinstance(username := attributes.get("username"), str):
+        return None, None
+    if not isinstance(password := attributes.get("password"), str) or not password:
         return None, None
     device_token = attributes.get("deviceToken")
     return username, device_token if isinstance(device_token, str) else None

@@ -18,7 +18,11 @@ from accounts.settings import Settings
 def uvicorn_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
     options.setdefault("host", settings.api_host)
     options.setdefault("port", settings.api_port)
-    return uvicorn.Config(app, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips, **options)
+    # reset_contextvars: each request starts from the server's context, never a copy of the previous one's
+    # (a pipelined request is started from within the previous answer's last send)
+    return uvicorn.Config(
+        app, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips, reset_contextvars=True, **options
+    )
 
 
 def serve(settings: Settings) -> None:

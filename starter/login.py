@@ -84,7 +84,9 @@ class Logins:
             settings.lockout_device_max_failures, settings.lockout_window, settings.lockout_duration
         )
         # no more attempts of one account on their way to the database at once than could be admitted
-        self.refusals = RefusalMemory(settings.lockout_refusal_memory, places=settings.lockout_max_failures)
+        self.refusals = RefusalMemory(
+            settings.lockout_refusal_memory, places=settings.lockout_max_failures, full=settings.lockout_duration
+        )
 
     def remembered_subjects(self, email: str, client_ip: str) -> tuple[str, str]:
         """What the refusal memory names an untrusted attempt by: the typed address (keyed, as an unknown

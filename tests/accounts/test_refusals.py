@@ -14,6 +14,7 @@ from accounts.throttle import Blocked
 from api import refusals as edge
 
 ACCOUNT, IP = "email:abc", "ip:def"
+LOCK = timedelta(minutes=6)
 
 
 def attempt(memory: RefusalMemory, *subjects: str) -> asyncio.Task[Place]:
@@ -22,13 +23,13 @@ def attempt(memory: RefusalMemory, *subjects: str) -> asyncio.Task[Place]:
 
 
 async def test_an_attempt_that_finds_every_place_taken_is_refused_at_once() -> None:
-    memory = RefusalMemory(timedelta(seconds=2), places=2)
+    memory = RefusalMemory(timedelta(seconds=2), places=2, full=LOCK)
     first, second = await attempt(memory, ACCOUNT, IP), await attempt(memory, ACCOUNT, IP)
     # those two hold all the account's window can still admit: a third is refused, it does not wait
     # for them to reach the database (a burst of 200 was answered after the nine admitted had)
     with pytest.raises(Blocked) as refused:
         await attempt(memory, ACCOUNT, IP)
-    assert refused.value.subject == ACCOUNT
+    assert (refused.value.subject, refused.value.retry_after) == (ACCOUNT, LOCK)  # as the lock they bring
     assert await attempt(memory, "email:other", IP)  # another account has places of its own
     first.release()
     third = await attempt(memory, ACCOUNT, IP)  # a place given back is free again
@@ -37,7 +38,7 @@ async def test_an_attempt_that_finds_every_place_taken_is_refused_at_once() -> N
 
 
 async def test_the_same_attempt_entering_again_keeps_its_one_place() -> None:
-    memory = RefusalMemory(timedelta(seconds=2), places=1)
+    memory = RefusalMemory(timedelta(seconds=2), places=1, full=LOCK)
 
     async def one_attempt() -> None:
         edge_place = await memory.enter(ACCOUNT, IP)  # the HTTP edge
@@ -50,19 +51,25 @@ async def test_the_same_attempt_entering_again_keeps_its_one_place() -> None:
     (await memory.enter(ACCOUNT, IP)).close()  # and it gave the place back
 
 
-def test_refusals_from_memory_are_counted_not_logged_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
-    quiet = edge.QuietRefusals(interval=3600)
+async def test_refusals_from_memory_are_counted_and_the_count_logged_once_a_burst_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s", ("line",), None)
-    assert quiet.filter(record)  # any other answer keeps its line
+    assert edge.QuietRefusals().filter(record)  # any other answer keeps its line
+    token = edge._from_memory.set(True)
+    assert not edge.QuietRefusals().filter(record)  # an answer from memory has none
+    edge._from_memory.reset(token)
 
-    def refused_from_memory() -> bool:
-        edge._from_memory.set(True)
-        return quiet.filter(record)
-
-    assert not any(contextvars.copy_context().run(refused_from_memory) for _ in range(5))
-    assert not [r for r in caplog.records if r.name == "api.refusals"]  # within the interval: counted only
-    quiet._interval = 0
+    tally = edge.RefusalTally(interval=0.05)
     with caplog.at_level(logging.WARNING, logger="api.refusals"):
-        assert not contextvars.copy_context().run(refused_from_memory)
-    [summary] = [r.getMessage() for r in caplog.records if r.name == "api.refusals"]
-    assert summary.startswith("6 sign-in attempts refused from memory in the last"), summary
+        for _ in range(5):
+            tally.count()
+        assert not [r for r in caplog.records if r.name == "api.refusals"]  # counted only, for now
+        await asyncio.sleep(0.2)  # the burst is over: its count is logged, without waiting for another
+        tally.count()
+        await asyncio.sleep(0.2)
+    summaries = [r.getMessage() for r in caplog.records if r.name == "api.refusals"]
+    assert [s.split(" in the last")[0] for s in summaries] == [
+        "5 sign-in attempts refused from memory",
+        "1 sign-in attempts refused from memory",
+    ], summaries
