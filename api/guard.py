@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
+from accounts.logs import bind_request, redact, unbind_request
 from api.jsonapi import GlueError, send_errors
-from api.middleware import redact
 
 RETRY_AFTER_SECONDS = 5
 UNAVAILABLE = "The service is temporarily unavailable. Please try again."
@@ -82,6 +82,13 @@ class RequestGuard:
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        bound = bind_request(rid)  # every log line of this request's task names it (accounts/logs.py)
+        try:
+            await self._guarded(scope, receive, send, rid)
+        finally:
+            unbind_request(bound)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         started = False
 
         async def send_with_id(message: Message) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from accounts.metrics import SIGN_INS_BLOCKED
 from api.client_address import client_of
 from api.jsonapi import send_errors
 from api.routes.access_tokens import blocked_answer, presented_device_token
@@ -55,6 +56,7 @@ class RefuseRemembered:
             if refusal is None:
                 await self.app(scope, replay, send)
             else:
+                SIGN_INS_BLOCKED.inc()
                 answer = blocked_answer(refusal)
                 await send_errors(send, answer.errors[0], answer.headers)
             return
@@ -66,6 +68,7 @@ class RefuseRemembered:
         except LoginBlocked as blocked:
             if admitted:  # the route answers its own refusals; this one came from elsewhere
                 raise
+            SIGN_INS_BLOCKED.inc()  # the route's are counted by Logins.authenticate
             answer = blocked_answer(blocked)
             await send_errors(send, answer.errors[0], answer.headers)
 

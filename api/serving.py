@@ -17,4 +17,6 @@ from accounts.settings import Settings
 def uvicorn_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
     options.setdefault("host", settings.api_host)
     options.setdefault("port", settings.api_port)
+    if settings.log_format == "json":  # uvicorn's lines go to the root's JSON handler (accounts.logs.configure_logging)
+        options.setdefault("log_config", None)
     return uvicorn.Config(app, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips, **options)
