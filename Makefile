@@ -16,8 +16,11 @@ install: $(BIN)/.installed
 dev: install
 	$(BIN)/accounts dev
 
+# two pytest processes (pytest-xdist): each has its own Temporal servers, databases and ports
+TEST_PROCESSES ?= 2
+
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,9 +17,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from accounts.db import DATABASE_TIMEOUT, SessionFactory, create_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
+from accounts.logs import configure_logging
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.temporal import connect
+from accounts.worker_ops import WorkerOps
 from activities.anonymization import AnonymizationActivities
 from activities.customer_import import CustomerImportActivities
 from activities.customers import CustomerActivities
@@ -125,27 +127,29 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.defau
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings.database_url)
+    ops = WorkerOps(settings)  # metrics, health and tracing (accounts/worker_ops.py)
     try:
-        client = await connect(settings)
+        client = await connect(settings, runtime=ops.runtime, interceptors=ops.interceptors)
         worker = build_worker(client, settings, session_factory(engine))
         try:
             await ensure_schedules(client, settings)  # idempotent: every worker start brings it up to date
         except RPCError as error:  # the worker runs without it; the next start tries again
             log.warning("schedules not created: %s", error)
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_target)
-        async with worker:
+        async with ops.serving(engine, client, worker), worker:  # the listener outlives the shutdown
             await stop.wait()
     finally:
         await engine.dispose()
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(Settings(), stop)
+    await run_worker(settings, stop)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     throttle_cleanup_interval: Duration = timedelta(hours=1)
     throttle_retention: Duration = timedelta(days=1)
 
+    # seeing inside (docs/operations.md#metrics-health-and-logs): unset ports serve nothing
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a line, with request or workflow id
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_host: str = "127.0.0.1"  # where the two ports below listen (0.0.0.0 in a container)
+    api_metrics_port: int | None = None  # the API process's /metrics (its own listener, not the public port)
+    worker_metrics_port: int | None = None  # the worker's /metrics (its own and Temporal's), /health/live, /ready
+    # OpenTelemetry traces through Temporal's tracing interceptor, exported by OTLP/HTTP to this URL
+    # (e.g. http://collector:4318/v1/traces); unset: no tracing, nothing of OpenTelemetry's SDK is loaded
+    tracing_otlp_endpoint: str | None = None
+
     # customers
     customer_reference_prefix: str = "DE--"
     default_locale: str = "en_US"
@@ -204,6 +214,9 @@ class Settings(BaseSettings):
             raise ValueError("ACCOUNTS_IMPORT_BATCH_SIZE must be 1-10000, ACCOUNTS_IMPORT_CONCURRENT_BATCHES 1-8")
         if self.request_timeout <= timedelta(0):
             raise ValueError("ACCOUNTS_REQUEST_TIMEOUT must be positive")
+        for port in (self.api_metrics_port, self.worker_metrics_port):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError("ACCOUNTS_API_METRICS_PORT and ACCOUNTS_WORKER_METRICS_PORT must be 0-65535")
         if self.password_min_length > self.password_max_length:
             raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
         return self

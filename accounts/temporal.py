@@ -15,10 +15,11 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.runtime import Runtime
 
 from accounts.settings import Settings
 
@@ -87,11 +88,17 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()
+) -> Client:
+    """`runtime`: the worker's, whose telemetry exports Temporal's metrics (accounts/metrics.py);
+    `interceptors`: tracing, when it is on (accounts/tracing.py)."""
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        runtime=runtime,
+        interceptors=interceptors,
     )
 
 

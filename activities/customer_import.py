@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from accounts import audit, import_files
+from accounts import audit, import_files, metrics
 from accounts.customer_csv import CustomerRow, Record, RowError, Scan, check_row, read_batch, rejected_csv_row, scan
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
@@ -135,6 +135,9 @@ class CustomerImportActivities:
             await self._upsert(session, request, rows, result, rejected)
             if not request.dry_run:  # a dry run checks against the database and writes nothing
                 await session.commit()
+        if not request.dry_run:
+            for outcome in ("created", "updated", "unchanged", "rejected"):
+                metrics.IMPORT_ROWS.labels(outcome).inc(getattr(result, outcome))
         result.errors = sorted(result.errors, key=lambda error: error.line)[:ERRORS_KEPT]
         rejected.sort(key=lambda fields: int(fields[-3]))  # in file order, as the errors
         write_rejected(var_dir, request.import_id, request.batch, rejected)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from accounts import anonymization, audit, carts
+from accounts import anonymization, audit, carts, metrics
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
@@ -121,6 +121,7 @@ class CustomerActivities:
 
     @activity.defn
     async def activate_customer(self, request: ActivationInput) -> Activated:
+        activated = False
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference, for_update=True)
             if customer.anonymized_at is not None:  # an activation still in flight when the account went
@@ -130,6 +131,7 @@ class CustomerActivities:
                     non_retryable=True,
                 )
             if await activate(session, customer, now=utcnow()):
+                activated = True
                 audit.record(
                     session,
                     customer_reference=customer.customer_reference,
@@ -139,7 +141,9 @@ class CustomerActivities:
                     details={"reason": request.reason} if request.reason else {},
                 )
             assert customer.registered_at is not None
-            return Activated(customer.registered_at)
+        if activated:  # committed: a retry finds the account active and counts nothing
+            metrics.REGISTRATIONS_VERIFIED.inc()
+        return Activated(customer.registered_at)
 
     @activity.defn
     async def replace_password_hash(self, rehash: Rehash) -> bool:
@@ -177,3 +181,4 @@ class CustomerActivities:
                 details={"action": request.action},
                 idempotency_key=key,
             )
+        metrics.REGISTRATIONS_EXPIRED.inc()  # committed; a retry finds its audit key and returns above

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, device_tokens, tokens
+from accounts import anonymization, audit, device_tokens, metrics, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
@@ -184,10 +184,13 @@ class EmailActivities:
             )
         except MailRefused as refusal:
             await self._bounced(customer.customer_reference, template, key, refusal)
+            metrics.email_bounced(template)
             return False
         except Exception:
+            metrics.email_retried(template)  # a temporary failure: the activity's retry sends again
             await self._mark(key, "failed")  # no handover in progress: a deletion need not wait for it
             raise
+        metrics.email_sent(template)
         await self._mark(key, "sent")
         return True
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from temporalio import activity
 
-from accounts import anonymization, audit
+from accounts import anonymization, audit, metrics
 from accounts.db import SessionFactory
 from accounts.models import LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
@@ -58,6 +58,7 @@ class PasswordActivities:
             customer.password_reset_required = False
             customer.token_version += 1
             if request.verifies_email and await activate(session, customer, now=now):
+                metrics.REGISTRATIONS_VERIFIED.inc()  # at least once: a failed commit's retry counts again
                 audit.record(
                     session,
                     customer_reference=customer.customer_reference,

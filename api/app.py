@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,18 +16,34 @@ from temporalio.client import Client
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.db import create_engine, session_factory
 from accounts.emails import EmailRenderer
+from accounts.health import database_check, temporal_check
+from accounts.metrics import registry
+from accounts.ops_server import serving
 from accounts.rate_limits import RequestLimits
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
 from accounts.temporal import connect
+from accounts.tracing import Tracing
 from api import jsonapi, web
 from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
+from api.observability import RequestMetrics
 from api.refusals import RefuseRemembered, install_quiet_refusals
-from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
+from api.routes import (
+    access_tokens,
+    addresses,
+    backoffice,
+    carts,
+    confirmation,
+    customers,
+    health,
+    orders,
+    passwords,
+    unlock,
+)
 from starter import AccountsClient
 
 
@@ -61,14 +77,23 @@ def create_app(
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
         app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
-        client = temporal_client or await connect(settings)
+        tracing = Tracing(settings, service="shop-accounts-api")  # off unless ACCOUNTS_TRACING_OTLP_ENDPOINT
+        client = temporal_client or await connect(settings, interceptors=tracing.interceptors)
+        app.state.engine, app.state.temporal = engine, client  # what /health/ready checks
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
         install_log_redaction()
         install_quiet_refusals()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                if settings.api_metrics_port is not None:  # /metrics on a listener of its own
+                    checks = {"database": database_check(engine), "temporal": temporal_check(client)}
+                    app.state.ops = await stack.enter_async_context(
+                        serving("api", settings.metrics_host, settings.api_metrics_port, registry(), checks)
+                    )
+                yield
         finally:
+            tracing.shutdown()
             await app.state.limits.close()
             if given_engine is None:  # a handed-in engine belongs to whoever made it
                 await engine.dispose()
@@ -87,6 +112,8 @@ def create_app(
     # outermost (added last): its deadline, request id and error answers cover everything inside it,
     # including Temporal (RPCError) and database outages, which answer 503 there
     app.add_middleware(RequestGuard, timeout=settings.request_timeout)
+    # around the guard: its 503s and 500s are counted too, by route template (api/observability.py)
+    app.add_middleware(RequestMetrics, routes=app.router.routes)
     # around the guard, so that its own answers (503, 500) carry them too
     app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
 
@@ -103,10 +130,7 @@ def create_app(
     async def _glue_error(_: Request, exc: jsonapi.GlueException) -> JSONResponse:
         return jsonapi.errors_response(exc.errors, exc.headers)
 
-    @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(health.router)  # /health, /health/live, /health/ready
     app.include_router(customers.router)
     app.include_router(addresses.router)
     app.include_router(confirmation.router)

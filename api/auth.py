@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 
 from accounts.access_tokens import InvalidAccessToken
+from accounts.logs import know_customer
 from accounts.models import Customer
 from api.jsonapi import GlueError, GlueException
 
@@ -41,6 +42,7 @@ async def _current_customer(
     # A password change or reset bumps token_version: every token issued before it dies here.
     if customer is None or customer.status != "verified" or customer.token_version != claims.token_version:
         raise GlueException(INVALID_TOKEN)
+    know_customer(customer.customer_reference)  # the request's log lines name the reference (never the address)
     return customer
 
 

@@ -25,9 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
+from accounts.logs import bind_request, redact, unbind_request
 from api.headers import set_headers
 from api.jsonapi import GlueError, send_errors
-from api.middleware import redact
 
 RETRY_AFTER_SECONDS = 5
 UNAVAILABLE = "The service is temporarily unavailable. Please try again."
@@ -90,6 +90,13 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         rid = assign_request_id(scope)
+        bound = bind_request(rid)  # every log line of this request's task names it (accounts/logs.py)
+        try:
+            await self._guarded(scope, receive, send, rid)
+        finally:
+            unbind_request(bound)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         started = False
 
         async def send_with_id(message: Message) -> None:

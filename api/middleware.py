@@ -1,38 +1,13 @@
-"""Request guards that run before any route: a body size limit, and tokens kept out of access logs."""
+"""Request guards that run before any route: a body size limit (the log redaction rule is accounts.logs)."""
 
 from __future__ import annotations
 
-import logging
-import re
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from accounts.logs import RedactTokens, install_log_redaction, redact
 from api.jsonapi import GlueError, send_errors
 
-_TOKEN_IN_URL = re.compile(
-    r"((?:token|key)=)[^&\s\"]+|(/customer-restore-password/|/refresh-tokens/(?!mine\b))[^/?\s\"]+", re.IGNORECASE
-)
-
-
-def redact(text: str) -> str:
-    return _TOKEN_IN_URL.sub(lambda m: f"{m.group(1) or m.group(2)}[redacted]", text)
-
-
-class RedactTokens(logging.Filter):
-    """Uvicorn's access log prints the path with its query: one-time tokens must not land in log files."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        record.msg = redact(str(record.msg))
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
+__all__ = ["BodySizeLimit", "RedactTokens", "install_log_redaction", "redact"]  # the rule lives in accounts.logs
 
 
 class BodySizeLimit:

@@ -25,6 +25,7 @@ from fastapi import Request
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from accounts.metrics import SIGN_INS_BLOCKED
 from api.client_address import client_of
 from api.guard import RETRY_AFTER_SECONDS, UNAVAILABLE, assign_request_id
 from api.headers import headers_of, is_token_path
@@ -89,6 +90,7 @@ async def _refuse(scope: Scope, send: Send, blocked: LoginBlocked) -> None:
     headers = {**answer.headers, **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
     await _send_quietly(send, error_messages(answer.errors[0], headers))
     _tally.count()
+    SIGN_INS_BLOCKED.inc()  # the route's refusals are counted by Logins.authenticate
 
 
 async def _send_quietly(send: Send, messages: list[Message]) -> None:

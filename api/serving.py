@@ -18,6 +18,8 @@ from accounts.settings import Settings
 def uvicorn_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
     options.setdefault("host", settings.api_host)
     options.setdefault("port", settings.api_port)
+    if settings.log_format == "json":  # uvicorn's lines go to the root's JSON handler (accounts.logs.configure_logging)
+        options.setdefault("log_config", None)
     # reset_contextvars: each request starts from the server's context, never a copy of the previous one's
     # (a pipelined request is started from within the previous answer's last send)
     return uvicorn.Config(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import typer
@@ -18,10 +17,15 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 @app.command()
 def dev() -> None:
     """Start the whole stack: Temporal dev server, SMTP sink, migrations, worker and API."""
+    from accounts.logs import configure_logging
     from devstack.dev import run_dev
 
-    logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_dev(Settings(), echo=echo_unwrapped))
+    settings = Settings()
+    # quiet by default beside the stack's own summary lines; ACCOUNTS_LOG_LEVEL says otherwise
+    configure_logging(
+        settings.log_format, settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+    )
+    asyncio.run(run_dev(settings, echo=echo_unwrapped))
 
 
 @app.command()
@@ -35,9 +39,12 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API on ACCOUNTS_API_HOST:ACCOUNTS_API_PORT."""
+    from accounts.logs import configure_logging
     from api.serving import serve
 
-    serve(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    serve(settings)
 
 
 @db_app.command("upgrade")

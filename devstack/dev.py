@@ -47,6 +47,12 @@ def ports_to_bind(settings: Settings) -> list[DevPort]:
     if settings.smtp_host is None:
         ports.append(DevPort("127.0.0.1", settings.dev_smtp_port, "SMTP sink", "ACCOUNTS_DEV_SMTP_PORT"))
     ports.append(DevPort(settings.api_host, settings.api_port, "API", "ACCOUNTS_API_PORT"))
+    for port, what, setting in (
+        (settings.api_metrics_port, "API metrics", "ACCOUNTS_API_METRICS_PORT"),
+        (settings.worker_metrics_port, "worker metrics", "ACCOUNTS_WORKER_METRICS_PORT"),
+    ):
+        if port:  # unset serves nothing, 0 takes a free port
+            ports.append(DevPort(settings.metrics_host, port, what, setting))
     return ports
 
 

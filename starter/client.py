@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from accounts import metrics
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
@@ -157,6 +158,7 @@ class AccountsClient:
             )
         if not created.created:
             raise EmailTaken(reference)
+        metrics.REGISTRATIONS_STARTED.inc()
         assert created.created_at is not None and created.updated_at is not None
         return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
 

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import device_tokens, throttle
+from accounts import device_tokens, metrics, throttle
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer
@@ -133,11 +133,22 @@ class Logins:
         PasswordResetRequired (the right password of an account whose reset was forced).
 
         `device_token`, when it is a live one of this account, counts the attempt on that device alone.
-        Without one, a remembered refusal answers before any database read (accounts/refusals.py)."""
-        if device_token:  # the owner's known device is never refused from memory: the database decides
-            return await self._authenticate(email, password, client_ip=client_ip, device_token=device_token)
-        async with self.untrusted_attempt(email, client_ip) as place:
-            return await self._authenticate(email, password, client_ip=client_ip, place=place)
+        Without one, a remembered refusal answers before any database read (accounts/refusals.py).
+        Each outcome is counted (accounts_sign_ins_total)."""
+        try:
+            if device_token:  # the owner's known device is never refused from memory: the database decides
+                who = await self._authenticate(email, password, client_ip=client_ip, device_token=device_token)
+            else:
+                async with self.untrusted_attempt(email, client_ip) as place:
+                    who = await self._authenticate(email, password, client_ip=client_ip, place=place)
+        except LoginBlocked:
+            metrics.SIGN_INS_BLOCKED.inc()
+            raise
+        except (LoginFailed, PasswordResetRequired):
+            metrics.SIGN_INS_FAILED.inc()
+            raise
+        metrics.SIGN_INS_SUCCEEDED.inc()
+        return who
 
     async def _authenticate(
         self, email: str, password: str, *, client_ip: str, device_token: str | None = None, place: Place | None = None
