@@ -26,7 +26,18 @@ from api.guard import RequestGuard
 from api.headers import SecurityHeaders
 from api.middleware import BodySizeLimit, install_log_redaction
 from api.refusals import RefuseRemembered
-from api.routes import access_tokens, addresses, backoffice, carts, confirmation, customers, orders, passwords, unlock
+from api.routes import (
+    access_tokens,
+    addresses,
+    backoffice,
+    carts,
+    codec,
+    confirmation,
+    customers,
+    orders,
+    passwords,
+    unlock,
+)
 from starter import AccountsClient
 
 
@@ -50,6 +61,7 @@ def create_app(
         app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
         client = temporal_client or await connect(settings)
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
+        app.state.payload_codec = client.data_converter.payload_codec  # the codec endpoints use the client's own
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
         install_log_redaction()
         try:
@@ -104,4 +116,5 @@ def create_app(
     for router in web.routers:  # the back-office web UI (HTML)
         app.include_router(router)
     app.include_router(carts.router)
+    app.include_router(codec.router)  # the Temporal UI's and CLI's codec server (/backoffice/codec)
     return app
