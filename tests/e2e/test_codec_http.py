@@ -4,14 +4,18 @@ answers everyone else 401; CORS lets the configured UI origin, and only it, read
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory
+from conftest import Database, Stack, StackFactory, payload_nodes
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from test_backoffice_http import staff_key
@@ -38,6 +42,25 @@ async def started_input(e2e: Stack, reference: str) -> tuple[str, bytes]:
     history = await e2e.client.get_workflow_handle(registration_id(reference)).fetch_history()
     payloads = history.events[0].workflow_execution_started_event_attributes.input
     return json_format.MessageToJson(payloads), b"".join(event.SerializeToString() for event in history.events)
+
+
+async def temporal_show(e2e: Stack, reference: str, *options: str, codec: bool = True) -> list[str]:
+    """The payloads' data of `temporal workflow show` for the registration, through the API's codec when asked."""
+    assert e2e.api_url is not None
+    arguments = [
+        "workflow", "show", "--workflow-id", registration_id(reference), "--output", "json",
+        "--address", e2e.client.service_client.config.target_host, "--namespace", e2e.client.namespace,
+    ]  # fmt: skip
+    if codec:
+        arguments += ["--codec-endpoint", f"{e2e.api_url}{CODEC_PATH}", *options]
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "temporal"), *arguments,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    nodes = payload_nodes(json.loads(stdout))
+    return [base64.b64decode(node["data"]).decode("utf-8", "replace") for node in nodes]
 
 
 def texts(response: httpx.Response) -> list[str]:
@@ -83,6 +106,10 @@ async def test_staff_read_a_run_through_the_codec_and_everyone_else_gets_401(e2e
         other = {**support, "X-Namespace": "someone-else"}
         assert error(await http.post(DECODE, content=body, headers=other)) == (400, "400")
         assert error(await http.post(DECODE, content=b"not json", headers=support)) == (400, "400")
+
+    # Temporal's own CLI, a real client of the protocol: decoded with a staff key, ciphertext without
+    assert any(email in text for text in await temporal_show(e2e, reference, "--codec-auth", support["Authorization"]))
+    assert not any(email in text for text in await temporal_show(e2e, reference, codec=False))
 
     # a staff member signed in to the back-office web UI: the session cookie (path /backoffice) opens it too
     async with e2e.http() as browser:
