@@ -3,10 +3,13 @@
 FROM python:3.11-slim
 
 # Inside a container the API must listen on every interface to be reachable through a published port.
+# The image is for production: it refuses placeholder secrets and missing keys (one line naming the setting);
+# ACCOUNTS_ENVIRONMENT=development at `docker run` turns that off.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
+    ACCOUNTS_ENVIRONMENT=production \
     ACCOUNTS_API_HOST=0.0.0.0 \
     ACCOUNTS_API_PORT=8000
 

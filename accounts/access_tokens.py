@@ -12,11 +12,8 @@ which is how a password change or a reset logs out every session.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +23,8 @@ from typing import Any, Protocol
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from accounts.keyfiles import read_or_create
 
 ALGORITHM = "RS256"
 DEFAULT_AUDIENCE = "shop-storefront"
@@ -103,32 +102,9 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
-        """Load the key at `path`, creating it (0600, PEM PKCS#8) first if there is none.
-
-        Two processes starting at once must end up with the same key: each writes a complete key to
-        a private temporary file and links it into place only if the path is still free, so the first
-        one wins and everyone reads back the winner's key.
-        """
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(descriptor, "wb") as file:
-                    os.fchmod(file.fileno(), 0o600)
-                    file.write(cls.generate().private_pem())
-                    file.flush()
-                    os.fsync(file.fileno())
-                try:
-                    os.link(temporary, path)  # fails if another process got there first: keep theirs
-                except FileExistsError:
-                    pass
-                except OSError:
-                    # no hard links on this filesystem: last writer wins, and everyone reads back below
-                    os.replace(temporary, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
-        return cls.from_pem(path.read_bytes())
+        """Load the key at `path`, creating it (0600, PEM PKCS#8) first if there is none (two processes
+        starting at once end up with the same key: accounts.keyfiles)."""
+        return cls.from_pem(read_or_create(path, lambda: cls.generate().private_pem()))
 
     @classmethod
     def from_settings(cls, settings: AccessTokenSettings) -> SigningKey:

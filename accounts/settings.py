@@ -5,15 +5,24 @@ Workflows never read it: the timings they need travel in their input.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT_SECRET = "development-only-not-secret"  # noqa: S105
+
+
+class ConfigurationError(Exception):
+    """A setting names something unusable (a file that is missing or holds no key): the message is one
+    line naming the setting, which the `accounts` command prints instead of a traceback."""
 
 
 def _seconds_or_iso(value: Any) -> Any:
@@ -24,6 +33,14 @@ def _seconds_or_iso(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
+
+
+def is_payload_key(value: str) -> bool:
+    """Whether a setting's value is a payload key: base64 of exactly 32 bytes (AES-256)."""
+    try:
+        return len(base64.b64decode(value.strip(), validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 class Settings(BaseSettings):
@@ -40,8 +57,26 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "accounts"
     temporal_ui_url: str = "http://localhost:8233"
-    # base64 of 32 random bytes: payloads (inputs, results, signals) are AES-GCM encrypted in Temporal
+    # a real cluster (Temporal Cloud, a self-hosted one behind mTLS): an API key, or a client certificate
+    # and its key (PEM files). TLS: unset means on when any of the others is set; true or false decides
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_ca: Path | None = None  # PEM; unset: the system's trusted roots
+    temporal_tls_server_name: str | None = None  # the name the server's certificate carries, when not the address's
+
+    # payloads (inputs, results, signals, queries, failures) are AES-GCM encrypted in Temporal: with this
+    # key (base64 of 32 random bytes; `accounts payload-key` makes one), or in development without it with
+    # one generated under var/ (var/payload-key). Production refuses to start without it.
     payload_encryption_key: SecretStr | None = None
+    # earlier keys, still read (never written): a key rotation moves the old key here. Comma-separated.
+    payload_decryption_keys: Annotated[list[SecretStr], NoDecode] = []
+    # development only (production refuses false): payloads in plain text, e.g. for recorded test histories
+    payload_encryption: bool = True
+    # origins whose pages may call the codec endpoints (/backoffice/codec/...) from a browser: the Temporal
+    # UI's. Comma-separated; unset: the origin of ACCOUNTS_TEMPORAL_UI_URL
+    codec_cors_origins: Annotated[list[str], NoDecode] = []
 
     # email: unset host means "127.0.0.1:1025", and `accounts dev` starts its own sink there
     smtp_host: str | None = None
@@ -193,9 +228,19 @@ class Settings(BaseSettings):
             # Spryker's meaning: N refuses N identical characters in a row, so 1 would refuse every password
             raise ValueError("ACCOUNTS_PASSWORD_MAX_REPEATED_CHARACTERS must be 0 (off) or at least 2")
         if self.environment == "production":
-            secret = self.secret_key.get_secret_value()
-            if secret == DEVELOPMENT_SECRET or len(secret) < 32:
-                raise ValueError("set ACCOUNTS_SECRET_KEY to 32+ random characters: production refuses placeholders")
+            self._check_production()
+        for name, key in [("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY", self.payload_encryption_key)] + [
+            ("ACCOUNTS_PAYLOAD_DECRYPTION_KEYS", old) for old in self.payload_decryption_keys
+        ]:
+            if key is not None and not is_payload_key(key.get_secret_value()):
+                raise ValueError(f"{name} must be base64 of exactly 32 bytes (make one with `accounts payload-key`)")
+        tls_files = (self.temporal_tls_cert, self.temporal_tls_key, self.temporal_tls_server_ca)
+        if self.temporal_tls is False and (any(tls_files) or self.temporal_tls_server_name):
+            raise ValueError("ACCOUNTS_TEMPORAL_TLS is false, but ACCOUNTS_TEMPORAL_TLS_* settings are set")
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError(
+                "ACCOUNTS_TEMPORAL_TLS_CERT and ACCOUNTS_TEMPORAL_TLS_KEY go together: set both or neither"
+            )
         if min(self.lockout_max_failures, self.lockout_ip_max_failures, self.lockout_device_max_failures) < 1:
             raise ValueError("lockout thresholds must be at least 1")
         if not 0 <= self.client_ipv6_prefix <= 128:
@@ -220,6 +265,38 @@ class Settings(BaseSettings):
         if self.password_min_length > self.password_max_length:
             raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
         return self
+
+    def _check_production(self) -> None:
+        """Production refuses placeholders and missing keys: one line that names every setting to fix."""
+        missing = []
+        secret = self.secret_key.get_secret_value()
+        if secret == DEVELOPMENT_SECRET or len(secret) < 32:
+            missing.append("ACCOUNTS_SECRET_KEY (32+ random characters: openssl rand -hex 32)")
+        if self.payload_encryption_key is None:
+            missing.append("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY (accounts payload-key)")
+        if not self.payload_encryption:
+            missing.append("ACCOUNTS_PAYLOAD_ENCRYPTION (must stay true)")
+        if self.jwt_private_key_path is None:
+            missing.append("ACCOUNTS_JWT_PRIVATE_KEY_PATH (accounts jwt-key PATH)")
+        if missing:
+            raise ValueError(f"production refuses placeholders and missing keys: set {'; '.join(missing)}")
+
+    @field_validator("payload_decryption_keys", "codec_cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # a JSON list, as the other list settings take
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """The browser origins allowed to call the codec endpoints (CORS)."""
+        if self.codec_cors_origins:
+            return [origin.rstrip("/") for origin in self.codec_cors_origins]
+        ui = urlsplit(self.temporal_ui_url)
+        return [f"{ui.scheme}://{ui.netloc}"]
 
     @property
     def temporal_target(self) -> str:

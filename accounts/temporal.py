@@ -1,18 +1,29 @@
 """How every process talks to Temporal: one connect(), one data converter, the search attributes.
 
-Payloads use the pydantic converter (it handles `date`, which the default one refuses) and, when
-ACCOUNTS_PAYLOAD_ENCRYPTION_KEY is set, an AES-GCM codec so customer data in inputs and results is
-unreadable in the Temporal database and UI. Ids and search attributes stay plaintext: they hold no
-personal data.
+Payloads use the pydantic converter (it handles `date`, which the default one refuses) and an AES-GCM
+codec, so customer data in inputs, results, signals and failures is unreadable in the Temporal
+database and UI (the codec endpoints of api/routes/codec.py decode them for signed-in staff). The key
+is ACCOUNTS_PAYLOAD_ENCRYPTION_KEY, or in development one generated under var/. Each payload names
+its key's id; ACCOUNTS_PAYLOAD_DECRYPTION_KEYS keeps earlier keys readable after a rotation. Ids and
+search attributes stay plaintext: they hold no personal data.
+
+connect() also carries what a real cluster needs: TLS (a client certificate, a server CA and name)
+or an API key (Temporal Cloud), and the namespace.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, Interceptor
@@ -20,8 +31,10 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 
-from accounts.settings import Settings
+from accounts.keyfiles import read_or_create
+from accounts.settings import ConfigurationError, Settings
 
 CUSTOMER_REFERENCE = SearchAttributeKey.for_keyword("CustomerReference")
 LIFECYCLE_STAGE = SearchAttributeKey.for_keyword("LifecycleStage")
@@ -42,44 +55,108 @@ def lifecycle_attributes(
     return TypedSearchAttributes(pairs)
 
 
-_ENCODING = b"binary/encrypted+aes256gcm"
+ENCODING = b"binary/encrypted+aes256gcm"
+KEY_ID = "encryption-key-id"  # the metadata entry that names the key a payload was sealed with
+CODEC_PATH = "/backoffice/codec"  # the API's codec server for the Temporal UI and CLI (api/routes/codec.py)
+DEV_KEY_FILE = "payload-key"  # under ACCOUNTS_VAR_DIR, made by the first development process that needs it
+
+
+def key_id(key: bytes) -> str:
+    """A key's public name: 16 hex digits of a hash of the key (not the key: the hash is one-way), so
+    rotating needs no id to be chosen or configured beside the key."""
+    return hashlib.sha256(b"shop-accounts payload key id\x00" + key).hexdigest()[:16]
+
+
+class UnknownPayloadKey(ValueError):
+    """A payload sealed with a key this process does not hold."""
 
 
 class EncryptionCodec(PayloadCodec):
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ValueError("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY must be base64 of exactly 32 bytes")
-        self._aead = AESGCM(key)
+    """AES-256-GCM over each whole serialized payload (a fresh 96-bit nonce each time). Encodes with the
+    current key and writes its id into the payload's metadata; decodes with whichever key the id names.
+    Payloads sealed before key ids existed (no id) are tried with every key held, the current one first:
+    GCM's tag tells a wrong key apart. Payloads that are not encrypted pass through unchanged."""
+
+    def __init__(self, key: bytes, old_keys: Sequence[bytes] = ()) -> None:
+        for one in (key, *old_keys):
+            if len(one) != 32:
+                raise ValueError("a payload key must be exactly 32 bytes (base64 of 32 random bytes)")
+        self.key_id = key_id(key)
+        self._current = AESGCM(key)
+        self._keys: dict[str, AESGCM] = {self.key_id: self._current}
+        for old in old_keys:
+            self._keys.setdefault(key_id(old), AESGCM(old))
 
     @classmethod
-    def from_base64(cls, value: str) -> EncryptionCodec:
-        return cls(base64.b64decode(value))
+    def from_base64(cls, value: str, old_values: Sequence[str] = ()) -> EncryptionCodec:
+        return cls(base64.b64decode(value), [base64.b64decode(old) for old in old_values])
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of every key held, the current one first."""
+        return list(self._keys)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        out = []
-        for payload in payloads:
-            nonce = os.urandom(12)
-            sealed = nonce + self._aead.encrypt(nonce, payload.SerializeToString(), None)
-            out.append(Payload(metadata={"encoding": _ENCODING}, data=sealed))
-        return out
+        return [self.seal(payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        out = []
-        for payload in payloads:
-            if payload.metadata.get("encoding") != _ENCODING:
-                out.append(payload)
+        return [self.open(payload) for payload in payloads]
+
+    def seal(self, payload: Payload) -> Payload:
+        nonce = os.urandom(12)
+        sealed = nonce + self._current.encrypt(nonce, payload.SerializeToString(), None)
+        return Payload(metadata={"encoding": ENCODING, KEY_ID: self.key_id.encode()}, data=sealed)
+
+    def open(self, payload: Payload) -> Payload:
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload
+        named = payload.metadata.get(KEY_ID)
+        if named is not None:
+            aead = self._keys.get(named.decode("ascii", "replace"))
+            if aead is None:
+                raise UnknownPayloadKey(
+                    f"a payload is encrypted with key {named.decode('ascii', 'replace')}, which is neither"
+                    " ACCOUNTS_PAYLOAD_ENCRYPTION_KEY nor one of ACCOUNTS_PAYLOAD_DECRYPTION_KEYS"
+                )
+            candidates = [aead]
+        else:
+            candidates = list(self._keys.values())
+        for aead in candidates:
+            try:
+                plain = aead.decrypt(payload.data[:12], payload.data[12:], None)
+            except InvalidTag:
                 continue
-            plain = self._aead.decrypt(payload.data[:12], payload.data[12:], None)
             decoded = Payload()
             decoded.ParseFromString(plain)
-            out.append(decoded)
-        return out
+            return decoded
+        raise UnknownPayloadKey(
+            "a payload does not decrypt with ACCOUNTS_PAYLOAD_ENCRYPTION_KEY or any of ACCOUNTS_PAYLOAD_DECRYPTION_KEYS"
+        )
+
+
+def development_payload_key(var_dir: Path) -> str:
+    """The development stack's own key (var/payload-key), created by the first process that needs it."""
+    text = read_or_create(var_dir / DEV_KEY_FILE, lambda: base64.b64encode(os.urandom(32)) + b"\n")
+    return text.decode("ascii").strip()
+
+
+def payload_codec(settings: Settings) -> EncryptionCodec | None:
+    """The codec of these settings; None only where development turned encryption off."""
+    if not settings.payload_encryption:
+        return None
+    if settings.payload_encryption_key is not None:
+        current = settings.payload_encryption_key.get_secret_value()
+    elif settings.environment == "production":  # Settings refuses this already; never fall back to a file
+        raise ConfigurationError("set ACCOUNTS_PAYLOAD_ENCRYPTION_KEY: production refuses to start without it")
+    else:
+        current = development_payload_key(settings.var_dir)
+    return EncryptionCodec.from_base64(current, [old.get_secret_value() for old in settings.payload_decryption_keys])
 
 
 def data_converter(settings: Settings) -> DataConverter:
-    if settings.payload_encryption_key is None:
+    codec = payload_codec(settings)
+    if codec is None:
         return pydantic_data_converter
-    codec = EncryptionCodec.from_base64(settings.payload_encryption_key.get_secret_value())
     # failure messages and stack traces go through the codec too
     return dataclasses.replace(
         pydantic_data_converter,
@@ -88,17 +165,75 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
+# --- the connection ---------------------------------------------------------------------------------
+
+
+def _read(path: Path, setting: str, kind: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"{setting}: cannot read {path} ({error.strerror or error})") from None
+    try:
+        if kind == "certificate":
+            x509.load_pem_x509_certificates(data)
+        else:
+            serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigurationError(f"{setting}: {path} holds no PEM {kind}") from None
+    return data
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """What Client.connect's `tls` gets: a TLSConfig when a certificate, CA or server name is set (their files
+    read and checked here, so a wrong one is one line naming its setting), else whether TLS is on at all."""
+    if not any(
+        (settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_server_ca,
+         settings.temporal_tls_server_name)
+    ):  # fmt: skip
+        if settings.temporal_tls is None:  # an API key travels over TLS only (Temporal Cloud's rule)
+            return settings.temporal_api_key is not None
+        return settings.temporal_tls
+    return TLSConfig(
+        server_root_ca_cert=_read(settings.temporal_tls_server_ca, "ACCOUNTS_TEMPORAL_TLS_SERVER_CA", "certificate")
+        if settings.temporal_tls_server_ca
+        else None,
+        domain=settings.temporal_tls_server_name,
+        client_cert=_read(settings.temporal_tls_cert, "ACCOUNTS_TEMPORAL_TLS_CERT", "certificate")
+        if settings.temporal_tls_cert
+        else None,
+        client_private_key=_read(settings.temporal_tls_key, "ACCOUNTS_TEMPORAL_TLS_KEY", "private key")
+        if settings.temporal_tls_key
+        else None,
+    )
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """Client.connect's arguments besides the target (also checks the TLS files and the payload key)."""
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key is not None else None
+    return {
+        "namespace": settings.temporal_namespace,
+        "data_converter": data_converter(settings),
+        "tls": tls_config(settings),
+        "api_key": api_key,
+    }
+
+
 async def connect(
-    settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
-    """`runtime`: the worker's, whose telemetry exports Temporal's metrics (accounts/metrics.py);
+    """The client of every process. `lazy` connects at the first call (commands that work without Temporal);
+    `runtime`: the worker's, whose telemetry exports Temporal's metrics (accounts/metrics.py);
     `interceptors`: tracing, when it is on (accounts/tracing.py)."""
     return await Client.connect(
         settings.temporal_target,
-        namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
+        lazy=lazy,
         runtime=runtime,
         interceptors=interceptors,
+        **connect_options(settings),
     )
 
 

@@ -37,6 +37,7 @@ from api.routes import (
     addresses,
     backoffice,
     carts,
+    codec,
     confirmation,
     customers,
     health,
@@ -81,6 +82,7 @@ def create_app(
         client = temporal_client or await connect(settings, interceptors=tracing.interceptors)
         app.state.engine, app.state.temporal = engine, client  # what /health/ready checks
         app.state.accounts = AccountsClient(client, settings, app.state.sessions)
+        app.state.payload_codec = client.data_converter.payload_codec  # the codec endpoints use the client's own
         app.state.web = web.WebUI(settings, app.state.sessions, app.state.staff, app.state.accounts)
         install_log_redaction()
         install_quiet_refusals()
@@ -142,4 +144,5 @@ def create_app(
     for router in web.routers:  # the back-office web UI (HTML)
         app.include_router(router)
     app.include_router(carts.router)
+    app.include_router(codec.router)  # the Temporal UI's and CLI's codec server (/backoffice/codec)
     return app

@@ -30,6 +30,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "groups.manage": _ADMIN,  # create, rename, describe, delete
     "orders.import": _ADMIN,
     "import_customers": _ADMIN,  # customer.csv: start, follow, cancel, rejected rows
+    # the Temporal UI's and CLI's codec (api/routes/codec.py): reading a run's payloads shows what the
+    # customer page shows; encoding makes payloads the worker trusts (a hand-made workflow input)
+    "lifecycles.decode": _EVERYONE,
+    "lifecycles.encode": _ADMIN,
 }
 
 

@@ -42,7 +42,7 @@ def main() -> None:
             errors.print(exit_.code, soft_wrap=True, markup=False, highlight=False)
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as error:
-        missing = _missing_schema(error)
+        missing = _configuration_error(error) or _missing_schema(error)
         if missing is None:
             raise
         errors.print(missing, soft_wrap=True, markup=False, highlight=False)
@@ -51,6 +51,25 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _configuration_error(error: Exception) -> str | None:
+    """One line instead of a traceback when the settings are refused (production without its keys, say)
+    or name an unusable file: the line names the setting."""
+    from pydantic import ValidationError
+
+    from accounts.settings import ConfigurationError
+
+    if isinstance(error, ConfigurationError):
+        return str(error)
+    if isinstance(error, ValidationError) and error.title == Settings.__name__:
+        parts = []
+        for item in error.errors():
+            message = str(item["msg"]).removeprefix("Value error, ")
+            where = "_".join(str(part) for part in item["loc"]).upper()
+            parts.append(f"ACCOUNTS_{where}: {message}" if where else message)
+        return "invalid settings: " + "; ".join(parts)
+    return None
 
 
 def _missing_schema(error: Exception) -> str | None:

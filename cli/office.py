@@ -44,10 +44,8 @@ def actor(agent: str | None) -> StaffMember:
 
 def with_office(action: Callable[[BackOffice], Awaitable[T]]) -> T:
     """Run a use case against the configured database and Temporal; refusals end the command with code 1."""
-    from temporalio.client import Client
-
     from accounts.db import create_engine, session_factory
-    from accounts.temporal import data_converter
+    from accounts.temporal import connect
     from backoffice import BackOffice, BackOfficeError
     from starter import AccountsClient, AccountsError
 
@@ -56,12 +54,7 @@ def with_office(action: Callable[[BackOffice], Awaitable[T]]) -> T:
         engine = create_engine(settings.database_url)
         try:
             # lazy: commands that only read or write the database work while Temporal is down
-            client = await Client.connect(
-                settings.temporal_target,
-                namespace=settings.temporal_namespace,
-                data_converter=data_converter(settings),
-                lazy=True,
-            )
+            client = await connect(settings, lazy=True)
             sessions = session_factory(engine)
             return await action(BackOffice(sessions, AccountsClient(client, settings, sessions), settings))
         finally:

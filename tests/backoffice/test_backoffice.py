@@ -313,7 +313,7 @@ def test_roles_support_gets_the_daily_work_and_admin_everything() -> None:
     admin_only = {action for action, roles in PERMISSIONS.items() if roles == {"admin"}}
     assert admin_only == {
         "customers.delete", "customers.set_password", "customers.force_password_reset", "customers.export",
-        "groups.manage", "orders.import", "import_customers",
+        "groups.manage", "orders.import", "import_customers", "lifecycles.encode",
     }  # fmt: skip
     assert all(allowed("admin", action) for action in PERMISSIONS)
     assert not any(allowed("customer", action) for action in PERMISSIONS)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, registration_body, token_from, unique_email
+from conftest import Database, Stack, StackFactory, decoded_payload_texts, registration_body, token_from, unique_email
 from sqlalchemy import func, select
 from test_login_http import PASSWORD, registered, sign_in
 
@@ -343,11 +343,12 @@ async def test_checkout_sign_up_converts_the_guest_cart_once_at_activation(e2e: 
         assert lines((await http.get(f"/guest-carts/{later}", headers=who)).json()) == {"spoon": 4}
         assert lines((await http.get(f"/customers/{reference}/carts", headers=bearer)).json()) == {"tea": 3, "cup": 1}
 
-        # the workflow history carries the hash, never the anonymous id
+        # the workflow history carries the hash, never the anonymous id (and both only encrypted)
         history = await e2e.client.get_workflow_handle(f"registration:{reference}").fetch_history()
         raw = b"".join(event.SerializeToString() for event in history.events)
-        assert key.encode() in raw
-        assert anonymous_id.encode() not in raw
+        plain = "\n".join(await decoded_payload_texts(e2e.client, history))
+        assert key in plain and key.encode() not in raw
+        assert anonymous_id not in plain and anonymous_id.encode() not in raw
 
         # deleting the account deletes its carts
         assert (await http.delete(f"/customers/{reference}", headers=bearer)).status_code == 204

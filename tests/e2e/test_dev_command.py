@@ -83,6 +83,11 @@ async def test_accounts_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Pat
     try:
         base = f"http://127.0.0.1:{dev.api_port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            # the UI decodes payloads through this API's codec (staff only; the key is the one under var/)
+            ui = await http.get(f"http://127.0.0.1:{dev.environment['ACCOUNTS_DEV_UI_PORT']}/api/v1/settings")
+            assert ui.json()["Codec"]["Endpoint"] == f"http://localhost:{dev.api_port}/backoffice/codec"
+            assert (await http.post("/backoffice/codec/decode", json={"payloads": []})).status_code == 401
+            assert (tmp_path / "var" / "payload-key").exists()
             body = registration_body(address, PASSWORD, firstName="Grace", lastName="Hopper")
             created = await http.post("/customers", json=body)
             assert created.status_code == 201, created.text

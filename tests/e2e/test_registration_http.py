@@ -16,6 +16,7 @@ from conftest import (
     Stack,
     StackFactory,
     checkout_env,
+    decoded_payload_texts,
     press_the_button,
     registration_body,
     token_from,
@@ -209,10 +210,13 @@ async def test_no_plaintext_password_or_token_in_histories_or_the_database(e2e: 
 
     history = await handle.fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
-    assert email.encode() in raw  # the search works: the profile is in the input (encrypted when a key is set)
+    plain = "\n".join(await decoded_payload_texts(e2e.client, history))
+    assert email in plain  # the search works: the profile is in the input, as the service reads it
+    assert email.encode() not in raw  # and encrypted (by default) in what Temporal stores
     for secret in (PASSWORD, token):
         assert secret.encode() not in raw
         assert secret not in history.to_json()
+        assert secret not in plain
 
     async with e2e.database.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
@@ -328,6 +332,7 @@ async def _support_cli_session(e2e: Stack, tmp_path: Any) -> None:
     await e2e.mail_to(email, "confirm")
     environment = {
         "ACCOUNTS_DATABASE_URL": e2e.settings.database_url,
+        "ACCOUNTS_VAR_DIR": str(e2e.settings.var_dir),  # the development payload key the stack encrypts with
         "ACCOUNTS_TEMPORAL_ADDRESS": e2e.env.client.service_client.config.target_host,
         "ACCOUNTS_TASK_QUEUE": e2e.settings.task_queue,
     }

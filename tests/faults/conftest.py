@@ -317,7 +317,9 @@ async def _connect(address: str, settings: Settings | None = None, timeout: floa
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            return await Client.connect(address, data_converter=data_converter(settings or Settings(_env_file=None)))  # type: ignore[call-arg]
+            # without settings: a readiness check, which reads no payload
+            plain = Settings(_env_file=None, payload_encryption=False)  # type: ignore[call-arg]
+            return await Client.connect(address, data_converter=data_converter(settings or plain))
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise

@@ -17,7 +17,7 @@ A history already at that path stands for runs of an earlier code version that m
 in production: it is kept beside the new one as <branch>@<its start time>.json and keeps being
 replayed. Delete such a file once no run of that version can be left (or record with --replace).
 
-Payloads are recorded without ACCOUNTS_PAYLOAD_ENCRYPTION_KEY, so that a reviewer (and
+Payloads are recorded unencrypted (ACCOUNTS_PAYLOAD_ENCRYPTION=false), so that a reviewer (and
 test_replay.py) can read them: a history holding a password used here or a token the sink received is
 refused, not written.
 
@@ -86,6 +86,10 @@ STEP = timedelta(hours=1)  # how far finished() skips time at once
 
 Handle = WorkflowHandle[Any, Any]
 BranchFunction = Callable[[Stack], Awaitable[list[Handle]]]
+
+
+# the recorder's one development-only setting: histories in plain text (the service encrypts by default)
+PLAIN = {"payload_encryption": False}
 
 
 @dataclass
@@ -616,7 +620,8 @@ async def record(selected: list[Branch], *, replace: bool) -> None:
                     print(", ".join(chosen.names))
                     env = await (start_dev_server() if chosen.dev_server else start_time_skipping())
                     try:
-                        async with open_stack(env, database, sink, Path(tmp) / "var", **chosen.settings) as stack:
+                        var = Path(tmp) / "var"
+                        async with open_stack(env, database, sink, var, **PLAIN, **chosen.settings) as stack:
                             handles = await chosen.record(stack)
                             assert len(handles) == len(chosen.names), chosen.names
                             for name, handle in zip(chosen.names, handles, strict=True):

@@ -30,7 +30,7 @@ from worker import WORKFLOWS
 
 HISTORIES_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*/*.json"))
-# The histories are recorded without ACCOUNTS_PAYLOAD_ENCRYPTION_KEY (readable for review and for the
+# The histories are recorded unencrypted (ACCOUNTS_PAYLOAD_ENCRYPTION=false: readable for review and for the
 # scan below); the codec changes payload bytes only, never the commands a replay compares.
 CONVERTER = pydantic_data_converter
 
