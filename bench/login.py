@@ -417,18 +417,22 @@ async def attack_client(
 ) -> dict[str, Any]:
     """The attacker's process (and the owner's known device beside it): 200 wrong passwords at once.
 
-    The attack goes out on lean connections (bench/rawhttp.py), opened before it, one per client address:
-    httpx's own event loop would add some 100 ms to the last of 200 answers. The owner uses httpx."""
+    The attack goes out on lean connections (bench/rawhttp.py), opened just before each burst (uvicorn
+    closes one idle for 5 s), one per client address: httpx's own event loop would add some 100 ms to the
+    last of 200 answers. The owner uses httpx."""
     async with contextlib.AsyncExitStack() as stack:
         addresses: list[str | None] = list(attack_addresses(size))
         try:
-            attackers = [await rawhttp.Connection.open(api_url, addresses[0])]
+            await (await rawhttp.Connection.open(api_url, addresses[0])).close()
         except OSError:
             addresses = [None] * size
-            attackers = [await rawhttp.Connection.open(api_url)]
-        attackers += [await rawhttp.Connection.open(api_url, address) for address in addresses[1:]]
-        for connection in attackers:
-            stack.push_async_callback(connection.close)
+
+        async def connections() -> list[rawhttp.Connection]:
+            opened = [await rawhttp.Connection.open(api_url, address) for address in addresses]
+            for connection in opened:
+                stack.push_async_callback(connection.close)
+            return opened
+
         owner = await stack.enter_async_context(httpx.AsyncClient(base_url=api_url, timeout=STEP_TIMEOUT))
         _expect(await owner.get("/health"), 200, "GET /health")
         requests = [
@@ -436,6 +440,7 @@ async def attack_client(
             for n in range(size)
         ]
         floor = await floor_burst(floor_url, addresses, requests[0])
+        attackers = await connections()
         gate = asyncio.Event()
 
         async def attack(connection: rawhttp.Connection, request: bytes) -> list[Any]:
@@ -461,6 +466,7 @@ async def attack_client(
         owner_status, owner_latency = await known
         untrusted = await sign_in(owner, email, password)  # the right password without the token
         # the same burst again on the account now locked: every answer a refusal, none admitted
+        attackers = await connections()
         gate = asyncio.Event()
         tasks = [asyncio.ensure_future(attack(c, r)) for c, r in zip(attackers, requests, strict=True)]
         await asyncio.sleep(0)
