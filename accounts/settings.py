@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # what deletes expired rows of the throttle tables (a Temporal Schedule the worker creates)
     throttle_cleanup_interval: Duration = timedelta(hours=1)
     throttle_retention: Duration = timedelta(days=1)
+    # a password hash waiting for the activity that applies it (accounts/pending_credentials.py): one not
+    # applied within this time is abandoned and deleted by the same Schedule
+    pending_credential_lifetime: Duration = timedelta(days=1)
 
     # customers
     customer_reference_prefix: str = "DE--"
