@@ -209,7 +209,8 @@ async def test_no_plaintext_password_or_token_in_histories_or_the_database(e2e: 
 
     history = await handle.fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
-    assert email.encode() in raw  # the search works: the profile is in the input (encrypted when a key is set)
+    assert reference.encode() in raw  # the search works (the input names the customer by reference)
+    assert email.encode() not in raw  # the profile waited in pending_credentials, not in the input
     for secret in (PASSWORD, token):
         assert secret.encode() not in raw
         assert secret not in history.to_json()
