@@ -102,6 +102,7 @@ def build_worker(
             passwords.expire_reset_links,
             anonymization.end_lifecycles,
             anonymization.anonymize_customer,
+            anonymization.delete_closed_runs,
             email_change.check_new_email,
             email_change.retire_links,
             email_change.apply_email_change,

@@ -196,6 +196,24 @@ class DeviceToken(Base):
     expires_at: Mapped[datetime]
 
 
+class PendingCredential(Base):
+    """A password hash (and, for a sign-up, the profile) on its way to the customer row, so that no
+    workflow payload carries it: the entry point stores it, the workflow carries only the id, and the
+    activity that applies it reads and deletes it. Abandoned rows are deleted after `expires_at`."""
+
+    __tablename__ = "pending_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random (uuid4 hex)
+    customer_reference: Mapped[str | None] = mapped_column(String(32), index=True)  # None for a sign-up
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    replaces_hash: Mapped[str | None] = mapped_column(Text)  # a rehash: the write is conditional on it
+    sign_up: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a registration's profile until its row exists
+    # a sign-up whose address proved taken: the owner's reference, for the create step's retry
+    owner_reference: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Staff(Base):
     """Back-office users. API keys are shown once and stored as keyed SHA-256 (old rows argon2: accounts.staff)."""
 

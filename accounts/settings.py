@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # what deletes expired rows of the throttle tables (a Temporal Schedule the worker creates)
     throttle_cleanup_interval: Duration = timedelta(hours=1)
     throttle_retention: Duration = timedelta(days=1)
+    # a password hash waiting for the activity that applies it (accounts/pending_credentials.py): one not
+    # applied within this time is abandoned and deleted by the same Schedule
+    pending_credential_lifetime: Duration = timedelta(days=1)
 
     # seeing inside (docs/operations.md#metrics-health-and-logs): unset ports serve nothing
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line, with request or workflow id

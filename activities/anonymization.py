@@ -1,5 +1,6 @@
-"""Account deletion's activities: end the customer's running lifecycles, then the one transaction that
-turns a customer into an anonymous row."""
+"""Account deletion's activities: end the customer's running lifecycles, the one transaction that
+turns a customer into an anonymous row, and then the deletion of the customer's closed runs from
+Temporal (their histories held the address and, before issue 15, the profile and password hashes)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import anonymization, audit
+from accounts import anonymization, audit, pending_credentials
 from accounts.db import SessionFactory
 from accounts.models import Address, Customer, EmailOutbox, LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
@@ -38,6 +41,18 @@ class EndLifecycles:
     channel: str
     actor: str
     idempotency_key: str  # of the `deletion_started` audit event
+
+
+@dataclass
+class DeleteRuns:
+    customer_reference: str
+    own_id: str  # the anonymization's own runs stay: they carry the reference and no personal data
+
+
+@dataclass
+class RunsDeleted:
+    deleted: int  # closed runs whose deletion Temporal accepted
+    left_running: list[str] = field(default_factory=list)  # ids listed as running (none should be)
 
 
 @dataclass
@@ -181,6 +196,7 @@ class AnonymizationActivities:
             await session.execute(
                 delete(LoginThrottle).where(LoginThrottle.subject == customer_subject(customer.customer_reference))
             )
+            await pending_credentials.delete_for_customer(session, customer.customer_reference)
             audit.record(
                 session,
                 customer_reference=customer.customer_reference,
@@ -189,3 +205,48 @@ class AnonymizationActivities:
                 actor=request.actor,
                 idempotency_key=request.idempotency_key,
             )
+
+    @activity.defn
+    async def delete_closed_runs(self, request: DeleteRuns) -> RunsDeleted:
+        """Ask Temporal to delete every closed run that carries the customer's reference (the
+        anonymization's own aside).
+
+        Runs are listed by the `CustomerReference` search attribute, whatever their status; `describe()`
+        decides whether one is closed (visibility lags). Temporal accepts a deletion at once and carries
+        it out by itself: for a run closed within the last ~30 s (the history service's
+        `history.transferProcessorUpdateAckInterval`) a little later, since it first waits for the run's
+        close to be acknowledged. Nothing here waits for that. A retry lists again; a run deleted
+        meanwhile answers NOT_FOUND, which is done. Runs still running are left (the deletion ended them
+        all before; one started since carries no personal data) and named in the result."""
+        query = f'CustomerReference = "{request.customer_reference}"'
+        deleted = 0
+        running: list[str] = []
+        async for execution in self._client.list_workflows(query):
+            if execution.id == request.own_id:
+                continue
+            handle = self._client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                description = await handle.describe()
+            except RPCError as error:
+                if error.status == RPCStatusCode.NOT_FOUND:  # deleted already; visibility lags
+                    continue
+                raise
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                running.append(execution.id)
+                continue
+            await self._delete(execution.id, execution.run_id)
+            deleted += 1
+            activity.heartbeat(deleted)  # a customer with many runs: the pass takes a while
+        return RunsDeleted(deleted, sorted(running))
+
+    async def _delete(self, workflow_id: str, run_id: str) -> None:
+        try:
+            await self._client.workflow_service.delete_workflow_execution(
+                DeleteWorkflowExecutionRequest(
+                    namespace=self._client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+                )
+            )
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise

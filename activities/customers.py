@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from accounts import anonymization, audit, carts, metrics
+from accounts import anonymization, audit, carts, metrics, pending_credentials
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
-from accounts.models import Customer, utcnow
+from accounts.models import Customer, PendingCredential, utcnow
 from accounts.profile import SignUp, customer_columns
 from activities.lookup import load_customer
 
@@ -23,10 +23,17 @@ EMAIL_VERIFICATION = "email_verification"
 
 @dataclass(kw_only=True)
 class NewCustomer(SignUp):
-    """The registration's input: the sign-up with its reference, and the argon2 hash (never the password)."""
+    """The registration's input. Since issue 15 it carries the reference, the channel and `pending_id`
+    only (the other SignUp fields empty): the profile and the argon2 hash wait in `pending_credentials`
+    for create_customer. Runs started before carry the sign-up and the hash here (never the password)."""
 
     customer_reference: str
     password_hash: str | None = None
+    pending_id: str | None = None
+
+    @classmethod
+    def pending(cls, customer_reference: str, channel: str, pending_id: str) -> NewCustomer:
+        return cls(email="", locale="", channel=channel, customer_reference=customer_reference, pending_id=pending_id)
 
 
 @dataclass
@@ -64,8 +71,10 @@ class ExpiryInput:
 @dataclass
 class Rehash:
     customer_reference: str
-    old_hash: str
-    new_hash: str
+    # runs started before issue 15 carry both hashes; since then the pending credential holds them
+    old_hash: str | None = None
+    new_hash: str | None = None
+    credential_id: str | None = None
 
 
 async def activate(session: AsyncSession, customer: Customer, *, now: datetime) -> bool:
@@ -92,32 +101,87 @@ class CustomerActivities:
 
     @activity.defn
     async def create_customer(self, new: NewCustomer) -> CustomerCreated:
+        if new.pending_id is not None:
+            return await self._create_from_pending(new.customer_reference, new.pending_id)
+        # a run started before issue 15: the sign-up and the hash are in the input
         try:
             async with self._sessions.begin() as session:
-                customer = Customer(
-                    **customer_columns(new, customer_reference=new.customer_reference, password_hash=new.password_hash)
-                )
-                session.add(customer)
+                customer = self._insert(session, new, new.customer_reference, new.password_hash)
                 await session.flush()
-                audit.record(
-                    session,
-                    customer_reference=new.customer_reference,
-                    event="registration_started",
-                    channel=new.channel,
-                    actor=new.customer_reference,
-                )
             return CustomerCreated(True, new.customer_reference, None, customer.created_at, customer.updated_at)
         except IntegrityError:
             pass
         # Either a retry of this very step (our row exists) or the address belongs to someone else.
+        ours = await self._ours(new.customer_reference)
+        if ours is not None:
+            return ours
         async with self._sessions() as session:
-            ours = await session.scalar(select(Customer).where(Customer.customer_reference == new.customer_reference))
-            if ours is not None:
-                return CustomerCreated(True, ours.customer_reference, None, ours.created_at, ours.updated_at)
             owner = await session.scalar(select(Customer).where(Customer.email_key == email_key(new.email)))
         if owner is None:  # the owner was anonymized between our insert and this read: try again
             raise RuntimeError("email uniqueness conflict vanished; retrying")
         return CustomerCreated(False, new.customer_reference, owner.customer_reference)
+
+    async def _create_from_pending(self, reference: str, pending_id: str) -> CustomerCreated:
+        """The row from the pending sign-up, which goes in the same transaction: created, nothing of it is
+        left; the address taken, the row keeps only the owner's reference (for a retry) until it expires."""
+        try:
+            async with self._sessions.begin() as session:
+                pending = await pending_credentials.pending(session, pending_id)
+                if pending is None or pending.sign_up is None:
+                    return await self._created_before(session, reference, pending)
+                sign_up = pending_credentials.sign_up_from(pending.sign_up)
+                customer = self._insert(session, sign_up, reference, pending.password_hash)
+                await pending_credentials.consume(session, pending)
+                await session.flush()
+            return CustomerCreated(True, reference, None, customer.created_at, customer.updated_at)
+        except IntegrityError:
+            pass
+        async with self._sessions.begin() as session:
+            ours = await self._ours(reference)
+            pending = await pending_credentials.pending(session, pending_id)
+            if ours is not None or pending is None or pending.sign_up is None:
+                return ours or await self._created_before(session, reference, pending)
+            owner = await session.scalar(
+                select(Customer).where(Customer.email_key == email_key(str(pending.sign_up["email"])))
+            )
+            if owner is None:  # the owner was anonymized between our insert and this read: try again
+                raise RuntimeError("email uniqueness conflict vanished; retrying")
+            pending.sign_up, pending.password_hash = None, None  # nothing personal waits any longer
+            pending.owner_reference = owner.customer_reference
+        return CustomerCreated(False, reference, owner.customer_reference)
+
+    async def _created_before(
+        self, session: AsyncSession, reference: str, pending: PendingCredential | None
+    ) -> CustomerCreated:
+        """A retry of a create that committed: the row is ours, or the address was taken."""
+        ours = await self._ours(reference)
+        if ours is not None:
+            return ours
+        if pending is not None and pending.owner_reference is not None:
+            return CustomerCreated(False, reference, pending.owner_reference)
+        raise ApplicationError(
+            f"the sign-up of {reference} is no longer pending (older than ACCOUNTS_PENDING_CREDENTIAL_LIFETIME)",
+            type="PendingCredentialGone",
+            non_retryable=True,
+        )
+
+    async def _ours(self, reference: str) -> CustomerCreated | None:
+        async with self._sessions() as session:
+            ours = await session.scalar(select(Customer).where(Customer.customer_reference == reference))
+        return None if ours is None else CustomerCreated(True, reference, None, ours.created_at, ours.updated_at)
+
+    @staticmethod
+    def _insert(session: AsyncSession, sign_up: SignUp, reference: str, password_hash: str | None) -> Customer:
+        customer = Customer(**customer_columns(sign_up, customer_reference=reference, password_hash=password_hash))
+        session.add(customer)
+        audit.record(
+            session,
+            customer_reference=reference,
+            event="registration_started",
+            channel=sign_up.channel,
+            actor=reference,
+        )
+        return customer
 
     @activity.defn
     async def activate_customer(self, request: ActivationInput) -> Activated:
@@ -148,13 +212,22 @@ class CustomerActivities:
     @activity.defn
     async def replace_password_hash(self, rehash: Rehash) -> bool:
         async with self._sessions.begin() as session:
+            old_hash, new_hash = rehash.old_hash, rehash.new_hash
+            if rehash.credential_id is not None:
+                pending = await pending_credentials.pending(session, rehash.credential_id)
+                if pending is None:  # applied by an earlier attempt, or expired: the next sign-in tries again
+                    return False
+                old_hash, new_hash = pending.replaces_hash, pending.password_hash
+                await pending_credentials.consume(session, pending)
+            if old_hash is None or new_hash is None:
+                return False
             result = await session.execute(
                 update(Customer)
                 .where(
                     Customer.customer_reference == rehash.customer_reference,
-                    Customer.password_hash == rehash.old_hash,
+                    Customer.password_hash == old_hash,
                 )
-                .values(password_hash=rehash.new_hash)
+                .values(password_hash=new_hash)
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

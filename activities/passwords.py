@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from accounts import anonymization, audit, metrics
+from accounts import anonymization, audit, metrics, pending_credentials
 from accounts.db import SessionFactory
 from accounts.models import LoginThrottle, utcnow
 from accounts.refresh_tokens import RefreshToken
@@ -21,12 +22,13 @@ PASSWORD_RESET = "password_reset"  # noqa: S105 (a token purpose, not a secret)
 @dataclass
 class SetPassword:
     customer_reference: str
-    password_hash: str
+    password_hash: str | None  # None since issue 15: the hash waits in pending_credentials (credential_id)
     event: str  # password_reset | password_changed | password_set
     channel: str
     actor: str
     idempotency_key: str
     verifies_email: bool = False  # a reset link proves the address: an unverified account becomes active
+    credential_id: str | None = None  # accounts/pending_credentials.py: read and deleted when applied
 
 
 @dataclass
@@ -51,10 +53,23 @@ class PasswordActivities:
             # locked: the token version bump must not be lost to a concurrent one (a forced reset, a change),
             # and activate() decides on the row as it is now
             customer = await load_customer(session, request.customer_reference, for_update=True)
+            password_hash = request.password_hash
+            if request.credential_id is not None:
+                pending = await pending_credentials.pending(session, request.credential_id)
+                if pending is not None:
+                    password_hash = pending.password_hash
+                    await pending_credentials.consume(session, pending)
             if customer.anonymized_at is not None:  # a change or reset still in flight when the account went
                 return
+            if password_hash is None:  # the key was checked above: this attempt is the first
+                raise ApplicationError(
+                    f"the new password of {request.customer_reference} is no longer pending"
+                    " (older than ACCOUNTS_PENDING_CREDENTIAL_LIFETIME)",
+                    type="PendingCredentialGone",
+                    non_retryable=True,
+                )
             now = utcnow()
-            customer.password_hash = request.password_hash
+            customer.password_hash = password_hash
             customer.password_reset_required = False
             customer.token_version += 1
             if request.verifies_email and await activate(session, customer, now=now):

@@ -1,4 +1,5 @@
-"""Database side of the throttle cleanup: delete expired rows of `request_counts` and `login_throttles`.
+"""Database side of the throttle cleanup: delete expired rows of `request_counts` and `login_throttles`,
+and pending credentials nobody applied (accounts/pending_credentials.py) once they expired.
 
 Bounded batches, each its own short transaction, so a cleanup never holds locks on a hot table for
 long; the activity heartbeats between batches and stops after `max_batches` (the next run goes on).
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 from temporalio import activity
 
+from accounts import pending_credentials
 from accounts.db import SessionFactory
 from accounts.rate_limits import delete_expired_batch
 
@@ -38,6 +40,7 @@ class ThrottleCleanupActivities:
         deleted = batches = 0
         while batches < request.max_batches:
             removed = await delete_expired_batch(self._sessions, retention=request.retention, batch=request.batch_size)
+            removed += await pending_credentials.delete_expired_batch(self._sessions, batch=request.batch_size)
             batches += 1
             deleted += removed
             activity.heartbeat(deleted)

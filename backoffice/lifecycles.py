@@ -241,7 +241,7 @@ async def _query_running(client: Client, execution: WorkflowExecution, run: Life
             PasswordResetWorkflow.status, rpc_timeout=TEMPORAL_TIMEOUT
         )
         run.stage = reset.stage
-        if reset.completion is None:
+        if not reset.completing and not reset.completed:
             run.pending_actions = ["new password (email link)", "resend"]
             if reset.sent_at:
                 run.deadlines = {"last_link_sent": reset.sent_at[-1]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -18,7 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import metrics
+from accounts import metrics, pending_credentials
 from accounts.db import SessionFactory
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
@@ -135,6 +135,14 @@ class AccountsClient:
             if violations:
                 raise PasswordRejected(violations)
             password_hash = await self._hasher.hash_async(registration.password)
+        # The profile and the hash wait in the database; the workflow carries the row's id (issue 15).
+        # A row left behind (this process died, Temporal refused) expires; create_customer deletes it.
+        pending_id = await pending_credentials.store(
+            self._sessions,
+            lifetime=self._settings.pending_credential_lifetime,
+            password_hash=password_hash,
+            sign_up=registration,
+        )
         skip = 0
         for attempt in range(REFERENCE_TRIES):
             reference = await allocate_customer_reference(
@@ -143,7 +151,7 @@ class AccountsClient:
             try:
                 created = await self.temporal.execute_update_with_start_workflow(
                     RegistrationWorkflow.account_created,
-                    start_workflow_operation=self._registration_start(reference, registration, password_hash),
+                    start_workflow_operation=self._registration_start(reference, registration, pending_id),
                 )
                 break
             except WorkflowAlreadyStartedError:
@@ -163,14 +171,10 @@ class AccountsClient:
         return Registered(reference, created.created_at, created.updated_at, registration_id(reference))
 
     def _registration_start(
-        self, reference: str, registration: Registration, password_hash: str | None
+        self, reference: str, registration: Registration, pending_id: str
     ) -> WithStartWorkflowOperation[RegistrationWorkflow, RegistrationResult]:
         workflow_input = RegistrationInput(
-            customer=NewCustomer(
-                **{f.name: getattr(registration, f.name) for f in fields(SignUp)},
-                customer_reference=reference,
-                password_hash=password_hash,
-            ),
+            customer=NewCustomer.pending(reference, registration.channel, pending_id),
             timings=registration_timings(self._settings),
         )
         return WithStartWorkflowOperation(

@@ -19,11 +19,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import device_tokens, metrics, throttle
+from accounts import device_tokens, metrics, pending_credentials, throttle
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer
@@ -336,14 +337,22 @@ class Logins:
     async def _rehash(self, customer: Customer, password: str) -> None:
         try:
             await self._start_rehash(customer, password)
-        except (RPCError, RuntimeError) as error:  # the next sign-in tries again
+        except (RPCError, RuntimeError, SQLAlchemyError) as error:  # the next sign-in tries again
             log.warning("rehash for %s not started: %s", customer.customer_reference, type(error).__name__)
 
     async def _start_rehash(self, customer: Customer, password: str) -> None:
         new_hash = await self._hasher.hash_async(password)
+        # both hashes wait in the database; the workflow carries the id (issue 15)
+        credential_id = await pending_credentials.store(
+            self._sessions,
+            lifetime=self._settings.pending_credential_lifetime,
+            customer_reference=customer.customer_reference,
+            password_hash=new_hash,
+            replaces_hash=customer.password_hash or "",
+        )
         await self._client.start_workflow(
             PasswordRehashWorkflow.run,
-            Rehash(customer.customer_reference, customer.password_hash or "", new_hash),
+            Rehash(customer.customer_reference, credential_id=credential_id),
             id=f"password-rehash:{customer.customer_reference}",
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

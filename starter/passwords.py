@@ -21,6 +21,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from accounts import pending_credentials
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import Customer, utcnow
@@ -82,16 +83,20 @@ class Passwords:
         if found is None or found[0].used_at is not None or found[0].expires_at <= utcnow():
             raise InvalidResetKey()
         customer = found[1]
-        password_hash = await self.checked_hash(password, customer)
+        credential_id = await self._pending(customer, await self.checked_hash(password, customer))
         handle = self._client.get_workflow_handle_for(PasswordResetWorkflow.run, reset_id(customer.customer_reference))
         try:
-            await handle.execute_update(PasswordResetWorkflow.complete, CompleteReset(token_hash, password_hash))
-        except WorkflowUpdateFailedError as error:
+            await handle.execute_update(
+                PasswordResetWorkflow.complete, CompleteReset(token_hash, credential_id=credential_id)
+            )
+        except WorkflowUpdateFailedError as error:  # refused: the hash will never be applied
+            await pending_credentials.discard(self._sessions, credential_id)
             raise InvalidResetKey() from error
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:  # the reset ended (expired or completed)
+                await pending_credentials.discard(self._sessions, credential_id)
                 raise InvalidResetKey() from error
-            raise  # Temporal unreachable: the API answers 503, the key stays valid
+            raise  # Temporal unreachable: the API answers 503, the key stays valid (the row expires)
         self._logins.forget_refusals(customer.email)  # the reset cleared the lockout
         return customer.customer_reference
 
@@ -201,10 +206,20 @@ class Passwords:
             raise PasswordRejected(violations)
         return await self._hasher.hash_async(password)
 
+    async def _pending(self, customer: Customer, password_hash: str) -> str:
+        """The hash waits in the database; the workflow carries the id (no hash in any payload)."""
+        return await pending_credentials.store(
+            self._sessions,
+            lifetime=self._settings.pending_credential_lifetime,
+            customer_reference=customer.customer_reference,
+            password_hash=password_hash,
+        )
+
     async def _store(self, customer: Customer, password_hash: str, *, event: str, channel: str, actor: str) -> None:
+        credential_id = await self._pending(customer, password_hash)
         start = WithStartWorkflowOperation(
             PasswordChangeWorkflow.run,
-            PasswordChange(customer.customer_reference, password_hash, event, channel, actor),
+            PasswordChange(customer.customer_reference, None, event, channel, actor, credential_id=credential_id),
             id=f"password-change:{customer.customer_reference}:{uuid.uuid4().hex[:12]}",
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -216,6 +231,7 @@ class Passwords:
                 PasswordChangeWorkflow.stored, start_workflow_operation=start
             )
         except WorkflowUpdateFailedError as error:  # AccountDeleted: a deletion ended the change
+            await pending_credentials.discard(self._sessions, credential_id)
             raise RegistrationNotFound(customer.customer_reference) from error
 
     async def _start_reset(self, customer_reference: str, *, kind: str, channel: str, actor: str) -> None:

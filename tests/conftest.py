@@ -139,6 +139,9 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=_binary("temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
+        # A deleted run goes once its close is acknowledged in the history's queue state, which a server
+        # persists every 30 s by default: a customer's deletion would take that long to leave Temporal.
+        dev_server_extra_args=["--dynamic-config-value", 'history.transferProcessorUpdateAckInterval="100ms"'],
     )
     yield env
     await env.shutdown()

@@ -4,7 +4,9 @@
         password change, email change, lockout window) and wait until each has closed, so none acts afterwards
     email "your account was deleted" to the address while it still exists
     anonymize in one transaction -> `anonymized` answers the caller
-        (row scrubbed, addresses gone, every token dead, lockout count gone, audit event)
+        (row scrubbed, addresses gone, every token dead, lockout count gone, pending credentials gone, audit event)
+    delete the customer's closed runs from Temporal (listed by CustomerReference; this run's own id stays,
+        it holds the reference and nothing personal): their histories held the address
 
 A second request while this runs joins it; once it completed, the client sees `anonymized_at` and
 starts nothing.
@@ -26,7 +28,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
-    from activities.anonymization import AnonymizationActivities, Anonymize, EndLifecycles
+    from activities.anonymization import AnonymizationActivities, Anonymize, DeleteRuns, EndLifecycles
     from activities.emails import EmailActivities, NoticeInput
     from workflows.email_change import email_change_id
     from workflows.registration import ACTIVITY_OPTIONS
@@ -34,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
 ENDING_LIFECYCLES = "ending_lifecycles"
 NOTIFYING = "notifying"
 ANONYMIZING = "anonymizing"
+DELETING_RUNS = "deleting_runs"
 ANONYMIZED = "anonymized"
 # an attempt polls for up to 30 s (AnonymizationActivities.END_LIFECYCLES_WAIT), heartbeating meanwhile
 END_LIFECYCLES_OPTIONS: dict[str, Any] = {**ACTIVITY_OPTIONS, "heartbeat_timeout": timedelta(seconds=10)}
@@ -96,6 +99,11 @@ class AnonymizationWorkflow:
             **ACTIVITY_OPTIONS,
         )
         self._anonymized = True
+        if workflow.patched("delete-closed-runs"):  # runs recorded before it ended here
+            self._enter(DELETING_RUNS)
+            await workflow.execute_activity_method(
+                AnonymizationActivities.delete_closed_runs, DeleteRuns(ref, key), **END_LIFECYCLES_OPTIONS
+            )
         self._enter(ANONYMIZED)
         await workflow.wait_condition(workflow.all_handlers_finished)
 

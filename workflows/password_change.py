@@ -1,6 +1,7 @@
 """Password change: a new password set by the customer (change) or by support (set), made durable.
 
-store the hash, end every session, clear the lockout -> `stored` answers the caller
+store the hash (from a pending credential: the input carries its id), end every session, clear the lockout
+    -> `stored` answers the caller
 the "password changed" email, even if the API process died right after the request
 cancelled (the account is being deleted): `stored` answers AccountDeleted if the hash was not stored,
     nothing more is sent, the run ends Canceled
@@ -30,10 +31,11 @@ with workflow.unsafe.imports_passed_through():
 @dataclass
 class PasswordChange:
     customer_reference: str
-    password_hash: str
+    password_hash: str | None  # runs started before issue 15; since then None and credential_id
     event: str  # password_changed | password_set
     channel: str
     actor: str
+    credential_id: str | None = None  # accounts/pending_credentials.py: set_password reads and deletes it
 
 
 @workflow.defn
@@ -58,7 +60,13 @@ class PasswordChangeWorkflow:
         await workflow.execute_activity_method(
             PasswordActivities.set_password,
             SetPassword(
-                change.customer_reference, change.password_hash, change.event, change.channel, change.actor, key
+                change.customer_reference,
+                change.password_hash,
+                change.event,
+                change.channel,
+                change.actor,
+                key,
+                credential_id=change.credential_id,
             ),
             **ACTIVITY_OPTIONS,
         )

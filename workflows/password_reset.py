@@ -1,7 +1,7 @@
 """Password reset: a single-use emailed link, then the new password, or nothing when it expires.
 
     email a link (reset, or "set your password" for accounts made without one)
-    wait for: complete (token hash + new argon2 hash, checked)
+    wait for: complete (token hash + the id of the pending new hash, checked)
         | request_link (a repeated "forgot password": an Update whose validator refuses what the
           throttle refuses, so a refused request costs no history)
         | force (support: the current password stops working, the old links die, a new link goes out)
@@ -9,8 +9,10 @@
         the history grows large (a customer who keeps asking) -> continue as new with the live links
     complete -> store the hash, end every session, clear the lockout; the "password changed" email
 
-Like registration, the workflow sees token hashes only; the API hashes the presented token and the
-new password before they reach `complete`.
+Like registration, the workflow sees token hashes only; the API hashes the presented token, and stores
+the new password's argon2 hash as a pending credential (accounts/pending_credentials.py), before
+`complete`: the workflow carries the row's id, `set_password` reads and deletes it. The `status` query
+answers a view (ResetStatus), never the completion itself.
 
 Its other parts: routes `POST /customer-forgotten-password`, `PATCH /customer-restore-password/{restore_password_key}`,
 `GET|POST /password/restore` (api/routes/passwords.py); client `AccountsClient.passwords` (`forgotten`,
@@ -62,7 +64,22 @@ class ResetInput:
 @dataclass
 class CompleteReset:
     token_hash: str
-    password_hash: str
+    password_hash: str | None = None  # runs completed before issue 15 carry the hash itself
+    credential_id: str | None = None  # since: the pending credential that holds it
+
+
+@dataclass
+class ResetStatus:
+    """What the `status` query shows: the run's state without its secrets (token hashes, the completion)."""
+
+    customer_reference: str
+    kind: str
+    stage: str
+    links_sent: int
+    sent_at: list[datetime]
+    completing: bool  # a new password was accepted and is being stored
+    completed: bool
+    forced: bool
 
 
 @dataclass
@@ -142,6 +159,7 @@ class PasswordResetWorkflow:
             SetPassword(
                 customer_reference=input.customer_reference,
                 password_hash=self._state.completion.password_hash,
+                credential_id=self._state.completion.credential_id,
                 event="password_set" if input.kind == "set_password" else "password_reset",
                 channel=input.channel,
                 actor=input.customer_reference,
@@ -226,8 +244,18 @@ class PasswordResetWorkflow:
         self._state.resend_requested = True
 
     @workflow.query
-    def status(self) -> ResetState:
-        return self._state
+    def status(self) -> ResetStatus:
+        state = self._state
+        return ResetStatus(
+            customer_reference=self._input.customer_reference,
+            kind=self._input.kind,
+            stage=state.stage,
+            links_sent=state.links_sent,
+            sent_at=list(state.sent_at),
+            completing=state.completion is not None and not state.completed,
+            completed=state.completed,
+            forced=state.forced,
+        )
 
     async def _send_link(self) -> None:
         self._state.sending = True

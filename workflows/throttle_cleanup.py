@@ -4,7 +4,8 @@
 
 The Schedule (starter/schedules.py, created by the worker at start) runs it every
 ACCOUNTS_THROTTLE_CLEANUP_INTERVAL and skips a run while the previous one is still going; without
-it, `request_counts` and `login_throttles` would keep one row per client, address and account ever seen.
+it, `request_counts` and `login_throttles` would keep one row per client, address and account ever seen
+(and `pending_credentials` the hashes of abandoned sign-ups, resets and changes).
 
 Its other parts: activity `ThrottleCleanupActivities.delete_expired_throttles`
 (activities/throttle_cleanup.py), which calls `accounts.rate_limits.delete_expired_batch`.

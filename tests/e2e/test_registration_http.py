@@ -211,8 +211,8 @@ async def test_no_plaintext_password_or_token_in_histories_or_the_database(e2e: 
     history = await handle.fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
     plain = "\n".join(await decoded_payload_texts(e2e.client, history))
-    assert email in plain  # the search works: the profile is in the input, as the service reads it
-    assert email.encode() not in raw  # and encrypted (by default) in what Temporal stores
+    assert reference in plain  # the input names the customer by reference
+    assert email not in plain and email.encode() not in raw  # the profile waited in pending_credentials
     for secret in (PASSWORD, token):
         assert secret.encode() not in raw
         assert secret not in history.to_json()

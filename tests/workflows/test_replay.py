@@ -147,6 +147,24 @@ def test_histories_hold_no_password_or_token(path: Path) -> None:
                 assert all(_is_token_hash(v) for v in (value if isinstance(value, list) else [value])), key
 
 
+# Today's recordings: the files without "@" (those stand for earlier code versions' runs), except a branch
+# that by its name is the code before a patch. Since issue 15 no payload carries a password hash (they
+# wait in pending_credentials) and only an email change carries addresses (the new one is not in the
+# database until it is confirmed, the old one is not there after it).
+BEFORE_A_PATCH = {"password-reset/completed-before-tell-registration"}
+CURRENT = [p for p in HISTORIES if "@" not in p.name and ids([p])[0] not in BEFORE_A_PATCH]
+ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+
+
+@pytest.mark.parametrize("path", CURRENT, ids=ids(CURRENT))
+def test_todays_histories_hold_no_password_hash_and_no_address_they_do_not_need(path: Path) -> None:
+    text = path.read_text()
+    readable = "\n".join([text, *payload_texts(json.loads(text))])
+    assert "$argon2" not in readable and "$2y$" not in readable and "$2b$" not in readable
+    if path.parent.name != "email-change":
+        assert ADDRESS.findall(readable) == []
+
+
 # --- the replay catches a change --------------------------------------------------------------------------
 
 # The call starts its statement (`x = await ...`, `return await ...`, `await ...`): a sleep fits on the line above.
