@@ -1,9 +1,10 @@
 """HTTP metrics of the API: every answer counted by method, route template and status, with its latency.
 
 The route is the template the router matched (`/customers/{customer_reference}`), never the raw path, so
-no reference, token or address becomes a label. An answer given before routing (a sign-in refused from
-memory, a 413, the guard's 503) is labelled with its path when that path is a route's literal path (one
-dictionary look-up), else `unmatched`. Latency is the time until the response starts, as the guard's
+no reference, token or address becomes a label. An answer given before routing (a 413, the guard's 503)
+is labelled with its path when that path is a route's literal path (one dictionary look-up), else
+`unmatched`. A sign-in refused from memory is answered outside this middleware: api/refusals.py counts it
+under the same names. Latency is the time until the response starts, as the guard's
 deadline counts it. The cost per request is two clock reads and two increments of cached children.
 """
 

@@ -25,7 +25,7 @@ from fastapi import Request
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounts.metrics import SIGN_INS_BLOCKED
+from accounts.metrics import HTTP_DURATION, HTTP_REQUESTS, SIGN_INS_BLOCKED
 from api.client_address import client_of
 from api.guard import RETRY_AFTER_SECONDS, UNAVAILABLE, assign_request_id
 from api.headers import headers_of, is_token_path
@@ -85,9 +85,21 @@ _tally = RefusalTally()
 ANSWER_HEADERS = {n.decode(): v.decode() for n, v in headers_of(html=False, token_path=is_token_path(PATH))}
 
 
-async def _refuse(scope: Scope, send: Send, blocked: LoginBlocked) -> None:
+# the HTTP metrics of the answers given here, outside api.observability.RequestMetrics (which is inside)
+_HTTP = {status: (HTTP_REQUESTS.labels("POST", PATH, str(status)), HTTP_DURATION.labels("POST", PATH, str(status)))
+         for status in (429, 503)}  # fmt: skip
+
+
+def _observe(status: int, started: float) -> None:
+    count, duration = _HTTP[status]
+    count.inc()
+    duration.observe(time.perf_counter() - started)
+
+
+async def _refuse(scope: Scope, send: Send, blocked: LoginBlocked, started: float) -> None:
     answer = blocked_answer(blocked)
     headers = {**answer.headers, **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
+    _observe(429, started)
     await _send_quietly(send, error_messages(answer.errors[0], headers))
     _tally.count()
     SIGN_INS_BLOCKED.inc()  # the route's refusals are counted by Logins.authenticate
@@ -124,6 +136,7 @@ class RefuseRemembered:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         headers = scope.get("headers") or ()
         declared = next((value for name, value in headers if name == b"content-length"), b"")
         chunked = any(name == b"transfer-encoding" for name, _ in headers)
@@ -141,6 +154,7 @@ class RefuseRemembered:
                     if message["type"] != "http.request" or not message.get("more_body", False):
                         break
         except TimeoutError:
+            _observe(503, started)
             await self._unavailable(scope, send)
             return
 
@@ -163,7 +177,7 @@ class RefuseRemembered:
                     await asyncio.sleep(0)
                 await self.app(scope, replay, send)  # it holds its place until it has reserved
             else:
-                await _refuse(scope, send, refusal)
+                await _refuse(scope, send, refusal, started)
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         """The guard's answer to a request that outlived ACCOUNTS_REQUEST_TIMEOUT (here: its body did)."""

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from conftest import Database, Stack, StackFactory, free_port, token_from
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import event
 from test_login_http import JSONAPI, PASSWORD, login_body, registered, sign_in
 
@@ -104,6 +105,11 @@ async def pipelined(http: httpx.AsyncClient, requests: list[bytes], wait: float 
     return statuses
 
 
+def refused_in_metrics() -> float:
+    labels = {"method": "POST", "route": "/access-tokens", "status": "429"}
+    return REGISTRY.get_sample_value("accounts_http_requests_total", labels) or 0.0
+
+
 async def one_chunk(body: bytes) -> AsyncIterator[bytes]:
     yield body  # httpx sends an async iterable chunked, without Content-Length
 
@@ -165,7 +171,9 @@ async def test_a_flood_on_a_locked_account_is_answered_without_the_database(
 
             statements.seen.clear()
             access_log.lines.clear()
+            counted = refused_in_metrics()
             flood = await asyncio.gather(*(sign_in(http, email, f"guess {n}") for n in range(40)))
+            assert refused_in_metrics() - counted == 40  # in the HTTP metrics all the same
             right = await sign_in(http, email.upper())  # the right password, typed differently: the same address
             assert statements.seen == []  # no budget, no customer, no throttle read
             # nor a line each in the access log (an attacker's 10,000 a second would be 10,000 lines)
