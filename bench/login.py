@@ -83,6 +83,7 @@ from registration import (  # bench/registration.py, beside this script
     Measurement,
     _expect,
     _token,
+    bench_password,
     bench_stack,
     free_port,
     measure,
@@ -136,7 +137,7 @@ async def register(http: httpx.AsyncClient, sink: MailSink, email: str) -> Custo
 
     bench/registration.py's `Registrations` does the same, but keeps the password it makes up to itself.
     """
-    password = secrets.token_urlsafe(18) + "!aA1"
+    password = bench_password()
     response = await http.post(
         "/customers",
         json={
@@ -204,7 +205,7 @@ class SignIns:
 
 
 def measure_verify(hasher: PasswordHasher, count: int, concurrency: int) -> Measurement:
-    password = secrets.token_urlsafe(18) + "!aA1"
+    password = bench_password()
     password_hash = hasher.hash(password)
 
     def one(_: int) -> float:
