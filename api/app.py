@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
 from accounts.access_tokens import AccessTokenIssuer
-from accounts.db import create_engine, session_factory
+from accounts.db import service_engine, session_factory
 from accounts.emails import EmailRenderer
 from accounts.rate_limits import RequestLimits
 from accounts.refresh_tokens import RefreshTokenStore
@@ -40,7 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = given_engine or create_engine(settings.database_url)
+        engine = given_engine or service_engine(settings)
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.limits = RequestLimits(settings, app.state.sessions)

@@ -48,7 +48,7 @@ from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
 from api.app import create_app
 from devstack.mailsink import MailSink, ReceivedEmail
-from worker import build_worker
+from worker import WorkerGroup, build_worker
 
 PG_ADMIN_DSN = os.environ.get("ACCOUNTS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 # Generous: under load a single registration queues behind all the others in flight.
@@ -250,7 +250,7 @@ async def database(kind: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
+async def running(worker: Worker | WorkerGroup) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(worker.run())
     try:
         yield

@@ -38,7 +38,6 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from accounts.customer_csv import COLUMNS
 from accounts.db import SessionFactory, create_engine, session_factory
@@ -49,7 +48,7 @@ from api.app import create_app
 from api.serving import uvicorn_config
 from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
-from worker import build_worker
+from worker import WorkerGroup, build_worker
 
 PG_ADMIN_DSN = os.environ.get("ACCOUNTS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 8192, "argon2_parallelism": 1}
@@ -351,7 +350,7 @@ class Stack:
     sink: MailSink
     env: WorkflowEnvironment
     api_url: str | None = None
-    worker: Worker | None = None
+    worker: WorkerGroup | None = None
     server: uvicorn.Server | None = None
     server_task: asyncio.Task[None] | None = None
 

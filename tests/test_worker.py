@@ -9,6 +9,7 @@ import pytest
 
 from accounts.db import DATABASE_TIMEOUT
 from accounts.settings import Settings
+from accounts.task_queues import KINDS
 from worker import build_worker, graceful_shutdown_timeout
 from workflows.registration import ACTIVITY_OPTIONS
 
@@ -28,7 +29,8 @@ def test_an_activity_attempt_may_take_longer_than_a_default_send() -> None:
 
 async def test_the_worker_is_built_with_that_shutdown(time_skipping: Any, sqlite_database: Any) -> None:
     settings = Settings(_env_file=None, smtp_timeout=45.0)  # type: ignore[call-arg]
-    worker = build_worker(time_skipping.client, settings, sqlite_database.sessions, task_queue="unused")
+    workers = build_worker(time_skipping.client, settings, sqlite_database.sessions, task_queue="unused")
 
-    assert worker.config()["graceful_shutdown_timeout"] == graceful_shutdown_timeout(settings)
-    assert worker.config()["graceful_shutdown_timeout"] > timedelta(seconds=45)
+    for kind in KINDS:
+        assert workers[kind].config()["graceful_shutdown_timeout"] == graceful_shutdown_timeout(settings)
+        assert workers[kind].config()["graceful_shutdown_timeout"] > timedelta(seconds=45)
