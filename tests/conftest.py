@@ -61,6 +61,10 @@ TEST_DEFAULTS = {
     "rate_limit_per_ip": 0,
     "rate_limit_global": 0,
     "address_requests_per_hour": 0,
+    # the email queues' rate limits (Temporal's, on the dev server) would pace every test's mail; the
+    # tests of the limits set their own (tests/e2e/test_task_queues.py)
+    "email_sends_per_second": 1000.0,
+    "bulk_email_sends_per_second": 1000.0,
 }
 CHECKOUT = str(Path(__file__).resolve().parents[1])  # this checkout's code, not whichever one is installed
 # The `accounts` command as this checkout runs it (the venv's console script may belong to another checkout);
