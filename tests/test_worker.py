@@ -48,14 +48,15 @@ async def test_one_process_polls_every_queue_by_default_and_a_setting_picks_some
     everything = build_worker(time_skipping.client, settings, sqlite_database.sessions)
     assert everything.task_queues == ["shop", "shop-signin", "shop-email", "shop-bulk-email"]
     assert [TaskQueues.of(queue).base for queue in everything.task_queues] == ["shop"] * 4
-    picked = Settings(_env_file=None, task_queue="shop", worker_task_queues=["email", "bulk-email"])  # type: ignore[call-arg]
+    # (a client refuses a second worker of a queue it polls already: another shop's name)
+    picked = Settings(_env_file=None, task_queue="mail", worker_task_queues=["email", "bulk-email"])  # type: ignore[call-arg]
     assert build_worker(time_skipping.client, picked, sqlite_database.sessions).task_queues == [
-        "shop-email",
-        "shop-bulk-email",
+        "mail-email",
+        "mail-bulk-email",
     ]
 
 
-def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rates(
+async def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rates(
     time_skipping: Any, sqlite_database: Any
 ) -> None:
     settings = Settings(  # type: ignore[call-arg]

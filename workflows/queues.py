@@ -7,8 +7,9 @@ email queue. Both queues are rate-bounded (Temporal's task-queue rate limit, set
 its own, so 5,000 import emails wait in their own queue and never ahead of a verification link.
 
 Runs recorded before the split scheduled their emails on their own task queue: `workflow.patched`
-keeps them replaying that way, and a run that goes on under this code sends its next emails to the
-new queues.
+keeps them replaying that way. Its answer holds for the whole run, so a run that had sent an email
+before the upgrade keeps sending its emails to its own queue (the lifecycles' worker serves them, without
+a rate limit) until it ends or continues as new; a run that had not yet sent one uses the email queues.
 """
 
 from __future__ import annotations
