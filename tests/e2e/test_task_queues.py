@@ -16,6 +16,7 @@ from starter import Registration
 pytestmark = pytest.mark.e2e
 PASSWORD = "Vq8#nT2!pLm4-kettle"
 BULK = 6
+RATE = 2.0  # bulk emails a second
 
 
 def sign_up(email: str, channel: str) -> Registration:
@@ -25,7 +26,7 @@ def sign_up(email: str, channel: str) -> Registration:
 async def test_a_burst_of_bulk_emails_keeps_its_rate_and_never_delays_a_verification_link(
     stack: StackFactory, dev_server: Any, sqlite_database: Database
 ) -> None:
-    async with stack(dev_server, sqlite_database, bulk_email_sends_per_second=1.0, email_sends_per_second=50.0) as s:
+    async with stack(dev_server, sqlite_database, bulk_email_sends_per_second=RATE, email_sends_per_second=50.0) as s:
         bulk = [unique_email("bulk") for _ in range(BULK)]
         # an import's registrations send their first link with the bulk emails (channel "import")
         await asyncio.gather(*(s.accounts.register(sign_up(email, "import")) for email in bulk))
@@ -36,8 +37,9 @@ async def test_a_burst_of_bulk_emails_keeps_its_rate_and_never_delays_a_verifica
         waited = time.monotonic() - asked
         arrivals = sorted([(await s.mail_to(email, "confirm", timeout=30)).received_at for email in bulk])
 
-    # at 1/s the six bulk links take about five seconds; the customer's link waits for none of them
+    # The server's limiter lets a few through at once (one per partition of the queue, ~4 on the dev
+    # server), then paces the rest; unbounded, the six arrive within half a second.
     spread = (arrivals[-1] - arrivals[0]).total_seconds()
-    assert spread >= BULK - 2.5, f"the bulk queue's rate limit did not hold: {BULK} emails within {spread:.1f} s"
+    assert spread >= (BULK - 4) / RATE, f"the bulk queue's rate limit did not hold: {BULK} emails in {spread:.1f} s"
     assert waited < 3, f"the verification link waited {waited:.1f} s"
     assert link.received_at < arrivals[-2], "the verification link went out behind the bulk emails"
