@@ -109,7 +109,6 @@ class WorkerGroup:
 
     def __init__(self, workers: dict[QueueKind, Worker]) -> None:
         self._workers = workers
-        self._started = False
 
     def __getitem__(self, kind: QueueKind) -> Worker:
         return self._workers[kind]
@@ -124,7 +123,6 @@ class WorkerGroup:
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(worker.run()) for worker in self._workers.values()]
-        self._started = True
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -135,8 +133,8 @@ class WorkerGroup:
                 raise result
 
     async def shutdown(self) -> None:
-        if self._started:  # a worker never run would wait forever for its shutdown to complete
-            await asyncio.gather(*(worker.shutdown() for worker in self._workers.values()))
+        """As `Worker.shutdown`: may come before `run` has begun, and returns once it has ended."""
+        await asyncio.gather(*(worker.shutdown() for worker in self._workers.values()))
 
 
 def build_worker(
