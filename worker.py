@@ -1,6 +1,11 @@
 """The worker: the composition root that builds the activities with their dependencies and runs them.
 
 python worker.py        (or: accounts worker)
+
+One process polls every task queue by default (lifecycles, sign-in throttling, email, bulk email:
+accounts/task_queues.py), one Temporal `Worker` each; ACCOUNTS_WORKER_TASK_QUEUES picks some, so the
+queues can be scaled apart. Each queue's activity slots are a setting, and together they must fit in the
+process's database pool (check_database_capacity).
 """
 
 from __future__ import annotations
@@ -8,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from accounts.db import DATABASE_TIMEOUT, SessionFactory, create_engine, session_factory
+from accounts.db import DATABASE_TIMEOUT, SessionFactory, pool_capacity, service_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
 from accounts.logs import configure_logging
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
+from accounts.task_queues import QueueKind, TaskQueues
 from accounts.temporal import connect
 from accounts.worker_ops import WorkerOps
 from activities.anonymization import AnonymizationActivities
@@ -64,6 +72,88 @@ def graceful_shutdown_timeout(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.smtp_timeout + DATABASE_TIMEOUT) + SHUTDOWN_MARGIN
 
 
+def activity_slots(settings: Settings) -> dict[QueueKind, int]:
+    """Activities each queue's worker runs at once (`max_concurrent_activities`)."""
+    return {
+        "lifecycles": settings.lifecycle_activity_slots,
+        "signin": settings.signin_activity_slots,
+        "email": settings.email_activity_slots,
+        "bulk-email": settings.bulk_email_activity_slots,
+    }
+
+
+class WorkerMisconfigured(ValueError):
+    """A setting makes this worker unable to run as configured; the message names it."""
+
+
+def check_database_capacity(settings: Settings) -> None:
+    """Refuse a worker whose activities could not all hold a database connection at once.
+
+    Each activity uses at most one connection at a time. More slots than the pool can hand out would
+    make the surplus wait for a connection, past the pool timeout (4 s), and fail and retry under load:
+    work that looks like a database outage. So the slots of the queues this process polls must fit in
+    ACCOUNTS_DATABASE_POOL_SIZE + ACCOUNTS_DATABASE_MAX_OVERFLOW."""
+    slots = activity_slots(settings)
+    polled = {kind: slots[kind] for kind in settings.worker_task_queues}
+    capacity = pool_capacity(settings)
+    if sum(polled.values()) > capacity:
+        parts = " + ".join(f"{count} ({kind})" for kind, count in polled.items())
+        raise WorkerMisconfigured(
+            f"activity slots {parts} = {sum(polled.values())} exceed the {capacity} database connections of"
+            " ACCOUNTS_DATABASE_POOL_SIZE + ACCOUNTS_DATABASE_MAX_OVERFLOW: raise those or lower"
+            " ACCOUNTS_*_ACTIVITY_SLOTS"
+        )
+
+
+class WorkerGroup:
+    """The workers of one process, one per task queue it polls, run and stopped together: a process
+    serves all of its queues or none (a fatal error of one stops the others, and the process exits)."""
+
+    def __init__(self, workers: dict[QueueKind, Worker]) -> None:
+        self._workers = workers
+        self._running: asyncio.Task[None] | None = None
+
+    def __getitem__(self, kind: QueueKind) -> Worker:
+        return self._workers[kind]
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [worker.task_queue for worker in self._workers.values()]
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers.values())
+
+    @property
+    def is_running(self) -> bool:
+        return any(worker.is_running for worker in self._workers.values())
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(worker.run()) for worker in self._workers.values()]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            await self.shutdown()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def shutdown(self) -> None:
+        """As `Worker.shutdown`: may come before `run` has begun, and returns once it has ended."""
+        await asyncio.gather(*(worker.shutdown() for worker in self._workers.values()))
+
+    async def __aenter__(self) -> WorkerGroup:
+        """As `async with Worker(...)`: run in the background until the block ends, then shut down."""
+        self._running = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.shutdown()
+        if self._running is not None:
+            await self._running
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -71,7 +161,10 @@ def build_worker(
     *,
     mailer: Mailer | None = None,
     task_queue: str | None = None,
-) -> Worker:
+    queues: list[QueueKind] | None = None,
+) -> WorkerGroup:
+    """One worker per task queue in `queues` (default ACCOUNTS_WORKER_TASK_QUEUES, all of them), named
+    after `task_queue` (default ACCOUNTS_TASK_QUEUE; accounts/task_queues.py)."""
     customers = CustomerActivities(sessions)
     lockout = LockoutActivities(sessions)
     passwords = PasswordActivities(sessions)
@@ -85,37 +178,63 @@ def build_worker(
         mailer or SmtpMailer.from_settings(settings),
         settings,
     )
-    return Worker(
-        client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=[
-            customers.create_customer,
-            customers.activate_customer,
-            customers.expire_registration,
-            customers.replace_password_hash,
-            lockout.set_lock,
-            lockout.lift_lock,
-            lockout.close_window,
-            passwords.set_password,
-            passwords.force_reset,
-            passwords.expire_reset_links,
-            anonymization.end_lifecycles,
-            anonymization.anonymize_customer,
-            anonymization.delete_closed_runs,
-            email_change.check_new_email,
-            email_change.retire_links,
-            email_change.apply_email_change,
-            emails.send_token_link,
-            emails.send_notice,
-            customer_import.index_customer_import,
-            customer_import.import_customer_batch,
-            customer_import.discard_customer_import_file,
-            throttle_cleanup.delete_expired_throttles,
-        ],
+    signin_activities: list[Callable[..., Any]] = [lockout.set_lock, lockout.lift_lock, lockout.close_window]
+    email_activities: list[Callable[..., Any]] = [emails.send_token_link, emails.send_notice]
+    # The lifecycles' worker keeps every workflow and activity: runs started before the queues split
+    # (lockout windows on this queue, emails scheduled on it) finish here.
+    lifecycle_activities: list[Callable[..., Any]] = [
+        customers.create_customer,
+        customers.activate_customer,
+        customers.expire_registration,
+        customers.replace_password_hash,
+        passwords.set_password,
+        passwords.force_reset,
+        passwords.expire_reset_links,
+        anonymization.end_lifecycles,
+        anonymization.anonymize_customer,
+        anonymization.delete_closed_runs,
+        email_change.check_new_email,
+        email_change.retire_links,
+        email_change.apply_email_change,
+        customer_import.index_customer_import,
+        customer_import.import_customer_batch,
+        customer_import.discard_customer_import_file,
+        throttle_cleanup.delete_expired_throttles,
+        *signin_activities,
+        *email_activities,
+    ]
+    names = TaskQueues(task_queue or settings.task_queue)
+    slots = activity_slots(settings)
+    common: dict[str, Any] = {
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
-        graceful_shutdown_timeout=graceful_shutdown_timeout(settings),
-        workflow_runner=WORKFLOW_RUNNER,
+        "graceful_shutdown_timeout": graceful_shutdown_timeout(settings),
+        "workflow_runner": WORKFLOW_RUNNER,
+    }
+    work: dict[QueueKind, dict[str, Any]] = {
+        "lifecycles": {"workflows": WORKFLOWS, "activities": lifecycle_activities},
+        "signin": {"workflows": [LockoutWindowWorkflow], "activities": signin_activities},
+        # the task-queue rate limit is the server's, for every worker of the queue together
+        "email": {
+            "activities": email_activities,
+            "max_task_queue_activities_per_second": settings.email_sends_per_second,
+        },
+        "bulk-email": {
+            "activities": email_activities,
+            "max_task_queue_activities_per_second": settings.bulk_email_sends_per_second,
+        },
+    }
+    return WorkerGroup(
+        {
+            kind: Worker(
+                client,
+                task_queue=names.name(kind),
+                max_concurrent_activities=slots[kind],
+                max_concurrent_activity_task_polls=min(5, slots[kind]),
+                **work[kind],
+                **common,
+            )
+            for kind in (queues or settings.worker_task_queues)
+        }
     )
 
 
@@ -127,18 +246,25 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.defau
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    engine = create_engine(settings.database_url)
+    check_database_capacity(settings)
+    engine = service_engine(settings)
     ops = WorkerOps(settings)  # metrics, health and tracing (accounts/worker_ops.py)
     try:
         client = await connect(settings, runtime=ops.runtime, interceptors=ops.interceptors)
-        worker = build_worker(client, settings, session_factory(engine))
-        try:
-            await ensure_schedules(client, settings)  # idempotent: every worker start brings it up to date
-        except RPCError as error:  # the worker runs without it; the next start tries again
-            log.warning("schedules not created: %s", error)
-        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_target)
-        async with ops.serving(engine, client, worker), worker:  # the listener outlives the shutdown
-            await stop.wait()
+        workers = build_worker(client, settings, session_factory(engine))
+        if "lifecycles" in settings.worker_task_queues:
+            try:
+                await ensure_schedules(client, settings)  # idempotent: every worker start brings it up to date
+            except RPCError as error:  # the worker runs without it; the next start tries again
+                log.warning("schedules not created: %s", error)
+        log.info("worker polling task queues %s on %s", ", ".join(workers.task_queues), settings.temporal_target)
+        async with ops.serving(engine, client, *workers.workers):  # the listener outlives the shutdown
+            running = asyncio.create_task(workers.run())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            await workers.shutdown()
+            await running  # a worker's fatal error (the namespace is missing, say) ends the process with it
     finally:
         await engine.dispose()
 
@@ -150,7 +276,10 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, stop)
+    try:
+        await run_worker(settings, stop)
+    except WorkerMisconfigured as error:
+        raise SystemExit(f"accounts worker: {error}") from None
 
 
 if __name__ == "__main__":

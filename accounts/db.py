@@ -9,6 +9,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from accounts.settings import Settings
+
 SessionFactory = async_sessionmaker[AsyncSession]
 # How long one database step may wait: for a connection, and for a lock (SQLite's busy timeout, PostgreSQL's
 # lock_timeout). Bounded so that the worker's graceful shutdown can outlast an activity (worker.py).
@@ -49,6 +51,25 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     return engine
+
+
+def service_engine(settings: Settings) -> AsyncEngine:
+    """The engine of a service process (the API, the worker): a pool of ACCOUNTS_DATABASE_POOL_SIZE
+    connections kept open, plus up to ACCOUNTS_DATABASE_MAX_OVERFLOW opened for a burst and closed after.
+    A worker checks that its activity slots fit (worker.check_database_capacity)."""
+    return create_engine(settings.database_url, **pool_options(settings))
+
+
+def pool_options(settings: Settings) -> dict[str, int]:
+    database = make_url(settings.database_url).database
+    if make_url(settings.database_url).get_backend_name() == "sqlite" and database in (None, "", ":memory:"):
+        return {}  # one connection, no pool to size
+    return {"pool_size": settings.database_pool_size, "max_overflow": settings.database_max_overflow}
+
+
+def pool_capacity(settings: Settings) -> int:
+    """Connections one process's engine can hand out at once without waiting."""
+    return settings.database_pool_size + settings.database_max_overflow
 
 
 def _lower(value: object) -> object:

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from accounts.task_queues import KINDS, SUFFIXES, QueueKind
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT_SECRET = "development-only-not-secret"  # noqa: S105
 
@@ -51,11 +53,25 @@ class Settings(BaseSettings):
 
     # database
     database_url: str = "sqlite+aiosqlite:///var/accounts.db"
+    # each process's connection pool (SQLAlchemy's defaults): a worker's activity slots must fit in it
+    database_pool_size: int = 5
+    database_max_overflow: int = 10
 
     # Temporal: unset means "localhost:7233", and `accounts dev` starts its own dev server there
     temporal_address: str | None = None
     temporal_namespace: str = "default"
-    task_queue: str = "accounts"
+    task_queue: str = "accounts"  # the lifecycles' queue; the others are named after it (accounts/task_queues.py)
+    # the queues this process's worker polls (all by default: one `accounts worker` serves a shop)
+    worker_task_queues: list[QueueKind] = list(KINDS)
+    # activities a worker runs at once per queue; together (of the queues it polls) at most the pool's connections
+    lifecycle_activity_slots: int = 6
+    signin_activity_slots: int = 2
+    email_activity_slots: int = 4
+    bulk_email_activity_slots: int = 2
+    # Temporal's task-queue rate limit of the two email queues, for the whole shop (every worker sets the
+    # same): together at most the SMTP provider's sending rate
+    email_sends_per_second: float = 10.0
+    bulk_email_sends_per_second: float = 4.0
     temporal_ui_url: str = "http://localhost:8233"
     # a real cluster (Temporal Cloud, a self-hosted one behind mTLS): an API key, or a client certificate
     # and its key (PEM files). TLS: unset means on when any of the others is set; true or false decides
@@ -256,6 +272,15 @@ class Settings(BaseSettings):
             raise ValueError("ACCOUNTS_ARGON2_NICENESS must be between 0 and 19")
         if self.device_tokens_per_account < 1:
             raise ValueError("ACCOUNTS_DEVICE_TOKENS_PER_ACCOUNT must be at least 1")
+        if min(self.email_sends_per_second, self.bulk_email_sends_per_second) <= 0:
+            raise ValueError("ACCOUNTS_EMAIL_SENDS_PER_SECOND and ..._BULK_EMAIL_SENDS_PER_SECOND must be positive")
+        slots = (self.lifecycle_activity_slots, self.signin_activity_slots, self.email_activity_slots)
+        if min(*slots, self.bulk_email_activity_slots, self.database_pool_size) < 1 or self.database_max_overflow < 0:
+            raise ValueError("ACCOUNTS_*_ACTIVITY_SLOTS and ACCOUNTS_DATABASE_POOL_SIZE must be at least 1")
+        if not self.worker_task_queues or len(set(self.worker_task_queues)) != len(self.worker_task_queues):
+            raise ValueError(f"ACCOUNTS_WORKER_TASK_QUEUES must name each of {list(KINDS)} at most once, one at least")
+        if any(suffix and self.task_queue.endswith(suffix) for suffix in SUFFIXES.values()):
+            raise ValueError("ACCOUNTS_TASK_QUEUE must not end in -signin, -email or -bulk-email (its siblings' names)")
         if self.import_emails_per_second <= 0:
             raise ValueError("ACCOUNTS_IMPORT_EMAILS_PER_SECOND must be positive")
         if not 1 <= self.import_batch_size <= 10_000 or not 1 <= self.import_concurrent_batches <= 8:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from temporalio.client import Client
 
 from accounts.access_tokens import AccessTokenIssuer
-from accounts.db import create_engine, session_factory
+from accounts.db import service_engine, session_factory
 from accounts.emails import EmailRenderer
 from accounts.health import database_check, temporal_check
 from accounts.metrics import registry
@@ -70,7 +70,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = given_engine or create_engine(settings.database_url)
+        engine = given_engine or service_engine(settings)
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.limits = RequestLimits(settings, app.state.sessions)

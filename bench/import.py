@@ -217,6 +217,8 @@ async def system(
             "ACCOUNTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "ACCOUNTS_VAR_DIR": str(work / "var"),  # the API stores the file, the worker reads it
             "ACCOUNTS_IMPORT_EMAILS_PER_SECOND": str(emails_per_second),
+            # the bulk email queue's rate (its verification links go there): the same bound as the starts
+            "ACCOUNTS_BULK_EMAIL_SENDS_PER_SECOND": str(emails_per_second),
             "ACCOUNTS_IMPORT_BATCH_SIZE": str(batch_size),
             "ACCOUNTS_IMPORT_CONCURRENT_BATCHES": str(concurrent),
         }

@@ -31,6 +31,7 @@ from accounts.models import Customer
 from accounts.passwords import PasswordHasher
 from accounts.refusals import Place, RefusalMemory
 from accounts.settings import Settings
+from accounts.task_queues import TaskQueues
 from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
 from starter.errors import LoginBlocked, LoginFailed, NotLocked, PasswordResetRequired, WrongCurrentPassword
@@ -328,7 +329,7 @@ class Logins:
                 ),
             ),
             id=lockout_id(reservation.subject),
-            task_queue=settings.task_queue,
+            task_queue=TaskQueues(settings.task_queue).signin,  # sign-in throttling apart from the lifecycles
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal=THRESHOLD_CROSSED,
             search_attributes=lifecycle_attributes(customer.customer_reference),

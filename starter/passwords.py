@@ -172,7 +172,7 @@ class Passwords:
                 try:
                     await self._client.start_workflow(
                         PasswordResetWorkflow.run,
-                        self._input(reference, "set_password", "backoffice", agent),
+                        self._input(reference, "set_password", "backoffice", agent, bulk=True),
                         id=reset_id(reference),
                         task_queue=self._settings.task_queue,
                         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -254,7 +254,7 @@ class Passwords:
                 raise
             # throttled (the customer has enough links), or the reset is ending: nothing to send
 
-    def _input(self, customer_reference: str, kind: str, channel: str, actor: str) -> ResetInput:
+    def _input(self, customer_reference: str, kind: str, channel: str, actor: str, *, bulk: bool = False) -> ResetInput:
         settings = self._settings
         return ResetInput(
             customer_reference,
@@ -264,6 +264,7 @@ class Passwords:
             ResetTimings(settings.password_reset_expires_after, settings.password_reset_resend_min_interval,
                          settings.password_reset_resends_per_hour),
             history_limit=settings.password_reset_history_limit,
+            bulk=bulk,
         )  # fmt: skip
 
     async def _by_email(self, email: str) -> Customer | None:

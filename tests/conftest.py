@@ -40,7 +40,6 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from accounts.customer_csv import COLUMNS
 from accounts.db import SessionFactory, create_engine, session_factory
@@ -51,7 +50,7 @@ from api.app import create_app
 from api.serving import uvicorn_config
 from devstack.mailsink import MailSink, ReceivedEmail
 from starter import AccountsClient
-from worker import build_worker
+from worker import WorkerGroup, build_worker
 
 PG_ADMIN_DSN = os.environ.get("ACCOUNTS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 8192, "argon2_parallelism": 1}
@@ -64,6 +63,10 @@ TEST_DEFAULTS = {
     "rate_limit_per_ip": 0,
     "rate_limit_global": 0,
     "address_requests_per_hour": 0,
+    # the email queues' rate limits (Temporal's, on the dev server) would pace every test's mail; the
+    # tests of the limits set their own (tests/e2e/test_task_queues.py)
+    "email_sends_per_second": 1000.0,
+    "bulk_email_sends_per_second": 1000.0,
 }
 CHECKOUT = str(Path(__file__).resolve().parents[1])  # this checkout's code, not whichever one is installed
 # The `accounts` command as this checkout runs it (the venv's console script may belong to another checkout);
@@ -380,7 +383,7 @@ class Stack:
     sink: MailSink
     env: WorkflowEnvironment
     api_url: str | None = None
-    worker: Worker | None = None
+    worker: WorkerGroup | None = None
     server: uvicorn.Server | None = None
     server_task: asyncio.Task[None] | None = None
 

@@ -1,15 +1,21 @@
-"""The worker's composition: its graceful shutdown outlasts any send it lets finish."""
+"""The worker's composition: its graceful shutdown outlasts any send it lets finish; one worker per task
+queue it polls, each with its slots (which must fit the database pool) and the email queues' rates."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from conftest import ACCOUNTS, CHECKOUT
 
 from accounts.db import DATABASE_TIMEOUT
 from accounts.settings import Settings
-from worker import build_worker, graceful_shutdown_timeout
+from accounts.task_queues import KINDS, TaskQueues
+from worker import WorkerMisconfigured, build_worker, check_database_capacity, graceful_shutdown_timeout
+from workflows.lockout import LockoutWindowWorkflow
 from workflows.registration import ACTIVITY_OPTIONS
 
 
@@ -28,7 +34,86 @@ def test_an_activity_attempt_may_take_longer_than_a_default_send() -> None:
 
 async def test_the_worker_is_built_with_that_shutdown(time_skipping: Any, sqlite_database: Any) -> None:
     settings = Settings(_env_file=None, smtp_timeout=45.0)  # type: ignore[call-arg]
-    worker = build_worker(time_skipping.client, settings, sqlite_database.sessions, task_queue="unused")
+    workers = build_worker(time_skipping.client, settings, sqlite_database.sessions, task_queue="unused")
 
-    assert worker.config()["graceful_shutdown_timeout"] == graceful_shutdown_timeout(settings)
-    assert worker.config()["graceful_shutdown_timeout"] > timedelta(seconds=45)
+    for kind in KINDS:
+        assert workers[kind].config()["graceful_shutdown_timeout"] == graceful_shutdown_timeout(settings)
+        assert workers[kind].config()["graceful_shutdown_timeout"] > timedelta(seconds=45)
+
+
+async def test_one_process_polls_every_queue_by_default_and_a_setting_picks_some(
+    time_skipping: Any, sqlite_database: Any
+) -> None:
+    settings = Settings(_env_file=None, task_queue="shop")  # type: ignore[call-arg]
+    everything = build_worker(time_skipping.client, settings, sqlite_database.sessions)
+    assert everything.task_queues == ["shop", "shop-signin", "shop-email", "shop-bulk-email"]
+    assert [TaskQueues.of(queue).base for queue in everything.task_queues] == ["shop"] * 4
+    # (a client refuses a second worker of a queue it polls already: another shop's name)
+    picked = Settings(_env_file=None, task_queue="mail", worker_task_queues=["email", "bulk-email"])  # type: ignore[call-arg]
+    assert build_worker(time_skipping.client, picked, sqlite_database.sessions).task_queues == [
+        "mail-email",
+        "mail-bulk-email",
+    ]
+
+
+async def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rates(
+    time_skipping: Any, sqlite_database: Any
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, lifecycle_activity_slots=7, signin_activity_slots=3, email_activity_slots=5,
+        bulk_email_activity_slots=1, email_sends_per_second=12.5, bulk_email_sends_per_second=2.0,
+    )  # fmt: skip
+    workers = build_worker(time_skipping.client, settings, sqlite_database.sessions)
+    config = {kind: workers[kind].config() for kind in KINDS}
+    assert {kind: c["max_concurrent_activities"] for kind, c in config.items()} == {
+        "lifecycles": 7, "signin": 3, "email": 5, "bulk-email": 1,
+    }  # fmt: skip
+    assert config["email"]["max_task_queue_activities_per_second"] == 12.5
+    assert config["bulk-email"]["max_task_queue_activities_per_second"] == 2.0
+    assert config["lifecycles"].get("max_task_queue_activities_per_second") is None
+    assert list(config["signin"]["workflows"]) == [LockoutWindowWorkflow]
+
+
+@pytest.mark.parametrize(
+    ("queues", "pool", "overflow", "fits"),
+    [
+        (list(KINDS), 5, 10, True),  # the defaults: 6 + 2 + 4 + 2 = 14 slots, 15 connections
+        (list(KINDS), 5, 8, False),
+        (["email", "bulk-email"], 3, 3, True),  # a process of the email queues only needs 6
+        (["lifecycles"], 5, 0, False),
+    ],
+)
+def test_a_worker_whose_activity_slots_exceed_its_database_pool_is_refused(
+    queues: list[Any], pool: int, overflow: int, fits: bool
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, worker_task_queues=queues, database_pool_size=pool, database_max_overflow=overflow
+    )
+    if fits:
+        check_database_capacity(settings)
+        return
+    with pytest.raises(WorkerMisconfigured) as refused:
+        check_database_capacity(settings)
+    assert "ACCOUNTS_DATABASE_POOL_SIZE + ACCOUNTS_DATABASE_MAX_OVERFLOW" in str(refused.value)
+    assert "ACCOUNTS_*_ACTIVITY_SLOTS" in str(refused.value)
+
+
+def test_the_refusal_is_one_line_before_the_worker_connects_anywhere(tmp_path: Any) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
+    environment.update(
+        PYTHONPATH=CHECKOUT,
+        ACCOUNTS_DATABASE_POOL_SIZE="2",
+        ACCOUNTS_DATABASE_MAX_OVERFLOW="0",
+        ACCOUNTS_TEMPORAL_ADDRESS="127.0.0.1:9",  # nothing answers: the check comes first
+        ACCOUNTS_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'never.db'}",
+    )
+    done = subprocess.run(
+        [*ACCOUNTS, "worker"], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "accounts worker: activity slots 6 (lifecycles) + 2 (signin) + 4 (email) + 2 (bulk-email) = 14 exceed the 2"
+        " database connections of ACCOUNTS_DATABASE_POOL_SIZE + ACCOUNTS_DATABASE_MAX_OVERFLOW: raise those or lower"
+        " ACCOUNTS_*_ACTIVITY_SLOTS"
+    ]
+    assert not (tmp_path / "never.db").exists()

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.anonymization import AnonymizationActivities, Anonymize, DeleteRuns, EndLifecycles
     from activities.emails import EmailActivities, NoticeInput
     from workflows.email_change import email_change_id
+    from workflows.queues import email_queue
     from workflows.registration import ACTIVITY_OPTIONS
 
 ENDING_LIFECYCLES = "ending_lifecycles"
@@ -89,7 +90,10 @@ class AnonymizationWorkflow:
 
         self._enter(NOTIFYING)
         await workflow.execute_activity_method(
-            EmailActivities.send_notice, NoticeInput(ref, "account_deleted", f"{key}/deleted"), **ACTIVITY_OPTIONS
+            EmailActivities.send_notice,
+            NoticeInput(ref, "account_deleted", f"{key}/deleted"),
+            **ACTIVITY_OPTIONS,
+            **email_queue(),
         )
 
         self._enter(ANONYMIZING)

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from workflows.keys import lifecycle_key
+    from workflows.queues import email_queue
     from workflows.registration import ACTIVITY_OPTIONS, already_registered_notice
 
 CHECKING = "checking"
@@ -211,6 +212,7 @@ class EmailChangeWorkflow:
                 recipient=pending.request.new_email,
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(),
         )
         pending.token_hashes.append(sent.token_hash)
         pending.sending = False
@@ -258,6 +260,7 @@ class EmailChangeWorkflow:
                 new_email_masked=mask_email(pending.request.new_email),
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(),
         )
         return CHANGED
 
@@ -268,6 +271,7 @@ class EmailChangeWorkflow:
             EmailActivities.send_notice,
             already_registered_notice(owner_reference, self._input.already_registered_notice_interval),
             **ACTIVITY_OPTIONS,
+            **email_queue(bulk=True),
         )
 
     async def _retire(self, pending: _Pending) -> None:

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.passwords import PASSWORD_RESET, ForceReset, PasswordActivities, SetPassword
     from workflows.keys import lifecycle_key
     from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
+    from workflows.queues import BULK_CHANNELS, email_queue
     from workflows.registration import ACTIVITY_OPTIONS, EMAIL_PROVEN
 
 RESEND = "resend"  # the signal that carried repeated requests before `request_link`; kept for old histories
@@ -59,6 +60,9 @@ class ResetInput:
     timings: ResetTimings
     history_limit: int = 1000  # events before a reset that keeps being asked for continues as new
     state: ResetState | None = None  # carried over by continue-as-new
+    # the first link goes out with the bulk emails (support's `send-tokens` to every customer without a
+    # password; an import's links are bulk by their channel). Later links were asked for: not bulk.
+    bulk: bool = False
 
 
 @dataclass
@@ -179,6 +183,7 @@ class PasswordResetWorkflow:
                 input.customer_reference, "password_changed", f"{self._key}/changed", changed_at=workflow.now()
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return COMPLETED
@@ -270,6 +275,7 @@ class PasswordResetWorkflow:
                 idempotency_key=f"{self._key}/link/{self._state.links_sent + 1}",
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(bulk=self._first_link_in_bulk),
         )
         self._state.token_hashes.append(sent.token_hash)
         self._state.sent_at.append(workflow.now())
@@ -293,6 +299,10 @@ class PasswordResetWorkflow:
         self._state.force_requested = None
         self._state.resend_requested = False
         await self._send_link()
+
+    @property
+    def _first_link_in_bulk(self) -> bool:
+        return self._state.links_sent == 0 and (self._input.bulk or self._input.channel in BULK_CHANNELS)
 
     def _has_news(self) -> bool:
         state = self._state

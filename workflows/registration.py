@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from workflows.keys import lifecycle_key
+    from workflows.queues import BULK_CHANNELS, email_queue
 
 CREATING = "creating"
 AWAITING_VERIFICATION = "awaiting_verification"
@@ -172,7 +173,7 @@ class RegistrationWorkflow:
 
         # a password link may have proved the address already
         if self._state.requested is None and input.send_first_link:
-            await self._send_link("verify")
+            await self._send_link("verify", bulk=customer.channel in BULK_CHANNELS)  # an import's come in bulk
         # Without its first link (an imported customer without a password got a set-password link, which
         # verifies the address too) no reminder follows: a verification link would activate an account
         # that has no password. That one link is the customer's; the registration still expires.
@@ -188,7 +189,7 @@ class RegistrationWorkflow:
             if not await self._wait_until(deadline):
                 if self._state.reminded or not remind:
                     return await self._expire()
-                await self._send_link("reminder")
+                await self._send_link("reminder", bulk=True)  # nobody waits for it right now
                 self._state.reminded = True
                 self._enter(REMINDED)
 
@@ -197,6 +198,7 @@ class RegistrationWorkflow:
             EmailActivities.send_notice,
             NoticeInput(customer.customer_reference, "welcome", f"{self._key}/welcome"),
             **ACTIVITY_OPTIONS,
+            **email_queue(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return RegistrationResult(customer.customer_reference, VERIFIED)
@@ -299,7 +301,7 @@ class RegistrationWorkflow:
 
     # --- steps ------------------------------------------------------------------------------------
 
-    async def _send_link(self, template: str) -> None:
+    async def _send_link(self, template: str, *, bulk: bool = False) -> None:
         self._state.sending_link = True
         sent = await workflow.execute_activity_method(
             EmailActivities.send_token_link,
@@ -312,6 +314,7 @@ class RegistrationWorkflow:
                 idempotency_key=f"{self._key}/{template}/{self._state.links_sent + 1}",
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(bulk=bulk),
         )
         self._state.token_hashes.append(sent.token_hash)
         self._state.sending_link = False
@@ -373,6 +376,7 @@ class RegistrationWorkflow:
                 created.existing_customer_reference, self._input.timings.already_registered_notice_interval
             ),
             **ACTIVITY_OPTIONS,
+            **email_queue(bulk=True),  # a flood of sign-ups with taken addresses must not delay anyone's link
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return RegistrationResult(self._input.customer.customer_reference, DUPLICATE)

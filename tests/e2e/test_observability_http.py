@@ -359,7 +359,7 @@ async def test_the_worker_listener_says_not_ready_while_its_database_is_away_and
     engine = create_engine(settings.database_url)
     worker = build_worker(client, settings, session_factory(engine))
     try:
-        async with ops.serving(engine, client, worker) as listener, worker, httpx.AsyncClient() as http:
+        async with ops.serving(engine, client, *worker.workers) as listener, worker, httpx.AsyncClient() as http:
             assert listener is not None
             base = f"http://127.0.0.1:{listener.port}"
 

@@ -299,3 +299,101 @@ class SmtpGate:
             client_writer.transport.abort()
 
         await asyncio.gather(to_server(), to_client())
+
+
+class ServiceProcess:
+    """A service command as production runs it (`accounts api`, `accounts worker`, a one-shot job): its
+    own argument list, working directory and environment (no ACCOUNTS_* but those given), its output
+    in a log. `accounts` runs as this checkout's `python -m cli`."""
+
+    def __init__(self, name: str, argv: list[str], environment: dict[str, str], cwd: Path, log: Path) -> None:
+        self.name = name
+        self._argv = [sys.executable, "-m", "cli", *argv[1:]] if argv[:1] == ["accounts"] else argv
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
+        self._environment = {**base, **environment, "PYTHONPATH": str(ROOT)}
+        self._cwd = cwd
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._argv, cwd=self._cwd, env=self._environment, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    async def finished(self, timeout: float = 60) -> int:
+        """Wait for a one-shot job to end; its exit code."""
+        assert self._process is not None
+        try:
+            return await asyncio.to_thread(self._process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise TimeoutError(f"{self.name} did not finish within {timeout} s:\n{self.log_tail()}") from None
+
+    async def listening(self, port: int, timeout: float = 60) -> None:
+        """Wait until the port accepts connections (uvicorn binds it once the app's startup is done)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self.returncode is not None:
+                raise RuntimeError(f"{self.name} exited ({self.returncode}):\n{self.log_tail()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.name} never listened on {port}:\n{self.log_tail()}") from None
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+
+    async def polling(self, client: Client, task_queue: str, timeout: float = 60) -> None:
+        """Wait until this process polls the activity task queue (a worker's identity is `pid@host`)."""
+        assert self._process is not None
+        identity = f"{self._process.pid}@"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self.returncode is not None:
+                raise RuntimeError(f"{self.name} exited ({self.returncode}):\n{self.log_tail()}")
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                )
+            )
+            if any(poller.identity.startswith(identity) for poller in described.pollers):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.name} never polled {task_queue}:\n{self.log_tail()}")
+            await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, whatever was in flight is lost."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    async def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (what `docker compose stop` sends), then its exit code; SIGKILL after `timeout`."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        return process.returncode
+
+    def log_tail(self) -> str:
+        return _tail(self._log)

@@ -1,0 +1,33 @@
+"""Which task queue a workflow's email goes to (accounts/task_queues.py names them).
+
+Emails somebody is waiting for (the link they just asked for, the answer to what they just did) go to
+the email queue; emails that come in bursts and that nobody waits for right now (an import's
+verification and set-password links, reminders, lock and "already registered" notices) go to the bulk
+email queue. Both queues are rate-bounded (Temporal's task-queue rate limit, set by the worker), each on
+its own, so 5,000 import emails wait in their own queue and never ahead of a verification link.
+
+Runs recorded before the split scheduled their emails on their own task queue: `workflow.patched`
+keeps them replaying that way. Its answer holds for the whole run, so a run that had sent an email
+before the upgrade keeps sending its emails to its own queue (the lifecycles' worker serves them, without
+a rate limit) until it ends or continues as new; a run that had not yet sent one uses the email queues.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from accounts.task_queues import TaskQueues
+
+EMAIL_QUEUES_PATCH = "email-task-queues"
+BULK_CHANNELS = ("import",)  # a lifecycle started by this channel sends its first emails in bulk
+
+
+def email_queue(*, bulk: bool = False) -> dict[str, Any]:
+    """The `task_queue` option of an email activity: `**email_queue(bulk=...)` beside the other options."""
+    if not workflow.patched(EMAIL_QUEUES_PATCH):
+        return {}
+    queues = TaskQueues.of(workflow.info().task_queue)
+    return {"task_queue": queues.bulk_email if bulk else queues.email}
