@@ -15,7 +15,7 @@ from starter import Registration
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "Vq8#nT2!pLm4-kettle"
-BULK = 6
+BULK = 10
 RATE = 2.0  # bulk emails a second
 
 
@@ -38,8 +38,9 @@ async def test_a_burst_of_bulk_emails_keeps_its_rate_and_never_delays_a_verifica
         arrivals = sorted([(await s.mail_to(email, "confirm", timeout=30)).received_at for email in bulk])
 
     # The server's limiter lets a few through at once (one per partition of the queue, ~4 on the dev
-    # server), then paces the rest; unbounded, the six arrive within half a second.
+    # server), then paces the rest, not evenly (a loaded machine once saw 6 in 0.6 s); unbounded, the ten
+    # arrive within about half a second, bounded they need some (BULK - 4) / RATE = 3 s: 2.5 s tells them apart
     spread = (arrivals[-1] - arrivals[0]).total_seconds()
-    assert spread >= (BULK - 4) / RATE, f"the bulk queue's rate limit did not hold: {BULK} emails in {spread:.1f} s"
+    assert spread >= (BULK - 5) / RATE, f"the bulk queue's rate limit did not hold: {BULK} emails in {spread:.1f} s"
     assert waited < 3, f"the verification link waited {waited:.1f} s"
     assert link.received_at < arrivals[-2], "the verification link went out behind the bulk emails"
