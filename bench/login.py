@@ -395,19 +395,8 @@ async def floor_burst(url: str, addresses: list[str | None], request: bytes) -> 
     connections = [await rawhttp.Connection.open(url, address) for address in addresses]
     try:
         for _ in range(2):
-            gate = asyncio.Event()
-
-            async def one(connection: rawhttp.Connection, gate: asyncio.Event) -> float:
-                await gate.wait()
-                started = time.perf_counter()
-                await asyncio.wait_for(connection.send(request), STEP_TIMEOUT)
-                return time.perf_counter() - started
-
-            tasks = [asyncio.ensure_future(one(c, gate)) for c in connections]
-            await asyncio.sleep(0)
-            gate.set()
-            latencies = await asyncio.gather(*tasks)
-        return latencies
+            answers = await rawhttp.burst(connections, [request] * len(connections), STEP_TIMEOUT)
+        return [seconds for _, seconds in answers]
     finally:
         for connection in connections:
             await connection.close()
@@ -441,38 +430,22 @@ async def attack_client(
             for n in range(size)
         ]
         floor = await floor_burst(floor_url, addresses, requests[0])
-        attackers = await connections()
-        gate = asyncio.Event()
-
-        async def attack(connection: rawhttp.Connection, request: bytes) -> list[Any]:
-            await gate.wait()
-            started = time.perf_counter()
-            answer = await asyncio.wait_for(connection.send(request), STEP_TIMEOUT)
-            return [answer.status, time.perf_counter() - started]
 
         async def known_device() -> list[Any]:
-            await gate.wait()
             await asyncio.sleep(OWNER_DELAY)
             started = time.perf_counter()
             response = await sign_in(owner, email, password, device_token)
             return [response.status_code, time.perf_counter() - started]
 
-        tasks = [asyncio.ensure_future(attack(c, r)) for c, r in zip(attackers, requests, strict=True)]
-        known = asyncio.ensure_future(known_device())
-        await asyncio.sleep(0)
+        attackers = await connections()
+        known = asyncio.ensure_future(known_device())  # into the attack as it goes out, OWNER_DELAY later
         started = time.perf_counter()
-        gate.set()
-        answers = await asyncio.gather(*tasks)
+        answers = await rawhttp.burst(attackers, requests, STEP_TIMEOUT)
         wall = time.perf_counter() - started
         owner_status, owner_latency = await known
         untrusted = await sign_in(owner, email, password)  # the right password without the token
         # the same burst again on the account now locked: every answer a refusal, none admitted
-        attackers = await connections()
-        gate = asyncio.Event()
-        tasks = [asyncio.ensure_future(attack(c, r)) for c, r in zip(attackers, requests, strict=True)]
-        await asyncio.sleep(0)
-        gate.set()
-        again = await asyncio.gather(*tasks)
+        again = await rawhttp.burst(await connections(), requests, STEP_TIMEOUT)
     return {
         "answers": answers,
         "again": again,

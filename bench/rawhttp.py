@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +62,23 @@ class Connection:
     async def close(self) -> None:
         self._writer.close()
         await self._writer.wait_closed()
+
+
+async def burst(connections: list[Connection], requests: list[bytes], timeout: float) -> list[tuple[int, float]]:
+    """Each request on its connection, all sent at the same moment (the tasks wait at one gate): each
+    answer's status and seconds from that moment."""
+    gate = asyncio.Event()
+
+    async def one(connection: Connection, request: bytes) -> tuple[int, float]:
+        await gate.wait()
+        started = time.perf_counter()
+        answer = await asyncio.wait_for(connection.send(request), timeout)
+        return answer.status, time.perf_counter() - started
+
+    tasks = [asyncio.ensure_future(one(c, r)) for c, r in zip(connections, requests, strict=True)]
+    await asyncio.sleep(0)  # every task at the gate
+    gate.set()
+    return list(await asyncio.gather(*tasks))
 
 
 FLOOR_BODY = json.dumps(
