@@ -29,7 +29,7 @@ from accounts.metrics import HTTP_DURATION, HTTP_REQUESTS, SIGN_INS_BLOCKED
 from api.client_address import client_of
 from api.guard import RETRY_AFTER_SECONDS, UNAVAILABLE, assign_request_id
 from api.headers import headers_of, is_token_path
-from api.jsonapi import GlueError, error_messages
+from api.jsonapi import GlueError, error_messages, send_errors
 from api.routes.access_tokens import blocked_answer, presented_device_token
 from starter import LoginBlocked
 
@@ -182,8 +182,7 @@ class RefuseRemembered:
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         """The guard's answer to a request that outlived ACCOUNTS_REQUEST_TIMEOUT (here: its body did)."""
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **ANSWER_HEADERS, "X-Request-Id": assign_request_id(scope)}
-        for message in error_messages(GlueError(503, "503", UNAVAILABLE), headers):
-            await send(message)
+        await send_errors(send, GlueError(503, "503", UNAVAILABLE), headers)
 
     async def _refusal(
         self, request: Request, body: bytes, place: contextlib.AsyncExitStack
