@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     # customer import: the registrations (verification emails) of imported unverified customers start
     # at most this many per second, so a large file never floods the SMTP server
     import_emails_per_second: float = 10.0
-    import_batch_size: int = 500  # rows per batch: one activity, one transaction
+    import_batch_size: int = 2000  # rows per batch: one activity, one transaction (docs/performance.md)
     import_concurrent_batches: int = 2  # batch activities of one import at once (one parses, one writes)
 
     # password policy (Spryker's knobs, plus the offline common-password and similarity checks)
