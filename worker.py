@@ -209,6 +209,8 @@ def build_worker(
         # let running activities (an SMTP handover, a DB commit) finish on Ctrl-C or SIGTERM
         "graceful_shutdown_timeout": graceful_shutdown_timeout(settings),
         "workflow_runner": WORKFLOW_RUNNER,
+        # bounds the worker's memory however many lifecycles wait (a cached registration: ~170 KiB)
+        "max_cached_workflows": settings.worker_max_cached_workflows,
     }
     work: dict[QueueKind, dict[str, Any]] = {
         "lifecycles": {"workflows": WORKFLOWS, "activities": lifecycle_activities},

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     signin_activity_slots: int = 2
     email_activity_slots: int = 4
     bulk_email_activity_slots: int = 2
+    # workflow runs a worker process keeps in memory between their tasks (Temporal's sticky cache); the
+    # others wait in their history and are replayed when their next event comes (docs/capacity.md)
+    worker_max_cached_workflows: int = 500
     # Temporal's task-queue rate limit of the two email queues, for the whole shop (every worker sets the
     # same): together at most the SMTP provider's sending rate
     email_sends_per_second: float = 10.0
@@ -277,6 +280,8 @@ class Settings(BaseSettings):
         slots = (self.lifecycle_activity_slots, self.signin_activity_slots, self.email_activity_slots)
         if min(*slots, self.bulk_email_activity_slots, self.database_pool_size) < 1 or self.database_max_overflow < 0:
             raise ValueError("ACCOUNTS_*_ACTIVITY_SLOTS and ACCOUNTS_DATABASE_POOL_SIZE must be at least 1")
+        if self.worker_max_cached_workflows < 2:
+            raise ValueError("ACCOUNTS_WORKER_MAX_CACHED_WORKFLOWS must be at least 2")
         if not self.worker_task_queues or len(set(self.worker_task_queues)) != len(self.worker_task_queues):
             raise ValueError(f"ACCOUNTS_WORKER_TASK_QUEUES must name each of {list(KINDS)} at most once, one at least")
         if any(suffix and self.task_queue.endswith(suffix) for suffix in SUFFIXES.values()):

@@ -43,9 +43,8 @@ from typing import Any
 
 import bcrypt
 import httpx
-from registration import BenchFailure, database, free_port, temporal_binary  # bench/registration.py, beside this
+from processes import BenchFailure, child, memory, services, until_serving  # bench/processes.py, beside this
 from sqlalchemy import insert, or_, select, update
-from temporalio.testing import WorkflowEnvironment
 
 from accounts import audit
 from accounts.db import create_engine, session_factory
@@ -54,10 +53,7 @@ from accounts.models import AuditEvent, Customer, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory
-from accounts.temporal import SEARCH_ATTRIBUTES
-from devstack.mailsink import MailSink
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 HEADER = [
     "customer_reference", "locale_name", "phone", "email", "salutation", "first_name", "last_name", "company",
     "gender", "date_of_birth", "password", "registered",
@@ -173,47 +169,6 @@ async def own_writes(url: str, rows: list[Row], batch: int) -> float:
         await engine.dispose()
 
 
-# --- the processes ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def child(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = (cwd / f"{name}.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, cwd=cwd, stdout=log, stderr=log)  # noqa: S603
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def memory(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in KiB, from /proc (Linux)."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-async def until_serving(url: str, api: subprocess.Popen[bytes], logs: Path) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
-        for _ in range(300):
-            if api.poll() is not None:
-                raise BenchFailure(f"the API exited with {api.returncode}: see {logs / 'api.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get("/health")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise BenchFailure("the API did not answer /health within 30 s")
-
-
 @dataclass
 class Report:
     rows: int
@@ -238,33 +193,16 @@ async def system(
     database_kind: str, emails_per_second: float, work: Path, *, batch_size: int = 500, concurrent: int = 2
 ) -> AsyncIterator[dict[str, Any]]:
     """A fresh migrated database, the Temporal dev server, the SMTP sink, and the children's environment."""
-    async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(database(database_kind))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        )  # fmt: skip
-        stack.push_async_callback(env.shutdown)
-        sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
-        port = free_port()
-        environment = {
-            **os.environ,
-            "PYTHONPATH": str(CHECKOUT),
-            "ACCOUNTS_DATABASE_URL": url,
-            "ACCOUNTS_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-            "ACCOUNTS_TASK_QUEUE": f"accounts-bench-import-{uuid.uuid4().hex[:8]}",
-            "ACCOUNTS_SMTP_HOST": "127.0.0.1",
-            "ACCOUNTS_SMTP_PORT": str(sink.port),
-            "ACCOUNTS_API_PORT": str(port),
-            "ACCOUNTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "ACCOUNTS_VAR_DIR": str(work / "var"),  # the API stores the file, the worker reads it
-            "ACCOUNTS_IMPORT_EMAILS_PER_SECOND": str(emails_per_second),
-            # the bulk email queue's rate (its verification links go there): the same bound as the starts
-            "ACCOUNTS_BULK_EMAIL_SENDS_PER_SECOND": str(emails_per_second),
-            "ACCOUNTS_IMPORT_BATCH_SIZE": str(batch_size),
-            "ACCOUNTS_IMPORT_CONCURRENT_BATCHES": str(concurrent),
-        }
-        yield {"url": url, "env": environment, "api_url": f"http://127.0.0.1:{port}"}
+    async with services(
+        database_kind,
+        work,
+        ACCOUNTS_IMPORT_EMAILS_PER_SECOND=str(emails_per_second),
+        # the bulk email queue's rate (its verification links go there): the same bound as the starts
+        ACCOUNTS_BULK_EMAIL_SENDS_PER_SECOND=str(emails_per_second),
+        ACCOUNTS_IMPORT_BATCH_SIZE=str(batch_size),
+        ACCOUNTS_IMPORT_CONCURRENT_BATCHES=str(concurrent),
+    ) as s:
+        yield {"url": s.url, "env": s.env, "api_url": s.api_url}
 
 
 async def bench(

