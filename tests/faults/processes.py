@@ -78,72 +78,6 @@ class TemporalServer:
             await asyncio.to_thread(process.wait)
 
 
-class WorkerProcess:
-    """`python worker.py` in the worktree, configured only through ACCOUNTS_* variables, as in production."""
-
-    def __init__(self, environment: dict[str, str], log: Path) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
-        self._environment = {**base, **environment, "PYTHONPATH": str(ROOT)}
-        self._log = log
-        self._process: subprocess.Popen[bytes] | None = None
-        self.generation = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def start(self) -> None:
-        assert self._process is None or self._process.poll() is not None, "a worker is already running"
-        self.generation += 1
-        with self._log.open("ab") as log:
-            log.write(f"--- worker {self.generation} ---\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                [sys.executable, "worker.py"], cwd=ROOT, env=self._environment, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    async def polling(self, client: Client, task_queue: str, timeout: float = 60) -> None:
-        """Wait until this process polls the activity task queue (its identity is `pid@host`)."""
-        assert self._process is not None
-        identity = f"{self._process.pid}@"
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the worker exited ({self._process.returncode}):\n{_tail(self._log)}")
-            described = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=task_queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                )
-            )
-            if any(poller.identity.startswith(identity) for poller in described.pollers):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the worker never polled {task_queue}:\n{_tail(self._log)}")
-            await asyncio.sleep(0.2)
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, no cleanup, whatever was in flight is lost."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-
-    async def stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
-
-    def log_tail(self) -> str:
-        return _tail(self._log)
-
-
 class TcpProxy:
     """A TCP forwarder in front of PostgreSQL that a test can cut and restore.
 
@@ -397,3 +331,19 @@ class ServiceProcess:
 
     def log_tail(self) -> str:
         return _tail(self._log)
+
+
+class WorkerProcess(ServiceProcess):
+    """`python worker.py` in the worktree, configured only through ACCOUNTS_* variables, as in production,
+    and started again after a kill (each start a new generation, marked in the shared log)."""
+
+    def __init__(self, environment: dict[str, str], log: Path) -> None:
+        super().__init__("the worker", [sys.executable, "worker.py"], environment, ROOT, log)
+        self.generation = 0
+
+    def start(self) -> None:
+        assert self.returncode is not None or self.pid is None, "a worker is already running"
+        self.generation += 1
+        with self._log.open("ab") as log:
+            log.write(f"--- worker {self.generation} ---\n".encode())
+        super().start()
