@@ -118,7 +118,7 @@ class AccountsClient:
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
         self.reauth = Reauthentication(self.logins)
         self.deletions = Deletions(client, settings, sessions)
-        self.email_changes = EmailChanges(client, settings, sessions)
+        self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))
 
     @classmethod
