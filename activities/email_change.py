@@ -3,13 +3,16 @@ and its undo from the old address."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
-from accounts import audit
+from accounts import anonymization, audit
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
 from accounts.models import AuditEvent, Customer, OneTimeToken, utcnow
@@ -151,9 +154,12 @@ class EmailChangeActivities:
         """The old address's link, in one transaction: the address comes back, every session ends, the undo
         links die (and any pending confirmation link), audit event. Once per idempotency key.
 
-        Taken meanwhile by another account (a sign-up, which a thief can start for any address): the address
-        stays, but the thief is shut out all the same: sessions end and the password stops working
-        (password_reset_required). Support decides who gets the address (event email_change_undo_blocked)."""
+        Taken meanwhile by a sign-up that was never confirmed (a thief can start one for any address, to block
+        this undo): that sign-up never proved the address and the link's reader just did, so it is displaced
+        (an undeliverable address, its links dead, event email_released) and the address comes back.
+        Taken by an account that confirmed it: the address stays, but the thief is shut out all the same:
+        sessions end and the password stops working (password_reset_required). Support decides who gets the
+        address (event email_change_undo_blocked)."""
         async with self._sessions.begin() as session:
             done = await session.scalar(select(AuditEvent).where(AuditEvent.idempotency_key == request.idempotency_key))
             if done is not None:
@@ -174,13 +180,18 @@ class EmailChangeActivities:
             )
             ended = await end_every_session(session, customer, now=now)
             holder = await session.scalar(
-                select(Customer.customer_reference).where(
-                    Customer.email_key == email_key(request.restore_email), Customer.id != customer.id
-                )
+                select(Customer)
+                .where(Customer.email_key == email_key(request.restore_email), Customer.id != customer.id)
+                .with_for_update()
             )
+            if holder is not None and holder.registered_at is None and holder.anonymized_at is None:
+                await _release_address(session, holder, to=customer.customer_reference, now=now)
+                await session.flush()  # the unique email_key is free before this customer takes it back
+                holder = None
             if holder is not None:
                 customer.password_reset_required = True
-                event, outcome, details = "email_change_undo_blocked", UNDO_BLOCKED, {"heldBy": holder}
+                event = "email_change_undo_blocked"
+                outcome, details = UNDO_BLOCKED, {"heldBy": holder.customer_reference}
             else:
                 customer.email = request.restore_email
                 customer.email_key = email_key(request.restore_email)
@@ -196,3 +207,22 @@ class EmailChangeActivities:
                 idempotency_key=request.idempotency_key,
             )
         return EmailChangeUndone(outcome)
+
+
+RELEASED_EMAIL_DOMAIN = "released.invalid"  # RFC 2606: can never be delivered
+
+
+async def _release_address(session: AsyncSession, holder: Customer, *, to: str, now: datetime) -> None:
+    """An unconfirmed sign-up gives up an address whose owner proved it: an undeliverable one instead, and its
+    links (the verification link sits in that owner's inbox) die. Its registration expires as any other."""
+    placeholder = f"{secrets.token_hex(12)}@{RELEASED_EMAIL_DOMAIN}"
+    holder.email = holder.email_key = placeholder
+    await anonymization.kill_tokens(session, holder.id, now=now)
+    audit.record(
+        session,
+        customer_reference=holder.customer_reference,
+        event="email_released",
+        channel="email",
+        actor="system",
+        details={"to": to},  # the reference that proved the address
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, press_the_button, token_from, unique_email
+from conftest import Database, Stack, StackFactory, press_the_button, registration_body, token_from, unique_email
 from sqlalchemy import func, select
 from test_login_http import PASSWORD, registered, sign_in
 from test_profile_http import profile
@@ -211,3 +211,25 @@ async def test_an_undo_link_used_after_its_lifetime_is_refused(
         assert late.status_code == 400 and "invalid" in late.text
         assert (await stored(e2e, reference)).email == new_email
         assert "email_change_undone" not in await events(e2e, reference)
+
+
+async def test_a_sign_up_of_the_released_address_cannot_block_the_undo(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        thief_email = unique_email("thief")
+        moved = await http.patch(f"/customers/{reference}", json=profile(email=thief_email, password=PASSWORD),
+                                 headers=bearer_of(await login(http, email)))  # fmt: skip
+        assert moved.status_code == 200
+        key = token_from(await e2e.mail_to(thief_email, "confirm your new email"))
+        confirmation = {"data": {"type": "customer-email-change-confirmation", "attributes": {"key": key}}}
+        assert (await http.post("/customer-email-change-confirmation", json=confirmation)).status_code == 204
+        undo = token_from(await e2e.mail_to(email, "was changed"))
+        # the thief registers the address the change released, to keep its owner from taking it back
+        squatted = await http.post("/customers", json=registration_body(email, PASSWORD))
+        assert squatted.status_code == 201, squatted.text
+
+        undone = await http.post("/email-change/undo", data={"token": undo})
+        assert undone.status_code == 200 and "Your email address is back" in undone.text, undone.text
+        assert (await stored(e2e, reference)).email == email
+        assert (await stored(e2e, squatted.json()["data"]["id"])).email.endswith("@released.invalid")
+        assert (await sign_in(http, email)).status_code == 201

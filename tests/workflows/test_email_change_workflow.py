@@ -17,7 +17,7 @@ from test_lockout_workflow import IP, PASSWORD, verified_customer
 
 from accounts.models import AuditEvent, Customer, LoginThrottle, OneTimeToken, utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
-from starter import LoginFailed
+from starter import LoginFailed, Registration
 from starter.email_changes import email_change_subject
 from starter.errors import EmailChangeThrottled
 from workflows.email_change import (
@@ -330,7 +330,9 @@ async def test_undoing_a_change_undoes_the_later_ones_and_kills_their_links(ec_s
         assert (await customer(stack, reference)).email == email
 
 
-async def test_an_undo_to_an_address_taken_meanwhile_still_shuts_everyone_out(ec_stack: Any) -> None:
+async def test_an_undo_to_an_address_another_account_confirmed_meanwhile_still_shuts_everyone_out(
+    ec_stack: Any,
+) -> None:
     async with ec_stack() as stack:
         email, reference = await verified_customer(stack)
         _, other_reference = await verified_customer(stack)
@@ -350,3 +352,29 @@ async def test_an_undo_to_an_address_taken_meanwhile_still_shuts_everyone_out(ec
         [blocked] = await events(stack, reference, "email_change_undo_blocked")
         assert blocked.details["heldBy"] == other_reference
         assert not [m for m in stack.sink.to(thief) if "reset" in m.subject.lower()]  # no link to the thief
+
+
+async def test_a_sign_up_never_confirmed_cannot_block_the_undo(ec_stack: Any) -> None:
+    """The thief registers the released address to keep it: that sign-up never proved it, the undo's reader did."""
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        thief = unique_email("thief")
+        undo = await changed_by_link(stack, reference, thief, email)
+        squatter = await stack.accounts.register(
+            Registration(email=email, channel="api", locale="en_US", password=PASSWORD, first_name="Eve")
+        )
+        for _ in range(100):  # the address's second verification email (the first was the customer's own)
+            verifications = [m for m in stack.sink.to(email) if "confirm your email" in m.subject.lower()]
+            if len(verifications) == 2:
+                break
+            await asyncio.sleep(0.1)
+        squatter_link = token_from(verifications[-1])
+
+        assert (await stack.accounts.email_changes.undo(undo)).outcome == "undone"
+        assert (await customer(stack, reference)).email == email
+        displaced = await customer(stack, squatter.customer_reference)
+        assert displaced.email.endswith("@released.invalid") and displaced.registered_at is None
+        assert [e.details for e in await events(stack, squatter.customer_reference, "email_released")] == [
+            {"to": reference}
+        ]
+        assert (await stack.accounts.confirm_email(squatter_link)).outcome == "invalid"  # its link died
