@@ -196,6 +196,7 @@ def build_worker(
         email_change.check_new_email,
         email_change.retire_links,
         email_change.apply_email_change,
+        email_change.undo_email_change,
         customer_import.index_customer_import,
         customer_import.import_customer_batch,
         customer_import.discard_customer_import_file,

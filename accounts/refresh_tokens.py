@@ -151,6 +151,13 @@ class RefreshTokenStore:
         return row
 
 
+async def end_every_session(session: AsyncSession, customer: Any, *, now: datetime) -> int:
+    """In the caller's transaction, with the customer row locked: every refresh family revoked and every
+    access token dead (token_version). `RefreshTokenStore.revoke_all` for writes that change the row too."""
+    customer.token_version += 1
+    return await _revoke_where(session, now, RefreshToken.customer_id == customer.id)
+
+
 async def _find(session: AsyncSession, token: str) -> RefreshToken | None:
     return await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_token(token)))
 

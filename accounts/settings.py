@@ -198,6 +198,8 @@ class Settings(BaseSettings):
     email_change_expires_after: Duration = timedelta(hours=24)
     # each request emails an address the customer typed: a bound per customer and hour
     email_change_requests_per_hour: int = 5
+    # how long the link in the notice to the OLD address undoes a confirmed change (and ends every session)
+    email_change_undo_lifetime: Duration = timedelta(days=7)
 
     # login: access tokens (RS256 JWT) and refresh tokens
     # signs the keyed hash of client IPs (lockout-ip:{hash}); production refuses the placeholder

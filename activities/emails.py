@@ -47,6 +47,8 @@ class TokenLinkInput:
     idempotency_key: str
     # another address than the customer's (an email change confirms the new address before it is theirs)
     recipient: str | None = None
+    changed_at: datetime | None = None  # email_changed (its undo link goes to the old address)
+    new_email_masked: str | None = None  # email_changed
 
 
 @dataclass
@@ -90,11 +92,14 @@ class EmailActivities:
         link = f"{self._settings.public_url.rstrip('/')}{request.path}?token={token}"
         # A retry after a lost "sent" mark derives the same token: the same link, the same Message-ID, so a
         # receiver that drops duplicates keeps one mail, and whichever copy is opened works.
+        context: dict[str, Any] = {"link": link, "expires_at": request.expires_at}
+        if request.changed_at is not None:
+            context.update(changed_at=request.changed_at, new_email_masked=request.new_email_masked)
         await self._deliver(
             customer,
             request.template,
             request.idempotency_key,
-            {"link": link, "expires_at": request.expires_at},
+            context,
             message_key=f"{request.idempotency_key}/{issued.token_hash[:16]}",
             recipient=request.recipient,
         )

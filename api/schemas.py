@@ -6,7 +6,16 @@ import unicodedata
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    StringConstraints,
+)
 
 
 def _printable(value: str) -> str:
@@ -247,8 +256,11 @@ class CustomerProfileAttributes(_Edits):
     locale: Annotated[LocaleName | None, NotNull] = None
     preferred_shipping_method: ShippingMethod | None = Field(default=None, alias="preferredShippingMethod")
     email: Annotated[StrictStr | None, NotNull, AfterValidator(_printable_or_none)] = None
-    password: StrictStr | None = Field(default=None, repr=False)
-    confirm_password: StrictStr | None = Field(default=None, alias="confirmPassword", repr=False)
+    # with a new email: the CURRENT password (re-authentication, starter/reauth.py), kept as typed
+    password: Annotated[StrictStr, StringConstraints(strip_whitespace=False)] | None = Field(default=None, repr=False)
+    confirm_password: Annotated[StrictStr, StringConstraints(strip_whitespace=False)] | None = Field(
+        default=None, alias="confirmPassword", repr=False
+    )
 
 
 class CustomerProfileData(BaseModel):
@@ -259,6 +271,22 @@ class CustomerProfileData(BaseModel):
 
 class CustomerProfileRequest(BaseModel):
     data: CustomerProfileData
+
+
+class CustomerDeletionAttributes(_Attributes):
+    """DELETE /customers/{ref}: Glue sends no body; this service asks for the current password in one."""
+
+    password: StrictStr | None = Field(default=None, repr=False)
+
+
+class CustomerDeletionData(BaseModel):
+    type: Literal["customers"]
+    id: StrictStr | None = None
+    attributes: CustomerDeletionAttributes
+
+
+class CustomerDeletionRequest(BaseModel):
+    data: CustomerDeletionData
 
 
 class AddressAttributes(_Edits):

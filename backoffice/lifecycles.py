@@ -24,7 +24,7 @@ from backoffice.permissions import CustomerNotFound, EmailInUse, InvalidInput, a
 from backoffice.profiles import checked_locale, checked_profile
 from starter.client import AccountsClient, Registration
 from starter.errors import EmailTaken, RegistrationNotFound
-from workflows.email_change import AWAITING_CONFIRMATION, EmailChangeWorkflow
+from workflows.email_change import AWAITING_CONFIRMATION, UNDO_OPEN, EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.registration import WAITING_STAGES, Activation, RegistrationWorkflow, Resent
@@ -255,6 +255,9 @@ async def _query_running(client: Client, execution: WorkflowExecution, run: Life
                 run.deadlines = {"link_expiry": change.expires_at}
             address = f" ({change.pending_email})" if change.pending_email else ""
             run.pending_actions = [f"confirmation of the new address{address}"]
+        elif change.stage == UNDO_OPEN and change.undo_open_until is not None:
+            run.deadlines = {"undo_link_expiry": change.undo_open_until}
+            run.pending_actions = ["undo from the old address (email link)"]
     elif run.kind == "lockout":
         lockout = await client.get_workflow_handle_for(LockoutWindowWorkflow.run, execution.id).query(
             LockoutWindowWorkflow.status, rpc_timeout=TEMPORAL_TIMEOUT

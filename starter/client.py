@@ -42,6 +42,7 @@ from starter.errors import (
 from starter.imports import Imports
 from starter.login import Authenticated, Logins
 from starter.passwords import Passwords
+from starter.reauth import Reauthentication
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -115,8 +116,9 @@ class AccountsClient:
         self._policy = policy or PasswordPolicy.from_settings(settings)
         self.logins = Logins(client, settings, sessions, self._hasher)
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
+        self.reauth = Reauthentication(self.logins)
         self.deletions = Deletions(client, settings, sessions)
-        self.email_changes = EmailChanges(client, settings, sessions)
+        self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))
 
     @classmethod

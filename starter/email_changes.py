@@ -1,12 +1,19 @@
-"""Email change for every entry point: request a change (always the same answer) and confirm it by link."""
+"""Email change for every entry point: request a change (always the same answer), confirm it by link, and
+undo it by the link sent to the old address."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -18,31 +25,36 @@ from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, ThrottlePolicy
 from accounts.tokens import find_issued, hash_token
-from activities.email_change import EMAIL_CHANGE
+from activities.email_change import EMAIL_CHANGE, EMAIL_CHANGE_UNDO, UNDONE
 from starter.errors import EmailChangeThrottled
+from starter.passwords import Passwords
 from workflows.email_change import (
     EmailChangeConfirm,
     EmailChangeInput,
     EmailChangeRequest,
     EmailChangeStatus,
+    EmailChangeUndo,
     EmailChangeWorkflow,
     email_change_id,
 )
 
+log = logging.getLogger("accounts.email_changes")
+
 
 @dataclass
 class EmailConfirmation:
-    outcome: str  # changed | invalid; pending only in a preview
+    outcome: str  # changed | invalid; pending only in a preview; an undo: undone | undo_blocked
     customer_reference: str | None = None
     locale: str | None = None
     first_name: str | None = None
 
 
 class EmailChanges:
-    def __init__(self, client: Client, settings: Settings, sessions: SessionFactory) -> None:
+    def __init__(self, client: Client, settings: Settings, sessions: SessionFactory, passwords: Passwords) -> None:
         self._client = client
         self._settings = settings
         self._sessions = sessions
+        self._passwords = passwords
         # a window of an hour opened by the first request; it ends by the clock (no lock, no workflow)
         self._bound = ThrottlePolicy(
             max_failures=settings.email_change_requests_per_hour, window=timedelta(hours=1), lock_duration=timedelta(0)
@@ -69,6 +81,7 @@ class EmailChanges:
                 customer.customer_reference,
                 expires_after=self._settings.email_change_expires_after,
                 already_registered_notice_interval=self._settings.already_registered_notice_interval,
+                undo_lifetime=self._settings.email_change_undo_lifetime,
             ),
             id=email_change_id(customer.customer_reference),
             task_queue=self._settings.task_queue,
@@ -87,10 +100,10 @@ class EmailChanges:
             await throttle.release(self._sessions, reservation, forget_failures=False)
             raise
 
-    async def preview(self, token: str) -> EmailConfirmation:
+    async def preview(self, token: str, purpose: str = EMAIL_CHANGE) -> EmailConfirmation:
         """What the link's page shows before its button is pressed (`pending` or `invalid`): a read only,
-        because mail scanners open links too. Only confirm changes the address."""
-        found = await find_issued(self._sessions, token, EMAIL_CHANGE)
+        because mail scanners open links too. Only confirm (or undo) changes the address."""
+        found = await find_issued(self._sessions, token, purpose)
         if found is None:
             return EmailConfirmation("invalid")
         issued, customer = found
@@ -121,6 +134,40 @@ class EmailChanges:
                 return answer
             raise  # Temporal unreachable: the API answers 503 and the link stays valid
         answer.outcome = "changed"
+        return answer
+
+    async def preview_undo(self, token: str) -> EmailConfirmation:
+        return await self.preview(token, EMAIL_CHANGE_UNDO)
+
+    async def undo(self, token: str) -> EmailConfirmation:
+        """The old address's link: restores it and ends every session; then a password reset link goes to it
+        (whoever changed the address may know the password). `invalid` for unknown, used, expired links and
+        those undone with an earlier change; `undo_blocked` when another account has the address now."""
+        found = await find_issued(self._sessions, token, EMAIL_CHANGE_UNDO)
+        if found is None:
+            return EmailConfirmation("invalid")
+        issued, customer = found
+        answer = EmailConfirmation("invalid", customer.customer_reference, customer.locale, customer.first_name)
+        if issued.used_at is not None or issued.expires_at <= utcnow() or customer.status != "verified":
+            return answer
+        handle = self._client.get_workflow_handle_for(
+            EmailChangeWorkflow.run, email_change_id(customer.customer_reference)
+        )
+        try:
+            answer.outcome = await handle.execute_update(EmailChangeWorkflow.undo, EmailChangeUndo(hash_token(token)))
+        except WorkflowUpdateFailedError:
+            return answer
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:  # the undo window closed (expired)
+                return answer
+            raise  # Temporal unreachable: the API answers 503 and the link stays valid
+        if answer.outcome == UNDONE:
+            try:
+                await self._passwords.send_reset_link(customer.customer_reference, channel="email", actor="customer")
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+                # the undo is done and must be answered as done; the page also points to "forgotten password"
+                log.warning("reset link after the undo of %s not sent: %s", customer.customer_reference,
+                            type(error).__name__)  # fmt: skip
         return answer
 
     async def status(self, customer_reference: str) -> EmailChangeStatus | None:

@@ -76,3 +76,8 @@ class EmailChangeThrottled(AccountsError):
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(f"wait {retry_after_seconds} s before asking for another email change")
         self.retry_after_seconds = retry_after_seconds
+
+
+class ReauthenticationRequired(AccountsError):
+    """Changing the email address or deleting the account needs the current password (or an MFA code):
+    the bearer token alone is not enough."""

@@ -111,6 +111,10 @@ class Passwords:
         await self._store(customer, await self.checked_hash(password, customer), event="password_set",
                           channel="backoffice", actor=agent)  # fmt: skip
 
+    async def send_reset_link(self, customer_reference: str, *, channel: str, actor: str) -> None:
+        """A reset link to the customer's address, as a forgotten password sends (an undone email change)."""
+        await self._start_reset(customer_reference, kind="reset", channel=channel, actor=actor)
+
     async def send_set_password_link(self, customer_reference: str, *, agent: str) -> None:
         await self._by_reference(customer_reference)
         await self._start_reset(customer_reference, kind="set_password", channel="backoffice", actor=agent)

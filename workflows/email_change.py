@@ -5,8 +5,15 @@
         check the new address: taken -> its owner gets the "already registered" email, nothing else
         email a confirmation link to the NEW address
         wait for: confirm (link token) | a newer request (this one's links die) | expires_after
-    confirmed: switch the address (one transaction), then tell the OLD address what happened
-    Sessions and tokens stay valid: the person who signed in is still the same customer.
+    confirmed: switch the address and end every session (one transaction), then tell the OLD address
+        what happened, with a link that undoes the change (ACCOUNTS_EMAIL_CHANGE_UNDO_LIFETIME)
+    after the last request: wait for the undo links still open, handling newer requests meanwhile
+        undo (link token): the address before that change comes back, every session ends again, the
+        links of that change and of every later one die (the customer then sets a new password)
+
+Who asks for a change proved to be the customer (starter/reauth.py); the undo is for the case where that
+proof was stolen too. The confirmation comes by a link, without a session, so it ends them all: keeping
+the session that asked would keep a thief's session as well.
 
 The caller always gets the same answer, whether the address was free or taken: an email change must
 not tell anybody which addresses have accounts.
@@ -15,13 +22,15 @@ Its other parts: routes `PATCH /customers/{customer_reference}` with a new email
 `POST /customer-email-change-confirmation`, `GET`/`POST /email-change/confirm` (api/routes/confirmation.py); client
 `AccountsClient.email_changes` (starter/email_changes.py); activities activities/email_change.py and
 activities/emails.py; emails templates/emails/<locale>/{email_change_confirm,email_changed,
-already_registered}.*, page templates/pages/<locale>/email_change_confirm.html.j2.
+already_registered}.*, pages templates/pages/<locale>/email_change_{confirm,undo}.html.j2; the undo link's
+routes `GET`/`POST /email-change/undo` (api/routes/confirmation.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -30,11 +39,15 @@ with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CHANNEL, CUSTOMER_REFERENCE, LIFECYCLE_STAGE
     from activities.email_change import (
         EMAIL_CHANGE,
+        EMAIL_CHANGE_UNDO,
         ApplyEmailChange,
         EmailChangeActivities,
         EmailCheck,
         RetireLinks,
+        UndoEmailChange,
     )
+    from activities.email_change import UNDO_BLOCKED as UNDO_BLOCKED
+    from activities.email_change import UNDONE as UNDONE
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from workflows.keys import lifecycle_key
     from workflows.queues import email_queue
@@ -47,6 +60,12 @@ EXPIRED = "expired"
 SUPERSEDED = "superseded"
 TAKEN = "taken"
 IDLE = "idle"
+UNDO_OPEN = "undo_open"  # a confirmed change can still be undone from the old address
+
+# Runs that confirmed a change before this version told the old address without an undo link.
+UNDO_PATCH = "email-change-undo"
+# Runs started before ACCOUNTS_EMAIL_CHANGE_UNDO_LIFETIME reached their input: its default.
+DEFAULT_UNDO_LIFETIME = timedelta(days=7)
 
 
 def email_change_id(customer_reference: str) -> str:
@@ -71,6 +90,23 @@ class EmailChangeInput:
     requests_per_run: int = 100
     carried: EmailChangeRequest | None = None
     received: int = 0
+    undo_lifetime: timedelta | None = None  # None: a run started before the undo link existed
+    undo_windows: list[UndoWindow] = field(default_factory=list)  # carried over continue-as-new
+
+
+@dataclass
+class UndoWindow:
+    """The undo link of one confirmed change, as the workflow knows it (the token only as its hash)."""
+
+    number: int  # the request that made the change
+    previous_email: str  # the address the change replaced: the undo restores it
+    token_hash: str
+    expires_at: datetime
+
+
+@dataclass
+class EmailChangeUndo:
+    token_hash: str
 
 
 @dataclass
@@ -86,6 +122,7 @@ class EmailChangeStatus:
     pending_email: str | None = None
     expires_at: datetime | None = None
     outcomes: list[str] = field(default_factory=list)
+    undo_open_until: datetime | None = None
 
 
 @dataclass
@@ -97,6 +134,7 @@ class _Pending:
     sending: bool = True
     confirmed: EmailChangeConfirm | None = None
     outcome: str | None = None
+    undone: bool = False  # an undo arrived: this request's link dies, and its change (if any) is not told
 
 
 @workflow.defn
@@ -110,6 +148,10 @@ class EmailChangeWorkflow:
         self._handled = 0  # requests handled by this run
         self._current: _Pending | None = None
         self._outcomes: list[str] = []
+        self._undo_windows: list[UndoWindow] = list(input.undo_windows)
+        self._telling_old_address = False  # an undo link is on its way: its hash is not known yet
+        self._applying = False  # an address switch is in the database's hands
+        self._undoing = False
 
     @workflow.run
     async def run(self, input: EmailChangeInput) -> list[str]:
@@ -121,14 +163,42 @@ class EmailChangeWorkflow:
             while self._newest is not None:
                 if self._handled >= input.requests_per_run or workflow.info().is_continue_as_new_suggested():
                     await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(replace(input, carried=self._newest, received=self._received))
+                    workflow.continue_as_new(
+                        replace(
+                            input,
+                            carried=self._newest,
+                            received=self._received,
+                            undo_windows=self._open_windows(),
+                        )
+                    )
                 self._handled += 1
                 request, self._newest = self._newest, None
                 await self._handle(_Pending(self._received, request))
+            await self._wait_for_undo_links()
             # an update accepted while the last request finished is handled before this run ends
             await workflow.wait_condition(workflow.all_handlers_finished)
-            if self._newest is None:
+            if self._newest is None and not self._open_windows():
                 return self._outcomes
+
+    async def _wait_for_undo_links(self) -> None:
+        """Until every undo link expired or was used; a newer request is handled meanwhile (it returns)."""
+        while self._newest is None and (windows := self._open_windows()):
+            self._enter(UNDO_OPEN)
+            try:
+                await workflow.wait_condition(
+                    partial(self._undo_wait_over, len(self._undo_windows)),
+                    timeout=min(w.expires_at for w in windows) - workflow.now(),
+                )
+            except TimeoutError:
+                pass
+            self._undo_windows = self._open_windows()
+
+    def _undo_wait_over(self, windows_before: int) -> bool:
+        return self._newest is not None or len(self._undo_windows) != windows_before
+
+    def _open_windows(self) -> list[UndoWindow]:
+        now = workflow.now()
+        return [w for w in self._undo_windows if w.expires_at > now]
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -156,15 +226,57 @@ class EmailChangeWorkflow:
             raise ApplicationError("email change link is not valid", type="InvalidToken")
         if current.expires_at is None or workflow.now() >= current.expires_at or self._newest is not None:
             raise ApplicationError("email change link is not valid", type="InvalidToken")
+        if current.undone or self._undoing:
+            raise ApplicationError("email change link is not valid", type="InvalidToken")
         current.confirmed = confirm
         await workflow.wait_condition(lambda: current.outcome is not None)
         if current.outcome != CHANGED:
             raise ApplicationError("email change could not be applied", type="InvalidToken")
         return CHANGED
 
+    @workflow.update
+    async def undo(self, undo: EmailChangeUndo) -> str:
+        """The old address's link: answers `undone` or `undo_blocked`; raises InvalidToken (expired, used,
+        unknown, or undone along with an earlier change)."""
+        await workflow.wait_condition(lambda: not self._telling_old_address and not self._undoing)
+        window = next((w for w in self._open_windows() if w.token_hash == undo.token_hash), None)
+        if window is None:
+            raise ApplicationError("email change undo link is not valid", type="InvalidToken")
+        self._undoing = True
+        try:
+            # a request waiting for its confirmation dies, and one queued behind it
+            self._newest = None
+            if self._current is not None:
+                self._current.undone = True
+            await workflow.wait_condition(lambda: not self._applying and not self._telling_old_address)
+            # this change and every later one are undone: their links die, earlier ones stay usable
+            undone = [w for w in self._undo_windows if w.number >= window.number]
+            self._undo_windows = [w for w in self._undo_windows if w.number < window.number]
+            result = await workflow.execute_activity_method(
+                EmailChangeActivities.undo_email_change,
+                UndoEmailChange(
+                    customer_reference=self._input.customer_reference,
+                    restore_email=window.previous_email,
+                    token_hashes=[w.token_hash for w in undone],
+                    idempotency_key=f"{lifecycle_key()}/{window.number}/undone",
+                ),
+                **ACTIVITY_OPTIONS,
+            )
+        finally:
+            self._undoing = False
+        self._outcomes.append(result.outcome)
+        return result.outcome
+
+    @undo.validator
+    def _validate_undo(self, undo: EmailChangeUndo) -> None:
+        # refused without a trace in the history; the API checked the stored hash before asking
+        if not self._telling_old_address and all(w.token_hash != undo.token_hash for w in self._open_windows()):
+            raise ApplicationError("email change undo link is not valid", type="InvalidToken")
+
     @workflow.query
     def status(self) -> EmailChangeStatus:
         current = self._current
+        windows = self._open_windows()
         return EmailChangeStatus(
             customer_reference=self._input.customer_reference,
             stage=self._stage,
@@ -172,6 +284,7 @@ class EmailChangeWorkflow:
             pending_email=current.request.new_email if current is not None else None,
             expires_at=current.expires_at if current is not None else None,
             outcomes=list(self._outcomes),
+            undo_open_until=max((w.expires_at for w in windows), default=None),
         )
 
     # --- steps ------------------------------------------------------------------------------------
@@ -219,28 +332,32 @@ class EmailChangeWorkflow:
         self._enter(AWAITING_CONFIRMATION)
         try:
             await workflow.wait_condition(
-                lambda: pending.confirmed is not None or self._newest is not None,
+                lambda: pending.confirmed is not None or self._newest is not None or pending.undone,
                 timeout=pending.expires_at - workflow.now(),
             )
         except TimeoutError:
             await self._retire(pending)
             return EXPIRED
-        if pending.confirmed is None:  # a newer request arrived: this one's link dies
+        if pending.confirmed is None or pending.undone:  # a newer request or an undo: this one's link dies
             await self._retire(pending)
             return SUPERSEDED
 
-        applied = await workflow.execute_activity_method(
-            EmailChangeActivities.apply_email_change,
-            ApplyEmailChange(
-                customer_reference=ref,
-                new_email=pending.request.new_email,
-                token_hash=pending.confirmed.token_hash,
-                channel=pending.request.channel,
-                actor=pending.request.actor,
-                idempotency_key=f"{key}/changed",
-            ),
-            **ACTIVITY_OPTIONS,
-        )
+        self._applying = True
+        try:
+            applied = await workflow.execute_activity_method(
+                EmailChangeActivities.apply_email_change,
+                ApplyEmailChange(
+                    customer_reference=ref,
+                    new_email=pending.request.new_email,
+                    token_hash=pending.confirmed.token_hash,
+                    channel=pending.request.channel,
+                    actor=pending.request.actor,
+                    idempotency_key=f"{key}/changed",
+                ),
+                **ACTIVITY_OPTIONS,
+            )
+        finally:
+            self._applying = False
         if applied.outcome == "taken":  # registered by someone else between the link and the click
             assert applied.taken_by is not None
             await self._retire(pending)
@@ -249,6 +366,10 @@ class EmailChangeWorkflow:
         if applied.outcome != "changed":
             return applied.outcome
         self._enter(CHANGED)
+        if workflow.patched(UNDO_PATCH):
+            if not pending.undone:  # an undo under way restores an older address: this change is not told
+                await self._tell_old_address(pending, key, check.current_email)
+            return CHANGED
         await workflow.execute_activity_method(
             EmailActivities.send_notice,
             NoticeInput(
@@ -263,6 +384,31 @@ class EmailChangeWorkflow:
             **email_queue(),
         )
         return CHANGED
+
+    async def _tell_old_address(self, pending: _Pending, key: str, old_email: str) -> None:
+        """The notice to the address the account had, with the link that undoes this change."""
+        expires_at = workflow.now() + (self._input.undo_lifetime or DEFAULT_UNDO_LIFETIME)
+        self._telling_old_address = True
+        try:
+            sent = await workflow.execute_activity_method(
+                EmailActivities.send_token_link,
+                TokenLinkInput(
+                    customer_reference=self._input.customer_reference,
+                    purpose=EMAIL_CHANGE_UNDO,
+                    template="email_changed",
+                    path="/email-change/undo",
+                    expires_at=expires_at,
+                    idempotency_key=f"{key}/old-address-told",
+                    recipient=old_email,
+                    changed_at=workflow.now(),
+                    new_email_masked=mask_email(pending.request.new_email),
+                ),
+                **ACTIVITY_OPTIONS,
+                **email_queue(),
+            )
+            self._undo_windows.append(UndoWindow(pending.number, old_email, sent.token_hash, expires_at))
+        finally:
+            self._telling_old_address = False
 
     async def _tell_owner(self, owner_reference: str) -> None:
         """The address has an account: its owner hears of the attempt, the requester learns nothing."""

@@ -1,7 +1,9 @@
 """Links from emails: POST /customer-confirmation and /register/confirm (registration), POST
-/customer-email-change-confirmation and /email-change/confirm (a new email address).
+/customer-email-change-confirmation and /email-change/confirm (a new email address), /email-change/undo (the
+link sent to the old address after a change).
 
-The emailed links open `GET /register/confirm?token=…` and `GET /email-change/confirm?token=…`, which only
+The emailed links open `GET /register/confirm?token=…`, `GET /email-change/confirm?token=…` and
+`GET /email-change/undo?token=…`, which only
 *show* a page with one button (a read: mail scanners and link previews fetch links by GET); its plain form
 POSTs the token in the body to the same path, and only that confirms. No JavaScript needed.
 """
@@ -150,4 +152,35 @@ async def email_change_form(
     return _landing_page(
         renderer, settings, "email_change_confirm", confirmation.outcome, confirmation.locale, accept_language,
         confirmation.first_name,
+    )  # fmt: skip
+
+
+@router.get(
+    "/email-change/undo",
+    response_class=HTMLResponse,
+    summary="Storefront page of the link sent to the old address after a change: one button (a GET changes nothing)",
+)
+async def email_change_undo_page(
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: LinkToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
+    preview = await accounts.email_changes.preview_undo(token)
+    return _landing_page(
+        renderer, settings, "email_change_undo", preview.outcome, preview.locale, accept_language,
+        preview.first_name, token,
+    )  # fmt: skip
+
+
+@router.post(
+    "/email-change/undo",
+    response_class=HTMLResponse,
+    summary="The old address's button: restores it, ends every session, emails a password reset link",
+)
+async def email_change_undo_form(
+    accounts: Accounts, renderer: Renderer, settings: SettingsDep, token: FormToken = "",
+    accept_language: AcceptLanguage = None,
+) -> HTMLResponse:  # fmt: skip
+    undone = await accounts.email_changes.undo(token)
+    return _landing_page(
+        renderer, settings, "email_change_undo", undone.outcome, undone.locale, accept_language, undone.first_name,
     )  # fmt: skip

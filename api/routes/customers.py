@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from accounts import carts, rate_limits
+from accounts.email_address import email_key
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
@@ -22,13 +23,23 @@ from api.jsonapi import GlueError, GlueException
 from api.limits import admit_address, limited, request_limits, too_many
 from api.ownership import OwnAccount
 from api.password_lengths import password_length_rule
+from api.routes.access_tokens import blocked_answer
+from api.routes.passwords import WRONG_PASSWORD
 from api.schemas import (
+    CustomerDeletionRequest,
     CustomerProfileAttributes,
     CustomerProfileRequest,
     CustomerRegistrationAttributes,
     CustomerRegistrationRequest,
 )
-from starter import EmailTaken, PasswordRejected, Registration
+from starter import (
+    EmailTaken,
+    LoginBlocked,
+    PasswordRejected,
+    ReauthenticationRequired,
+    Registration,
+    WrongCurrentPassword,
+)
 from starter.client import Registered, registration_id
 from starter.errors import EmailChangeThrottled
 
@@ -206,21 +217,35 @@ async def update_customer(
     request: Request,
     customer: OwnAccount,
     # after OwnAccount: another customer's reference is refused before the body is looked at
-    _lengths: Annotated[None, password_length_rule(CustomerProfileRequest, "password", "confirmPassword")],
+    # with a new email, `password` is the current one: the lengths of a new password do not apply to it
+    _lengths: Annotated[
+        None, password_length_rule(CustomerProfileRequest, "password", "confirmPassword", unless="email")
+    ],
     sessions: Sessions,
     settings: SettingsDep,
     accounts: Accounts,
+    x_mfa_code: Annotated[str | None, Header(max_length=64)] = None,
 ) -> JSONResponse:
     edits = body.data.attributes.model_dump(exclude_unset=True)
-    # validated as Glue does, never applied: the password changes through /customer-password only
+    # Never applied: the password changes through /customer-password only. Without a new email it is
+    # validated as Glue does; with one it is the current password, which re-authenticates the change.
     password, confirm_password = edits.pop("password", None), edits.pop("confirm_password", None)
-    if (password is not None or confirm_password is not None) and password != confirm_password:
-        raise GlueException(PASSWORDS_DIFFER)
     new_email = edits.pop("email", None)
+    # a client that sends the whole profile sends the address it has: that is no change, and needs no password
+    changes_email = new_email is not None and email_key(new_email) != customer.email_key
+    if changes_email:
+        if confirm_password is not None and password != confirm_password:
+            raise GlueException(PASSWORDS_DIFFER)
+    elif (password is not None or confirm_password is not None) and password != confirm_password:
+        raise GlueException(PASSWORDS_DIFFER)
     if new_email is not None:
         new_email = new_email.strip()
         if errors := email_errors(new_email):
             raise GlueException(*errors)
+    if changes_email:
+        assert new_email is not None
+        # before the request budgets: a token without the password spends none of the customer's
+        await reauthenticate(request, accounts, customer, password=password, mfa_code=x_mfa_code)
         await limited_email_change(request, new_email)
     if edits.get("gender") is not None and edits["gender"] not in ("Male", "Female"):
         raise GlueException(GlueError(400, "414", "Gender is not valid."))
@@ -229,7 +254,8 @@ async def update_customer(
         edits["locale"] = normalize_locale(edits["locale"], settings.locales, "")
         if not edits["locale"]:
             raise GlueException(UNSUPPORTED_LOCALE)
-    if new_email is not None:
+    if changes_email:
+        assert new_email is not None
         # First, so that a refused request (429) writes nothing else either. The answer is the same whether
         # the address is free or taken; the email attribute changes only once the new address confirmed.
         try:
@@ -270,7 +296,36 @@ def _attribute_name(field: str) -> str:
     status_code=204,
     summary="Delete the signed-in customer's account (anonymized; a confirmation email goes out first)",
 )
-async def delete_customer(customer: OwnAccount, accounts: Accounts) -> Response:
+async def delete_customer(
+    request: Request,
+    customer: OwnAccount,
+    accounts: Accounts,
+    # Glue's DELETE has no body: this service's extension asks for the current password in one
+    body: CustomerDeletionRequest | None = None,
+    x_mfa_code: Annotated[str | None, Header(max_length=64)] = None,
+) -> Response:
+    password = body.data.attributes.password if body is not None else None
+    await reauthenticate(request, accounts, customer, password=password, mfa_code=x_mfa_code)
     # Answers once the personal data is gone; the access token used here is dead from then on.
     await accounts.deletions.delete(customer.customer_reference, channel="api", actor=customer.customer_reference)
     return Response(status_code=204)
+
+
+REAUTHENTICATION_REQUIRED = GlueError(422, "901", "password => This value should not be blank.")
+
+
+async def reauthenticate(
+    request: Request, accounts: Accounts, customer: Customer, *, password: str | None, mfa_code: str | None
+) -> None:
+    """The bearer token is not enough to move the email address or delete the account (starter/reauth.py):
+    the answers are PATCH /customer-password's for its current password (408 wrong, 4401 locked)."""
+    try:
+        await accounts.reauth.confirm_identity(
+            customer, password=password, mfa_code=mfa_code, client_ip=client_of(request)
+        )
+    except ReauthenticationRequired:
+        raise GlueException(REAUTHENTICATION_REQUIRED) from None
+    except WrongCurrentPassword:
+        raise GlueException(WRONG_PASSWORD) from None
+    except LoginBlocked as blocked:
+        raise blocked_answer(blocked) from None

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, token_from
 from test_backoffice_http import staff_key
-from test_login_http import registered, sign_in
+from test_login_http import PASSWORD, registered, sign_in
 from test_profile_http import profile, signed_in
 
 from accounts.models import Customer
@@ -425,7 +425,9 @@ async def test_a_pending_email_change_shows_its_link_expiry_and_what_it_waits_fo
         _, reference, bearer = await signed_in(e2e, http)
         new_email = f"changed-{marker()}@example.com"
         asked = datetime.now(UTC)
-        changed = await http.patch(f"/customers/{reference}", json=profile(email=new_email), headers=bearer)
+        changed = await http.patch(
+            f"/customers/{reference}", json=profile(email=new_email, password=PASSWORD), headers=bearer
+        )
         assert changed.status_code == 200, changed.text
         await e2e.mail_to(new_email, "confirm your new email")  # the link is out: awaiting confirmation
         for _ in range(100):

@@ -352,7 +352,10 @@ async def test_checkout_sign_up_converts_the_guest_cart_once_at_activation(e2e: 
         assert anonymous_id not in plain and anonymous_id.encode() not in raw
 
         # deleting the account deletes its carts
-        assert (await http.delete(f"/customers/{reference}", headers=bearer)).status_code == 204
+        deletion = {"data": {"type": "customers", "attributes": {"password": PASSWORD}}}
+        assert (
+            await http.request("DELETE", f"/customers/{reference}", json=deletion, headers=bearer)
+        ).status_code == 204
     async with e2e.database.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Cart).where(Cart.customer_id == customer.id)) == 0
         assert (

@@ -91,7 +91,7 @@ async def test_an_email_change_to_another_accounts_address_in_another_spelling_f
         stored, unicode, _ = await registered_at_an_idn_domain(e2e, http)
         other, _, other_reference = await registered_at_an_idn_domain(e2e, http)
         token = (await sign_in(http, other)).json()["data"]["attributes"]["accessToken"]
-        body = {"data": {"type": "customers", "attributes": {"email": unicode}}}
+        body = {"data": {"type": "customers", "attributes": {"email": unicode, "password": PASSWORD}}}
         changed = await http.patch(
             f"/customers/{other_reference}", json=body, headers={**JSONAPI, "Authorization": f"Bearer {token}"}
         )

@@ -130,9 +130,10 @@ async def test_passwords_in_a_patch_are_ignored_and_a_new_email_waits_for_its_co
             firstName="Ada",
             lastName="Lovelace",
             email="someone-else@example.com",
-            password="Brand-new#passphrase-9",
+            # with a new email, password (and confirmPassword, when sent) is the current one: re-authentication
+            password=PASSWORD,
             newPassword="Brand-new#passphrase-9",
-            confirmPassword="Brand-new#passphrase-9",
+            confirmPassword=PASSWORD,
         )
         response = await http.patch(f"/customers/{reference}", json=body, headers=bearer)
         assert response.status_code == 200, response.text

@@ -40,7 +40,7 @@ def forgotten(email: str) -> dict[str, Any]:
 
 
 def email_change(email: str) -> dict[str, Any]:
-    return {"data": {"type": "customers", "attributes": {"email": email}}}
+    return {"data": {"type": "customers", "attributes": {"email": email, "password": PASSWORD}}}
 
 
 def assert_too_many(response: httpx.Response, code: str = "429", window: int = 60) -> None:

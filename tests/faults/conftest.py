@@ -62,6 +62,8 @@ FAULT_DEFAULTS: dict[str, Any] = {
     "lockout_window": timedelta(seconds=15),
     "lockout_duration": timedelta(seconds=15),
     "lockout_escalation_period": timedelta(seconds=18),
+    # a confirmed email change waits this long for the old address's undo before its run closes
+    "email_change_undo_lifetime": timedelta(seconds=5),
 }
 
 

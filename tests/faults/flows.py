@@ -68,7 +68,7 @@ async def restore_password(http: httpx.AsyncClient, key: str) -> httpx.Response:
 
 
 async def change_email(http: httpx.AsyncClient, reference: str, auth: dict[str, str], new_email: str) -> httpx.Response:
-    body: dict[str, Any] = {"data": {"type": "customers", "attributes": {"email": new_email}}}
+    body: dict[str, Any] = {"data": {"type": "customers", "attributes": {"email": new_email, "password": PASSWORD}}}
     return await http.patch(f"/customers/{reference}", json=body, headers=auth)
 
 
@@ -78,7 +78,8 @@ async def confirm_email_change(http: httpx.AsyncClient, key: str) -> httpx.Respo
 
 
 async def delete(http: httpx.AsyncClient, reference: str, auth: dict[str, str]) -> httpx.Response:
-    return await http.delete(f"/customers/{reference}", headers=auth)
+    body = {"data": {"type": "customers", "attributes": {"password": PASSWORD}}}  # re-authenticated
+    return await http.request("DELETE", f"/customers/{reference}", json=body, headers=auth)
 
 
 async def fail_sign_ins(http: httpx.AsyncClient, email: str, times: int) -> None:

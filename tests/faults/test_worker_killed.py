@@ -242,7 +242,7 @@ KILL_POINTS: list[tuple[str, str, str, Callable[..., Coroutine[Any, Any, Outcome
     ("email-change", "check_new_email", "database", email_change_requested),
     ("email-change", "send_token_link", "smtp", email_change_requested),
     ("email-change", "apply_email_change", "database", email_change_confirmed),
-    ("email-change", "send_notice", "smtp", email_change_confirmed),  # told the old address
+    ("email-change", "send_token_link", "smtp", email_change_confirmed),  # told the old address (its undo link)
     ("anonymization", "send_notice", "smtp", deletion),  # account deleted
     ("anonymization", "anonymize_customer", "database", deletion_stored),
     ("lockout", "set_lock", "database", lock),

@@ -412,6 +412,19 @@ async def email_change_confirmed(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
 
 
+@branch("email-change/undone")
+async def email_change_undone(stack: Stack) -> list[Handle]:
+    """Confirmed, then undone from the old address (its link): the address comes back, every session ends."""
+    email, reference = await verified_customer(stack)
+    new_email = unique_email("new")
+    await request_change(stack, reference, new_email)
+    link = token_from(await stack.mail_to(new_email, "confirm your new email"))
+    assert (await stack.accounts.email_changes.confirm(link)).outcome == "changed"
+    undo = token_from(await stack.mail_to(email, "was changed"))
+    assert (await stack.accounts.email_changes.undo(undo)).outcome == "undone"
+    return await finished(stack, stack.client.get_workflow_handle(email_change_id(reference)))
+
+
 @branch("email-change/superseded")
 async def email_change_superseded(stack: Stack) -> list[Handle]:
     """A second request replaces the first (its link dies); the second one is confirmed."""

@@ -1,4 +1,5 @@
-"""Email change on the time-skipping server, with real activities: confirmed, expired, superseded, taken."""
+"""Email change on the time-skipping server, with real activities: confirmed, expired, superseded, taken,
+undone from the old address."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from test_anonymization_workflow import closed_status
 from test_lockout_workflow import IP, PASSWORD, verified_customer
 
 from accounts.models import AuditEvent, Customer, LoginThrottle, OneTimeToken, utcnow
-from starter import LoginFailed
+from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
+from starter import LoginFailed, Registration
 from starter.email_changes import email_change_subject
 from starter.errors import EmailChangeThrottled
 from workflows.email_change import (
@@ -57,11 +59,17 @@ async def request_change(stack: Stack, reference: str, new_email: str) -> None:
 
 
 async def outcomes(stack: Stack, reference: str) -> list[str]:
+    """The run's outcomes once it closed: an undo link still open is let expire first (simulated time)."""
     handle = stack.client.get_workflow_handle_for(EmailChangeWorkflow.run, email_change_id(reference))
+    status = await handle.query(EmailChangeWorkflow.status)
+    if status.undo_open_until is not None:
+        await stack.env.sleep(stack.settings.email_change_undo_lifetime + timedelta(seconds=1))
     return await handle.result()
 
 
-async def test_a_confirmed_change_switches_the_address_tells_the_old_one_and_keeps_sessions(ec_stack: Any) -> None:
+async def test_a_confirmed_change_switches_the_address_tells_the_old_one_and_ends_every_session(
+    ec_stack: Any,
+) -> None:
     async with ec_stack() as stack:
         email, reference = await verified_customer(stack)
         version = (await customer(stack, reference)).token_version
@@ -74,7 +82,8 @@ async def test_a_confirmed_change_switches_the_address_tells_the_old_one_and_kee
         confirmed = await stack.accounts.email_changes.confirm(token_from(link))
         assert (confirmed.outcome, confirmed.customer_reference) == ("changed", reference)
         after = await customer(stack, reference)
-        assert (after.email, after.email_key, after.token_version) == (new_email, new_email.lower(), version)
+        # the link came without a session: every one ends (access tokens by their version)
+        assert (after.email, after.email_key, after.token_version) == (new_email, new_email.lower(), version + 1)
         told = await stack.mail_to(email, "was changed")
         assert new_email not in told.text and new_email[:1] + "***@" in told.text  # masked
         assert await outcomes(stack, reference) == ["changed"]
@@ -248,3 +257,124 @@ async def test_requests_beyond_the_hourly_bound_are_refused_until_the_hour_passe
                 .values(window_ends_at=utcnow() - timedelta(seconds=1))
             )
         await request_change(stack, reference, unique_email("next-hour"))
+
+
+# --- the undo link sent to the old address ----------------------------------------------------------
+
+
+async def changed_by_link(stack: Stack, reference: str, new_email: str, old_email: str) -> str:
+    """Request and confirm a change; the undo token from the notice to the old address."""
+    await request_change(stack, reference, new_email)
+    confirm = token_from(await stack.mail_to(new_email, "confirm your new email"))
+    assert (await stack.accounts.email_changes.confirm(confirm)).outcome == "changed"
+    told = [m for m in stack.sink.to(old_email) if "was changed" in m.subject.lower()]
+    if not told:
+        told = [await stack.mail_to(old_email, "was changed")]
+    return token_from(told[-1])
+
+
+async def refresh_token_of(stack: Stack, reference: str) -> str:
+    store = RefreshTokenStore.from_settings(stack.settings, stack.database.sessions)
+    return await store.issue((await customer(stack, reference)).id)
+
+
+async def test_the_undo_link_restores_the_old_address_ends_every_session_and_sends_a_reset_link(
+    ec_stack: Any,
+) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        thief = unique_email("thief")
+        undo = await changed_by_link(stack, reference, thief, email)
+        session = await refresh_token_of(stack, reference)  # the thief's sign-in with the new address
+        version = (await customer(stack, reference)).token_version
+
+        assert (await stack.accounts.email_changes.preview_undo(undo)).outcome == "pending"
+        assert (await customer(stack, reference)).email == thief  # a preview (a GET) changes nothing
+        undone = await stack.accounts.email_changes.undo(undo)
+        assert (undone.outcome, undone.customer_reference) == ("undone", reference)
+        after = await customer(stack, reference)
+        assert (after.email, after.email_key, after.token_version) == (email, email.lower(), version + 1)
+        store = RefreshTokenStore.from_settings(stack.settings, stack.database.sessions)
+        with pytest.raises(InvalidRefreshToken):
+            await store.rotate(session)
+        await stack.mail_to(email, "reset the password")  # leads to a new password
+        assert [e.actor for e in await events(stack, reference, "email_change_undone")] == ["customer"]
+
+        assert (await stack.accounts.email_changes.undo(undo)).outcome == "invalid"  # single use
+        assert await outcomes(stack, reference) == ["changed", "undone"]
+
+
+async def test_an_undo_link_used_after_its_lifetime_is_refused(ec_stack: Any) -> None:
+    async with ec_stack(email_change_undo_lifetime=timedelta(days=7)) as stack:
+        email, reference = await verified_customer(stack)
+        thief = unique_email("thief")
+        undo = await changed_by_link(stack, reference, thief, email)
+        await stack.env.sleep(timedelta(days=7, seconds=1))
+        assert await outcomes(stack, reference) == ["changed"]  # the lifecycle waited for it, then ended
+        assert (await stack.accounts.email_changes.undo(undo)).outcome == "invalid"
+        assert (await customer(stack, reference)).email == thief
+        assert not await events(stack, reference, "email_change_undone")
+
+
+async def test_undoing_a_change_undoes_the_later_ones_and_kills_their_links(ec_stack: Any) -> None:
+    """A -> B -> C: A's link brings A back, and B's link (the thief's first address) dies with it."""
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        first, second = unique_email("first"), unique_email("second")
+        undo_first = await changed_by_link(stack, reference, first, email)
+        undo_second = await changed_by_link(stack, reference, second, first)
+
+        assert (await stack.accounts.email_changes.undo(undo_first)).outcome == "undone"
+        assert (await customer(stack, reference)).email == email
+        assert (await stack.accounts.email_changes.undo(undo_second)).outcome == "invalid"
+        assert (await customer(stack, reference)).email == email
+
+
+async def test_an_undo_to_an_address_another_account_confirmed_meanwhile_still_shuts_everyone_out(
+    ec_stack: Any,
+) -> None:
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        _, other_reference = await verified_customer(stack)
+        thief = unique_email("thief")
+        undo = await changed_by_link(stack, reference, thief, email)
+        async with stack.database.sessions.begin() as session:  # another account got the released address
+            await session.execute(
+                update(Customer)
+                .where(Customer.customer_reference == other_reference)
+                .values(email=email, email_key=email.lower())
+            )
+        version = (await customer(stack, reference)).token_version
+
+        assert (await stack.accounts.email_changes.undo(undo)).outcome == "undo_blocked"
+        after = await customer(stack, reference)
+        assert (after.email, after.token_version, after.password_reset_required) == (thief, version + 1, True)
+        [blocked] = await events(stack, reference, "email_change_undo_blocked")
+        assert blocked.details["heldBy"] == other_reference
+        assert not [m for m in stack.sink.to(thief) if "reset" in m.subject.lower()]  # no link to the thief
+
+
+async def test_a_sign_up_never_confirmed_cannot_block_the_undo(ec_stack: Any) -> None:
+    """The thief registers the released address to keep it: that sign-up never proved it, the undo's reader did."""
+    async with ec_stack() as stack:
+        email, reference = await verified_customer(stack)
+        thief = unique_email("thief")
+        undo = await changed_by_link(stack, reference, thief, email)
+        squatter = await stack.accounts.register(
+            Registration(email=email, channel="api", locale="en_US", password=PASSWORD, first_name="Eve")
+        )
+        for _ in range(100):  # the address's second verification email (the first was the customer's own)
+            verifications = [m for m in stack.sink.to(email) if "confirm your email" in m.subject.lower()]
+            if len(verifications) == 2:
+                break
+            await asyncio.sleep(0.1)
+        squatter_link = token_from(verifications[-1])
+
+        assert (await stack.accounts.email_changes.undo(undo)).outcome == "undone"
+        assert (await customer(stack, reference)).email == email
+        displaced = await customer(stack, squatter.customer_reference)
+        assert displaced.email.endswith("@released.invalid") and displaced.registered_at is None
+        assert [e.details for e in await events(stack, squatter.customer_reference, "email_released")] == [
+            {"to": reference}
+        ]
+        assert (await stack.accounts.confirm_email(squatter_link)).outcome == "invalid"  # its link died

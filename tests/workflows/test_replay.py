@@ -47,7 +47,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
         " continue-as-new continued",
     ),
     "LockoutWindowWorkflow": ("lockout", "window-closed lock-timer lock-unlock continue-as-new continued"),
-    "EmailChangeWorkflow": ("email-change", "confirmed superseded taken expired"),
+    "EmailChangeWorkflow": ("email-change", "confirmed superseded taken expired undone"),
     "AnonymizationWorkflow": ("anonymization", "anonymized running-lifecycles"),
     "PasswordChangeWorkflow": ("password-change", "changed"),
     "PasswordRehashWorkflow": ("password-rehash", "rehashed"),
