@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from conftest import Database
+from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from accounts import mfa, mfa_totp
