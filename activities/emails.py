@@ -22,11 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, device_tokens, metrics, tokens
+from accounts import anonymization, audit, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
-from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
+from accounts.models import Customer, EmailOutbox, MfaCode, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
 
@@ -66,6 +66,15 @@ class NoticeInput:
     new_email_masked: str | None = None  # email_changed
 
 
+@dataclass
+class MfaCodeInput:
+    """Email the code of an MFA code row (accounts/mfa.py): the code is derived here, never carried."""
+
+    customer_reference: str
+    code_id: int
+    idempotency_key: str
+
+
 class EmailActivities:
     def __init__(self, sessions: SessionFactory, renderer: EmailRenderer, mailer: Mailer, settings: Settings) -> None:
         self._sessions = sessions
@@ -99,6 +108,26 @@ class EmailActivities:
             recipient=request.recipient,
         )
         return TokenLinkSent(issued.token_hash)
+
+    @activity.defn
+    async def send_mfa_code(self, request: MfaCodeInput) -> bool:
+        """Derive the code from the step's key (a retry mails the same code), store its hash, mail it.
+        False when the code died before it went out (a newer code, a sign-out, its expiry)."""
+        secret = self._settings.secret_key.get_secret_value()
+        code = mfa.issued_code(secret, request.idempotency_key)
+        if not await mfa.store_code(self._sessions, secret, request.code_id, code):
+            return False
+        async with self._sessions() as session:
+            customer = await load_customer(session, request.customer_reference)
+            row = await session.get(MfaCode, request.code_id)
+        assert row is not None
+        minutes = max(1, round((row.expires_at - row.created_at).total_seconds() / 60))
+        return await self._deliver(
+            customer,
+            "mfa_code",
+            request.idempotency_key,
+            {"code": code, "expires_at": row.expires_at, "valid_minutes": minutes},
+        )
 
     @activity.defn
     async def send_notice(self, request: NoticeInput) -> bool:

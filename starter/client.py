@@ -41,6 +41,7 @@ from starter.errors import (
 )
 from starter.imports import Imports
 from starter.login import Authenticated, Logins
+from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
 from workflows.registration import (
     Activation,
@@ -118,6 +119,7 @@ class AccountsClient:
         self.deletions = Deletions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions)
         self.imports = Imports(client, settings, registration_timings(settings))
+        self.mfa = MfaLifecycles(client, settings)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

@@ -1,0 +1,26 @@
+"""MFA side effects that are not emails: the end of an activation nobody verified (workflows/mfa.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio import activity
+
+from accounts import mfa
+from accounts.db import SessionFactory
+
+
+@dataclass
+class EndActivation:
+    customer_reference: str
+    type: str
+
+
+class MfaActivities:
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn
+    async def end_expired_activation(self, request: EndActivation) -> bool:
+        """Drop the method if it is still pending and past its expiry; True when it was dropped."""
+        return await mfa.end_expired_activation(self._sessions, request.customer_reference, request.type)

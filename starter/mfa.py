@@ -1,0 +1,54 @@
+"""The MFA lifecycles as callers start them (workflows/mfa.py): a code's email, an activation's deadline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from accounts.settings import Settings
+from accounts.temporal import lifecycle_attributes
+from workflows.mfa import MfaActivationInput, MfaActivationWorkflow, MfaCodeRequest, MfaCodeWorkflow
+
+
+def code_workflow_id(customer_reference: str, code_id: int) -> str:
+    return f"mfa-code:{customer_reference}:{code_id}"
+
+
+def activation_workflow_id(customer_reference: str, kind: str) -> str:
+    return f"mfa-activation:{customer_reference}:{kind}"
+
+
+class MfaLifecycles:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    async def send_code(self, customer_reference: str, code_id: int, *, channel: str = "api") -> None:
+        """Email the code of this row (the row id is all the workflow carries)."""
+        await self._client.start_workflow(
+            MfaCodeWorkflow.run,
+            MfaCodeRequest(customer_reference, code_id),
+            id=code_workflow_id(customer_reference, code_id),
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a retried request sends once
+            static_summary=f"MFA code for {customer_reference}",
+            search_attributes=lifecycle_attributes(customer_reference, channel),
+        )
+
+    async def activation_started(
+        self, customer_reference: str, kind: str, expires_at: datetime, *, channel: str = "api"
+    ) -> None:
+        """The activation's deadline: a new run, or the running one's deadline moved (signal-with-start)."""
+        await self._client.start_workflow(
+            MfaActivationWorkflow.run,
+            MfaActivationInput(customer_reference, kind, expires_at),
+            id=activation_workflow_id(customer_reference, kind),
+            task_queue=self._settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="restarted",
+            start_signal_args=[expires_at],
+            static_summary=f"MFA activation ({kind}) of {customer_reference}",
+            search_attributes=lifecycle_attributes(customer_reference, channel),
+        )

@@ -1,0 +1,86 @@
+"""Multi-factor authentication: the emailed code, and the deadline of a pending activation.
+
+MfaCode (`mfa-code:{customer_reference}:{code_id}`): one code by email. The input names the code's row,
+never the code: the activity derives the code from the step's key, writes its hash on the row and mails
+it, so no history holds it (as a password-reset link's token). A code that died before its email went
+out (a newer one, a sign-out) is not sent.
+
+MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry;
+a new activation of the same type signals `restarted` with its new deadline. At the deadline the
+pending method is dropped (if it is still pending: a verified one stays) and `mfa_activation_expired`
+is audited. The database's expiry column already refuses the method in between; the timer tidies and
+records. Customers start both by authenticated requests whose codes are bounded per hour.
+
+Its other parts: routes api/routes/mfa.py; client starter/mfa.py; rules accounts/mfa.py; activities
+activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/emails/<locale>/mfa_code.*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from accounts.temporal import CUSTOMER_REFERENCE
+    from activities.emails import EmailActivities, MfaCodeInput
+    from activities.mfa import EndActivation, MfaActivities
+    from workflows.keys import lifecycle_key
+    from workflows.queues import email_queue
+    from workflows.registration import ACTIVITY_OPTIONS
+
+
+@dataclass
+class MfaCodeRequest:
+    customer_reference: str
+    code_id: int
+
+
+@workflow.defn
+class MfaCodeWorkflow:
+    @workflow.run
+    async def run(self, request: MfaCodeRequest) -> bool:
+        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(request.customer_reference)])
+        return await workflow.execute_activity_method(
+            EmailActivities.send_mfa_code,
+            MfaCodeInput(request.customer_reference, request.code_id, f"{lifecycle_key()}/code"),
+            **ACTIVITY_OPTIONS,
+            **email_queue(),
+        )
+
+
+@dataclass
+class MfaActivationInput:
+    customer_reference: str
+    type: str
+    expires_at: datetime
+
+
+@workflow.defn
+class MfaActivationWorkflow:
+    def __init__(self) -> None:
+        self._deadline: datetime | None = None
+
+    @workflow.run
+    async def run(self, activation: MfaActivationInput) -> bool:
+        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(activation.customer_reference)])
+        if self._deadline is None or self._deadline < activation.expires_at:
+            self._deadline = activation.expires_at
+        while True:
+            deadline = self._deadline
+            wait = (deadline - workflow.now()).total_seconds()
+            if wait <= 0:
+                break
+            # a `restarted` signal moves the deadline: wake and wait for the new one
+            await workflow.wait_condition(lambda d=deadline: self._deadline != d, timeout=wait)  # type: ignore[misc]
+        return await workflow.execute_activity_method(
+            MfaActivities.end_expired_activation,
+            EndActivation(activation.customer_reference, activation.type),
+            **ACTIVITY_OPTIONS,
+        )
+
+    @workflow.signal
+    def restarted(self, expires_at: datetime) -> None:
+        if self._deadline is None or expires_at > self._deadline:
+            self._deadline = expires_at
