@@ -161,7 +161,7 @@ async def test_the_glue_error_codes(e2e: Stack) -> None:
         assert wrong_type.json()["errors"] == [{"status": 400, "detail": "Invalid type."}]
 
     async with e2e.http() as http:
-        email, _, bearer, codes = await email_activated(e2e, http)
+        _, _, bearer, _ = await email_activated(e2e, http)
         assert (await post(http, "multi-factor-auth-type-activate", bearer)).json()["errors"] == [ALREADY]
         assert (await post(http, "multi-factor-auth-type-verify", bearer, code="1")).json()["errors"] == [ALREADY]
         # a second type needs a code of the first
@@ -186,7 +186,7 @@ async def test_brute_force_of_an_emailed_code_stops_at_three_attempts(e2e: Stack
 
 async def test_sign_out_ends_the_codes_and_no_code_is_in_a_history(e2e: Stack) -> None:
     async with e2e.http() as http:
-        email, reference, bearer, codes = await email_activated(e2e, http)
+        _, reference, bearer, codes = await email_activated(e2e, http)
         assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
         code = await codes.next()
         assert (await http.delete("/refresh-tokens/mine", headers=bearer)).status_code == 204
