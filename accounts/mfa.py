@@ -53,6 +53,14 @@ class CustomerLike(Protocol):
 
 
 @dataclass(frozen=True)
+class Subject:
+    """A customer as the rules need them (a sign-in knows no Customer row yet)."""
+
+    id: int
+    customer_reference: str
+
+
+@dataclass(frozen=True)
 class MfaPolicy:
     types: tuple[str, ...]
     secret_key: str

@@ -59,7 +59,7 @@ async def _signed_in_customer(request: Request) -> Customer | None:
     return customer
 
 
-async def require_code(request: Request, customer: Customer, *, purpose: str) -> None:
+async def require_code(request: Request, customer: mfa.CustomerLike, *, purpose: str) -> None:
     """The customer has an active method: the request's X-MFA-Code must be a valid code of one of them."""
     code = presented_code(request)
     if code is None:
@@ -69,6 +69,26 @@ async def require_code(request: Request, customer: Customer, *, purpose: str) ->
     )
     if accepted is None:
         raise GlueException(CODE_INVALID)
+
+
+async def check_sign_in(request: Request, customer: mfa.CustomerLike) -> None:
+    """ACCOUNTS_MFA_AT_SIGN_IN: the right password of a customer with an active method is not enough. Without
+    X-MFA-Code the answer is 5900, and an emailed code goes out (within its resend interval and hourly
+    budget) so that the client can sign in again with it; a wrong code is 5901."""
+    if not request.app.state.settings.mfa_at_sign_in:
+        return
+    sessions, policy = request.app.state.sessions, request.app.state.mfa_policy
+    active = await mfa.active_types(sessions, customer.id)
+    if not active:
+        return
+    if presented_code(request) is None and mfa.EMAIL in active:
+        try:
+            code_id = await mfa.request_code(sessions, policy, customer, mfa.EMAIL, channel="sign-in")
+        except mfa.TooManyCodes:
+            code_id = None  # the codes of this hour still work; the answer stays 5900
+        if code_id is not None:
+            await request.app.state.accounts.mfa.send_code(customer.customer_reference, code_id, channel="sign-in")
+    await require_code(request, customer, purpose="sign-in")
 
 
 async def check_protected_request(request: Request, resource: str) -> None:

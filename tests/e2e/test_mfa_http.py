@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, decoded_payload_texts
 from sqlalchemy import select
+from test_login_http import PASSWORD, login_body
 from test_profile_http import profile, signed_in
 
 from accounts import mfa_totp
@@ -241,3 +242,38 @@ async def test_totp_activation_replay_and_recovery_codes(e2e: Stack) -> None:
         assert removed.status_code == 204
         assert (await statuses(http, bearer))["totp"] == "deactivated"
     assert "mfa_activated" in await events(e2e, reference)
+
+
+async def test_sign_in_needs_the_code_when_the_setting_says_so(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    overrides = {"mfa_code_resend_min_interval": timedelta(0), "mfa_at_sign_in": True}
+    async with stack(dev_server, database, api=True, **overrides) as e2e, e2e.http() as http:
+        email, _, _, codes = await email_activated(e2e, http)
+        without = await sign_in(http, email)
+        assert (without.status_code, without.json()["errors"]) == (403, [MISSING])
+        code = await codes.next()  # the refused sign-in sent one
+        wrong = "000000" if code != "000000" else "111111"
+        refused = await sign_in(http, email, code=wrong)
+        assert (refused.status_code, refused.json()["errors"]) == (403, [INVALID])
+        signed = await sign_in(http, email, code=code)
+        assert signed.status_code == 201, signed.text
+        assert (await sign_in(http, email, code=code)).json()["errors"] == [INVALID]  # used
+
+        assert (await sign_in(http, email)).status_code == 403
+        oauth = {"grant_type": "password", "username": email, "password": PASSWORD}
+        token = await http.post("/token", data=oauth, headers={"X-MFA-Code": await codes.next()})
+        assert token.status_code == 200, token.text
+        no_code = await http.post("/token", data=oauth)
+        assert (no_code.status_code, no_code.json()["error"]) == (400, "invalid_grant")
+        # a wrong password answers as always, and sends no code
+        before = len(e2e.sink.to(email))
+        assert (await sign_in(http, email, password="Wrong-password-1")).json()["errors"][0]["code"] == "003"
+        assert len(e2e.sink.to(email)) == before
+
+
+async def sign_in(
+    http: httpx.AsyncClient, email: str, *, code: str | None = None, password: str = PASSWORD
+) -> httpx.Response:
+    headers = {"X-MFA-Code": code} if code else {}
+    return await http.post("/access-tokens", json=login_body(email, password), headers=headers)
