@@ -409,9 +409,12 @@ async def deactivate(
     return removed
 
 
-async def end_expired_activation(sessions: SessionFactory, customer_reference: str, kind: str) -> bool:
-    """The activation workflow's timer: the pending method, if still pending and past its expiry, goes."""
-    now = utcnow()
+async def end_expired_activation(
+    sessions: SessionFactory, customer_reference: str, kind: str, deadline: datetime
+) -> bool:
+    """The activation workflow's timer, at `deadline`: the method goes if it is still pending with that
+    deadline or an earlier one (an activation started again since has a later one and stays). The
+    workflow's deadline, not this process's clock, decides: the timer is what says the time has come."""
     async with sessions.begin() as session:
         customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == customer_reference))
         if customer_id is None:
@@ -420,7 +423,7 @@ async def end_expired_activation(sessions: SessionFactory, customer_reference: s
             MfaMethod.customer_id == customer_id,
             MfaMethod.type == kind,
             MfaMethod.status == PENDING,
-            MfaMethod.expires_at <= now,
+            MfaMethod.expires_at <= deadline,
         )
         gone = (await _execute(session, delete(MfaMethod).where(*condition))).rowcount
         if gone and kind == TOTP:

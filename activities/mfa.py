@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from temporalio import activity
 
@@ -14,6 +15,7 @@ from accounts.db import SessionFactory
 class EndActivation:
     customer_reference: str
     type: str
+    deadline: datetime  # the expiry the workflow waited for
 
 
 class MfaActivities:
@@ -23,4 +25,6 @@ class MfaActivities:
     @activity.defn
     async def end_expired_activation(self, request: EndActivation) -> bool:
         """Drop the method if it is still pending and past its expiry; True when it was dropped."""
-        return await mfa.end_expired_activation(self._sessions, request.customer_reference, request.type)
+        return await mfa.end_expired_activation(
+            self._sessions, request.customer_reference, request.type, request.deadline
+        )

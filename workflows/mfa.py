@@ -67,16 +67,20 @@ class MfaActivationWorkflow:
         workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(activation.customer_reference)])
         if self._deadline is None or self._deadline < activation.expires_at:
             self._deadline = activation.expires_at
+        deadline = self._deadline
         while True:
             deadline = self._deadline
             wait = (deadline - workflow.now()).total_seconds()
             if wait <= 0:
                 break
             # a `restarted` signal moves the deadline: wake and wait for the new one
-            await workflow.wait_condition(lambda d=deadline: self._deadline != d, timeout=wait)  # type: ignore[misc]
+            try:
+                await workflow.wait_condition(lambda d=deadline: self._deadline != d, timeout=wait)  # type: ignore[misc]
+            except TimeoutError:
+                break
         return await workflow.execute_activity_method(
             MfaActivities.end_expired_activation,
-            EndActivation(activation.customer_reference, activation.type),
+            EndActivation(activation.customer_reference, activation.type, deadline),
             **ACTIVITY_OPTIONS,
         )
 
