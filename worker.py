@@ -44,7 +44,7 @@ from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
-from workflows.mfa import MfaActivationWorkflow, MfaCodeWorkflow
+from workflows.mfa import MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
@@ -63,6 +63,7 @@ WORKFLOWS = [
     ThrottleCleanupWorkflow,
     MfaCodeWorkflow,
     MfaActivationWorkflow,
+    MfaRemovedWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)

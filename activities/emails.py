@@ -64,6 +64,7 @@ class NoticeInput:
     changed_at: datetime | None = None  # password_changed, email_changed
     recipient: str | None = None  # email_changed goes to the address the account had before
     new_email_masked: str | None = None  # email_changed
+    removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
 
 
 @dataclass
@@ -145,6 +146,8 @@ class EmailActivities:
             context.update(changed_at=request.changed_at)
         if request.new_email_masked is not None:
             context.update(new_email_masked=request.new_email_masked)
+        if request.removed is not None:
+            context.update(removed=request.removed)
         return await self._deliver(
             customer, request.template, request.idempotency_key, context, recipient=request.recipient
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from temporalio.client import Client
@@ -9,7 +10,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
-from workflows.mfa import MfaActivationInput, MfaActivationWorkflow, MfaCodeRequest, MfaCodeWorkflow
+from workflows.mfa import (
+    MfaActivationInput,
+    MfaActivationWorkflow,
+    MfaCodeRequest,
+    MfaCodeWorkflow,
+    MfaRemovedInput,
+    MfaRemovedWorkflow,
+)
 
 
 def code_workflow_id(customer_reference: str, code_id: int) -> str:
@@ -52,3 +60,16 @@ class MfaLifecycles:
             static_summary=f"MFA activation ({kind}) of {customer_reference}",
             search_attributes=lifecycle_attributes(customer_reference, channel),
         )
+
+    async def removed_by_support(self, customer_reference: str, removed: list[str]) -> str:
+        """Tell the customer (workflows/mfa.py MfaRemoved); returns the run's id."""
+        workflow_id = f"mfa-removed:{customer_reference}:{uuid.uuid4().hex[:12]}"
+        await self._client.start_workflow(
+            MfaRemovedWorkflow.run,
+            MfaRemovedInput(customer_reference, removed),
+            id=workflow_id,
+            task_queue=self._settings.task_queue,
+            static_summary=f"MFA removed from {customer_reference}",
+            search_attributes=lifecycle_attributes(customer_reference, "backoffice"),
+        )
+        return workflow_id

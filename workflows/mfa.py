@@ -5,6 +5,9 @@ never the code: the activity derives the code from the step's key, writes its ha
 it, so no history holds it (as a password-reset link's token). A code that died before its email went
 out (a newer one, a sign-out) is not sent.
 
+MfaRemoved (`mfa-removed:{customer_reference}:{uuid}`): support removed the customer's methods; the
+customer hears of it by email ("mfa_removed"), even if the API process dies right after the removal.
+
 MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry;
 a new activation of the same type signals `restarted` with its new deadline. At the deadline the
 pending method is dropped (if it is still pending: a verified one stays) and `mfa_activation_expired`
@@ -24,7 +27,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from accounts.temporal import CUSTOMER_REFERENCE
-    from activities.emails import EmailActivities, MfaCodeInput
+    from activities.emails import EmailActivities, MfaCodeInput, NoticeInput
     from activities.mfa import EndActivation, MfaActivities
     from workflows.keys import lifecycle_key
     from workflows.queues import email_queue
@@ -88,3 +91,26 @@ class MfaActivationWorkflow:
     def restarted(self, expires_at: datetime) -> None:
         if self._deadline is None or expires_at > self._deadline:
             self._deadline = expires_at
+
+
+@dataclass
+class MfaRemovedInput:
+    customer_reference: str
+    removed: list[str]
+
+
+@workflow.defn
+class MfaRemovedWorkflow:
+    @workflow.run
+    async def run(self, removal: MfaRemovedInput) -> bool:
+        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(removal.customer_reference)])
+        notice = NoticeInput(
+            removal.customer_reference,
+            "mfa_removed",
+            f"{lifecycle_key()}/removed",
+            changed_at=workflow.now(),
+            removed=", ".join(removal.removed),
+        )
+        return await workflow.execute_activity_method(
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+        )

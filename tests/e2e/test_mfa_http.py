@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, decoded_payload_texts
 from sqlalchemy import select
+from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
 from test_profile_http import profile, signed_in
 
@@ -277,3 +278,40 @@ async def sign_in(
 ) -> httpx.Response:
     headers = {"X-MFA-Code": code} if code else {}
     return await http.post("/access-tokens", json=login_body(email, password), headers=headers)
+
+
+async def test_support_sees_and_removes_mfa_and_the_customer_is_told(e2e: Stack) -> None:
+    key = await staff_key(e2e, "sam", role="support")
+    staff = {"Authorization": f"Bearer {key}"}
+    async with e2e.http() as http:
+        email, reference, bearer, _ = await email_activated(e2e, http)
+        page = await http.get(f"/backoffice/customers/{reference}", headers=staff)
+        assert page.json()["data"]["attributes"]["mfa"] == [{"type": "email", "status": "activated"}]
+        blank = await http.post(f"/backoffice/customers/{reference}/mfa/remove", json={"reason": " "}, headers=staff)
+        assert blank.status_code == 422, blank.text
+        removed = await http.post(
+            f"/backoffice/customers/{reference}/mfa/remove", json={"reason": "lost phone, ID checked"}, headers=staff
+        )
+        assert removed.status_code == 204, removed.text
+        told = await e2e.mail_to(email, "two-step sign-in was removed")
+        assert "email" in told.text
+        assert (await statuses(http, bearer))["email"] == "deactivated"
+        assert (await http.get(f"/backoffice/customers/{reference}", headers=staff)).json()["data"]["attributes"][
+            "mfa"
+        ] == []
+        again = await http.post(
+            f"/backoffice/customers/{reference}/mfa/remove", json={"reason": "twice"}, headers=staff
+        )
+        assert again.status_code == 409
+    async with e2e.database.sessions() as session:
+        rows = list(
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.customer_reference == reference, AuditEvent.channel == "backoffice")
+            )
+        )
+    assert [(row.event, row.actor) for row in rows] == [
+        ("mfa_deactivated", rows[0].actor),
+        ("mfa_removed_by_support", rows[0].actor),
+    ]
+    assert rows[0].actor.startswith("sam-")
+    assert rows[1].details == {"types": ["email"], "reason": "lost phone, ID checked"}

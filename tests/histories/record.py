@@ -618,6 +618,17 @@ async def mfa_activation_verified(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL)))
 
 
+@branch("mfa-removed/notified")
+async def mfa_removed(stack: Stack) -> list[Handle]:
+    _, reference, _, code = await mfa_email_activation(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    found = await customer(stack, reference)
+    assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
+    removed = await mfa.deactivate(stack.database.sessions, found, None, channel="backoffice", actor="support")
+    workflow_id = await stack.accounts.mfa.removed_by_support(reference, removed)
+    return await finished(stack, stack.client.get_workflow_handle(workflow_id))
+
+
 # --- writing ------------------------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "ThrottleCleanupWorkflow": ("throttle-cleanup", "cleaned"),
     "MfaCodeWorkflow": ("mfa-code", "sent"),
     "MfaActivationWorkflow": ("mfa-activation", "expired verified"),
+    "MfaRemovedWorkflow": ("mfa-removed", "notified"),
 }
 
 
