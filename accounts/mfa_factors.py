@@ -52,6 +52,11 @@ def owner(customer_id: int) -> str:
     return f"customer:{customer_id}"
 
 
+def owner_of(method: MfaMethod) -> str:
+    """The associated data a method's secret is sealed with: its customer's or its staff member's."""
+    return owner(method.customer_id) if method.customer_id is not None else f"staff:{method.staff_id}"
+
+
 async def try_email_code(session: AsyncSession, policy: MfaPolicy, customer_id: int, code: str, now: datetime) -> bool:
     """One attempt at the newest live code: granted by the UPDATE (attempts_left > 0, under the row's
     lock), then compared in constant time, then used by a second conditional UPDATE."""
@@ -130,7 +135,7 @@ async def try_totp(session: AsyncSession, policy: MfaPolicy, method: MfaMethod, 
     row = await grant(session, policy, method.id, now)
     if row is None or row.secret_encrypted is None:
         return False
-    secret = policy.box.open(row.secret_encrypted, owner(cast(int, row.customer_id)))
+    secret = policy.box.open(row.secret_encrypted, owner_of(row))
     step = mfa_totp.matching_step(secret, code, now)
     if step is None:
         return False
