@@ -19,7 +19,7 @@ from test_login_http import PASSWORD, login_body
 from test_profile_http import profile, signed_in
 
 from accounts import mfa_totp
-from accounts.models import AuditEvent, utcnow
+from accounts.models import AuditEvent, Customer, MfaMethod, MfaRecoveryCode, utcnow
 from starter.mfa import code_workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -315,3 +315,21 @@ async def test_support_sees_and_removes_mfa_and_the_customer_is_told(e2e: Stack)
     ]
     assert rows[0].actor.startswith("sam-")
     assert rows[1].details == {"types": ["email"], "reason": "lost phone, ID checked"}
+
+
+async def test_deleting_the_account_needs_the_code_and_removes_the_second_factor(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        _, reference, bearer = await signed_in(e2e, http)
+        started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+        secret = started.json()["data"]["attributes"]["secret"]
+        now = utcnow()
+        code = mfa_totp.code_at(secret, now)
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, kind="totp", code=code)).status_code == 204
+        assert (await http.delete(f"/customers/{reference}", headers=bearer)).json()["errors"] == [MISSING]
+        later = mfa_totp.code_at(secret, now + timedelta(seconds=30))
+        deleted = await http.delete(f"/customers/{reference}", headers={**bearer, "X-MFA-Code": later})
+        assert deleted.status_code == 204, deleted.text
+    async with e2e.database.sessions() as session:
+        customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == reference))
+        for table in (MfaMethod, MfaRecoveryCode):
+            assert (await session.scalars(select(table).where(table.customer_id == customer_id))).first() is None
