@@ -411,26 +411,23 @@ async def deactivate(
 
 async def end_expired_activation(
     sessions: SessionFactory, customer_reference: str, kind: str, deadline: datetime
-) -> bool:
+) -> tuple[bool, datetime | None]:
     """The activation workflow's timer, at `deadline`: the method goes if it is still pending with that
-    deadline or an earlier one (an activation started again since has a later one and stays). The
-    workflow's deadline, not this process's clock, decides: the timer is what says the time has come."""
+    deadline or an earlier one. Returns (dropped, the later deadline of an activation started again since,
+    which the workflow waits for next). The workflow's deadline, not this process's clock, decides."""
     async with sessions.begin() as session:
         customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == customer_reference))
         if customer_id is None:
-            return False
-        condition = (
-            MfaMethod.customer_id == customer_id,
-            MfaMethod.type == kind,
-            MfaMethod.status == PENDING,
-            MfaMethod.expires_at <= deadline,
-        )
-        gone = (await _execute(session, delete(MfaMethod).where(*condition))).rowcount
+            return False, None
+        pending = (MfaMethod.customer_id == customer_id, MfaMethod.type == kind, MfaMethod.status == PENDING)
+        gone = (await _execute(session, delete(MfaMethod).where(*pending, MfaMethod.expires_at <= deadline))).rowcount
         if gone and kind == TOTP:
             await session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.customer_id == customer_id))
         if gone:
             _record(session, customer_reference, "mfa_activation_expired", "system", {"type": kind}, actor="system")
-    return bool(gone)
+            return True, None
+        later = await session.scalar(select(MfaMethod.expires_at).where(*pending))
+    return False, later
 
 
 def _record(

@@ -48,15 +48,13 @@ class MfaLifecycles:
     async def activation_started(
         self, customer_reference: str, kind: str, expires_at: datetime, *, channel: str = "api"
     ) -> None:
-        """The activation's deadline: a new run, or the running one's deadline moved (signal-with-start)."""
+        """The activation's deadline: a new run, or the running one (which finds the later deadline itself)."""
         await self._client.start_workflow(
             MfaActivationWorkflow.run,
             MfaActivationInput(customer_reference, kind, expires_at),
             id=activation_workflow_id(customer_reference, kind),
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="restarted",
-            start_signal_args=[expires_at],
             static_summary=f"MFA activation ({kind}) of {customer_reference}",
             search_attributes=lifecycle_attributes(customer_reference, channel),
         )

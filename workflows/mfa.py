@@ -8,11 +8,12 @@ out (a newer one, a sign-out) is not sent.
 MfaRemoved (`mfa-removed:{customer_reference}:{uuid}`): support removed the customer's methods; the
 customer hears of it by email ("mfa_removed"), even if the API process dies right after the removal.
 
-MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry;
-a new activation of the same type signals `restarted` with its new deadline. At the deadline the
-pending method is dropped (if it is still pending: a verified one stays) and `mfa_activation_expired`
-is audited. The database's expiry column already refuses the method in between; the timer tidies and
-records. Customers start both by authenticated requests whose codes are bounded per hour.
+MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry. At
+the deadline the pending method is dropped (if it is still pending: a verified one stays) and
+`mfa_activation_expired` is audited. An activation started again while a run waits joins that run (no
+signal: however often it is started, the run's history grows by one timer and one activity per
+deadline that passed); the activity names the later deadline and the run waits for it. The database's
+expiry column already refuses the method in between; the timer tidies and records.
 
 Its other parts: routes api/routes/mfa.py; client starter/mfa.py; rules accounts/mfa.py; activities
 activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/emails/<locale>/mfa_code.*.
@@ -21,7 +22,7 @@ activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -62,35 +63,22 @@ class MfaActivationInput:
 
 @workflow.defn
 class MfaActivationWorkflow:
-    def __init__(self) -> None:
-        self._deadline: datetime | None = None
-
     @workflow.run
     async def run(self, activation: MfaActivationInput) -> bool:
         workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(activation.customer_reference)])
-        if self._deadline is None or self._deadline < activation.expires_at:
-            self._deadline = activation.expires_at
-        deadline = self._deadline
+        deadline = activation.expires_at
         while True:
-            deadline = self._deadline
-            wait = (deadline - workflow.now()).total_seconds()
-            if wait <= 0:
-                break
-            # a `restarted` signal moves the deadline: wake and wait for the new one
-            try:
-                await workflow.wait_condition(lambda d=deadline: self._deadline != d, timeout=wait)  # type: ignore[misc]
-            except TimeoutError:
-                break
-        return await workflow.execute_activity_method(
-            MfaActivities.end_expired_activation,
-            EndActivation(activation.customer_reference, activation.type, deadline),
-            **ACTIVITY_OPTIONS,
-        )
-
-    @workflow.signal
-    def restarted(self, expires_at: datetime) -> None:
-        if self._deadline is None or expires_at > self._deadline:
-            self._deadline = expires_at
+            wait = deadline - workflow.now()
+            if wait > timedelta(0):
+                await workflow.sleep(wait)
+            end = await workflow.execute_activity_method(
+                MfaActivities.end_expired_activation,
+                EndActivation(activation.customer_reference, activation.type, deadline),
+                **ACTIVITY_OPTIONS,
+            )
+            if end.next_deadline is None or end.next_deadline <= deadline:
+                return end.dropped
+            deadline = end.next_deadline  # started again meanwhile: its own deadline, one timer more
 
 
 @dataclass

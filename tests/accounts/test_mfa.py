@@ -192,7 +192,10 @@ async def test_an_expired_activation_is_gone(database: Database, policy: mfa.Mfa
         await session.execute(update(MfaMethod).where(MfaMethod.customer_id == customer.id).values(expires_at=utcnow()))
     with pytest.raises(mfa.MfaRefused):
         await mfa.verify_activation(database.sessions, policy, customer, mfa.EMAIL, code)
-    assert await mfa.end_expired_activation(database.sessions, customer.customer_reference, mfa.EMAIL, utcnow())
+    assert await mfa.end_expired_activation(database.sessions, customer.customer_reference, mfa.EMAIL, utcnow()) == (
+        True,
+        None,
+    )
     assert (await events(database, customer))[-1] == "mfa_activation_expired"
 
 

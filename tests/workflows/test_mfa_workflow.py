@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import Database, Stack, StackFactory, decoded_payload_texts
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_email_change_workflow import customer
 from test_lockout_workflow import verified_customer
 
@@ -79,3 +79,25 @@ async def test_a_verified_activation_outlives_its_deadline(mfa_stack: Any) -> No
         assert await handle.result() is False
         found = await method(stack, reference)
         assert found is not None and found.status == mfa.ACTIVE
+
+
+async def test_an_activation_started_again_lives_until_its_own_deadline(mfa_stack: Any) -> None:
+    async with mfa_stack as stack:
+        _, reference, first, _ = await started(stack)
+        handle = stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL))
+        # started again (its deadline two hours after the first): the same run waits on
+        policy = mfa.MfaPolicy.from_settings(stack.settings)
+        again = await mfa.start_email_activation(stack.database.sessions, policy, await customer(stack, reference))
+        later = first.expires_at + timedelta(hours=2)
+        row = await customer(stack, reference)
+        async with stack.database.sessions.begin() as session:
+            await session.execute(update(MfaMethod).where(MfaMethod.customer_id == row.id).values(expires_at=later))
+        await stack.accounts.mfa.activation_started(reference, mfa.EMAIL, again.expires_at)
+        assert (
+            await stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL)).describe()
+        ).run_id == (await handle.describe()).run_id
+        await stack.env.sleep(timedelta(hours=1, seconds=1))
+        assert await method(stack, reference) is not None  # the first deadline passed: the second holds
+        await stack.env.sleep(timedelta(hours=2))
+        assert await handle.result() is True
+        assert await method(stack, reference) is None
