@@ -213,6 +213,7 @@ async def test_totp_activation_replay_and_recovery_codes(e2e: Stack) -> None:
         _, reference, bearer = await signed_in(e2e, http)
         started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
         assert started.status_code == 200, started.text
+        assert started.headers["cache-control"] == "no-store"  # the secret and the recovery codes
         attributes = started.json()["data"]["attributes"]
         assert attributes["status"] == "activation is pending"
         assert attributes["qrCode"].startswith("data:image/svg+xml")
