@@ -202,3 +202,16 @@ async def test_an_expired_activation_is_gone(database: Database, policy: mfa.Mfa
 def test_production_refuses_a_missing_mfa_key() -> None:
     with pytest.raises(ValueError, match="ACCOUNTS_MFA_ENCRYPTION_KEY"):
         Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
+
+
+async def test_an_expired_code_is_refused(database: Database, policy: mfa.MfaPolicy) -> None:
+    customer = await new_customer(database)
+    await email_active(database, policy, customer)
+    async with database.sessions.begin() as session:
+        await session.execute(update(MfaCode).values(created_at=utcnow() - timedelta(minutes=5)))
+    code = await emailed(database, policy, await mfa.request_code(database.sessions, policy, customer, mfa.EMAIL))
+    async with database.sessions.begin() as session:  # 30 minutes later
+        await session.execute(
+            update(MfaCode).where(MfaCode.customer_id == customer.id).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert await mfa.verify(database.sessions, policy, customer, code, channel="api", purpose="t") is None

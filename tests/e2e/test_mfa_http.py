@@ -334,3 +334,26 @@ async def test_deleting_the_account_needs_the_code_and_removes_the_second_factor
         customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == reference))
         for table in (MfaMethod, MfaRecoveryCode):
             assert (await session.scalars(select(table).where(table.customer_id == customer_id))).first() is None
+
+
+async def test_the_default_protected_requests(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        _, reference, bearer, codes = await email_activated(e2e, http)
+        password = {
+            "data": {
+                "type": "customer-password",
+                "attributes": {"password": PASSWORD, "newPassword": "Qz7#long-harbor-lamp", "confirmPassword": "x"},
+            }
+        }
+        changed = await http.patch(f"/customer-password/{reference}", json=password, headers=bearer)
+        assert changed.json()["errors"] == [MISSING]
+        address = {"data": {"type": "addresses", "attributes": {"firstName": "Ada"}}}
+        added = await http.post(f"/customers/{reference}/addresses", json=address, headers=bearer)
+        assert added.json()["errors"] == [MISSING]
+        assert (await http.get(f"/customers/{reference}/addresses", headers=bearer)).status_code == 200
+        # (customers' carts are read-only here: no POST/PATCH/DELETE /carts to protect yet)
+        # with a code the request reaches its own rules (here: the schema of the address)
+        assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
+        headers = {**bearer, "X-MFA-Code": await codes.next()}
+        reached = await http.post(f"/customers/{reference}/addresses", json=address, headers=headers)
+        assert reached.status_code == 422 and reached.json()["errors"][0]["code"] == "901"
