@@ -13,11 +13,10 @@ does not verify is left to the route, which answers Glue's 001 or 002.
 from __future__ import annotations
 
 from fastapi import Request
-from sqlalchemy import select
 
 from accounts import mfa
-from accounts.access_tokens import InvalidAccessToken
 from accounts.models import Customer
+from api.auth import customer_of_token
 from api.jsonapi import GlueError, GlueException
 
 HEADER = "X-MFA-Code"
@@ -46,17 +45,7 @@ async def _signed_in_customer(request: Request) -> Customer | None:
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    try:
-        claims = request.app.state.issuer.verify(token.strip())
-    except InvalidAccessToken:
-        return None
-    async with request.app.state.sessions() as session:
-        customer = await session.scalar(
-            select(Customer).where(Customer.customer_reference == claims.customer_reference)
-        )
-    if customer is None or customer.status != "verified" or customer.token_version != claims.token_version:
-        return None
-    return customer
+    return await customer_of_token(request, token.strip())
 
 
 async def require_code(request: Request, customer: mfa.CustomerLike, *, purpose: str) -> None:
