@@ -36,6 +36,7 @@ from activities.customers import CustomerActivities
 from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
+from activities.mfa import MfaActivities
 from activities.passwords import PasswordActivities
 from activities.throttle_cleanup import ThrottleCleanupActivities
 from starter.schedules import ensure_schedules
@@ -43,6 +44,7 @@ from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
+from workflows.mfa import MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
@@ -59,6 +61,9 @@ WORKFLOWS = [
     EmailChangeWorkflow,
     CustomerImportWorkflow,
     ThrottleCleanupWorkflow,
+    MfaCodeWorkflow,
+    MfaActivationWorkflow,
+    MfaRemovedWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -171,6 +176,7 @@ def build_worker(
     anonymization = AnonymizationActivities(sessions, client)  # the client ends the customer's lifecycles
     email_change = EmailChangeActivities(sessions)
     throttle_cleanup = ThrottleCleanupActivities(sessions)
+    mfa = MfaActivities(sessions)
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     emails = EmailActivities(
         sessions,
@@ -179,7 +185,7 @@ def build_worker(
         settings,
     )
     signin_activities: list[Callable[..., Any]] = [lockout.set_lock, lockout.lift_lock, lockout.close_window]
-    email_activities: list[Callable[..., Any]] = [emails.send_token_link, emails.send_notice]
+    email_activities: list[Callable[..., Any]] = [emails.send_token_link, emails.send_notice, emails.send_mfa_code]
     # The lifecycles' worker keeps every workflow and activity: runs started before the queues split
     # (lockout windows on this queue, emails scheduled on it) finish here.
     lifecycle_activities: list[Callable[..., Any]] = [
@@ -201,6 +207,7 @@ def build_worker(
         customer_import.import_customer_batch,
         customer_import.discard_customer_import_file,
         throttle_cleanup.delete_expired_throttles,
+        mfa.end_expired_activation,
         *signin_activities,
         *email_activities,
     ]

@@ -9,7 +9,17 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts import carts
-from accounts.models import AuditEvent, Customer, CustomerGroupMember, CustomerNote, DeviceToken, OneTimeToken
+from accounts.models import (
+    AuditEvent,
+    Customer,
+    CustomerGroupMember,
+    CustomerNote,
+    DeviceToken,
+    MfaCode,
+    MfaMethod,
+    MfaRecoveryCode,
+    OneTimeToken,
+)
 
 ANONYMIZED_EMAIL_DOMAIN = "anonymized.invalid"  # RFC 2606: can never be delivered
 # The audit event a deletion records first: from then on only its own email reaches the customer
@@ -40,6 +50,9 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
     # back-office notes may quote the person; group memberships describe them
     await session.execute(delete(CustomerNote).where(CustomerNote.customer_id == customer.id))
     await session.execute(delete(CustomerGroupMember).where(CustomerGroupMember.customer_id == customer.id))
+    # a second factor of nobody: the TOTP secret, codes and recovery codes go
+    for table in (MfaMethod, MfaCode, MfaRecoveryCode):
+        await session.execute(delete(table).where(table.customer_id == customer.id))
 
 
 async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:

@@ -354,3 +354,59 @@ class CustomerGroupMember(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MfaMethod(Base):
+    """One multi-factor method (`email`, `totp`) of a customer or a staff member (exactly one of the two
+    ids is set): `pending` from activation until a code verifies it (or `expires_at` passes), then `active`.
+    accounts/mfa.py holds the rules; this row is their state."""
+
+    __tablename__ = "mfa_methods"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "type", name="uq_mfa_methods_customer_type"),
+        UniqueConstraint("staff_id", "type", name="uq_mfa_methods_staff_type"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # pending | active
+    # totp: the shared secret, AES-256-GCM under ACCOUNTS_MFA_ENCRYPTION_KEY (accounts/mfa_secrets.py)
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # totp: the RFC 6238 time step of the last code accepted; a code of that step or an earlier one is a replay
+    last_used_step: Mapped[int | None] = mapped_column(Integer)
+    # totp and recovery codes: attempts granted since the last success; at the limit, none until locked_until
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]  # a pending activation's end
+    activated_at: Mapped[datetime | None]
+
+
+class MfaCode(Base):
+    """An emailed one-time code. The API reserves the row; the email activity derives the code and writes
+    its keyed hash (so no workflow history holds it). Dead once used, expired, out of attempts, or ended."""
+
+    __tablename__ = "mfa_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(16))  # the method that sent it: email
+    code_hash: Mapped[str | None] = mapped_column(String(64))  # None until the email activity has run
+    attempts_left: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class MfaRecoveryCode(Base):
+    """One of a customer's ten recovery codes, shown once, as its keyed hash; `used_at` ends it."""
+
+    __tablename__ = "mfa_recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]

@@ -3,7 +3,8 @@
 A login starts a family; each POST /refresh-tokens retires the presented token and hands out its
 successor in the same family, so a family has at most one live token. A retired token that comes back
 was copied by someone: whoever presents it, the whole family dies, and both the thief and the customer
-must log in again (OAuth 2.0 Security BCP, refresh token rotation). Logging out ends the family too.
+must log in again (OAuth 2.0 Security BCP, refresh token rotation). Logging out ends the family too,
+and the customer's emailed MFA codes that still worked (accounts/mfa.py).
 
 The database arbitrates races: a token is retired by `UPDATE ... WHERE revoked_at IS NULL`, and only
 the caller whose update changed the row goes on to mint the successor.
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from accounts.db import SessionFactory
+from accounts.mfa import end_codes
 from accounts.models import Base, utcnow
 from accounts.tokens import hash_token, new_token
 
@@ -133,10 +135,12 @@ class RefreshTokenStore:
             if found is None or (customer_id is not None and found.customer_id != customer_id):
                 return
             await _revoke_where(session, self.clock(), RefreshToken.family_id == found.family_id)
+            await end_codes(session, found.customer_id)  # a code emailed to this session dies with it
 
     async def revoke_all(self, customer_id: int) -> int:
         """Log out every session of a customer; returns how many live tokens were revoked."""
         async with self.sessions.begin() as session:
+            await end_codes(session, customer_id)
             return await _revoke_where(session, self.clock(), RefreshToken.customer_id == customer_id)
 
     def _add(self, session: AsyncSession, customer_id: int, token: str, family_id: str, now: datetime) -> RefreshToken:

@@ -233,6 +233,34 @@ class Settings(BaseSettings):
     # the one-time link in the lock email: it trusts the browser that opens it
     unlock_link_expires_after: Duration = timedelta(hours=24)
 
+    # multi-factor authentication (accounts/mfa.py; Glue's /multi-factor-auth-* resources). The types a
+    # customer may activate, comma-separated: email (a code by email), totp (an authenticator app)
+    mfa_types: Annotated[list[str], NoDecode] = ["email", "totp"]
+    # Glue resources whose POST, PATCH and DELETE need X-MFA-Code once a customer has an active method
+    # (GET never does); the default is Spryker's demo shop's list. Comma-separated; empty: none
+    mfa_protected_requests: Annotated[list[str], NoDecode] = [
+        "customer-password",
+        "customers",
+        "addresses",
+        "carts",
+        "checkout",
+        "order-payments",
+    ]
+    # true: POST /access-tokens (and /token) of a customer with an active method needs X-MFA-Code too
+    mfa_at_sign_in: bool = False
+    mfa_code_expires_after: Duration = timedelta(minutes=30)  # an emailed code (Spryker: 30 minutes)
+    mfa_code_attempts: int = 3  # tries per emailed code, and per lock period for TOTP and recovery codes
+    mfa_code_resend_min_interval: Duration = timedelta(seconds=30)  # a code asked for sooner is not sent again
+    mfa_codes_per_hour: int = 10  # emailed codes per customer and hour: with 3 tries each, bounds guessing
+    mfa_lock_duration: Duration = timedelta(minutes=15)  # TOTP/recovery codes after mfa_code_attempts failures
+    # an activation not verified within this is dropped (its type answers "deactivated" again)
+    mfa_activation_expires_after: Duration = timedelta(hours=1)
+    # TOTP secrets are AES-256-GCM encrypted at rest with this key (base64 of 32 bytes: `accounts
+    # payload-key` makes one); development without it uses var/mfa-key. Production refuses to start without it.
+    mfa_encryption_key: SecretStr | None = None
+    # true: staff sign in to the back office with a TOTP code too (`accounts staff mfa-enroll NAME`)
+    staff_mfa_required: bool = False
+
     # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
@@ -253,9 +281,18 @@ class Settings(BaseSettings):
             raise ValueError("ACCOUNTS_PASSWORD_MAX_REPEATED_CHARACTERS must be 0 (off) or at least 2")
         if self.environment == "production":
             self._check_production()
-        for name, key in [("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY", self.payload_encryption_key)] + [
-            ("ACCOUNTS_PAYLOAD_DECRYPTION_KEYS", old) for old in self.payload_decryption_keys
-        ]:
+        if unknown := set(self.mfa_types) - {"email", "totp"}:
+            raise ValueError(f"ACCOUNTS_MFA_TYPES: unknown types {sorted(unknown)} (email, totp)")
+        if self.mfa_code_attempts < 1 or self.mfa_codes_per_hour < 1:
+            raise ValueError("ACCOUNTS_MFA_CODE_ATTEMPTS and ACCOUNTS_MFA_CODES_PER_HOUR must be at least 1")
+        if min(self.mfa_code_expires_after, self.mfa_lock_duration, self.mfa_activation_expires_after) <= timedelta(0):
+            raise ValueError(
+                "ACCOUNTS_MFA_CODE_EXPIRES_AFTER, ..._LOCK_DURATION, ..._ACTIVATION_EXPIRES_AFTER: positive"
+            )
+        for name, key in [
+            ("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY", self.payload_encryption_key),
+            ("ACCOUNTS_MFA_ENCRYPTION_KEY", self.mfa_encryption_key),
+        ] + [("ACCOUNTS_PAYLOAD_DECRYPTION_KEYS", old) for old in self.payload_decryption_keys]:
             if key is not None and not is_payload_key(key.get_secret_value()):
                 raise ValueError(f"{name} must be base64 of exactly 32 bytes (make one with `accounts payload-key`)")
         tls_files = (self.temporal_tls_cert, self.temporal_tls_key, self.temporal_tls_server_ca)
@@ -309,6 +346,8 @@ class Settings(BaseSettings):
             missing.append("ACCOUNTS_SECRET_KEY (32+ random characters: openssl rand -hex 32)")
         if self.payload_encryption_key is None:
             missing.append("ACCOUNTS_PAYLOAD_ENCRYPTION_KEY (accounts payload-key)")
+        if self.mfa_encryption_key is None:
+            missing.append("ACCOUNTS_MFA_ENCRYPTION_KEY (accounts payload-key)")
         if not self.payload_encryption:
             missing.append("ACCOUNTS_PAYLOAD_ENCRYPTION (must stay true)")
         if self.jwt_private_key_path is None:
@@ -316,7 +355,9 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError(f"production refuses placeholders and missing keys: set {'; '.join(missing)}")
 
-    @field_validator("payload_decryption_keys", "codec_cors_origins", mode="before")
+    @field_validator(
+        "payload_decryption_keys", "codec_cors_origins", "mfa_types", "mfa_protected_requests", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

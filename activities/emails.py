@@ -22,11 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, device_tokens, metrics, tokens
+from accounts import anonymization, audit, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
-from accounts.models import Customer, EmailOutbox, OneTimeToken, utcnow
+from accounts.models import Customer, EmailOutbox, MfaCode, OneTimeToken, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
 
@@ -66,6 +66,16 @@ class NoticeInput:
     changed_at: datetime | None = None  # password_changed, email_changed
     recipient: str | None = None  # email_changed goes to the address the account had before
     new_email_masked: str | None = None  # email_changed
+    removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
+
+
+@dataclass
+class MfaCodeInput:
+    """Email the code of an MFA code row (accounts/mfa.py): the code is derived here, never carried."""
+
+    customer_reference: str
+    code_id: int
+    idempotency_key: str
 
 
 class EmailActivities:
@@ -106,6 +116,26 @@ class EmailActivities:
         return TokenLinkSent(issued.token_hash)
 
     @activity.defn
+    async def send_mfa_code(self, request: MfaCodeInput) -> bool:
+        """Derive the code from the step's key (a retry mails the same code), store its hash, mail it.
+        False when the code died before it went out (a newer code, a sign-out, its expiry)."""
+        secret = self._settings.secret_key.get_secret_value()
+        code = mfa.issued_code(secret, request.idempotency_key)
+        if not await mfa.store_code(self._sessions, secret, request.code_id, code):
+            return False
+        async with self._sessions() as session:
+            customer = await load_customer(session, request.customer_reference)
+            row = await session.get(MfaCode, request.code_id)
+        assert row is not None
+        minutes = max(1, round((row.expires_at - row.created_at).total_seconds() / 60))
+        return await self._deliver(
+            customer,
+            "mfa_code",
+            request.idempotency_key,
+            {"code": code, "expires_at": row.expires_at, "valid_minutes": minutes},
+        )
+
+    @activity.defn
     async def send_notice(self, request: NoticeInput) -> bool:
         """Send a message without a token (welcome, already registered). False when it had gone out (or
         bounced) before, or bounced now."""
@@ -121,6 +151,8 @@ class EmailActivities:
             context.update(changed_at=request.changed_at)
         if request.new_email_masked is not None:
             context.update(new_email_masked=request.new_email_masked)
+        if request.removed is not None:
+            context.update(removed=request.removed)
         return await self._deliver(
             customer, request.template, request.idempotency_key, context, recipient=request.recipient
         )

@@ -18,6 +18,7 @@ from accounts.db import service_engine, session_factory
 from accounts.emails import EmailRenderer
 from accounts.health import database_check, temporal_check
 from accounts.metrics import registry
+from accounts.mfa import MfaPolicy
 from accounts.ops_server import serving
 from accounts.rate_limits import RequestLimits
 from accounts.refresh_tokens import RefreshTokenStore
@@ -41,6 +42,7 @@ from api.routes import (
     confirmation,
     customers,
     health,
+    mfa,
     orders,
     passwords,
     unlock,
@@ -78,6 +80,7 @@ def create_app(
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
         app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
+        app.state.mfa_policy = MfaPolicy.from_settings(settings)
         tracing = Tracing(settings, service="shop-accounts-api")  # off unless ACCOUNTS_TRACING_OTLP_ENDPOINT
         client = temporal_client or await connect(settings, interceptors=tracing.interceptors)
         app.state.engine, app.state.temporal = engine, client  # what /health/ready checks
@@ -139,6 +142,7 @@ def create_app(
     app.include_router(access_tokens.router)
     app.include_router(unlock.router)
     app.include_router(passwords.router)
+    app.include_router(mfa.router)
     app.include_router(backoffice.router)
     app.include_router(orders.router)
     for router in web.routers:  # the back-office web UI (HTML)

@@ -19,6 +19,22 @@ TOKEN_WITH_ANONYMOUS_ID = GlueError(
 )
 
 
+async def customer_of_token(request: Request, token: str) -> Customer | None:
+    """The verified customer an access token names, or None (bad signature, expired, an old token version)."""
+    try:
+        claims = request.app.state.issuer.verify(token)
+    except InvalidAccessToken:
+        return None
+    async with request.app.state.sessions() as session:
+        customer = await session.scalar(
+            select(Customer).where(Customer.customer_reference == claims.customer_reference)
+        )
+    # A password change or reset bumps token_version: every token issued before it dies here.
+    if customer is None or customer.status != "verified" or customer.token_version != claims.token_version:
+        return None
+    return customer
+
+
 async def _current_customer(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -31,16 +47,8 @@ async def _current_customer(
         raise GlueException(INVALID_TOKEN)
     if x_anonymous_customer_unique_id:
         raise GlueException(TOKEN_WITH_ANONYMOUS_ID)
-    try:
-        claims = request.app.state.issuer.verify(token.strip())
-    except InvalidAccessToken:
-        raise GlueException(INVALID_TOKEN) from None
-    async with request.app.state.sessions() as session:
-        customer = await session.scalar(
-            select(Customer).where(Customer.customer_reference == claims.customer_reference)
-        )
-    # A password change or reset bumps token_version: every token issued before it dies here.
-    if customer is None or customer.status != "verified" or customer.token_version != claims.token_version:
+    customer = await customer_of_token(request, token.strip())
+    if customer is None:
         raise GlueException(INVALID_TOKEN)
     know_customer(customer.customer_reference)  # the request's log lines name the reference (never the address)
     return customer

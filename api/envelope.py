@@ -10,7 +10,8 @@ resource's validation schema does, and answers 400 without an error code:
 The resource of a path is its last literal segment: `/customers/{ref}` is `customers`,
 `/guest-carts/{uuid}/guest-cart-items/{sku}` is `guest-cart-items`. `GlueRequest` is the dependency
 that applies the first two to a Glue route (routers of Glue resources only: not to the OAuth form
-endpoint or the storefront's HTML forms); `answer_missing_ids` adds the paths that leave the id out.
+endpoint or the storefront's HTML forms), then Spryker's MFA check (api/mfa_check.py);
+`answer_missing_ids` adds the paths that leave the id out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 
 from api.jsonapi import POST_DATA_INVALID, GlueError, GlueException
+from api.mfa_check import check_protected_request
 
 INVALID_TYPE = GlueError(400, None, "Invalid type.")
 RESOURCE_ID_NOT_SPECIFIED = GlueError(400, None, "Resource id is not specified.")
@@ -63,6 +65,8 @@ async def _check_envelope(request: Request) -> None:
     error = envelope_error(request.method, route.path_format, await request.body(), body_optional=body_optional)
     if error is not None:
         raise GlueException(error)
+    # then Spryker's RestRequestValidator plugins: the MFA check of protected resources
+    await check_protected_request(request, resource_type(route.path_format))
 
 
 GlueRequest = Depends(_check_envelope)

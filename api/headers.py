@@ -8,7 +8,8 @@ cannot forget them).
 - The API documentation pages (`/docs`, `/redoc`) get a policy of their own that lets their CDN scripts run.
 - Every answer gets `X-Content-Type-Options: nosniff`.
 - Every answer of a path whose last segment names tokens (`/access-tokens`, `/refresh-tokens`, the OAuth
-  `/token`, a future `/agent-access-tokens`) gets `Cache-Control: no-store`: it may carry a token.
+  `/token`, a future `/agent-access-tokens`) gets `Cache-Control: no-store`: it may carry a token; so does
+  every `/multi-factor-auth-*` answer (a TOTP activation carries its secret and the recovery codes).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DOCS_CONTENT_SECURITY_POLICY = (
     "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.jsdelivr.net; connect-src 'self'; worker-src blob:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-TOKEN_PATH = re.compile(r"(?:^|/)[a-z-]*tokens?/?$")
+TOKEN_PATH = re.compile(r"(?:^|/)(?:[a-z-]*tokens?|multi-factor-auth-[a-z-]+)/?$")
 
 Raw = list[tuple[bytes, bytes]]
 

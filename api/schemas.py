@@ -344,3 +344,19 @@ class AddressUpdateData(BaseModel):
 
 class AddressUpdateRequest(BaseModel):
     data: AddressUpdateData
+
+
+class MfaTypeAttributes(_Attributes):
+    # Spryker answers a missing type with its own code (5902), not with a schema violation: optional here
+    type: Annotated[StrictStr | None, Field(max_length=32)] = None
+
+
+class MfaTypeData(BaseModel):
+    type: StrictStr  # the resource of the path (api/envelope.py checks it)
+    attributes: MfaTypeAttributes
+
+
+class MfaTypeRequest(BaseModel):
+    """The body of POST /multi-factor-auth-type-activate, -verify, -deactivate and /multi-factor-auth-trigger."""
+
+    data: MfaTypeData

@@ -15,6 +15,7 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
   through `starter.AccountsClient` (workflows do the writes).
 - `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
 - `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
+- `mfa`: a customer's multi-factor methods (shown on the customer's page) and support's removal of them.
 
 Every action records an audit event with the staff member's name as actor and channel `backoffice`
 (`base.Area`).
@@ -38,6 +39,7 @@ from backoffice.export import Export
 from backoffice.groups_notes import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX, Group, GroupsNotes, Note
 from backoffice.imports import ImportNotFound, ImportsArea, InvalidImportFile
 from backoffice.lifecycles import CreatedCustomer, CustomerDraft, LifecycleRun, Lifecycles
+from backoffice.mfa import MfaArea
 from backoffice.permissions import (
     PERMISSIONS,
     AddressNotFound,
@@ -57,7 +59,7 @@ from backoffice.permissions import (
 from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
 
 
-class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea):
+class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 
 

@@ -6,14 +6,14 @@ a customer's page (which still renders when Temporal cannot be reached) and the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts import addresses, orders
+from accounts import addresses, mfa, orders
 from accounts.addresses import CustomerAddress
 from accounts.email_address import ascii_domain, email_key
 from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, LoginThrottle, Order, utcnow
@@ -111,6 +111,7 @@ class CustomerDetail:
     groups: list[Group]
     lifecycle: list[LifecycleRun]  # newest first
     lifecycle_status: str  # ok | unavailable (Temporal could not be asked)
+    mfa: list[tuple[str, str]] = field(default_factory=list)  # (type, Glue status) of each method set up
 
 
 class Customers(Area):
@@ -138,6 +139,7 @@ class Customers(Area):
             )
             notes = await read_notes(session, customer.id)
             groups = await read_groups(session, customer_id=customer.id)
+            methods = await mfa.methods(session, customer.id, utcnow())
         lifecycle, lifecycle_status = await read_lifecycle(self._accounts, self._settings, customer_reference)
         return CustomerDetail(
             customer=customer,
@@ -150,6 +152,7 @@ class Customers(Area):
             groups=groups,
             lifecycle=lifecycle,
             lifecycle_status=lifecycle_status,
+            mfa=[(kind, mfa.GLUE_STATUS[row.status]) for kind, row in sorted(methods.items())],
         )
 
     async def events(self, customer_reference: str, staff: StaffMember | None = None) -> list[AuditEvent]:

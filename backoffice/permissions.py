@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.resend_verification": _EVERYONE,
     "customers.unlock": _EVERYONE,
     "customers.send_password_token": _EVERYONE,
+    "customers.remove_mfa": _EVERYONE,  # a customer who lost their second factor (the customer is emailed)
     "notes.list": _EVERYONE,
     "notes.add": _EVERYONE,
     "groups.list": _EVERYONE,

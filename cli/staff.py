@@ -1,4 +1,4 @@
-"""Back-office staff: `accounts staff create|set-password|list|disable|enable`."""
+"""Back-office staff: `accounts staff create|set-password|list|disable|enable|mfa-enroll|mfa-remove`."""
 
 from __future__ import annotations
 
@@ -144,3 +144,63 @@ def staff_disable(name: str) -> None:
 def staff_enable(name: str) -> None:
     """Enable a disabled staff member again (same API key and web password as before)."""
     _set_disabled(name, False)
+
+
+def _staff_mfa_run(name: str, enrol: bool) -> tuple[str, Any]:
+    """(the member's name, the enrolment or whether one was removed); StaffNotFound for an unknown name."""
+    from sqlalchemy import select
+
+    from accounts import mfa_staff
+    from accounts.db import create_engine, session_factory
+    from accounts.mfa import MfaPolicy
+    from accounts.models import Staff
+    from accounts.staff import StaffNotFound
+
+    async def run() -> tuple[str, Any]:
+        settings = Settings()
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = session_factory(engine)
+            async with sessions() as session:
+                member = await session.scalar(select(Staff).where(Staff.name == name))
+            if member is None:
+                raise StaffNotFound(name)
+            if enrol:
+                return member.name, await mfa_staff.enrol(sessions, MfaPolicy.from_settings(settings), member.id, name)
+            return member.name, await mfa_staff.remove(sessions, member.id)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@app.command("mfa-enroll")
+def staff_mfa_enroll(name: str) -> None:
+    """Give NAME an authenticator app (TOTP) for the web UI's sign-in; prints its secret and QR code once.
+
+    ACCOUNTS_STAFF_MFA_REQUIRED=true makes the sign-in ask for its code. Enrolling again replaces the secret."""
+    import segno
+
+    from accounts.staff import StaffNotFound
+
+    try:
+        member, enrolment = _staff_mfa_run(name, True)
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    typer.echo(f"authenticator app of {member}: scan the code below, or type the secret {enrolment.secret}")
+    typer.echo(enrolment.uri)
+    segno.make(enrolment.uri, error="m").terminal(compact=True)
+
+
+@app.command("mfa-remove")
+def staff_mfa_remove(name: str) -> None:
+    """Remove NAME's authenticator app (a lost phone); enrol them again before they can sign in with MFA on."""
+    from accounts.staff import StaffNotFound
+
+    try:
+        member, removed = _staff_mfa_run(name, False)
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"authenticator app of {member} {'removed' if removed else 'was not enrolled'}")

@@ -41,6 +41,7 @@ from starter.errors import (
 )
 from starter.imports import Imports
 from starter.login import Authenticated, Logins
+from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
 from starter.reauth import Reauthentication
 from workflows.registration import (
@@ -120,6 +121,7 @@ class AccountsClient:
         self.deletions = Deletions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))
+        self.mfa = MfaLifecycles(client, settings)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

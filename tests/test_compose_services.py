@@ -164,6 +164,7 @@ async def test_the_migrate_worker_and_api_services_commands_serve_a_registration
     dotenv = {
         "ACCOUNTS_SECRET_KEY": secrets.token_hex(32),
         "ACCOUNTS_PAYLOAD_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "ACCOUNTS_MFA_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     api_port = free_port()
     async with fresh_postgres() as database_url:

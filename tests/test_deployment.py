@@ -33,6 +33,7 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 REQUIRED = {
     "ACCOUNTS_SECRET_KEY": "0123456789abcdef0123456789abcdef0123456789abcdef",  # openssl rand -hex 32
     "ACCOUNTS_PAYLOAD_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",  # openssl rand -base64 32
+    "ACCOUNTS_MFA_ENCRYPTION_KEY": "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",  # openssl rand -base64 32
 }
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}

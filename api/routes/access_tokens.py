@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from accounts import carts, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
+from accounts.mfa import Subject
 from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
 from api import jsonapi
@@ -23,6 +24,7 @@ from api.deps import Accounts, Sessions
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.limits import limited, request_limits
+from api.mfa_check import check_sign_in
 from api.schemas import AccessTokenRequest, RefreshTokenRequest
 from starter import LoginBlocked, LoginFailed, PasswordResetRequired
 from starter.login import Authenticated
@@ -128,6 +130,7 @@ async def create_access_token(
         raise GlueException(RESET_REQUIRED) from None
     except LoginBlocked as blocked:
         raise blocked_answer(blocked) from None
+    await check_sign_in(request, Subject(who.customer_id, who.customer_reference))
     try:
         tokens = await _tokens(request, who)
     except InvalidRefreshToken:  # the password changed while it was being checked
@@ -217,6 +220,7 @@ async def oauth_token(
             who = await accounts.logins.authenticate(
                 username, password, client_ip=_client_ip(request), device_token=presented_device_token(request)
             )
+            await check_sign_in(request, Subject(who.customer_id, who.customer_reference))
             tokens = await _tokens(request, who)
             device_token = who.device_token
         elif grant_type == "refresh_token" and refresh_token:
@@ -230,6 +234,8 @@ async def oauth_token(
             )
     except PasswordResetRequired:
         return _oauth_error(400, "invalid_grant", RESET_REQUIRED.detail)
+    except GlueException as second_factor:  # ACCOUNTS_MFA_AT_SIGN_IN: X-MFA-Code missing or wrong
+        return _oauth_error(400, "invalid_grant", second_factor.errors[0].detail)
     except (LoginFailed, InvalidRefreshToken):
         return _oauth_error(400, "invalid_grant", "The credentials or the refresh token are not valid.")
     except LoginBlocked as blocked:

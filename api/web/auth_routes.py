@@ -11,7 +11,7 @@ from accounts import rate_limits
 from api.client_address import client_of
 from api.limits import request_limits
 from api.web.session import FLASH_COOKIE
-from api.web.sign_in import SignInBlocked
+from api.web.sign_in import SignInBlocked, StaffNotEnrolled
 from api.web.ui import Posting, Web, WebRoute, safe_next
 
 router = APIRouter(prefix="/backoffice", route_class=WebRoute, include_in_schema=False)
@@ -23,7 +23,14 @@ MAX_PASSWORD_LENGTH = 4096
 @router.get("/sign-in")
 async def sign_in_page(request: Request, web: Web, next: str = "/backoffice") -> Response:
     nonce, token = web.codec.sign_in_form(request)
-    page = web.page("sign_in.html", csrf_token=token, next=safe_next(next), name="", error=None)
+    page = web.page(
+        "sign_in.html",
+        csrf_token=token,
+        next=safe_next(next),
+        name="",
+        error=None,
+        ask_code=web.settings.staff_mfa_required,
+    )
     web.codec.remember_sign_in_form(page, nonce)
     return page
 
@@ -34,13 +41,20 @@ async def sign_in(
     web: Web,
     name: Annotated[str, Form(max_length=100)] = "",
     password: Annotated[str, Form(max_length=MAX_PASSWORD_LENGTH)] = "",
+    code: Annotated[str, Form(max_length=16)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/backoffice",
 ) -> Response:
     def again(error: str, status_code: int, headers: dict[str, str] | None = None) -> Response:
         nonce, token = web.codec.sign_in_form(request)
         page = web.page(
-            "sign_in.html", status_code=status_code, csrf_token=token, next=safe_next(next), name=name, error=error
+            "sign_in.html",
+            status_code=status_code,
+            csrf_token=token,
+            next=safe_next(next),
+            name=name,
+            error=error,
+            ask_code=web.settings.staff_mfa_required,
         )
         web.codec.remember_sign_in_form(page, nonce)
         page.headers.update(headers or {})
@@ -57,7 +71,13 @@ async def sign_in(
         except rate_limits.OverBudget as over:
             raise SignInBlocked(over.retry_after_seconds) from None
         signed_in = await web.sign_in.authenticate(
-            name, password, client_ip=client_ip, device_token=web.codec.device_token(request)
+            name, password, client_ip=client_ip, device_token=web.codec.device_token(request), code=code
+        )
+    except StaffNotEnrolled:
+        return again(
+            "Two-step sign-in is required: ask an admin to enrol your authenticator app"
+            " (accounts staff mfa-enroll NAME).",
+            403,
         )
     except SignInBlocked as blocked:
         minutes = -(-blocked.retry_after_seconds // 60)

@@ -137,6 +137,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
             "verify": allowed(role, "customers.verify"),
             "resend": allowed(role, "customers.resend_verification"),
             "unlock": allowed(role, "customers.unlock"),
+            "remove_mfa": allowed(role, "customers.remove_mfa"),
             "password_token": allowed(role, "customers.send_password_token"),
             "delete": allowed(role, "customers.delete"),
             "add_note": allowed(role, "notes.add"),
@@ -228,6 +229,20 @@ async def unlock(customer_reference: str, web: Web, session: Posting, reason: Re
         await web.backoffice.unlock(customer_reference, session.member, _reason(reason, "an unlock"))
 
     return await _act(web, session, customer_reference, run(), f"{customer_reference} is unlocked.")
+
+
+@router.post("/ui/customers/{customer_reference}/mfa-remove")
+async def remove_mfa(customer_reference: str, web: Web, session: Posting, reason: Reason = "") -> Response:
+    async def run() -> None:
+        await web.backoffice.remove_mfa(customer_reference, session.member, _reason(reason, "a removal of MFA"))
+
+    return await _act(
+        web,
+        session,
+        customer_reference,
+        run(),
+        f"Two-step sign-in is removed from {customer_reference}; they are told.",
+    )
 
 
 @router.post("/ui/customers/{customer_reference}/password-token")

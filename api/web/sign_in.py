@@ -15,12 +15,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from accounts import device_tokens, throttle
+from accounts import device_tokens, mfa_staff, throttle
 from accounts.db import SessionFactory
+from accounts.mfa import MfaPolicy
 from accounts.models import Staff
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory, StaffMember
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
+
+
+class StaffNotEnrolled(Exception):
+    """ACCOUNTS_STAFF_MFA_REQUIRED, and the member has no authenticator app enrolled yet."""
 
 
 class SignInBlocked(Exception):
@@ -41,6 +46,7 @@ class StaffSignIn:
         self._secret = settings.secret_key.get_secret_value()
         self._sessions = sessions
         self._staff = staff
+        self._mfa_policy = MfaPolicy.from_settings(settings)
         self._name_policy = ThrottlePolicy(
             settings.lockout_max_failures, settings.lockout_window, settings.lockout_duration
         )
@@ -52,9 +58,11 @@ class StaffSignIn:
         )
 
     async def authenticate(
-        self, name: str, password: str, *, client_ip: str, device_token: str | None = None
+        self, name: str, password: str, *, client_ip: str, device_token: str | None = None, code: str = ""
     ) -> SignedIn | None:
-        """The member, or None (unknown name, wrong password, disabled: one answer); raises SignInBlocked."""
+        """The member, or None (unknown name, wrong password, disabled, and with ACCOUNTS_STAFF_MFA_REQUIRED a
+        missing or wrong authenticator code: one answer); raises SignInBlocked; StaffNotEnrolled for the
+        right password of a member without an enrolment while MFA is required."""
         device = await self._known_device(name, device_token)
         if device is not None:
             subjects = [(device_tokens.subject(device), self._device_policy)]
@@ -72,6 +80,13 @@ class StaffSignIn:
                 await throttle.release(self._sessions, reservation, forget_failures=False)
             raise SignInBlocked(_seconds(blocked)) from None
         member = await self._staff.authenticate_password(name.strip(), password)
+        if member is not None and self._settings.staff_mfa_required:
+            if not await mfa_staff.enrolled(self._sessions, member.id):
+                for reservation, _ in reservations:
+                    await throttle.release(self._sessions, reservation, forget_failures=False)
+                raise StaffNotEnrolled(member.name)
+            if not await mfa_staff.verify(self._sessions, self._mfa_policy, member.id, code):
+                member = None  # a wrong second factor counts as a failed sign-in
         if member is None:
             for reservation, policy in reservations:
                 if reservation.crossed(policy):

@@ -28,6 +28,8 @@ MESSAGES = (
     "password_changed",
     "email_change_confirm",
     "email_changed",
+    "mfa_code",
+    "mfa_removed",
 )
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
@@ -63,6 +65,9 @@ def context(**overrides: Any) -> dict[str, Any]:
         "failures": 5,
         "changed_at": datetime(2026, 11, 25, 9, 15, tzinfo=UTC),
         "new_email_masked": "a***@example.org",
+        "code": "042917",
+        "valid_minutes": 30,
+        "removed": "email, totp",
     }
     return values | overrides
 
@@ -517,3 +522,12 @@ async def test_the_stored_text_copy_has_unix_line_ends_so_a_link_read_from_it_is
     # the README's recipe: cat the newest .txt, take the line with the link
     (read_link,) = [line for line in stored.read_text("utf-8").split("\n") if line.startswith("http")]
     assert read_link == link
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_mfa_code_stands_in_subject_text_and_html(renderer: EmailRenderer, locale: str) -> None:
+    content = renderer.render_email("mfa_code", locale, context())
+    assert "042917" in content.subject
+    assert "\n042917\n" in content.text
+    assert ">042917</p>" in content.html
+    assert "30" in content.text

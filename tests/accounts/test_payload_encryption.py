@@ -105,12 +105,18 @@ def test_production_refuses_to_start_without_its_keys_in_one_line_naming_each_se
     (error,) = refused.value.errors()  # type: ignore[attr-defined]
     line = str(error["msg"])
     assert "\n" not in line
-    for setting in ("ACCOUNTS_SECRET_KEY", "ACCOUNTS_PAYLOAD_ENCRYPTION_KEY", "ACCOUNTS_JWT_PRIVATE_KEY_PATH"):
+    for setting in (
+        "ACCOUNTS_SECRET_KEY",
+        "ACCOUNTS_PAYLOAD_ENCRYPTION_KEY",
+        "ACCOUNTS_MFA_ENCRYPTION_KEY",
+        "ACCOUNTS_JWT_PRIVATE_KEY_PATH",
+    ):
         assert setting in line
     complete = {
         "environment": "production",
         "secret_key": "s" * 40,
         "payload_encryption_key": b64(NEW),
+        "mfa_encryption_key": b64(NEW),
         "jwt_private_key_path": Path("/keys/jwt.pem"),
     }
     assert settings(**complete).environment == "production"

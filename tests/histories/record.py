@@ -62,6 +62,7 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from accounts import mfa
 from accounts.models import AuditEvent, Customer, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
 from accounts.temporal import SEARCH_ATTRIBUTES
@@ -71,6 +72,7 @@ from starter import AccountsClient, EmailTaken, LoginFailed, Registration
 from starter.client import registration_id, registration_timings
 from starter.imports import Imports
 from starter.login import lockout_id
+from starter.mfa import activation_workflow_id, code_workflow_id
 from starter.passwords import reset_id
 from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
@@ -594,6 +596,52 @@ async def import_cancelled(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(started.workflow_id))
 
 
+# --- multi-factor authentication ---------------------------------------------------------------------
+
+
+async def mfa_email_activation(stack: Stack) -> tuple[str, str, int, str]:
+    """An email activation as the API begins it: the code's run and the deadline's run. Returns the code."""
+    email, reference = await verified_customer(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    started = await mfa.start_email_activation(stack.database.sessions, policy, await customer(stack, reference))
+    assert started.code_id is not None
+    await stack.accounts.mfa.send_code(reference, started.code_id)
+    await stack.accounts.mfa.activation_started(reference, mfa.EMAIL, started.expires_at)
+    message = await stack.mail_to(email, "security code")
+    code = next(word for word in message.text.split() if len(word) == 6 and word.isdigit())
+    return email, reference, started.code_id, code
+
+
+@branch("mfa-code/sent", "mfa-activation/expired")
+async def mfa_activation_expired(stack: Stack) -> list[Handle]:
+    _, reference, code_id, _ = await mfa_email_activation(stack)
+    return await finished(
+        stack,
+        stack.client.get_workflow_handle(code_workflow_id(reference, code_id)),
+        stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL)),
+    )
+
+
+@branch("mfa-activation/verified")
+async def mfa_activation_verified(stack: Stack) -> list[Handle]:
+    _, reference, _, code = await mfa_email_activation(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    found = await customer(stack, reference)
+    assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
+    return await finished(stack, stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL)))
+
+
+@branch("mfa-removed/notified")
+async def mfa_removed(stack: Stack) -> list[Handle]:
+    _, reference, _, code = await mfa_email_activation(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    found = await customer(stack, reference)
+    assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
+    removed = await mfa.deactivate(stack.database.sessions, found, None, channel="backoffice", actor="support")
+    workflow_id = await stack.accounts.mfa.removed_by_support(reference, removed)
+    return await finished(stack, stack.client.get_workflow_handle(workflow_id))
+
+
 # --- writing ------------------------------------------------------------------------------------------
 
 
@@ -601,10 +649,13 @@ def secrets_in(text: str, sink: MailSink) -> list[str]:
     tokens = [
         link.split("token=", 1)[1].split("&", 1)[0] for m in sink.messages for link in m.links if "token=" in link
     ]
+    codes = [m.subject.rsplit(" ", 1)[-1] for m in sink.messages if "security code" in m.subject.lower()]
     readable = "\n".join([text, *payload_texts(json.loads(text))])
-    return [f"password {p[:9]}..." for p in RECORDER_PASSWORDS if p in readable] + [
-        f"token {t[:6]}..." for t in tokens if t in readable
-    ]
+    return (
+        [f"password {p[:9]}..." for p in RECORDER_PASSWORDS if p in readable]
+        + [f"token {t[:6]}..." for t in tokens if t in readable]
+        + [f"MFA code {c[:2]}..." for c in codes if c in readable]
+    )
 
 
 def write(name: str, text: str, *, replace: bool) -> Path:

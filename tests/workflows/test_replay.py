@@ -53,6 +53,9 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "PasswordRehashWorkflow": ("password-rehash", "rehashed"),
     "CustomerImportWorkflow": ("customer-import", "completed continue-as-new continued cancelled"),
     "ThrottleCleanupWorkflow": ("throttle-cleanup", "cleaned"),
+    "MfaCodeWorkflow": ("mfa-code", "sent"),
+    "MfaActivationWorkflow": ("mfa-activation", "expired verified"),
+    "MfaRemovedWorkflow": ("mfa-removed", "notified"),
 }
 
 

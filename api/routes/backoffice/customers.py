@@ -80,6 +80,7 @@ def detail_attributes(detail: CustomerDetail) -> dict[str, Any]:
         "notes": [note_attributes(note) for note in detail.notes],
         "groups": [group_attributes(group) for group in detail.groups],
         "lifecycle": {"status": detail.lifecycle_status, "runs": [run_attributes(run) for run in detail.lifecycle]},
+        "mfa": [{"type": kind, "status": status} for kind, status in detail.mfa],
     }
 
 

@@ -63,3 +63,10 @@ async def force_reset(customer_reference: str, staff: CurrentStaff, office: Offi
     with answers(customer_reference):
         await office.force_password_reset(customer_reference, staff)
     return Response(status_code=204)
+
+
+@router.post(f"{CUSTOMER}/mfa/remove", status_code=204, summary="Remove the customer's MFA (audited, customer emailed)")
+async def remove_mfa(customer_reference: str, body: Reason, staff: CurrentStaff, office: Office) -> Response:
+    with answers(customer_reference):
+        await office.remove_mfa(customer_reference, staff, body.reason)
+    return Response(status_code=204)

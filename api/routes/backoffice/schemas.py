@@ -172,6 +172,7 @@ class CustomerDetailAttributes(BaseModel):
     notes: list[NoteAttributes]
     groups: list[GroupAttributes]
     lifecycle: Lifecycle
+    mfa: list[dict[str, str]] = []  # each method set up: {"type": "totp", "status": "activated"}
 
 
 class CustomerDetailResource(BaseModel):
