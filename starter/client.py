@@ -117,7 +117,7 @@ class AccountsClient:
         self._policy = policy or PasswordPolicy.from_settings(settings)
         self.logins = Logins(client, settings, sessions, self._hasher)
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
-        self.reauth = Reauthentication(self.logins)
+        self.reauth = Reauthentication(self.logins, sessions, settings)
         self.deletions = Deletions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))

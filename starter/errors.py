@@ -81,3 +81,8 @@ class EmailChangeThrottled(AccountsError):
 class ReauthenticationRequired(AccountsError):
     """Changing the email address or deleting the account needs the current password (or an MFA code):
     the bearer token alone is not enough."""
+
+
+class MfaCodeRefused(AccountsError):
+    """The X-MFA-Code given as re-authentication is no valid code of the customer's second factor (wrong,
+    used, expired, or its attempts spent: accounts/mfa.py counts them)."""

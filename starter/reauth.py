@@ -3,32 +3,60 @@
 A stolen access token is a session, not the customer: for steps that cannot be undone by signing in again,
 the caller proves they are the customer once more. The proof is the current password, checked on sign-in's
 own path (`Logins.check_password`: the same lockout per account and per client network, a wrong password
-counted as a failed sign-in), or, for a customer with MFA, a code of their second factor.
+counted as a failed sign-in), or, for a customer with MFA, a code of their second factor in `X-MFA-Code`
+(accounts/mfa.py: three attempts a code, then the factor locks for ACCOUNTS_MFA_LOCK_DURATION).
 
 Callers: PATCH /customers/{ref} with a new email, DELETE /customers/{ref} (api/routes/customers.py).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
+
+from accounts import mfa
+from accounts.db import SessionFactory
 from accounts.models import Customer
-from starter.errors import ReauthenticationRequired
+from accounts.settings import Settings
+from starter.errors import MfaCodeRefused, ReauthenticationRequired
 from starter.login import Logins
 
 
 class Reauthentication:
-    def __init__(self, logins: Logins) -> None:
+    def __init__(self, logins: Logins, sessions: SessionFactory, settings: Settings) -> None:
         self._logins = logins
+        self._sessions = sessions
+        self._settings = settings
+
+    @cached_property
+    def _mfa_policy(self) -> mfa.MfaPolicy:  # built when first needed: it reads the MFA key
+        return mfa.MfaPolicy.from_settings(self._settings)
 
     async def confirm_identity(
-        self, customer: Customer, *, password: str | None, mfa_code: str | None, client_ip: str
+        self,
+        customer: Customer,
+        *,
+        password: str | None,
+        mfa_code: str | None,
+        client_ip: str,
+        code_accepted: bool = False,
     ) -> None:
         """Returns when the caller proved to be `customer`. Raises ReauthenticationRequired (no proof given),
-        WrongCurrentPassword (counted as a failed sign-in) or LoginBlocked (locked: nothing was checked).
+        WrongCurrentPassword (counted as a failed sign-in), LoginBlocked (locked: nothing was checked) or
+        MfaCodeRefused.
 
-        `mfa_code`: the `X-MFA-Code` header, for customers with MFA; not checked yet, so a code alone is
-        no proof today."""
-        # MFA: when the customer has MFA enabled and `mfa_code` is given, verify it here (a wrong code
-        # counted like a wrong password) and return; a password stays accepted as the other proof.
+        `mfa_code`: the `X-MFA-Code` header. For a customer with an active second factor it is a proof of
+        its own, checked (and spent) here, unless `code_accepted`: the protected-request check of the same
+        request (api/mfa_check.py, ACCOUNTS_MFA_PROTECTED_REQUESTS) verified and spent it already. A code
+        of a customer without MFA proves nothing; the password stays the other proof for everyone."""
+        if code_accepted:
+            return
+        if mfa_code and await mfa.active_types(self._sessions, customer.id):
+            accepted = await mfa.verify(
+                self._sessions, self._mfa_policy, customer, mfa_code, channel="api", purpose="reauthentication"
+            )
+            if accepted is None:
+                raise MfaCodeRefused()
+            return
         if not password:
             raise ReauthenticationRequired()
         await self._logins.check_password(customer, password, client_ip=client_ip)

@@ -14,7 +14,7 @@ from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
 from accounts.profile import apply_profile_edits
-from api import jsonapi
+from api import jsonapi, mfa_check
 from api.auth import CurrentCustomer
 from api.client_address import client_of
 from api.deps import Accounts, Sessions, SettingsDep
@@ -41,7 +41,7 @@ from starter import (
     WrongCurrentPassword,
 )
 from starter.client import Registered, registration_id
-from starter.errors import EmailChangeThrottled
+from starter.errors import EmailChangeThrottled, MfaCodeRefused
 
 router = APIRouter(tags=["customers"], dependencies=[GlueRequest])
 
@@ -321,10 +321,16 @@ async def reauthenticate(
     the answers are PATCH /customer-password's for its current password (408 wrong, 4401 locked)."""
     try:
         await accounts.reauth.confirm_identity(
-            customer, password=password, mfa_code=mfa_code, client_ip=client_of(request)
+            customer,
+            password=password,
+            mfa_code=mfa_code,
+            client_ip=client_of(request),
+            code_accepted=getattr(request.state, "mfa_code_accepted", False),
         )
     except ReauthenticationRequired:
         raise GlueException(REAUTHENTICATION_REQUIRED) from None
+    except MfaCodeRefused:
+        raise GlueException(mfa_check.CODE_INVALID) from None
     except WrongCurrentPassword:
         raise GlueException(WRONG_PASSWORD) from None
     except LoginBlocked as blocked:

@@ -358,3 +358,31 @@ async def test_the_default_protected_requests(e2e: Stack) -> None:
         headers = {**bearer, "X-MFA-Code": await codes.next()}
         reached = await http.post(f"/customers/{reference}/addresses", json=address, headers=headers)
         assert reached.status_code == 422 and reached.json()["errors"][0]["code"] == "901"
+
+
+async def test_a_second_factor_code_is_the_re_authentication_of_an_email_change(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    """Issue 16: a new email needs the current password, or an MFA code when the customer has MFA. With
+    `customers` off the protected list, the re-authentication itself checks (and spends) the code."""
+    async with stack(dev_server, database, api=True, mfa_protected_requests=["customer-password"]) as built:
+        async with built.http() as http:
+            _, reference, bearer = await signed_in(built, http)
+            started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+            secret = started.json()["data"]["attributes"]["secret"]
+            now = utcnow()
+            verified = await post(http, "multi-factor-auth-type-verify", bearer, kind="totp",
+                                  code=mfa_totp.code_at(secret, now))  # fmt: skip
+            assert verified.status_code == 204, verified.text
+            moved = {"data": {"type": "customers", "attributes": {"email": f"moved-{reference.lower()}@example.com"}}}
+            url = f"/customers/{reference}"
+            # neither proof: Glue's blank password; a wrong code: Spryker's invalid code, nothing changed
+            assert (await http.patch(url, json=moved, headers=bearer)).json()["errors"][0]["code"] == "901"
+            wrong = await http.patch(url, json=moved, headers={**bearer, "X-MFA-Code": "000000"})
+            assert (wrong.status_code, wrong.json()["errors"]) == (403, [INVALID])
+            code = mfa_totp.code_at(secret, now + timedelta(seconds=30))
+            answer = await http.patch(url, json=moved, headers={**bearer, "X-MFA-Code": code})
+            assert answer.status_code == 200, answer.text
+            # the code was spent: the same time step again is a replay
+            again = await http.patch(url, json=moved, headers={**bearer, "X-MFA-Code": code})
+            assert (again.status_code, again.json()["errors"]) == (403, [INVALID])
