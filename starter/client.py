@@ -42,6 +42,7 @@ from starter.errors import (
 from starter.imports import Imports
 from starter.login import Authenticated, Logins
 from starter.passwords import Passwords
+from starter.staff_locks import StaffLockNotices
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -118,6 +119,7 @@ class AccountsClient:
         self.deletions = Deletions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions)
         self.imports = Imports(client, settings, registration_timings(settings))
+        self.staff_locks = StaffLockNotices(client, settings)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
