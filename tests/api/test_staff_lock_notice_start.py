@@ -39,7 +39,8 @@ class Unreachable(StaffLockNotices):
 
 
 def settings_of(database: Database) -> Settings:
-    return Settings(_env_file=None, database_url=database.url, lockout_max_failures=3, **TEST_DEFAULTS)  # type: ignore[call-arg]
+    overrides: dict[str, Any] = {**TEST_DEFAULTS, "lockout_max_failures": 3}
+    return Settings(_env_file=None, database_url=database.url, **overrides)  # type: ignore[call-arg]
 
 
 async def answers(sign_in: StaffSignIn, name: str) -> list[str]:
