@@ -19,9 +19,10 @@ from conftest import Database, Stack, StackFactory, token_from, unique_email
 from sqlalchemy import select
 from test_backoffice_web import STAFF_PASSWORD, csrf_token, web_sign_in
 
-from accounts.models import EmailOutbox, OneTimeToken, Staff
+from accounts.models import EmailOutbox, OneTimeToken, Staff, utcnow
 from accounts.staff import StaffDirectory
 from accounts.task_queues import TaskQueues
+from workflows.staff_lock_notice import staff_lock_notice_id
 
 pytestmark = pytest.mark.e2e
 SUBJECT = "paused"
@@ -166,3 +167,25 @@ async def test_a_staff_unlock_link_expires(stack: StackFactory, dev_server: Any,
         posted = await browser.post("/backoffice/unlock", data={"token": link_token, "csrf_token": csrf_token(form)})
         assert posted.status_code == 400 and "backoffice_device" not in browser.cookies
         assert (await web_sign_in(browser, name, STAFF_PASSWORD)).status_code == 429
+
+
+async def test_a_second_start_for_the_same_lock_starts_nothing(e2e: Stack) -> None:
+    address = unique_email("staff")
+    name = await member(e2e, email=address)
+    async with e2e.database.sessions() as session:
+        staff_id = await session.scalar(select(Staff.id).where(Staff.name == name))
+    assert staff_id is not None
+    window = utcnow()
+    lock = {
+        "staff_id": staff_id,
+        "window_ends_at": window,
+        "locked_until": window + timedelta(minutes=15),
+        "failures": 3,
+    }
+    assert await e2e.accounts.staff_locks.start(**lock) is True
+    assert await e2e.accounts.staff_locks.start(**lock) is False  # running: refused by id
+    await e2e.mail_to(address, SUBJECT)
+    assert await e2e.client.get_workflow_handle(staff_lock_notice_id(staff_id, window)).result() is True
+    assert await e2e.accounts.staff_locks.start(**lock) is False  # closed: its id is not reused
+    await asyncio.sleep(1)
+    assert len(e2e.sink.to(address)) == 1
