@@ -176,7 +176,7 @@ async def test_a_second_start_for_the_same_lock_starts_nothing(e2e: Stack) -> No
         staff_id = await session.scalar(select(Staff.id).where(Staff.name == name))
     assert staff_id is not None
     window = utcnow()
-    lock = {
+    lock: dict[str, Any] = {
         "staff_id": staff_id,
         "window_ends_at": window,
         "locked_until": window + timedelta(minutes=15),
