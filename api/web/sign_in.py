@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
@@ -116,11 +116,19 @@ class StaffSignIn:
         """Start the lock's notice when the name is an enabled member with an email (else nothing)."""
         try:
             async with self._sessions() as session:
-                staff_id = await session.scalar(
-                    select(Staff.id).where(Staff.name == name, Staff.disabled_at.is_(None), Staff.email.is_not(None))
-                )
-            if staff_id is None:
+                # the lock is the name's whatever its case (the subject is case-folded): so is its member
+                found = (
+                    await session.scalars(
+                        select(Staff.id).where(
+                            func.lower(Staff.name) == name.lower(),
+                            Staff.disabled_at.is_(None),
+                            Staff.email.is_not(None),
+                        )
+                    )
+                ).all()
+            if len(found) != 1:  # nobody to tell (or names told apart by case alone: nobody to pick)
                 return
+            (staff_id,) = found
             await self._notices.start(
                 staff_id=staff_id,
                 window_ends_at=reservation.window_ends_at,

@@ -80,6 +80,10 @@ async def test_only_an_enabled_member_with_an_email_is_noticed_once_per_lock(dat
     locked_until = notices.started[0]["locked_until"]
     assert before + settings.lockout_duration <= locked_until <= utcnow() + settings.lockout_duration
 
+    cased, _ = await directory.create(f"Cased-{suffix}", "support", password=PASSWORD, email="c@example.com")
+    assert await answers(sign_in, cased.name.upper()) == SEEN  # the name's lock, typed in another case
+    assert [n["staff_id"] for n in notices.started] == [mailed.id, cased.id]
+
 
 async def test_with_temporal_unreachable_the_lock_holds_and_the_sign_in_answers_as_before(
     database: Database, caplog: pytest.LogCaptureFixture
