@@ -49,6 +49,7 @@ from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.registration import RegistrationWorkflow
+from workflows.staff_lock_notice import StaffLockNoticeWorkflow
 from workflows.throttle_cleanup import ThrottleCleanupWorkflow
 
 WORKFLOWS = [
@@ -64,6 +65,7 @@ WORKFLOWS = [
     MfaCodeWorkflow,
     MfaActivationWorkflow,
     MfaRemovedWorkflow,
+    StaffLockNoticeWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -185,7 +187,12 @@ def build_worker(
         settings,
     )
     signin_activities: list[Callable[..., Any]] = [lockout.set_lock, lockout.lift_lock, lockout.close_window]
-    email_activities: list[Callable[..., Any]] = [emails.send_token_link, emails.send_notice, emails.send_mfa_code]
+    email_activities: list[Callable[..., Any]] = [
+        emails.send_token_link,
+        emails.send_notice,
+        emails.send_mfa_code,
+        emails.send_staff_lock_notice,
+    ]
     # The lifecycles' worker keeps every workflow and activity: runs started before the queues split
     # (lockout windows on this queue, emails scheduled on it) finish here.
     lifecycle_activities: list[Callable[..., Any]] = [
@@ -222,7 +229,7 @@ def build_worker(
     }
     work: dict[QueueKind, dict[str, Any]] = {
         "lifecycles": {"workflows": WORKFLOWS, "activities": lifecycle_activities},
-        "signin": {"workflows": [LockoutWindowWorkflow], "activities": signin_activities},
+        "signin": {"workflows": [LockoutWindowWorkflow, StaffLockNoticeWorkflow], "activities": signin_activities},
         # the task-queue rate limit is the server's, for every worker of the queue together
         "email": {
             "activities": email_activities,

@@ -10,7 +10,8 @@ Each account keeps its newest ACCOUNTS_DEVICE_TOKENS_PER_ACCOUNT tokens; older o
 
 The lock email carries a one-time link (`one_time_tokens.purpose` "unlock", minted by the email
 activity, so no workflow history holds it): redeeming it proves the address and gives the browser
-that opened it a device token, as a sign-in would. The lock stays for everyone else.
+that opened it a device token, as a sign-in would. The lock stays for everyone else. A staff member's
+lock email (workflows/staff_lock_notice.py) carries one too ("staff_unlock", page /backoffice/unlock).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from accounts.db import SessionFactory
-from accounts.models import Customer, DeviceToken, OneTimeToken, utcnow
+from accounts.models import Customer, DeviceToken, OneTimeToken, Staff, utcnow
 from accounts.tokens import hash_token, new_token
 
 UNLOCK_LINK = "unlock"  # one_time_tokens.purpose of the lock email's link
 UNLOCK_PATH = "/account/unlock"  # the storefront page of that link (api/routes/unlock.py)
+STAFF_UNLOCK_LINK = "staff_unlock"  # the staff lock email's link (one_time_tokens.staff_id set)
+STAFF_UNLOCK_PATH = "/backoffice/unlock"  # its back-office page (api/web/unlock.py)
 MAX_TOKEN_LENGTH = 128  # a token is 43 characters; anything much longer is no token of ours
 
 
@@ -92,7 +95,9 @@ async def unlock_link_customer(sessions: SessionFactory, link_token: str) -> Cus
         return None
     async with sessions() as session:
         return await session.scalar(
-            select(Customer).join(OneTimeToken, OneTimeToken.customer_id == Customer.id).where(*_live_link(link_token))
+            select(Customer)
+            .join(OneTimeToken, OneTimeToken.customer_id == Customer.id)
+            .where(*_live_link(link_token, UNLOCK_LINK))
         )
 
 
@@ -106,7 +111,7 @@ async def redeem_unlock_link(
     async with sessions.begin() as session:
         customer_id = await session.scalar(
             update(OneTimeToken)
-            .where(*_live_link(link_token))
+            .where(*_live_link(link_token, UNLOCK_LINK), OneTimeToken.customer_id.is_not(None))
             .values(used_at=utcnow())
             .returning(OneTimeToken.customer_id)
         )
@@ -116,10 +121,44 @@ async def redeem_unlock_link(
     return customer, await issue(sessions, customer_id=customer.id, lifetime=lifetime, keep=keep)
 
 
-def _live_link(link_token: str) -> tuple[Any, ...]:
+async def staff_unlock_link_live(sessions: SessionFactory, link_token: str) -> bool:
+    """Whether this is a live, unused staff unlock link of an enabled member (its page shows the button)."""
+    if not link_token or len(link_token) > MAX_TOKEN_LENGTH:
+        return False
+    async with sessions() as session:
+        found = await session.scalar(
+            select(OneTimeToken.id)
+            .join(Staff, OneTimeToken.staff_id == Staff.id)
+            .where(*_live_link(link_token, STAFF_UNLOCK_LINK), Staff.disabled_at.is_(None))
+        )
+    return found is not None
+
+
+async def redeem_staff_unlock_link(
+    sessions: SessionFactory, link_token: str, *, lifetime: timedelta, keep: int
+) -> tuple[int, str] | None:
+    """Use up a staff unlock link (one conditional UPDATE, as `redeem_unlock_link`) and issue the member's
+    device token to the browser that redeemed it: (staff id, device token), or None for no live link or a
+    disabled member."""
+    if not link_token or len(link_token) > MAX_TOKEN_LENGTH:
+        return None
+    enabled = select(Staff.id).where(Staff.disabled_at.is_(None))
+    async with sessions.begin() as session:
+        staff_id = await session.scalar(
+            update(OneTimeToken)
+            .where(*_live_link(link_token, STAFF_UNLOCK_LINK), OneTimeToken.staff_id.in_(enabled))
+            .values(used_at=utcnow())
+            .returning(OneTimeToken.staff_id)
+        )
+    if staff_id is None:
+        return None
+    return staff_id, await issue(sessions, staff_id=staff_id, lifetime=lifetime, keep=keep)
+
+
+def _live_link(link_token: str, purpose: str) -> tuple[Any, ...]:
     return (
         OneTimeToken.token_hash == hash_token(link_token),
-        OneTimeToken.purpose == UNLOCK_LINK,
+        OneTimeToken.purpose == purpose,
         OneTimeToken.used_at.is_(None),
         OneTimeToken.expires_at > utcnow(),
     )

@@ -14,6 +14,9 @@ import functools
 import unicodedata
 
 import idna
+from email_validator import EmailNotValidError, validate_email
+
+MAX_LENGTH = 255  # customers.email, staff.email
 
 
 def email_key(address: str) -> str:
@@ -22,6 +25,19 @@ def email_key(address: str) -> str:
     if not at:  # no address at all (a search term, junk): still one form for one text
         return text.lower()
     return f"{local.lower()}@{ascii_domain(domain)}"
+
+
+def valid_address(address: str) -> str | None:
+    """The address as typed (trimmed) when it is one, as the sign-up checks it (email_validator, no DNS);
+    else None. What staff addresses are checked with (`accounts staff create --email`, `set-email`)."""
+    text = address.strip()
+    if not text or len(text) > MAX_LENGTH:
+        return None
+    try:
+        validate_email(text, check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return text
 
 
 @functools.lru_cache(maxsize=4096)  # a few domains hold most addresses; IDNA costs ~20 µs a call

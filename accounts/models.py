@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -96,14 +107,21 @@ class ReferenceCounter(Base):
 
 
 class OneTimeToken(Base):
-    """Single-use tokens sent by email. Only the SHA-256 of the token is stored."""
+    """Single-use tokens sent by email. Only the SHA-256 of the token is stored; exactly one of customer_id
+    and staff_id is set (a staff member's: the staff lock email's link)."""
 
     __tablename__ = "one_time_tokens"
+    __table_args__ = (
+        CheckConstraint("(customer_id IS NULL) <> (staff_id IS NULL)", name="ck_one_time_tokens_one_owner"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     purpose: Mapped[str] = mapped_column(String(32))
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff.id", ondelete="CASCADE", name="fk_one_time_tokens_staff_id_staff"), index=True
+    )
     # the lifecycle step that minted it: a retried activity finds its own token again
     issue_key: Mapped[str] = mapped_column(String(200), unique=True)
     expires_at: Mapped[datetime]
@@ -225,6 +243,8 @@ class Staff(Base):
     api_key_hash: Mapped[str] = mapped_column(String(255))
     # argon2 hash of the web UI password; None until one is set (`accounts staff set-password`)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # where the staff lock email goes (`accounts staff set-email`); None: no lock email
+    email: Mapped[str | None] = mapped_column(String(255))
     # web sessions (signed cookies) issued before this moment are dead: set by signing out
     sessions_revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

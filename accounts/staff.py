@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from accounts.db import SessionFactory
+from accounts.email_address import valid_address
 from accounts.models import Staff, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
 from accounts.settings import Settings
@@ -51,6 +52,7 @@ class StaffListing:
     created_at: datetime
     disabled_at: datetime | None
     has_password: bool
+    email: str | None = None  # where the lock email goes (none without it)
 
 
 def row_id(text: str) -> int | None:
@@ -69,6 +71,21 @@ class StaffExists(Exception):
 
 class StaffNotFound(Exception):
     pass
+
+
+class StaffEmailRejected(ValueError):
+    def __init__(self, email: str) -> None:
+        super().__init__(f"{email!r} is not a valid email address")
+
+
+def checked_email(email: str | None) -> str | None:
+    """A staff address as stored: checked like a customer's, or None for none."""
+    if email is None:
+        return None
+    address = valid_address(email)
+    if address is None:
+        raise StaffEmailRejected(email)
+    return address
 
 
 class StaffPasswordRejected(ValueError):
@@ -97,12 +114,16 @@ class StaffDirectory:
     def from_settings(cls, sessions: SessionFactory, settings: Settings) -> StaffDirectory:
         return cls(sessions, PasswordHasher.from_settings(settings), key_secret=settings.secret_key.get_secret_value())
 
-    async def create(self, name: str, role: str, *, password: str | None = None) -> tuple[StaffMember, str]:
+    async def create(
+        self, name: str, role: str, *, password: str | None = None, email: str | None = None
+    ) -> tuple[StaffMember, str]:
         """Returns the member and their API key, which is shown this once and never stored.
 
-        With `password`, the member can sign in to the web UI too (checked before anything is created)."""
+        With `password`, the member can sign in to the web UI too (checked before anything is created);
+        with `email`, a lock of their name is mailed to them (api/web/sign_in.py)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        address = checked_email(email)
         password_hash = await self._password_hash(name, password) if password is not None else None
         secret = secrets.token_urlsafe(32)
         try:
@@ -112,6 +133,7 @@ class StaffDirectory:
                     role=role,
                     api_key_hash=self._key_hash(secret),
                     password_hash=password_hash,
+                    email=address,
                 )
                 session.add(staff)
                 await session.flush()
@@ -168,12 +190,23 @@ class StaffDirectory:
             staff.password_hash = password_hash
             return StaffMember(staff.id, staff.name, staff.role)
 
+    async def set_email(self, name: str, email: str | None) -> StaffMember:
+        """Set (checked like a customer's address) or, with None, clear where `name`'s lock email goes."""
+        address = checked_email(email)
+        async with self._sessions.begin() as session:
+            staff = await session.scalar(select(Staff).where(Staff.name == name))
+            if staff is None:
+                raise StaffNotFound(name)
+            staff.email = address
+            return StaffMember(staff.id, staff.name, staff.role)
+
     async def listing(self) -> list[StaffListing]:
         """Every staff member, by name, disabled ones included."""
         async with self._sessions() as session:
             rows = await session.scalars(select(Staff).order_by(Staff.name))
             return [
-                StaffListing(s.name, s.role, s.created_at, s.disabled_at, s.password_hash is not None) for s in rows
+                StaffListing(s.name, s.role, s.created_at, s.disabled_at, s.password_hash is not None, s.email)
+                for s in rows
             ]
 
     async def set_disabled(self, name: str, disabled: bool) -> tuple[StaffMember, bool]:

@@ -149,9 +149,10 @@ async def release(sessions: SessionFactory, reservation: Reservation, *, forget_
         )
 
 
-async def lock(sessions: SessionFactory, reservation: Reservation, policy: ThrottlePolicy) -> None:
+async def lock(sessions: SessionFactory, reservation: Reservation, policy: ThrottlePolicy) -> datetime:
     """Lock a subject whose failure reached the threshold, for one lock duration from now, by the database
-    clock alone. Its window ends with it: the next attempt after the lock opens a fresh one."""
+    clock alone; returns when the lock ends. Its window ends with it: the next attempt after the lock opens
+    a fresh one."""
     now = utcnow()
     async with sessions.begin() as session:
         await session.execute(
@@ -159,6 +160,7 @@ async def lock(sessions: SessionFactory, reservation: Reservation, policy: Throt
             .where(LoginThrottle.subject == reservation.subject)
             .values(locked_until=now + policy.lock_duration, window_ends_at=now)
         )
+    return now + policy.lock_duration
 
 
 def _blocks(row: LoginThrottle, policy: ThrottlePolicy, now: datetime) -> bool:

@@ -1,5 +1,9 @@
 """Email sends: render the customer's message in their language and deliver it once per idempotency key.
 
+A staff member's lock notice (`send_staff_lock_notice`) goes through the same claim, handover and mark:
+a `Recipient` is a customer (their language, the deletion guard, the bounce's audit event) or a staff
+member (the default language; no customer, so no audit event: the outbox row holds the bounce).
+
 Every send first claims its key in the outbox table. A retry finds the key marked "sent" and does nothing;
 a retry after a crash between the SMTP handover and the "sent" mark sends again (SMTP gives no
 exactly-once, so at-least-once with a stable Message-ID is the honest best).
@@ -14,7 +18,7 @@ delivered), and the workflows need no new branch. Every other failure raises and
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,12 +30,13 @@ from accounts import anonymization, audit, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
-from accounts.models import Customer, EmailOutbox, MfaCode, OneTimeToken, utcnow
+from accounts.models import Customer, EmailOutbox, MfaCode, OneTimeToken, Staff, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
 
 UNLOCK_LINK = device_tokens.UNLOCK_LINK
 UNLOCK_PATH = device_tokens.UNLOCK_PATH
+STAFF_LOCKED = "staff_locked"  # the template of a staff member's lock notice
 FINISHED = ("sent", "bounced")  # outbox states after which a key is never sent again
 
 
@@ -76,6 +81,37 @@ class MfaCodeInput:
     customer_reference: str
     code_id: int
     idempotency_key: str
+
+
+@dataclass
+class StaffLockNoticeInput:
+    """A staff member's name was locked (api/web/sign_in.py): tell them once, with a one-time link."""
+
+    staff_id: int
+    locked_until: datetime
+    failures: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one send goes to: a customer, or (customer None) a staff member."""
+
+    address: str
+    locale: str
+    label: str  # for logs: a customer reference, or staff:<id> (never the address)
+    customer: Customer | None = None
+    names: dict[str, Any] = field(default_factory=dict)  # the templates' `customer` (the greeting)
+
+    @classmethod
+    def of_customer(cls, customer: Customer, address: str | None = None) -> Recipient:
+        names = {
+            "salutation": customer.salutation,
+            "first_name": customer.first_name,
+            "last_name": customer.last_name,
+            "email": customer.email,
+        }
+        return cls(address or customer.email, customer.locale, customer.customer_reference, customer, names)
 
 
 class EmailActivities:
@@ -146,7 +182,9 @@ class EmailActivities:
         if request.locked_until is not None:
             context.update(locked_until=request.locked_until, failures=request.failures)
             if request.template == "account_locked":
-                context.update(await self._unlock_link(customer, request.idempotency_key))
+                context.update(
+                    await self._unlock_link(request.idempotency_key, UNLOCK_LINK, UNLOCK_PATH, customer_id=customer.id)
+                )
         if request.changed_at is not None:
             context.update(changed_at=request.changed_at)
         if request.new_email_masked is not None:
@@ -157,8 +195,35 @@ class EmailActivities:
             customer, request.template, request.idempotency_key, context, recipient=request.recipient
         )
 
-    async def _unlock_link(self, customer: Customer, key: str) -> dict[str, Any]:
-        """The lock email's one-time link (accounts/device_tokens.py): minted here, so no history holds it,
+    @activity.defn
+    async def send_staff_lock_notice(self, request: StaffLockNoticeInput) -> bool:
+        """A staff member's lock notice with its one-time link; False when there is nobody to tell (the
+        member was deleted, disabled or has no address any more), or it had gone out or bounced before."""
+        async with self._sessions() as session:
+            staff = await session.get(Staff, request.staff_id)
+        if staff is None or staff.disabled_at is not None or not staff.email:
+            return False
+        key = request.idempotency_key
+        link = await self._unlock_link(
+            key, device_tokens.STAFF_UNLOCK_LINK, device_tokens.STAFF_UNLOCK_PATH, staff_id=staff.id
+        )
+        base = self._settings.public_url.rstrip("/")
+        context = {
+            "locked_until": request.locked_until,
+            "failures": request.failures,
+            "sign_in_url": f"{base}/backoffice/sign-in",
+            "staff_name": staff.name,
+            **link,
+        }
+        names = {"salutation": None, "first_name": staff.name, "last_name": None, "email": staff.email}
+        # staff have no language of their own: the shop's default one
+        to = Recipient(staff.email, self._settings.default_locale, f"staff:{staff.id}", names=names)
+        return await self._send(to, STAFF_LOCKED, key, context)
+
+    async def _unlock_link(
+        self, key: str, purpose: str, path: str, *, customer_id: int | None = None, staff_id: int | None = None
+    ) -> dict[str, Any]:
+        """A lock email's one-time link (accounts/device_tokens.py): minted here, so no history holds it,
         and derived from the send's key, so a retried send carries the same, working link."""
         issue_key = f"{key}/unlock"
         token = tokens.issued_token(self._settings.secret_key.get_secret_value(), issue_key)
@@ -167,15 +232,16 @@ class EmailActivities:
             if issued is None:
                 issued = OneTimeToken(
                     issue_key=issue_key,
-                    customer_id=customer.id,
+                    customer_id=customer_id,
+                    staff_id=staff_id,
                     token_hash=tokens.hash_token(token),
-                    purpose=UNLOCK_LINK,
+                    purpose=purpose,
                     expires_at=utcnow() + self._settings.unlock_link_expires_after,
                 )
                 session.add(issued)
             expires_at = issued.expires_at
         base = self._settings.public_url.rstrip("/")
-        return {"unlock_url": f"{base}{UNLOCK_PATH}?token={token}", "unlock_expires_at": expires_at}
+        return {"unlock_url": f"{base}{path}?token={token}", "unlock_expires_at": expires_at}
 
     async def _deliver(
         self,
@@ -188,21 +254,21 @@ class EmailActivities:
     ) -> bool:
         if customer.anonymized_at is not None:
             return False
-        recipient = recipient or customer.email
-        if not await self._claim(customer, template, key, recipient):
+        return await self._send(Recipient.of_customer(customer, recipient), template, key, context, message_key)
+
+    async def _send(
+        self, to: Recipient, template: str, key: str, context: dict[str, Any], message_key: str | None = None
+    ) -> bool:
+        """Claim the key, render, hand over, mark: the one path of every email."""
+        if not await self._claim(to, template, key):
             return False
         content = self._renderer.render_email(
             template,
-            customer.locale,
+            to.locale,
             {
                 "shop_name": self._settings.shop_name,
                 "public_url": self._settings.public_url,
-                "customer": {
-                    "salutation": customer.salutation,
-                    "first_name": customer.first_name,
-                    "last_name": customer.last_name,
-                    "email": customer.email,
-                },
+                "customer": to.names,
                 **context,
             },
         )
@@ -215,12 +281,12 @@ class EmailActivities:
                 raise RuntimeError("the worker is shutting down: this send is left to the next attempt")
             await self._mailer.send(
                 sender=self._settings.mail_from,
-                to=recipient,
+                to=to.address,
                 content=content,
                 headers={"Message-ID": message_id},
             )
         except MailRefused as refusal:
-            await self._bounced(customer.customer_reference, template, key, refusal)
+            await self._bounced(to, template, key, refusal)
             metrics.email_bounced(template)
             return False
         except Exception:
@@ -239,33 +305,36 @@ class EmailActivities:
             if status == "sent":
                 row.sent_at = utcnow()
 
-    async def _bounced(self, customer_reference: str, template: str, key: str, refusal: MailRefused) -> None:
-        """Record a permanent refusal once: the outbox row and one audit event, in one transaction."""
+    async def _bounced(self, to: Recipient, template: str, key: str, refusal: MailRefused) -> None:
+        """Record a permanent refusal once: the outbox row and (a customer's) one audit event, in one
+        transaction."""
         async with self._sessions.begin() as session:
             row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
             assert row is not None
             row.status = "bounced"
             row.smtp_code = refusal.code
             row.smtp_reply = refusal.reply
-            audit.record(
-                session,
-                customer_reference=customer_reference,
-                event="email_bounced",
-                channel="email",
-                actor="system",
-                # the template and code say what failed; the reply may quote the address, so it stays on the row
-                details={"template": template, "smtpCode": refusal.code},
-                idempotency_key=f"email_bounced:{key}",
-            )
-        activity.logger.warning("email %s to %s bounced: %s", template, customer_reference, refusal.code)
+            if to.customer is not None:  # a staff member's has no customer history: the row says it
+                audit.record(
+                    session,
+                    customer_reference=to.customer.customer_reference,
+                    event="email_bounced",
+                    channel="email",
+                    actor="system",
+                    # the template and code say what failed; the reply may quote the address, so it stays on the row
+                    details={"template": template, "smtpCode": refusal.code},
+                    idempotency_key=f"email_bounced:{key}",
+                )
+        activity.logger.warning("email %s to %s bounced: %s", template, to.label, refusal.code)
 
-    async def _claim(self, customer: Customer, template: str, key: str, recipient: str) -> bool:
+    async def _claim(self, to: Recipient, template: str, key: str) -> bool:
         """Take the idempotency key for this send; False when it went out or bounced, or another sender holds it."""
         info = activity.info()
         claimant = f"{info.workflow_id}/{info.activity_id}"
         try:
             async with self._sessions.begin() as session:
-                if template != anonymization.DELETION_EMAIL:
+                customer = to.customer
+                if customer is not None and template != anonymization.DELETION_EMAIL:
                     # under the row lock the deletion's mark takes too: a claim made before the mark is
                     # one the deletion waits for (AnonymizationActivities.end_lifecycles), any later one is refused
                     await lock_customer(session, customer_id=customer.id)
@@ -276,10 +345,10 @@ class EmailActivities:
                     session.add(
                         EmailOutbox(
                             idempotency_key=key,
-                            customer_reference=customer.customer_reference,
-                            recipient=recipient,
+                            customer_reference=customer.customer_reference if customer is not None else None,
+                            recipient=to.address,
                             template=template,
-                            locale=customer.locale,
+                            locale=to.locale,
                             status="sending",
                             claimed_by=claimant,
                             attempts=1,

@@ -1,4 +1,4 @@
-"""Back-office staff: `accounts staff create|set-password|list|disable|enable|mfa-enroll|mfa-remove`."""
+"""Back-office staff: `accounts staff create|set-password|set-email|list|disable|enable|mfa-enroll|mfa-remove`."""
 
 from __future__ import annotations
 
@@ -51,13 +51,16 @@ def staff_create(
     name: str,
     role: Annotated[str, typer.Option(help="admin or support")] = "support",
     password_stdin: PasswordStdin = False,
+    email: Annotated[str | None, typer.Option(help="where the lock email of this name goes")] = None,
 ) -> None:
     """Create a staff member and print their API key (shown once, stored as an argon2 hash)."""
     from accounts.staff import StaffExists
 
     password = _read_password_stdin() if password_stdin else None
     try:
-        member, key = _staff_directory_run(lambda directory: directory.create(name, role, password=password))
+        member, key = _staff_directory_run(
+            lambda directory: directory.create(name, role, password=password, email=email)
+        )
     except StaffExists as exists:
         console.print(
             f"[red]cannot create {escape(name)}[/red]: {escape(str(exists))}"
@@ -91,15 +94,38 @@ def staff_set_password(name: str, password_stdin: PasswordStdin = False) -> None
     console.print(f"web password of {member.name} ({member.role}) set")
 
 
+@app.command("set-email")
+def staff_set_email(
+    name: str,
+    email: Annotated[str | None, typer.Argument(help="the address; omit it with --clear")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove the address: no lock email any more")] = False,
+) -> None:
+    """Set where NAME's lock email goes (a lock of their name mails a one-time sign-in link), or --clear it."""
+    from accounts.staff import StaffNotFound
+
+    if (email is not None) == clear:  # exactly one of the two
+        raise typer.BadParameter("give either an EMAIL or --clear")
+    try:
+        member = _staff_directory_run(lambda directory: directory.set_email(name, email))
+    except StaffNotFound:
+        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    except ValueError as error:
+        console.print(f"[red]email refused[/red]: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    console.print(f"email of {member.name} ({member.role}) {'cleared' if clear else 'set'}")
+
+
 @app.command("list")
 def staff_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False) -> None:
-    """Every staff member: role, created, disabled, whether they have a web password."""
+    """Every staff member: role, email, created, disabled, whether they have a web password."""
     members = _staff_directory_run(lambda directory: directory.listing())
     if as_json:
         listed = [
             {
                 "name": m.name,
                 "role": m.role,
+                "email": m.email,
                 "createdAt": m.created_at.isoformat(),
                 "disabledAt": m.disabled_at.isoformat() if m.disabled_at else None,
                 "webPassword": m.has_password,
@@ -109,11 +135,12 @@ def staff_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON 
         typer.echo(json.dumps(listed, indent=2, ensure_ascii=False))
         return
     table = Table(title=f"Staff ({len(members)})")
-    for column in ("name", "role", "created", "disabled", "web password"):
+    for column in ("name", "role", "email", "created", "disabled", "web password"):
         table.add_column(column, overflow="fold")
     for m in members:
         disabled = f"{m.disabled_at:%Y-%m-%d %H:%M}" if m.disabled_at else "-"
-        table.add_row(m.name, m.role, f"{m.created_at:%Y-%m-%d %H:%M}", disabled, "yes" if m.has_password else "no")
+        created = f"{m.created_at:%Y-%m-%d %H:%M}"
+        table.add_row(m.name, m.role, m.email or "-", created, disabled, "yes" if m.has_password else "no")
     console.print(table)
 
 

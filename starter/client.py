@@ -44,6 +44,7 @@ from starter.login import Authenticated, Logins
 from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
 from starter.reauth import Reauthentication
+from starter.staff_locks import StaffLockNotices
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -122,6 +123,7 @@ class AccountsClient:
         self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))
         self.mfa = MfaLifecycles(client, settings)
+        self.staff_locks = StaffLockNotices(client, settings)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

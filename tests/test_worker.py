@@ -17,6 +17,7 @@ from accounts.task_queues import KINDS, TaskQueues
 from worker import WorkerMisconfigured, build_worker, check_database_capacity, graceful_shutdown_timeout
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.registration import ACTIVITY_OPTIONS
+from workflows.staff_lock_notice import StaffLockNoticeWorkflow
 
 
 @pytest.mark.parametrize("smtp_timeout", [30.0, 5.0, 120.0])
@@ -72,7 +73,7 @@ async def test_each_queue_gets_its_activity_slots_and_the_email_queues_their_rat
     assert config["email"]["max_task_queue_activities_per_second"] == 12.5
     assert config["bulk-email"]["max_task_queue_activities_per_second"] == 2.0
     assert config["lifecycles"].get("max_task_queue_activities_per_second") is None
-    assert list(config["signin"]["workflows"]) == [LockoutWindowWorkflow]
+    assert list(config["signin"]["workflows"]) == [LockoutWindowWorkflow, StaffLockNoticeWorkflow]
     # the memory a worker keeps for waiting lifecycles is bounded by the setting, not the SDK's 1,000
     assert {c["max_cached_workflows"] for c in config.values()} == {40}
 

@@ -23,6 +23,7 @@ MAX_PASSWORD_LENGTH = 4096
 @router.get("/sign-in")
 async def sign_in_page(request: Request, web: Web, next: str = "/backoffice") -> Response:
     nonce, token = web.codec.sign_in_form(request)
+    flash = web.codec.read_flash(request)  # "this browser can sign in now" (api/web/unlock.py)
     page = web.page(
         "sign_in.html",
         csrf_token=token,
@@ -30,8 +31,11 @@ async def sign_in_page(request: Request, web: Web, next: str = "/backoffice") ->
         name="",
         error=None,
         ask_code=web.settings.staff_mfa_required,
+        flash=flash,
     )
     web.codec.remember_sign_in_form(page, nonce)
+    if flash is not None:
+        web.codec.clear_flash(page)
     return page
 
 

@@ -6,14 +6,24 @@ this member before carries a device token (cookie `backoffice_device`, accounts/
 attempts are counted on that device alone, so a member whose guessable name is under attack still signs
 in from their own browser. No lockout workflow is told: staff windows and locks end by the database clock
 (`throttle.lock`), which is all a handful of staff accounts need; nobody has to unlock a colleague.
+
+When a name's lock is set and the name is an enabled member with an email, a notice workflow mails them
+once per lock (workflows/staff_lock_notice.py) with a link that gives their browser a device token. It
+starts on a task of its own: the answer neither waits for it nor tells a name with an address from one
+without (or from no member at all). With Temporal unreachable the lock holds as ever, unmailed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.service import RPCError
 
 from accounts import device_tokens, mfa_staff, throttle
 from accounts.db import SessionFactory
@@ -22,6 +32,9 @@ from accounts.models import Staff
 from accounts.settings import Settings
 from accounts.staff import StaffDirectory, StaffMember
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
+from starter.staff_locks import StaffLockNotices
+
+log = logging.getLogger("accounts.backoffice.sign_in")
 
 
 class StaffNotEnrolled(Exception):
@@ -41,8 +54,12 @@ class SignedIn:
 
 
 class StaffSignIn:
-    def __init__(self, settings: Settings, sessions: SessionFactory, staff: StaffDirectory) -> None:
+    def __init__(
+        self, settings: Settings, sessions: SessionFactory, staff: StaffDirectory, notices: StaffLockNotices
+    ) -> None:
         self._settings = settings
+        self._notices = notices
+        self._notifying: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
         self._secret = settings.secret_key.get_secret_value()
         self._sessions = sessions
         self._staff = staff
@@ -64,11 +81,12 @@ class StaffSignIn:
         missing or wrong authenticator code: one answer); raises SignInBlocked; StaffNotEnrolled for the
         right password of a member without an enrolment while MFA is required."""
         device = await self._known_device(name, device_token)
+        name_subject = throttle.keyed_subject("staff", name.strip().casefold(), self._secret)
         if device is not None:
             subjects = [(device_tokens.subject(device), self._device_policy)]
         else:  # keyed hashes: the throttle table names neither staff members nor addresses
             subjects = [  # the name first: refusing a locked name takes reads alone (throttle.reserve)
-                (throttle.keyed_subject("staff", name.strip().casefold(), self._secret), self._name_policy),
+                (name_subject, self._name_policy),
                 (throttle.keyed_subject("staff-ip", client_ip, self._secret), self._ip_policy),
             ]
         reservations: list[tuple[Reservation, ThrottlePolicy]] = []
@@ -90,7 +108,9 @@ class StaffSignIn:
         if member is None:
             for reservation, policy in reservations:
                 if reservation.crossed(policy):
-                    await throttle.lock(self._sessions, reservation, policy)
+                    locked_until = await throttle.lock(self._sessions, reservation, policy)
+                    if reservation.subject == name_subject:
+                        self._notify_later(name.strip(), reservation, locked_until)
             return None
         for reservation, _ in reservations:
             await throttle.release(self._sessions, reservation, forget_failures=not reservation.kind.endswith("ip"))
@@ -101,6 +121,38 @@ class StaffSignIn:
         keep = self._settings.device_tokens_per_account
         issued = await device_tokens.issue(self._sessions, staff_id=member.id, lifetime=lifetime, keep=keep)
         return SignedIn(member, issued)
+
+    def _notify_later(self, name: str, reservation: Reservation, locked_until: datetime) -> None:
+        task = asyncio.get_running_loop().create_task(self._notify(name, reservation, locked_until))
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self, name: str, reservation: Reservation, locked_until: datetime) -> None:
+        """Start the lock's notice when the name is an enabled member with an email (else nothing)."""
+        try:
+            async with self._sessions() as session:
+                # the lock is the name's whatever its case (the subject is case-folded): so is its member
+                found = (
+                    await session.scalars(
+                        select(Staff.id).where(
+                            func.lower(Staff.name) == name.lower(),
+                            Staff.disabled_at.is_(None),
+                            Staff.email.is_not(None),
+                        )
+                    )
+                ).all()
+            if len(found) != 1:  # nobody to tell (or names told apart by case alone: nobody to pick)
+                return
+            (staff_id,) = found
+            await self._notices.start(
+                staff_id=staff_id,
+                window_ends_at=reservation.window_ends_at,
+                locked_until=locked_until,
+                failures=self._name_policy.max_failures,
+            )
+        except (RPCError, RuntimeError, SQLAlchemyError) as error:  # RuntimeError: no connection at all
+            # the lock holds by the database clock as ever; only its email is lost
+            log.warning("staff lock notice not started: %s", type(error).__name__)
 
     async def _known_device(self, name: str, device_token: str | None) -> str | None:
         if not device_token:

@@ -40,7 +40,7 @@ class WebUI:
         self.sessions = sessions
         self.backoffice = BackOffice(sessions, accounts, settings)
         self.codec = SessionCodec(settings)
-        self.sign_in = StaffSignIn(settings, sessions, staff)
+        self.sign_in = StaffSignIn(settings, sessions, staff, accounts.staff_locks)
         self._templates = Environment(
             loader=FileSystemLoader(settings.templates_dir / "backoffice"),
             autoescape=True,

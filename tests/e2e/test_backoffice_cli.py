@@ -173,7 +173,7 @@ async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e
 
     listed = {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}
     assert {k: v for k, v in listed[name].items() if k != "createdAt"} == {
-        "name": name, "role": "support", "disabledAt": None, "webPassword": False,
+        "name": name, "role": "support", "email": None, "disabledAt": None, "webPassword": False,
     }  # fmt: skip
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", name)
     assert code == 0 and f"{name} disabled" in stdout
@@ -187,6 +187,31 @@ async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e
     assert code == 0 and f"{name} enabled" in stdout
     assert {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[name]["disabledAt"] is None
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", "nobody-here")
+    assert code == 1 and "no staff member named nobody-here" in stdout
+
+
+async def test_a_staff_email_is_set_at_creation_changed_checked_and_cleared(e2e: Stack, tmp_path: Path) -> None:
+    name = f"edda-{uuid.uuid4().hex[:8]}"
+
+    async def email_of(member: str) -> Any:
+        return {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[member]["email"]
+
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name, "--email", "not an address")
+    assert code == 1 and "not a valid email address" in stdout
+    code, _, _ = await cli(e2e, tmp_path, "staff", "create", name, "--email", " Edda@Example.com ")
+    assert code == 0 and await email_of(name) == "Edda@Example.com"  # as typed (trimmed), as customers' are
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "edda@shop.example")
+    assert code == 0 and f"email of {name} (support) set" in stdout
+    assert await email_of(name) == "edda@shop.example"
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "edda@")
+    assert code == 1 and "email refused" in stdout and await email_of(name) == "edda@shop.example"
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "list")
+    assert code == 0 and "edda@shop.example" in stdout
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "--clear")
+    assert code == 0 and "cleared" in stdout and await email_of(name) is None
+    code, _, stderr = await cli(e2e, tmp_path, "staff", "set-email", name)  # neither an address nor --clear
+    assert code == 2 and "--clear" in stderr
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", "nobody-here", "x@example.com")
     assert code == 1 and "no staff member named nobody-here" in stdout
 
 

@@ -63,10 +63,12 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from accounts import mfa
-from accounts.models import AuditEvent, Customer, ReferenceCounter
+from accounts.models import AuditEvent, Customer, EmailOutbox, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
+from accounts.staff import StaffDirectory
 from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
+from api.web.sign_in import StaffSignIn
 from devstack.mailsink import MailSink
 from starter import AccountsClient, EmailTaken, LoginFailed, Registration
 from starter.client import registration_id, registration_timings
@@ -505,6 +507,25 @@ async def rehashed(stack: Stack) -> list[Handle]:
         email, PASSWORD, client_ip=IP
     )
     return await finished(stack, stack.client.get_workflow_handle(f"password-rehash:{reference}"))
+
+
+# --- staff lock notice ----------------------------------------------------------------------------------
+
+
+@branch("staff-lock-notice/mailed", lockout_max_failures=3)
+async def staff_lock_mailed(stack: Stack) -> list[Handle]:
+    """A staff name locked by wrong passwords at the back-office sign-in; its member has an email."""
+    address = unique_email("staff")
+    directory = StaffDirectory.from_settings(stack.database.sessions, stack.settings)
+    member, _ = await directory.create(f"sam-{uuid.uuid4().hex[:8]}", "support", password=PASSWORD, email=address)
+    sign_in = StaffSignIn(stack.settings, stack.database.sessions, directory, stack.accounts.staff_locks)
+    for _ in range(3):
+        assert await sign_in.authenticate(member.name, NEW_PASSWORD, client_ip=IP) is None
+    await stack.mail_to(address, "paused")
+    async with stack.database.sessions() as session:
+        key = await session.scalar(select(EmailOutbox.idempotency_key).where(EmailOutbox.recipient == address))
+    assert key is not None
+    return await finished(stack, stack.client.get_workflow_handle(key))
 
 
 # --- throttle cleanup ---------------------------------------------------------------------------------

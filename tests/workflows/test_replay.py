@@ -52,6 +52,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "PasswordChangeWorkflow": ("password-change", "changed"),
     "PasswordRehashWorkflow": ("password-rehash", "rehashed"),
     "CustomerImportWorkflow": ("customer-import", "completed continue-as-new continued cancelled"),
+    "StaffLockNoticeWorkflow": ("staff-lock-notice", "mailed"),
     "ThrottleCleanupWorkflow": ("throttle-cleanup", "cleaned"),
     "MfaCodeWorkflow": ("mfa-code", "sent"),
     "MfaActivationWorkflow": ("mfa-activation", "expired verified"),
