@@ -43,6 +43,7 @@ from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
+from workflows.new_device import NewDeviceAlertWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
@@ -59,6 +60,7 @@ WORKFLOWS = [
     EmailChangeWorkflow,
     CustomerImportWorkflow,
     ThrottleCleanupWorkflow,
+    NewDeviceAlertWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)

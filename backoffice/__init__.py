@@ -14,6 +14,7 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
   rest of the customer's page still renders and the lifecycle says "unavailable". Lifecycle actions go
   through `starter.AccountsClient` (workflows do the writes).
 - `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
+- `sessions`: where a customer is signed in, and ending one of those sessions.
 - `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
 
 Every action records an audit event with the staff member's name as actor and channel `backoffice`
@@ -50,14 +51,16 @@ from backoffice.permissions import (
     GroupNameTaken,
     GroupNotFound,
     InvalidInput,
+    SessionNotFound,
     allowed,
     authorize,
     cli_staff,
 )
 from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
+from backoffice.sessions import CustomerSessionsArea
 
 
-class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea):
+class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, CustomerSessionsArea):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 
 
@@ -98,6 +101,7 @@ __all__ = [
     "LifecycleRun",
     "Note",
     "ProfileEdit",
+    "SessionNotFound",
     "allowed",
     "authorize",
     "cli_staff",

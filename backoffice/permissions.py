@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.resend_verification": _EVERYONE,
     "customers.unlock": _EVERYONE,
     "customers.send_password_token": _EVERYONE,
+    "customers.end_session": _EVERYONE,  # one of the customer's sign-ins (backoffice/sessions.py)
     "notes.list": _EVERYONE,
     "notes.add": _EVERYONE,
     "groups.list": _EVERYONE,
@@ -84,6 +85,11 @@ class GroupNotFound(BackOfficeError):
 
 class AddressNotFound(BackOfficeError):
     pass
+
+
+class SessionNotFound(BackOfficeError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no live session {session_id}")
 
 
 class Conflict(BackOfficeError):
