@@ -235,7 +235,8 @@ async def test_tokens_without_a_session_id_work_and_the_check_costs_no_extra_sta
         assert claims.session_id is None
 
         assert e2e.server is not None
-        engine = e2e.server.config.app.state.engine  # type: ignore[attr-defined]
+        app: Any = e2e.server.config.app  # the FastAPI app uvicorn serves (create_app)
+        engine = app.state.engine
         statements: list[str] = []
 
         def count(*args: Any) -> None:

@@ -53,6 +53,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "PasswordRehashWorkflow": ("password-rehash", "rehashed"),
     "CustomerImportWorkflow": ("customer-import", "completed continue-as-new continued cancelled"),
     "ThrottleCleanupWorkflow": ("throttle-cleanup", "cleaned"),
+    "NewDeviceAlertWorkflow": ("new-device", "alerted"),
 }
 
 
