@@ -64,8 +64,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from accounts import customer_sessions
 from accounts.models import AuditEvent, Customer, ReferenceCounter
-from accounts.refresh_tokens import RefreshTokenStore
 from accounts.references import CUSTOMER_COUNTER
+from accounts.refresh_tokens import RefreshTokenStore
 from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
 from devstack.mailsink import MailSink
@@ -511,9 +511,15 @@ async def new_device_alerted(stack: Stack) -> list[Handle]:
             customer_sessions.device_name(user_agent), customer_sessions.network_prefix(IP), None, False, False
         )
 
-        async def started(session: Any, now: datetime, family_id: str = family_id, device: Any = device) -> None:
+        async def started(
+            session: Any,
+            now: datetime,
+            customer_id: int = who.customer_id,
+            family_id: str = family_id,
+            device: Any = device,
+        ) -> None:
             await customer_sessions.record(
-                session, customer_id=who.customer_id, family_id=family_id, device=device, now=now
+                session, customer_id=customer_id, family_id=family_id, device=device, now=now
             )
 
         await store.issue(who.customer_id, family_id=family_id, token_version=who.token_version, started=started)
