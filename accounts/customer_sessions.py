@@ -11,9 +11,10 @@ access tokens of that sign-in die with it: they carry the family as `sid`, and a
 `sid` whose family has no live token, in the query that reads the customer. Ending every session ("this
 wasn't me") revokes every family and bumps `token_version`, which kills access tokens without `sid` too.
 
-A new device is one the customer has not signed in from: a device token that is not this customer's
-(unknown, expired, another account's), or without a token a (device name, network prefix) pair none of
-the customer's sessions had. The account's first session is no new device (that is the sign-up).
+A new device is one the customer has not signed in from: a device token that none of this customer's
+sessions had (unknown, another account's; an expired or pruned token of theirs is still their device), or
+without a token a (device name, network prefix) pair none of the customer's sessions had. The account's
+first session is no new device (that is the sign-up).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class SignInDevice:
     network_prefix: str | None
     device_token_hash: str | None  # the token the client will present next time, hashed
     known_token: bool  # it presented a live device token of this customer
-    presented_token: bool  # it presented some device token
+    presented_token_hash: str | None = None  # the token it presented (live or not, anyone's), hashed
 
 
 def family_live(family_id: Any, now: datetime) -> ColumnElement[bool]:
@@ -97,18 +98,15 @@ async def record(
     """Record a sign-in's session (in the transaction that issues its family); True when it came from a
     new device (see the module docstring), which the customer is told about."""
     mine = CustomerSession.customer_id == customer_id
-    first = await session.scalar(select(CustomerSession.family_id).where(mine).limit(1)) is None
-    if first or device.known_token:
+    if device.known_token:
         new = False
-    elif device.presented_token:
-        new = True
-    else:
-        seen = await session.scalar(
-            select(CustomerSession.family_id)
-            .where(mine, CustomerSession.device == device.name, _same_prefix(device.network_prefix))
-            .limit(1)
-        )
-        new = seen is None
+    else:  # one statement: has the customer any session, and one of this device?
+        if device.presented_token_hash is not None:  # expired or pruned since, yet one of this customer's devices
+            same = CustomerSession.device_token_hash == device.presented_token_hash
+        else:
+            same = (CustomerSession.device == device.name) & _same_prefix(device.network_prefix)
+        row = (await session.execute(select(exists().where(mine), exists().where(mine, same)))).one()
+        new = bool(row[0]) and not row[1]  # the account's first session is no new device
     session.add(
         CustomerSession(
             family_id=family_id,

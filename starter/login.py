@@ -57,7 +57,6 @@ class Authenticated:
     token_version: int
     device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
     known_device: bool = False  # the client presented a live device token of this account
-    presented_device: bool = False  # the client presented a device token (this account's or not)
 
 
 def login_blocked(blocked: Blocked) -> LoginBlocked:
@@ -185,7 +184,6 @@ class Logins:
             customer.token_version,
             issued,
             known_device=device is not None,
-            presented_device=bool(device_token),
         )
 
     async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 
 from accounts import carts, customer_sessions, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
+from accounts.device_tokens import MAX_TOKEN_LENGTH as MAX_DEVICE_TOKEN
 from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
 from accounts.tokens import hash_token
@@ -86,21 +87,22 @@ class SignedIn:
     signed_in_at: datetime | None = None  # set when it came from a new device (accounts/customer_sessions.py)
 
 
-def sign_in_device(request: Request, who: Authenticated) -> customer_sessions.SignInDevice:
+def sign_in_device(request: Request, who: Authenticated, presented: str | None) -> customer_sessions.SignInDevice:
     return customer_sessions.SignInDevice(
         name=customer_sessions.device_name(request.headers.get("user-agent")),
         network_prefix=customer_sessions.network_prefix(_client_ip(request)),
         device_token_hash=hash_token(who.device_token) if who.device_token else None,
         known_token=who.known_device,
-        presented_token=who.presented_device,
+        presented_token_hash=hash_token(presented) if presented and len(presented) <= MAX_DEVICE_TOKEN else None,
     )
 
 
-async def _tokens(request: Request, who: Authenticated) -> SignedIn:
-    """A new session (refresh family) for the sign-in, recorded with its device in the same transaction."""
+async def _tokens(request: Request, who: Authenticated, presented: str | None) -> SignedIn:
+    """A new session (refresh family) for the sign-in, recorded with its device in the same transaction.
+    `presented`: the device token the client sent, if any."""
     store: RefreshTokenStore = request.app.state.refresh_tokens
     signed_in = SignedIn({}, uuid.uuid4().hex)
-    device = sign_in_device(request, who)
+    device = sign_in_device(request, who, presented)
 
     async def started(session: Any, now: datetime) -> None:
         new = await customer_sessions.record(
@@ -161,12 +163,10 @@ async def create_access_token(
         validate_email(attributes.username, check_deliverability=False)
     except EmailNotValidError:
         raise GlueException(GlueError(422, "901", "username => This value is not a valid email address.")) from None
+    presented = presented_device_token(request, attributes.device_token)
     try:
         who = await accounts.logins.authenticate(
-            attributes.username,
-            attributes.password,
-            client_ip=_client_ip(request),
-            device_token=presented_device_token(request, attributes.device_token),
+            attributes.username, attributes.password, client_ip=_client_ip(request), device_token=presented
         )
     except LoginFailed:
         raise GlueException(AUTHENTICATION_FAILED) from None
@@ -175,7 +175,7 @@ async def create_access_token(
     except LoginBlocked as blocked:
         raise blocked_answer(blocked) from None
     try:
-        signed_in = await _tokens(request, who)
+        signed_in = await _tokens(request, who, presented)
     except InvalidRefreshToken:  # the password changed while it was being checked
         raise GlueException(AUTHENTICATION_FAILED) from None
     alert_if_new(background, accounts, who, signed_in)
@@ -262,10 +262,11 @@ async def oauth_token(
             return response
     try:
         if grant_type == "password" and username and password:
+            presented = presented_device_token(request)
             who = await accounts.logins.authenticate(
-                username, password, client_ip=_client_ip(request), device_token=presented_device_token(request)
+                username, password, client_ip=_client_ip(request), device_token=presented
             )
-            signed_in = await _tokens(request, who)
+            signed_in = await _tokens(request, who, presented)
             alert_if_new(background, accounts, who, signed_in)
             tokens = signed_in.attributes
             device_token = who.device_token

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,13 +14,14 @@ import jwt
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, press_the_button
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from test_backoffice_http import staff_key
 from test_backoffice_web import csrf_token, staff_with_password, web_sign_in
 from test_login_http import JSONAPI, PASSWORD, login_body, registered
 
 from accounts.access_tokens import AccessTokenIssuer
-from accounts.models import AuditEvent, Customer, CustomerSession
+from accounts.models import AuditEvent, Customer, CustomerSession, DeviceToken, utcnow
+from accounts.tokens import hash_token
 
 pytestmark = pytest.mark.e2e
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -152,6 +154,13 @@ async def test_a_new_device_is_emailed_once_and_the_first_device_never(e2e: Stac
 
         await sign_in_from(http, email, CHROME)  # the same browser and network, without a token: not again
         await sign_in_from(http, email, FIREFOX)  # the first device, without its token: seen before
+        async with e2e.database.sessions.begin() as session:  # its token expires: still the customer's device
+            await session.execute(
+                update(DeviceToken)
+                .where(DeviceToken.token_hash == hash_token(first["deviceToken"]))
+                .values(expires_at=utcnow() - timedelta(days=1))
+            )
+        await sign_in_from(http, email, FIREFOX, client="192.0.2.1", device=first["deviceToken"])
         await sign_in_from(http, email, SAFARI, client="198.51.100.20")  # one more new one: the barrier
         barrier = await e2e.sink.wait_for(lambda m: email in m.to and "Mobile Safari on iOS" in m.text)
         assert "198.51.100.0/24" in barrier.text

@@ -508,7 +508,7 @@ async def new_device_alerted(stack: Stack) -> list[Handle]:
         who = await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
         family_id = uuid.uuid4().hex
         device = customer_sessions.SignInDevice(
-            customer_sessions.device_name(user_agent), customer_sessions.network_prefix(IP), None, False, False
+            customer_sessions.device_name(user_agent), customer_sessions.network_prefix(IP), None, False
         )
 
         async def started(
