@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import ua_parser
-from sqlalchemy import exists, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -176,6 +176,22 @@ async def end_all(session: AsyncSession, customer: Customer) -> None:
         execution_options={"synchronize_session": False},
     )
     customer.token_version += 1
+
+
+async def delete_forgotten_batch(sessions: SessionFactory, *, kept_for: timedelta, batch: int) -> int:
+    """Forget ended sessions unused for `kept_for` (the throttle-cleanup schedule): their device and network
+    prefix are personal data, kept only as long as a device counts as seen."""
+    cutoff = utcnow() - kept_for
+    async with sessions.begin() as session:
+        forgotten = (
+            select(CustomerSession.family_id)
+            .where(CustomerSession.last_used_at < cutoff, ~family_live(CustomerSession.family_id, utcnow()))
+            .limit(batch)
+        )
+        result = await session.execute(
+            delete(CustomerSession).where(CustomerSession.family_id.in_(forgotten.scalar_subquery()))
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- "this wasn't me" ------------------------------------------------------------------------------------
