@@ -45,6 +45,7 @@ from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.mfa import MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
+from workflows.new_device import NewDeviceAlertWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
 from workflows.password_reset import PasswordResetWorkflow
@@ -66,6 +67,7 @@ WORKFLOWS = [
     MfaActivationWorkflow,
     MfaRemovedWorkflow,
     StaffLockNoticeWorkflow,
+    NewDeviceAlertWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)

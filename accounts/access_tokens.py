@@ -6,7 +6,9 @@ so neither `alg: none` nor an HS256 token "signed" with our public key can pass.
 
 A token says who (`sub` = customer reference) and which generation of the customer's credentials it
 belongs to (`tv` = token version); the caller compares `tv` with the customer's current token version,
-which is how a password change or a reset logs out every session.
+which is how a password change or a reset logs out every session. Since issue 16 it also names its sign-in
+(`sid` = the refresh-token family, accounts/customer_sessions.py), so ending one session ends its access
+tokens too; tokens issued before carry no `sid` and are good until they expire.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class AccessClaims:
     issued_at: datetime
     expires_at: datetime
     token_id: str
+    session_id: str | None = None  # `sid`: the refresh-token family of the sign-in
 
 
 def _b64url(data: bytes) -> str:
@@ -156,7 +159,7 @@ class AccessTokenIssuer:
         )
 
     def issue(
-        self, customer_reference: str, token_version: int, *, now: datetime | None = None
+        self, customer_reference: str, token_version: int, *, now: datetime | None = None, session_id: str | None = None
     ) -> tuple[str, AccessClaims]:
         if now is None:
             now = datetime.now(UTC)
@@ -170,8 +173,9 @@ class AccessTokenIssuer:
             issued_at=datetime.fromtimestamp(issued_at, UTC),
             expires_at=datetime.fromtimestamp(expires_at, UTC),
             token_id=uuid.uuid4().hex,
+            session_id=session_id,
         )
-        payload = {
+        payload: dict[str, Any] = {
             "sub": customer_reference,
             "iss": self.issuer,
             "aud": self.audience,
@@ -181,6 +185,8 @@ class AccessTokenIssuer:
             "jti": claims.token_id,
             "tv": token_version,
         }
+        if session_id is not None:
+            payload["sid"] = session_id
         token = jwt.encode(payload, self.key.private_key, algorithm=ALGORITHM, headers={"kid": self.key.kid})
         return token, claims
 
@@ -224,6 +230,9 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         raise InvalidAccessToken("sub must be a non-empty string")
     if not isinstance(token_id, str) or not token_id:
         raise InvalidAccessToken("jti must be a non-empty string")
+    session_id = payload.get("sid")
+    if session_id is not None and (not isinstance(session_id, str) or not session_id or len(session_id) > 32):
+        raise InvalidAccessToken("sid must be a short non-empty string")
     for name, value in (("tv", version), ("iat", issued_at), ("exp", expires_at)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidAccessToken(f"{name} must be an integer")
@@ -234,6 +243,7 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
             issued_at=datetime.fromtimestamp(issued_at, UTC),
             expires_at=datetime.fromtimestamp(expires_at, UTC),
             token_id=token_id,
+            session_id=session_id,
         )
     except (OverflowError, ValueError, OSError) as error:
         raise InvalidAccessToken("timestamp out of range") from error

@@ -14,6 +14,7 @@ from accounts.models import (
     Customer,
     CustomerGroupMember,
     CustomerNote,
+    CustomerSession,
     DeviceToken,
     MfaCode,
     MfaMethod,
@@ -56,10 +57,12 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
 
 
 async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:
-    """Use up the customer's one-time tokens (of one purpose); all of them also drops its device tokens."""
+    """Use up the customer's one-time tokens (of one purpose); all of them also drops its device tokens
+    and its sessions' records (devices and network prefixes are personal data)."""
     statement = update(OneTimeToken).where(OneTimeToken.customer_id == customer_id, OneTimeToken.used_at.is_(None))
     if purpose is not None:
         statement = statement.where(OneTimeToken.purpose == purpose)
     await session.execute(statement.values(used_at=now))
     if purpose is None:
         await session.execute(delete(DeviceToken).where(DeviceToken.customer_id == customer_id))
+        await session.execute(delete(CustomerSession).where(CustomerSession.customer_id == customer_id))

@@ -214,6 +214,23 @@ class DeviceToken(Base):
     expires_at: Mapped[datetime]
 
 
+class CustomerSession(Base):
+    """One sign-in (a refresh-token family, `refresh_tokens.family_id`) as the customer sees it: from which
+    device, since when, last used when (a refresh). Personal data: the network prefix (/24, /48, never the
+    address) rests here and nowhere else; the anonymization deletes the rows (accounts/anonymization.py)."""
+
+    __tablename__ = "customer_sessions"
+
+    family_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # also the access token's `sid`
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    device: Mapped[str] = mapped_column(String(100))  # "Firefox on Windows" (accounts/customer_sessions.py)
+    network_prefix: Mapped[str | None] = mapped_column(String(64))
+    # the SHA-256 of the device token this sign-in presented or was given (accounts/device_tokens.py)
+    device_token_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class PendingCredential(Base):
     """A password hash (and, for a sign-up, the profile) on its way to the customer row, so that no
     workflow payload carries it: the entry point stores it, the workflow carries only the id, and the

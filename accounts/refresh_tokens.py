@@ -13,9 +13,9 @@ the caller whose update changed the row goes on to mint the successor.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import ForeignKey, Integer, String, select, update
 from sqlalchemy.engine import CursorResult
@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from accounts.db import SessionFactory
 from accounts.mfa import end_codes
-from accounts.models import Base, utcnow
+from accounts.models import Base, CustomerSession, utcnow
 from accounts.tokens import hash_token, new_token
 
 
@@ -56,6 +56,12 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Rotated(NamedTuple):
+    customer_id: int
+    token: str  # the successor, shown once
+    family_id: str  # the session (accounts/customer_sessions.py) it belongs to
+
+
 class RefreshTokenStore:
     """Issues, rotates and revokes refresh tokens."""
 
@@ -72,21 +78,37 @@ class RefreshTokenStore:
     def from_settings(cls, settings: RefreshTokenSettings, sessions: SessionFactory) -> RefreshTokenStore:
         return cls(sessions, lifetime=settings.refresh_token_lifetime)
 
-    async def issue(self, customer_id: int, *, family_id: str | None = None, token_version: int | None = None) -> str:
+    async def issue(
+        self,
+        customer_id: int,
+        *,
+        family_id: str | None = None,
+        token_version: int | None = None,
+        started: Callable[[AsyncSession, datetime], Awaitable[object]] | None = None,
+    ) -> str:
         """A new token for a login (a new family unless `family_id` is given); shown once, never stored.
 
         With `token_version` (the one the password check saw), refuses when a password change or
-        reset happened since: a sign-in racing a reset must not outlive it."""
+        reset happened since: a sign-in racing a reset must not outlive it. `started` runs in the same
+        transaction, under the customer's row lock (the sign-in records its session there)."""
         token = new_token()
         async with self.sessions.begin() as session:
             current_version = await _lock_customer(session, customer_id)
             if token_version is not None and current_version != token_version:
                 raise InvalidRefreshToken("the password changed during this sign-in")
-            self._add(session, customer_id, token, family_id or uuid.uuid4().hex, self.clock())
+            now = self.clock()
+            self._add(session, customer_id, token, family_id or uuid.uuid4().hex, now)
+            if started is not None:
+                await started(session, now)
         return token
 
     async def rotate(self, token: str) -> tuple[int, str]:
         """Retire `token` and return (customer id, its successor); a replayed token kills its family."""
+        rotated = await self.rotate_session(token)
+        return rotated.customer_id, rotated.token
+
+    async def rotate_session(self, token: str) -> Rotated:
+        """`rotate`, telling the session too; the session's `last_used_at` moves in the same transaction."""
         now = self.clock()
         async with self.sessions() as session:
             async with session.begin():
@@ -112,7 +134,13 @@ class RefreshTokenStore:
                             session,
                             update(RefreshToken).where(RefreshToken.id == current.id).values(replaced_by_id=row.id),
                         )
-                        return current.customer_id, successor
+                        await _execute(
+                            session,
+                            update(CustomerSession)
+                            .where(CustomerSession.family_id == current.family_id)
+                            .values(last_used_at=now),
+                        )
+                        return Rotated(current.customer_id, successor, current.family_id)
                     # Someone rotated it between our read and our update: we are the second presenter.
                     await session.refresh(current)
                 replayed = current.replaced_by_id is not None

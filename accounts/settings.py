@@ -232,6 +232,10 @@ class Settings(BaseSettings):
     device_tokens_per_account: int = 10
     # the one-time link in the lock email: it trusts the browser that opens it
     unlock_link_expires_after: Duration = timedelta(hours=24)
+    # a sign-in from a device the customer has not signed in from emails them (accounts/customer_sessions.py),
+    # with a "this wasn't me" link that ends every session and works this long
+    new_device_alerts: bool = True
+    not_me_link_expires_after: Duration = timedelta(days=7)
 
     # multi-factor authentication (accounts/mfa.py; Glue's /multi-factor-auth-* resources). The types a
     # customer may activate, comma-separated: email (a code by email), totp (an authenticator app)

@@ -26,17 +26,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, device_tokens, metrics, mfa, tokens
+from accounts import anonymization, audit, customer_sessions, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
-from accounts.models import Customer, EmailOutbox, MfaCode, OneTimeToken, Staff, utcnow
+from accounts.models import Customer, CustomerSession, EmailOutbox, MfaCode, OneTimeToken, Staff, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
 
 UNLOCK_LINK = device_tokens.UNLOCK_LINK
 UNLOCK_PATH = device_tokens.UNLOCK_PATH
 STAFF_LOCKED = "staff_locked"  # the template of a staff member's lock notice
+NEW_DEVICE_EMAIL = "new_device"
 FINISHED = ("sent", "bounced")  # outbox states after which a key is never sent again
 
 
@@ -72,6 +73,7 @@ class NoticeInput:
     recipient: str | None = None  # email_changed goes to the address the account had before
     new_email_masked: str | None = None  # email_changed
     removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
+    session_id: str | None = None  # new_device: the sign-in whose device and network prefix it names
 
 
 @dataclass
@@ -191,6 +193,9 @@ class EmailActivities:
             context.update(new_email_masked=request.new_email_masked)
         if request.removed is not None:
             context.update(removed=request.removed)
+        if request.template == NEW_DEVICE_EMAIL and request.session_id is not None:
+            context.update(signed_in_at=request.changed_at)
+            context.update(await self._new_device(customer, request.session_id, request.idempotency_key))
         return await self._deliver(
             customer, request.template, request.idempotency_key, context, recipient=request.recipient
         )
@@ -219,6 +224,32 @@ class EmailActivities:
         # staff have no language of their own: the shop's default one
         to = Recipient(staff.email, self._settings.default_locale, f"staff:{staff.id}", names=names)
         return await self._send(to, STAFF_LOCKED, key, context)
+
+    async def _new_device(self, customer: Customer, session_id: str, key: str) -> dict[str, Any]:
+        """The sign-in's device and network prefix (read here: no history holds them) and the "this wasn't
+        me" link (accounts/customer_sessions.py), minted and derived from the send's key as the unlock link."""
+        issue_key = f"{key}/not-me"
+        token = tokens.issued_token(self._settings.secret_key.get_secret_value(), issue_key)
+        async with self._sessions.begin() as session:
+            signed_in = await session.get(CustomerSession, session_id)
+            issued = await session.scalar(select(OneTimeToken).where(OneTimeToken.issue_key == issue_key))
+            if issued is None:
+                issued = OneTimeToken(
+                    issue_key=issue_key,
+                    customer_id=customer.id,
+                    token_hash=tokens.hash_token(token),
+                    purpose=customer_sessions.NOT_ME_LINK,
+                    expires_at=utcnow() + self._settings.not_me_link_expires_after,
+                )
+                session.add(issued)
+            expires_at = issued.expires_at
+        base = self._settings.public_url.rstrip("/")
+        return {
+            "device": signed_in.device if signed_in is not None else customer_sessions.UNKNOWN_DEVICE,
+            "network_prefix": signed_in.network_prefix if signed_in is not None else None,
+            "not_me_url": f"{base}{customer_sessions.NOT_ME_PATH}?token={token}",
+            "not_me_expires_at": expires_at,
+        }
 
     async def _unlock_link(
         self, key: str, purpose: str, path: str, *, customer_id: int | None = None, staff_id: int | None = None

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from temporalio.client import Client
 
 from accounts.access_tokens import AccessTokenIssuer
+from accounts.customer_sessions import warm_up as warm_up_device_names
 from accounts.db import service_engine, session_factory
 from accounts.emails import EmailRenderer
 from accounts.health import database_check, temporal_check
@@ -40,9 +41,11 @@ from api.routes import (
     carts,
     codec,
     confirmation,
+    customer_sessions,
     customers,
     health,
     mfa,
+    not_me,
     orders,
     passwords,
     unlock,
@@ -76,6 +79,7 @@ def create_app(
         app.state.settings = settings
         app.state.sessions = session_factory(engine)
         app.state.limits = RequestLimits(settings, app.state.sessions)
+        warm_up_device_names()  # ua-parser compiles its rules once, here rather than in a sign-in
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
@@ -138,9 +142,11 @@ def create_app(
     app.include_router(health.router)  # /health, /health/live, /health/ready
     app.include_router(customers.router)
     app.include_router(addresses.router)
+    app.include_router(customer_sessions.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
     app.include_router(unlock.router)
+    app.include_router(not_me.router)
     app.include_router(passwords.router)
     app.include_router(mfa.router)
     app.include_router(backoffice.router)

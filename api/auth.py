@@ -1,4 +1,7 @@
-"""Who is calling: Bearer access tokens checked in one place (signature, expiry, token version)."""
+"""Who is calling: Bearer access tokens checked in one place (signature, expiry, token version, session).
+
+A token naming its sign-in (`sid`) is good while that sign-in's refresh family lives: the check rides in
+the query that reads the customer (an EXISTS beside it), so it costs no round trip of its own."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy import select
 
-from accounts.access_tokens import InvalidAccessToken
+from accounts.access_tokens import AccessClaims, InvalidAccessToken
+from accounts.customer_sessions import family_live
 from accounts.logs import know_customer
-from accounts.models import Customer
+from accounts.models import Customer, utcnow
 from api.jsonapi import GlueError, GlueException
 
 MISSING_TOKEN = GlueError(403, "002", "Missing access token.")
@@ -20,19 +24,31 @@ TOKEN_WITH_ANONYMOUS_ID = GlueError(
 
 
 async def customer_of_token(request: Request, token: str) -> Customer | None:
-    """The verified customer an access token names, or None (bad signature, expired, an old token version)."""
+    """The verified customer an access token names, or None (bad signature, expired, an old token version,
+    an ended session)."""
+    found = await _token_holder(request, token)
+    return found[0] if found is not None else None
+
+
+async def _token_holder(request: Request, token: str) -> tuple[Customer, AccessClaims] | None:
     try:
         claims = request.app.state.issuer.verify(token)
     except InvalidAccessToken:
         return None
+    by_reference = Customer.customer_reference == claims.customer_reference
     async with request.app.state.sessions() as session:
-        customer = await session.scalar(
-            select(Customer).where(Customer.customer_reference == claims.customer_reference)
-        )
-    # A password change or reset bumps token_version: every token issued before it dies here.
-    if customer is None or customer.status != "verified" or customer.token_version != claims.token_version:
+        if claims.session_id is None:  # issued before sessions had ids: good until it expires
+            customer, live = await session.scalar(select(Customer).where(by_reference)), True
+        else:  # the session's liveness rides in the customer's query: no second round trip
+            row = (
+                await session.execute(select(Customer, family_live(claims.session_id, utcnow())).where(by_reference))
+            ).first()
+            customer, live = (row[0], bool(row[1])) if row is not None else (None, False)
+    # A password change or reset bumps token_version: every token issued before it dies here; an ended
+    # session (DELETE /customers/{ref}/sessions/{id}, a logout) takes its own tokens with it.
+    if customer is None or customer.status != "verified" or customer.token_version != claims.token_version or not live:
         return None
-    return customer
+    return customer, claims
 
 
 async def _current_customer(
@@ -47,9 +63,11 @@ async def _current_customer(
         raise GlueException(INVALID_TOKEN)
     if x_anonymous_customer_unique_id:
         raise GlueException(TOKEN_WITH_ANONYMOUS_ID)
-    customer = await customer_of_token(request, token.strip())
-    if customer is None:
+    found = await _token_holder(request, token.strip())
+    if found is None:
         raise GlueException(INVALID_TOKEN)
+    customer, claims = found
+    request.state.session_id = claims.session_id  # which of the customer's sessions is "current"
     know_customer(customer.customer_reference)  # the request's log lines name the reference (never the address)
     return customer
 

@@ -14,6 +14,7 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
   rest of the customer's page still renders and the lifecycle says "unavailable". Lifecycle actions go
   through `starter.AccountsClient` (workflows do the writes).
 - `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
+- `sessions`: where a customer is signed in, and ending one of those sessions.
 - `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
 - `mfa`: a customer's multi-factor methods (shown on the customer's page) and support's removal of them.
 
@@ -52,14 +53,16 @@ from backoffice.permissions import (
     GroupNameTaken,
     GroupNotFound,
     InvalidInput,
+    SessionNotFound,
     allowed,
     authorize,
     cli_staff,
 )
 from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
+from backoffice.sessions import CustomerSessionsArea
 
 
-class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea):
+class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea, CustomerSessionsArea):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 
 
@@ -100,6 +103,7 @@ __all__ = [
     "LifecycleRun",
     "Note",
     "ProfileEdit",
+    "SessionNotFound",
     "allowed",
     "authorize",
     "cli_staff",

@@ -20,6 +20,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.unlock": _EVERYONE,
     "customers.send_password_token": _EVERYONE,
     "customers.remove_mfa": _EVERYONE,  # a customer who lost their second factor (the customer is emailed)
+    "customers.end_session": _EVERYONE,  # one of the customer's sign-ins (backoffice/sessions.py)
     "notes.list": _EVERYONE,
     "notes.add": _EVERYONE,
     "groups.list": _EVERYONE,
@@ -85,6 +86,11 @@ class GroupNotFound(BackOfficeError):
 
 class AddressNotFound(BackOfficeError):
     pass
+
+
+class SessionNotFound(BackOfficeError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no live session {session_id}")
 
 
 class Conflict(BackOfficeError):

@@ -28,6 +28,7 @@ from accounts.settings import Settings
 from accounts.temporal import connect, lifecycle_attributes, ui_url
 from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
+from starter.customer_sessions import CustomerSessions
 from starter.deletions import Deletions
 from starter.email_changes import EmailChanges
 from starter.errors import (
@@ -120,6 +121,7 @@ class AccountsClient:
         self.passwords = Passwords(client, settings, sessions, self._hasher, self._policy, self.logins)
         self.reauth = Reauthentication(self.logins, sessions, settings)
         self.deletions = Deletions(client, settings, sessions)
+        self.customer_sessions = CustomerSessions(client, settings, sessions)
         self.email_changes = EmailChanges(client, settings, sessions, self.passwords)
         self.imports = Imports(client, settings, registration_timings(settings))
         self.mfa = MfaLifecycles(client, settings)

@@ -56,6 +56,7 @@ class Authenticated:
     customer_reference: str
     token_version: int
     device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
+    known_device: bool = False  # the client presented a live device token of this account
 
 
 def login_blocked(blocked: Blocked) -> LoginBlocked:
@@ -177,7 +178,13 @@ class Logins:
         else:
             keep = self._settings.device_tokens_per_account
             issued = await device_tokens.issue(self._sessions, customer_id=customer.id, lifetime=lifetime, keep=keep)
-        return Authenticated(customer.id, customer.customer_reference, customer.token_version, issued)
+        return Authenticated(
+            customer.id,
+            customer.customer_reference,
+            customer.token_version,
+            issued,
+            known_device=device is not None,
+        )
 
     async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:
         """The signed-in customer's current password, under the same lockout as sign-in."""

@@ -32,7 +32,8 @@ def throttle_cleanup_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             ThrottleCleanupWorkflow.run,
-            CleanupRequest(retention=settings.throttle_retention),
+            # a device stays "seen" (no new-device email) as long as its device token would live
+            CleanupRequest(retention=settings.throttle_retention, sessions_kept_for=settings.device_token_lifetime),
             id=THROTTLE_CLEANUP,
             task_queue=settings.task_queue,
         ),

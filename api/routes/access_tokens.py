@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from fastapi import APIRouter, Form, Header, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Form, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from accounts import carts, rate_limits
+from accounts import carts, customer_sessions, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
+from accounts.device_tokens import MAX_TOKEN_LENGTH as MAX_DEVICE_TOKEN
 from accounts.mfa import Subject
 from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
+from accounts.tokens import hash_token
 from api import jsonapi
 from api.auth import CurrentCustomer
 from api.client_address import client_of
@@ -64,10 +69,10 @@ def presented_device_token(request: Request, attribute: str | None = None) -> st
     return attribute or request.headers.get(DEVICE_TOKEN_HEADER) or request.cookies.get(DEVICE_COOKIE) or None
 
 
-def _token_attributes(request: Request, who: Authenticated, refresh_token: str) -> dict[str, Any]:
-    """A fresh access token for `who`, next to the refresh token that goes with it."""
+def _token_attributes(request: Request, who: Authenticated, refresh_token: str, session_id: str) -> dict[str, Any]:
+    """A fresh access token for `who` in the session (refresh family) `session_id`, next to its refresh token."""
     issuer: AccessTokenIssuer = request.app.state.issuer
-    access_token, claims = issuer.issue(who.customer_reference, who.token_version)
+    access_token, claims = issuer.issue(who.customer_reference, who.token_version, session_id=session_id)
     return {
         "tokenType": "Bearer",
         "expiresIn": int((claims.expires_at - claims.issued_at).total_seconds()),
@@ -77,20 +82,62 @@ def _token_attributes(request: Request, who: Authenticated, refresh_token: str) 
     }
 
 
-async def _tokens(request: Request, who: Authenticated) -> dict[str, Any]:
+@dataclass
+class SignedIn:
+    attributes: dict[str, Any]
+    session_id: str
+    signed_in_at: datetime | None = None  # set when it came from a new device (accounts/customer_sessions.py)
+
+
+def sign_in_device(request: Request, who: Authenticated, presented: str | None) -> customer_sessions.SignInDevice:
+    return customer_sessions.SignInDevice(
+        name=customer_sessions.device_name(request.headers.get("user-agent")),
+        network_prefix=customer_sessions.network_prefix(_client_ip(request)),
+        device_token_hash=hash_token(who.device_token) if who.device_token else None,
+        known_token=who.known_device,
+        presented_token_hash=hash_token(presented) if presented and len(presented) <= MAX_DEVICE_TOKEN else None,
+    )
+
+
+async def _tokens(request: Request, who: Authenticated, presented: str | None) -> SignedIn:
+    """A new session (refresh family) for the sign-in, recorded with its device in the same transaction.
+    `presented`: the device token the client sent, if any."""
     store: RefreshTokenStore = request.app.state.refresh_tokens
-    refresh_token = await store.issue(who.customer_id, token_version=who.token_version)
-    return _token_attributes(request, who, refresh_token)
+    signed_in = SignedIn({}, uuid.uuid4().hex)
+    device = sign_in_device(request, who, presented)
+
+    async def started(session: Any, now: datetime) -> None:
+        new = await customer_sessions.record(
+            session, customer_id=who.customer_id, family_id=signed_in.session_id, device=device, now=now
+        )
+        signed_in.signed_in_at = now if new else None
+
+    refresh_token = await store.issue(
+        who.customer_id, family_id=signed_in.session_id, token_version=who.token_version, started=started
+    )
+    signed_in.attributes = _token_attributes(request, who, refresh_token, signed_in.session_id)
+    return signed_in
+
+
+def alert_if_new(background: BackgroundTasks, accounts: Accounts, who: Authenticated, signed_in: SignedIn) -> None:
+    """A new device's email starts after the answer is sent: the sign-in waits for no Temporal round trip."""
+    if signed_in.signed_in_at is not None:
+        background.add_task(
+            accounts.customer_sessions.alert_new_device,
+            who.customer_reference,
+            signed_in.session_id,
+            signed_in.signed_in_at,
+        )
 
 
 async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> dict[str, Any]:
     store: RefreshTokenStore = request.app.state.refresh_tokens
-    customer_id, new_refresh = await store.rotate(refresh_token)
+    customer_id, new_refresh, session_id = await store.rotate_session(refresh_token)
     who = await accounts.customer_by_id(customer_id)
     if who is None:  # anonymized or no longer able to sign in
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")
-    return _token_attributes(request, who, new_refresh)
+    return _token_attributes(request, who, new_refresh, session_id)
 
 
 def _token_document(request: Request, type_: str, attributes: dict[str, Any]) -> JSONResponse:
@@ -110,6 +157,7 @@ async def create_access_token(
     request: Request,
     accounts: Accounts,
     sessions: Sessions,
+    background: BackgroundTasks,
     x_anonymous_customer_unique_id: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     attributes = body.data.attributes
@@ -117,12 +165,10 @@ async def create_access_token(
         validate_email(attributes.username, check_deliverability=False)
     except EmailNotValidError:
         raise GlueException(GlueError(422, "901", "username => This value is not a valid email address.")) from None
+    presented = presented_device_token(request, attributes.device_token)
     try:
         who = await accounts.logins.authenticate(
-            attributes.username,
-            attributes.password,
-            client_ip=_client_ip(request),
-            device_token=presented_device_token(request, attributes.device_token),
+            attributes.username, attributes.password, client_ip=_client_ip(request), device_token=presented
         )
     except LoginFailed:
         raise GlueException(AUTHENTICATION_FAILED) from None
@@ -132,14 +178,15 @@ async def create_access_token(
         raise blocked_answer(blocked) from None
     await check_sign_in(request, Subject(who.customer_id, who.customer_reference))
     try:
-        tokens = await _tokens(request, who)
+        signed_in = await _tokens(request, who, presented)
     except InvalidRefreshToken:  # the password changed while it was being checked
         raise GlueException(AUTHENTICATION_FAILED) from None
+    alert_if_new(background, accounts, who, signed_in)
     guest_key = carts.guest_key(x_anonymous_customer_unique_id)
     if guest_key is not None:  # signed in from a guest session: its cart joins the customer's
         async with sessions.begin() as session:
             await carts.merge_guest_cart(session, guest_key=guest_key, customer_id=who.customer_id, now=utcnow())
-    response = _token_document(request, "access-tokens", tokens)
+    response = _token_document(request, "access-tokens", signed_in.attributes)
     if who.device_token:
         response.headers[DEVICE_TOKEN_HEADER] = who.device_token
     return response
@@ -203,6 +250,7 @@ oauth = APIRouter(tags=["access-tokens"], route_class=OAuthRoute)
 async def oauth_token(
     request: Request,
     accounts: Accounts,
+    background: BackgroundTasks,
     grant_type: Annotated[str, Form(max_length=32)],
     username: Annotated[str | None, Form(max_length=255)] = None,
     password: Annotated[str | None, Form(max_length=4096)] = None,
@@ -217,11 +265,14 @@ async def oauth_token(
             return response
     try:
         if grant_type == "password" and username and password:
+            presented = presented_device_token(request)
             who = await accounts.logins.authenticate(
-                username, password, client_ip=_client_ip(request), device_token=presented_device_token(request)
+                username, password, client_ip=_client_ip(request), device_token=presented
             )
             await check_sign_in(request, Subject(who.customer_id, who.customer_reference))
-            tokens = await _tokens(request, who)
+            signed_in = await _tokens(request, who, presented)
+            alert_if_new(background, accounts, who, signed_in)
+            tokens = signed_in.attributes
             device_token = who.device_token
         elif grant_type == "refresh_token" and refresh_token:
             tokens = await _rotate(request, accounts, refresh_token)

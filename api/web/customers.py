@@ -120,6 +120,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
     try:
         detail = await web.backoffice.customer_detail(customer_reference, session.member)
         events = await web.backoffice.events(customer_reference, session.member) if detail else []
+        signed_in = await web.backoffice.customer_sessions(customer_reference, session.member) if detail else []
     except Forbidden as forbidden:
         raise PageError(403, "Not allowed", str(forbidden), session) from None
     if detail is None:
@@ -132,6 +133,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
         flash=flash,
         detail=detail,
         events=events,
+        sessions=signed_in,
         note_max=NOTE_MAX,
         may={
             "verify": allowed(role, "customers.verify"),
@@ -141,6 +143,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
             "password_token": allowed(role, "customers.send_password_token"),
             "delete": allowed(role, "customers.delete"),
             "add_note": allowed(role, "notes.add"),
+            "end_session": allowed(role, "customers.end_session"),
         },
         action_url=lambda action: f"{customer_url(customer_reference)}/{action}",
     )
@@ -253,6 +256,17 @@ async def password_token(customer_reference: str, web: Web, session: Posting) ->
         customer_reference,
         web.backoffice.send_password_token(customer_reference, session.member),
         'A "set your password" link is on its way.',
+    )
+
+
+@router.post("/ui/customers/{customer_reference}/sessions/{session_id}/end")
+async def end_session(customer_reference: str, session_id: str, web: Web, session: Posting) -> Response:
+    return await _act(
+        web,
+        session,
+        customer_reference,
+        web.backoffice.end_customer_session(customer_reference, session_id, session.member),
+        "The session is ended: that device must sign in again.",
     )
 
 

@@ -48,6 +48,8 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", f"{CUSTOMER}/addresses"): Case("support", 422, {}),
     ("PATCH", f"{CUSTOMER}/addresses/{{address_uuid}}"): Case("support", 404, {}),
     ("GET", f"{CUSTOMER}/events"): Case("support", 404),
+    ("GET", f"{CUSTOMER}/sessions"): Case("support", 404),
+    ("DELETE", f"{CUSTOMER}/sessions/{{session_id}}"): Case("support", 404),
     ("GET", f"{CUSTOMER}/notes"): Case("support", 404),
     ("POST", f"{CUSTOMER}/notes"): Case("support", 404, {"message": "hello"}),
     ("POST", f"{CUSTOMER}/verify"): Case("support", 404, {"reason": "ticket"}),
@@ -100,7 +102,11 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 def concrete(path: str) -> str:
     return path.format(
-        customer_reference="DE--0", group_id=999_999_999, address_uuid=uuid.uuid4(), import_id="imp_0000000000000000"
+        customer_reference="DE--0",
+        group_id=999_999_999,
+        address_uuid=uuid.uuid4(),
+        import_id="imp_0000000000000000",
+        session_id="0" * 32,
     )
 
 

@@ -125,10 +125,21 @@ async def test_refresh_tokens_rotate_and_revoke(e2e: Stack) -> None:
             {"status": 401, "code": "004", "detail": "Failed to refresh token."},
         )
 
+        # the replay ended the family: its newest access token dies with it
+        assert (
+            await http.get("/customers", headers={"Authorization": f"Bearer {second['accessToken']}"})
+        ).status_code == 401
+
         other_login = (await sign_in(http, email)).json()["data"]["attributes"]
-        bearer = {"Authorization": f"Bearer {other_login['accessToken']}"}
-        assert (await http.delete(f"/refresh-tokens/{other_login['refreshToken']}", headers=bearer)).status_code == 204
+        logged_out = {"Authorization": f"Bearer {other_login['accessToken']}"}
+        assert (
+            await http.delete(f"/refresh-tokens/{other_login['refreshToken']}", headers=logged_out)
+        ).status_code == 204
         assert (await http.post("/refresh-tokens", json=body(other_login["refreshToken"]))).status_code == 401
+        # the session's access token ends with it (its `sid` names the family: accounts/customer_sessions.py)
+        assert (await http.get("/customers", headers=logged_out)).status_code == 401
+        still_in = (await sign_in(http, email)).json()["data"]["attributes"]
+        bearer = {"Authorization": f"Bearer {still_in['accessToken']}"}
         assert (await http.delete("/refresh-tokens/not-a-token", headers=bearer)).status_code == 204
 
         third = (await sign_in(http, email)).json()["data"]["attributes"]

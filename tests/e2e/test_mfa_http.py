@@ -188,12 +188,18 @@ async def test_brute_force_of_an_emailed_code_stops_at_three_attempts(e2e: Stack
 
 async def test_sign_out_ends_the_codes_and_no_code_is_in_a_history(e2e: Stack) -> None:
     async with e2e.http() as http:
-        _, reference, bearer, codes = await email_activated(e2e, http)
+        email, reference, bearer, codes = await email_activated(e2e, http)
         assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
         code = await codes.next()
         assert (await http.delete("/refresh-tokens/mine", headers=bearer)).status_code == 204
+        # the signed-out session's access token is dead too (its sid); a new sign-in finds the code dead
+        ended = await http.patch(f"/customers/{reference}", json=profile(firstName="Ada"), headers=bearer)
+        assert ended.json()["errors"][0]["code"] == "001"
+        signed = await http.post("/access-tokens", json=login_body(email, PASSWORD))
+        assert signed.status_code == 201, signed.text
+        again = {"Authorization": f"Bearer {signed.json()['data']['attributes']['accessToken']}"}
         answer = await http.patch(
-            f"/customers/{reference}", json=profile(firstName="Ada"), headers={**bearer, "X-MFA-Code": code}
+            f"/customers/{reference}", json=profile(firstName="Ada"), headers={**again, "X-MFA-Code": code}
         )
         assert answer.json()["errors"] == [INVALID]
 

@@ -37,7 +37,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,10 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from accounts import mfa
+from accounts import customer_sessions, mfa
 from accounts.models import AuditEvent, Customer, EmailOutbox, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
+from accounts.refresh_tokens import RefreshTokenStore
 from accounts.staff import StaffDirectory
 from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
@@ -80,6 +81,7 @@ from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
 from workflows.email_change import email_change_id
 from workflows.lockout import LockoutWindowWorkflow
+from workflows.new_device import new_device_alert_id
 from workflows.throttle_cleanup import CleanupRequest, ThrottleCleanupWorkflow
 
 HERE = Path(__file__).resolve().parent
@@ -526,6 +528,39 @@ async def staff_lock_mailed(stack: Stack) -> list[Handle]:
         key = await session.scalar(select(EmailOutbox.idempotency_key).where(EmailOutbox.recipient == address))
     assert key is not None
     return await finished(stack, stack.client.get_workflow_handle(key))
+
+
+# --- new-device alert ---------------------------------------------------------------------------------
+
+
+@branch("new-device/alerted")
+async def new_device_alerted(stack: Stack) -> list[Handle]:
+    """A second sign-in from another browser: its session recorded as POST /access-tokens records it, then
+    the alert the route starts after its answer."""
+    email, reference = await verified_customer(stack)
+    store = RefreshTokenStore.from_settings(stack.settings, stack.database.sessions)
+    for user_agent in ("Mozilla/5.0 (Windows NT 10.0; rv:133.0) Gecko/20100101 Firefox/133.0", "curl/8.5.0"):
+        who = await stack.accounts.logins.authenticate(email, PASSWORD, client_ip=IP)
+        family_id = uuid.uuid4().hex
+        device = customer_sessions.SignInDevice(
+            customer_sessions.device_name(user_agent), customer_sessions.network_prefix(IP), None, False
+        )
+
+        async def started(
+            session: Any,
+            now: datetime,
+            customer_id: int = who.customer_id,
+            family_id: str = family_id,
+            device: Any = device,
+        ) -> None:
+            await customer_sessions.record(
+                session, customer_id=customer_id, family_id=family_id, device=device, now=now
+            )
+
+        await store.issue(who.customer_id, family_id=family_id, token_version=who.token_version, started=started)
+    await stack.accounts.customer_sessions.alert_new_device(reference, family_id, datetime.now(UTC))
+    await stack.mail_to(email, "new sign-in")
+    return await finished(stack, stack.client.get_workflow_handle(new_device_alert_id(reference, family_id)))
 
 
 # --- throttle cleanup ---------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from conftest import Database, StackFactory
 from sqlalchemy import func, select
 from temporalio.testing import ActivityEnvironment
 
-from accounts.models import LoginThrottle, RequestCount, utcnow
+from accounts.models import Customer, CustomerSession, LoginThrottle, RequestCount, utcnow
+from accounts.refresh_tokens import RefreshToken
+from accounts.tokens import hash_token
 from activities.throttle_cleanup import CleanupRequest, ThrottleCleanupActivities
 from starter.schedules import THROTTLE_CLEANUP, ensure_schedules
 
@@ -89,3 +91,40 @@ async def test_one_cleanup_deletes_in_bounded_batches(database: Database) -> Non
     async with database.sessions() as session:
         expired = await session.scalar(select(func.count()).where(RequestCount.window_ends_at <= utcnow()))
     assert expired == 0
+
+
+async def test_the_cleanup_forgets_ended_sessions_after_their_time(database: Database) -> None:
+    """A session's record (device, network prefix: personal data) goes once it ended and went unused for
+    `sessions_kept_for`; a live one and a recent one stay."""
+    now = utcnow()
+    marker = uuid.uuid4().hex[:8]
+    async with database.sessions.begin() as session:
+        customer = Customer(
+            customer_reference=f"CL-{marker}", email=f"{marker}@example.com", email_key=f"{marker}@example.com",
+            locale="en_US", channel="api",
+        )  # fmt: skip
+        session.add(customer)
+        await session.flush()
+        families = {name: f"{marker}{name}".ljust(32, "0") for name in ("old", "live", "recent")}
+        for name, family in families.items():
+            used = now - (timedelta(days=1) if name == "recent" else timedelta(days=100))
+            session.add(
+                CustomerSession(
+                    family_id=family, customer_id=customer.id, device="Firefox on Windows",
+                    network_prefix="203.0.113.0/24", created_at=used, last_used_at=used,
+                )
+            )  # fmt: skip
+        session.add(
+            RefreshToken(
+                customer_id=customer.id, token_hash=hash_token(marker), family_id=families["live"],
+                expires_at=now + timedelta(days=1), created_at=now,
+            )
+        )  # fmt: skip
+    cleanup = ThrottleCleanupActivities(database.sessions)
+    request = CleanupRequest(retention=timedelta(days=1), sessions_kept_for=timedelta(days=90))
+    await ActivityEnvironment().run(cleanup.delete_expired_throttles, request)
+    async with database.sessions() as session:
+        left = set(
+            await session.scalars(select(CustomerSession.family_id).where(CustomerSession.customer_id == customer.id))
+        )
+    assert left == {families["live"], families["recent"]}

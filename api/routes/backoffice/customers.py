@@ -21,8 +21,9 @@ from api.routes.backoffice.schemas import (
     ProfileEdits,
 )
 from api.routes.backoffice.staff import CUSTOMER, ERRORS, PREFIX, CurrentStaff, Office
+from api.routes.customer_sessions import NOT_FOUND as NOT_FOUND_SESSION  # one answer for both: 404 1630
 from api.schemas import AddressAttributes, AddressUpdateAttributes
-from backoffice import CustomerDetail, CustomerDraft, LifecycleRun
+from backoffice import CustomerDetail, CustomerDraft, LifecycleRun, SessionNotFound
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)
 
@@ -196,3 +197,34 @@ async def customer_events(customer_reference: str, staff: CurrentStaff, office: 
         },
         media_type=jsonapi.MEDIA_TYPE,
     )  # fmt: skip
+
+
+@router.get(f"{CUSTOMER}/sessions", summary="Where the customer is signed in, the most recently used first")
+async def customer_sessions(customer_reference: str, staff: CurrentStaff, office: Office) -> JSONResponse:
+    with answers():
+        rows = await office.customer_sessions(customer_reference, staff)
+    return JSONResponse(
+        {
+            "data": [
+                {"type": "customer-sessions", "id": row.family_id,
+                 "attributes": {"device": row.device, "networkPrefix": row.network_prefix,
+                                "createdAt": row.created_at.isoformat(), "lastUsedAt": row.last_used_at.isoformat()}}
+                for row in rows
+            ]
+        },
+        media_type=jsonapi.MEDIA_TYPE,
+    )  # fmt: skip
+
+
+@router.delete(
+    f"{CUSTOMER}/sessions/{{session_id}}", status_code=204, summary="End one of the customer's sessions (audited)"
+)
+async def end_customer_session(
+    customer_reference: str, session_id: str, staff: CurrentStaff, office: Office
+) -> Response:
+    try:
+        with answers():
+            await office.end_customer_session(customer_reference, session_id, staff)
+    except SessionNotFound:
+        raise GlueException(NOT_FOUND_SESSION) from None
+    return Response(status_code=204)

@@ -32,6 +32,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{PREFIX}{CUSTOMER}/addresses"): "customers.edit",
     ("PATCH", f"{PREFIX}{CUSTOMER}/addresses/{{address_uuid}}"): "customers.edit",
     ("GET", f"{PREFIX}{CUSTOMER}/events"): "customers.events",
+    ("GET", f"{PREFIX}{CUSTOMER}/sessions"): "customers.view",
+    ("DELETE", f"{PREFIX}{CUSTOMER}/sessions/{{session_id}}"): "customers.end_session",
     ("GET", f"{PREFIX}{CUSTOMER}/notes"): "notes.list",
     ("POST", f"{PREFIX}{CUSTOMER}/notes"): "notes.add",
     ("POST", f"{PREFIX}{CUSTOMER}/verify"): "customers.verify",
