@@ -117,3 +117,48 @@ async def test_after_an_undo_the_password_the_thief_knew_no_longer_signs_in(e2e:
             gone = await http.request("DELETE", f"/customers/{reference}", headers=bearer_of(tokens), json=deletion)
             assert gone.status_code != 204, "after the undo the thief signed in and deleted the account"
         assert again.status_code != 201, again.text
+
+
+async def test_the_current_email_with_a_short_password_is_validated_as_glue_does(e2e: Stack) -> None:
+    """docs/api.md (re-authentication): 'Without a new email (or with the current one), password/
+    confirmPassword are validated as Glue does'. The length rule is switched off by the mere presence of
+    `email` (api/password_lengths.py `unless`), so the current address turns Glue's 901 into a 200."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        bearer = bearer_of(await login(http, email))
+        plain = await http.patch(
+            f"/customers/{reference}", json=profile(password="short", confirmPassword="short"), headers=bearer
+        )
+        assert (plain.status_code, plain.json()["errors"][0]["code"]) == (422, "901")
+        same = await http.patch(
+            f"/customers/{reference}",
+            json=profile(email=email, password="short", confirmPassword="short"),
+            headers=bearer,
+        )
+        assert same.status_code == 422, same.text
+
+
+async def test_the_emailed_factor_locks_after_three_wrong_codes_as_documented(e2e: Stack) -> None:
+    """docs/api.md (re-authentication): 'a wrong, used or expired code answers 403 5901 (three attempts a
+    code, then the factor locks for ACCOUNTS_MFA_LOCK_DURATION)'. For the email factor nothing locks: after
+    three wrong codes the next emailed code works at once (only TOTP and recovery codes have a lock), so the
+    guessing goes on at ACCOUNTS_MFA_CODES_PER_HOUR x 3 an hour as an alternative to the password."""
+    from test_mfa_http import Codes, post
+
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        bearer = bearer_of(await login(http, email))
+        codes = Codes(e2e, email)
+        assert (await post(http, "multi-factor-auth-type-activate", bearer)).status_code == 204
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, code=await codes.next())).status_code == 204
+        assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
+        code = await codes.next()
+        wrong = "000000" if code != "000000" else "111111"
+        url = f"/customers/{reference}"
+        for _ in range(3):
+            refused = await http.patch(url, json=profile(lastName="X"), headers={**bearer, "X-MFA-Code": wrong})
+            assert refused.status_code == 403
+        assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
+        fresh = await codes.next()
+        after = await http.patch(url, json=profile(lastName="X"), headers={**bearer, "X-MFA-Code": fresh})
+        assert after.status_code == 403, "the factor did not lock after three wrong codes"
