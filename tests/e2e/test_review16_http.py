@@ -162,3 +162,21 @@ async def test_the_emailed_factor_locks_after_three_wrong_codes_as_documented(e2
         fresh = await codes.next()
         after = await http.patch(url, json=profile(lastName="X"), headers={**bearer, "X-MFA-Code": fresh})
         assert after.status_code == 403, "the factor did not lock after three wrong codes"
+
+
+async def test_an_unenrolled_staff_member_s_right_password_is_not_told_apart_from_a_wrong_one(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    """ACCOUNTS_STAFF_MFA_REQUIRED: a member without an enrolment gets 403 'ask an admin to enrol' for the
+    right password, 400 for a wrong one, and the right guess costs no failure (api/web/sign_in.py releases
+    the reservations): an oracle that confirms a guessed staff password for free, while the sign-in says
+    'one answer' for unknown name, wrong password and wrong code."""
+    from test_backoffice_web import staff_with_password
+    from test_staff_mfa_http import sign_in as staff_sign_in
+
+    async with stack(dev_server, database, api=True, staff_mfa_required=True) as e2e:
+        name, password = await staff_with_password(e2e)
+        async with e2e.http() as http:
+            wrong = await staff_sign_in(http, name, "Wrong-password-9", "123456")
+            right = await staff_sign_in(http, name, password, "123456")
+        assert right.status_code == wrong.status_code, (right.status_code, wrong.status_code)
