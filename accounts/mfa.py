@@ -183,7 +183,7 @@ async def _reserve_code(
         .limit(1)
     )
     if newest is not None and newest.attempts_left > 0 and newest.created_at > now - policy.resend_min_interval:
-        return None
+        return newest.id if newest.code_hash is None else None  # not sent yet: its email again (one run per row)
     if len(recent) >= policy.codes_per_hour:
         wait = recent[0] + timedelta(hours=1) - now
         raise TooManyCodes(max(1, int(wait.total_seconds()) + 1))

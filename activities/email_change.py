@@ -196,6 +196,7 @@ class EmailChangeActivities:
                 customer.email = request.restore_email
                 customer.email_key = email_key(request.restore_email)
                 event, outcome, details = "email_change_undone", UNDONE, {}
+            customer.password_reset_required = True  # both ways: whoever made the change may know the password
             customer.updated_at = now
             audit.record(
                 session,

@@ -181,9 +181,15 @@ async def test_an_undo_link_after_a_takeover_gives_the_address_back_and_ends_eve
         assert error(await http.get(f"/customers/{reference}", headers=bearer_of(thief)))[:2] == (401, "001")
         assert (await refresh(http, thief)).status_code == 401
         assert (await refresh(http, victim)).status_code == 401
-        await e2e.mail_to(email, "reset the password")  # on to a new password: the thief knew this one
+        reset = await e2e.mail_to(email, "reset the password")  # on to a new password: the thief knew this one
         assert (await sign_in(http, thief_email)).status_code == 401
-        assert (await sign_in(http, email)).status_code == 201
+        # the password the thief knew no longer works: the reset link is the way back in (review16)
+        assert error(await sign_in(http, email))[:2] == (401, "426")
+        key, new_password = token_from(reset), "Qz7#long-harbor-lamp"
+        restore = {"data": {"type": "customer-restore-password", "id": key, "attributes": {
+            "restorePasswordKey": key, "password": new_password, "confirmPassword": new_password}}}  # fmt: skip
+        assert (await http.patch(f"/customer-restore-password/{key}", json=restore)).status_code == 204
+        assert (await sign_in(http, email, new_password)).status_code == 201
 
         again = await http.post("/email-change/undo", data={"token": token_from(notice)})
         assert again.status_code == 400 and "invalid" in again.text
@@ -232,4 +238,4 @@ async def test_a_sign_up_of_the_released_address_cannot_block_the_undo(e2e: Stac
         assert undone.status_code == 200 and "Your email address is back" in undone.text, undone.text
         assert (await stored(e2e, reference)).email == email
         assert (await stored(e2e, squatted.json()["data"]["id"])).email.endswith("@released.invalid")
-        assert (await sign_in(http, email)).status_code == 201
+        assert error(await sign_in(http, email))[:2] == (401, "426")  # on to the reset link (review16)
