@@ -159,6 +159,15 @@ async def active_types(sessions: SessionFactory, customer_id: int) -> set[str]:
     return {kind for kind, row in found.items() if row.status == ACTIVE}
 
 
+async def identity_proofs(sessions: SessionFactory, customer_id: int) -> set[str]:
+    """What `verify` may answer that proves who the customer is: the active methods activated with the
+    current password, and `recovery` with a TOTP that was (its recovery codes came with it)."""
+    async with sessions() as session:
+        found = await methods(session, customer_id, utcnow())
+    proving = {kind for kind, row in found.items() if row.status == ACTIVE and row.proves_identity}
+    return proving | ({RECOVERY} if TOTP in proving else set())
+
+
 # --- emailed codes ----------------------------------------------------------------------------------
 
 
@@ -299,7 +308,7 @@ async def verify_request_code(sessions: SessionFactory, customer_id: int, code: 
 
 
 async def _pending_row(
-    session: AsyncSession, policy: MfaPolicy, customer_id: int, kind: str, now: datetime
+    session: AsyncSession, policy: MfaPolicy, customer_id: int, kind: str, now: datetime, *, proves_identity: bool
 ) -> MfaMethod:
     found = await session.scalar(select(MfaMethod).where(MfaMethod.customer_id == customer_id, MfaMethod.type == kind))
     if found is not None and found.status == ACTIVE:
@@ -308,6 +317,7 @@ async def _pending_row(
         found = MfaMethod(customer_id=customer_id, type=kind, failures=0, created_at=now)
         session.add(found)
     found.status = PENDING
+    found.proves_identity = proves_identity
     found.created_at = now
     found.expires_at = now + policy.activation_expires_after
     found.failures = 0
@@ -317,12 +327,17 @@ async def _pending_row(
 
 
 async def start_email_activation(
-    sessions: SessionFactory, policy: MfaPolicy, customer: CustomerLike, *, channel: str = "api"
+    sessions: SessionFactory,
+    policy: MfaPolicy,
+    customer: CustomerLike,
+    *,
+    channel: str = "api",
+    proves_identity: bool = False,
 ) -> EmailActivation:
     now = utcnow()
     async with sessions.begin() as session:
         await lock_customer(session, customer_id=customer.id)
-        row = await _pending_row(session, policy, customer.id, EMAIL, now)
+        row = await _pending_row(session, policy, customer.id, EMAIL, now, proves_identity=proves_identity)
         expires_at = cast(datetime, row.expires_at)
         _record(session, customer.customer_reference, "mfa_activation_started", channel, {"type": EMAIL})
         code_id = await _reserve_code(session, policy, customer, now, channel=channel)
@@ -330,7 +345,13 @@ async def start_email_activation(
 
 
 async def start_totp_activation(
-    sessions: SessionFactory, policy: MfaPolicy, customer: CustomerLike, account: str, *, channel: str = "api"
+    sessions: SessionFactory,
+    policy: MfaPolicy,
+    customer: CustomerLike,
+    account: str,
+    *,
+    channel: str = "api",
+    proves_identity: bool = False,
 ) -> TotpEnrolment:
     """A new secret, pending until a code of it verifies; fresh recovery codes (TOTP's), shown once here."""
     now = utcnow()
@@ -338,7 +359,7 @@ async def start_totp_activation(
     recovery = mfa_factors.new_recovery_codes()
     async with sessions.begin() as session:
         await lock_customer(session, customer_id=customer.id)
-        row = await _pending_row(session, policy, customer.id, TOTP, now)
+        row = await _pending_row(session, policy, customer.id, TOTP, now, proves_identity=proves_identity)
         row.secret_encrypted = policy.box.seal(secret, mfa_factors.owner(customer.id))
         await session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.customer_id == customer.id))
         for code in recovery:

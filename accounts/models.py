@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -415,6 +416,10 @@ class MfaMethod(Base):
     last_used_step: Mapped[int | None] = mapped_column(Integer)
     # totp and recovery codes: attempts granted since the last success; at the limit, none until locked_until
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    # activated with the current password: its codes then stand in for the password where a stolen token
+    # must not be enough (a new email, a deletion: starter/reauth.py); a method a bearer token alone
+    # activated guards protected requests but proves nothing about who holds the token
+    proves_identity: Mapped[bool] = mapped_column(default=False, server_default=false())
     locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]  # a pending activation's end

@@ -58,7 +58,7 @@ async def require_code(request: Request, customer: mfa.CustomerLike, *, purpose:
     )
     if accepted is None:
         raise GlueException(CODE_INVALID)
-    request.state.mfa_code_accepted = True  # spent: the re-authentication of this request takes it as proof
+    request.state.mfa_code_accepted = accepted  # spent: the re-authentication of this request may take it
 
 
 async def check_sign_in(request: Request, customer: mfa.CustomerLike) -> None:

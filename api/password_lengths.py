@@ -67,8 +67,9 @@ def _attributes(document: Any) -> dict[str, Any]:
 
 
 def password_length_rule(model: type[BaseModel], *fields: str, unless: str | None = None) -> Any:
-    """`unless`: an attribute whose presence turns the rule off (PATCH /customers with a new `email`: its
-    `password` is the current one, which may be older than today's lengths)."""
+    """`unless`: an attribute whose presence turns the rule off here (PATCH /customers with an `email`: if
+    it is a new one, its `password` is the current one, which may be older than today's lengths; if it is
+    the current address, the route applies the rule itself with `enforce_lengths`)."""
 
     async def check(request: Request) -> None:
         try:
@@ -77,8 +78,13 @@ def password_length_rule(model: type[BaseModel], *fields: str, unless: str | Non
             return  # not JSON: api.envelope or FastAPI answers
         if unless is not None and unless in _attributes(document):
             return
-        found = schema_violations(document, model, fields, request.app.state.settings)
-        if found:
-            raise GlueException(*(GlueError(422, "901", f"{field} => {message}") for field, message in found))
+        enforce_lengths(document, model, fields, request.app.state.settings)
 
     return Depends(check)
+
+
+def enforce_lengths(document: Any, model: type[BaseModel], fields: tuple[str, ...], settings: Settings) -> None:
+    """Glue's 901 for each of `fields` outside the password lengths (and the other schema rules)."""
+    found = schema_violations(document, model, fields, settings)
+    if found:
+        raise GlueException(*(GlueError(422, "901", f"{field} => {message}") for field, message in found))

@@ -349,6 +349,9 @@ class AddressUpdateRequest(BaseModel):
 class MfaTypeAttributes(_Attributes):
     # Spryker answers a missing type with its own code (5902), not with a schema violation: optional here
     type: Annotated[StrictStr | None, Field(max_length=32)] = None
+    # activate only, this service's extension: the current password makes the method's codes a proof of
+    # who the customer is (starter/reauth.py); Spryker's request, without it, activates as Spryker does
+    password: StrictStr | None = Field(default=None, repr=False)
 
 
 class MfaTypeData(BaseModel):

@@ -38,25 +38,33 @@ class Reauthentication:
         password: str | None,
         mfa_code: str | None,
         client_ip: str,
-        code_accepted: bool = False,
+        code_accepted: str | None = None,
     ) -> None:
         """Returns when the caller proved to be `customer`. Raises ReauthenticationRequired (no proof given),
         WrongCurrentPassword (counted as a failed sign-in), LoginBlocked (locked: nothing was checked) or
         MfaCodeRefused.
 
-        `mfa_code`: the `X-MFA-Code` header. For a customer with an active second factor it is a proof of
-        its own, checked (and spent) here, unless `code_accepted`: the protected-request check of the same
-        request (api/mfa_check.py, ACCOUNTS_MFA_PROTECTED_REQUESTS) verified and spent it already. A code
-        of a customer without MFA proves nothing; the password stays the other proof for everyone."""
-        if code_accepted:
-            return
-        if mfa_code and await mfa.active_types(self._sessions, customer.id):
+        `mfa_code`: the `X-MFA-Code` header. A code proves who the caller is only from a method that was
+        activated with the current password (`accounts.mfa.identity_proofs`): a method that a bearer token
+        alone activated would let a thief enrol their own app and use its codes here. `code_accepted`: the
+        method that accepted (and spent) this request's code in the protected-request check
+        (api/mfa_check.py), so it is not tried twice. Otherwise the password is the proof."""
+        proofs = await mfa.identity_proofs(self._sessions, customer.id) if (mfa_code or code_accepted) else set()
+        if code_accepted is not None:
+            if code_accepted in proofs:
+                return
+        elif mfa_code and proofs:
             accepted = await mfa.verify(
                 self._sessions, self._mfa_policy, customer, mfa_code, channel="api", purpose="reauthentication"
             )
             if accepted is None:
                 raise MfaCodeRefused()
-            return
+            if accepted in proofs:
+                return
+        await self.confirm_password(customer, password, client_ip=client_ip)
+
+    async def confirm_password(self, customer: Customer, password: str | None, *, client_ip: str) -> None:
+        """The current password as the proof, on sign-in's path (its lockout; a wrong one a failed sign-in)."""
         if not password:
             raise ReauthenticationRequired()
         await self._logins.check_password(customer, password, client_ip=client_ip)

@@ -21,6 +21,7 @@ from accounts import mfa
 from accounts.models import Customer
 from api import jsonapi
 from api.auth import CurrentCustomer
+from api.client_address import client_of
 from api.deps import Accounts, Sessions
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
@@ -35,6 +36,7 @@ from api.mfa_check import (
     presented_code,
     require_code,
 )
+from api.routes.customers import reauthentication_answers
 from api.schemas import MfaTypeRequest
 from starter import AccountsClient
 
@@ -99,13 +101,20 @@ async def activate(
         raise GlueException(ALREADY_ACTIVE)
     if active:  # a second type needs a code of the first (Spryker)
         await require_code(request, customer, purpose="activation")
+    # this service's extension: with the current password, the method's codes prove who the customer is
+    # (a new email, a deletion); without it, a stolen token could enrol its own app for that
+    password = body.data.attributes.password
+    if password is not None:
+        with reauthentication_answers():
+            await accounts.reauth.confirm_password(customer, password, client_ip=client_of(request))
+    proves = password is not None
     try:
         if kind == mfa.EMAIL:
-            started = await mfa.start_email_activation(sessions, policy, customer)
+            started = await mfa.start_email_activation(sessions, policy, customer, proves_identity=proves)
             await send_code(accounts, customer, started.code_id)
             await _deadline(accounts, customer, kind, started.expires_at)
             return Response(status_code=204)
-        enrolment = await mfa.start_totp_activation(sessions, policy, customer, customer.email)
+        enrolment = await mfa.start_totp_activation(sessions, policy, customer, customer.email, proves_identity=proves)
     except mfa.MfaRefused as refusal:
         raise _refused(refusal) from None
     except mfa.TooManyCodes as error:

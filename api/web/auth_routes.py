@@ -11,12 +11,16 @@ from accounts import rate_limits
 from api.client_address import client_of
 from api.limits import request_limits
 from api.web.session import FLASH_COOKIE
-from api.web.sign_in import SignInBlocked, StaffNotEnrolled
+from api.web.sign_in import SignInBlocked
 from api.web.ui import Posting, Web, WebRoute, safe_next
 
 router = APIRouter(prefix="/backoffice", route_class=WebRoute, include_in_schema=False)
 
 FAILED = "Unknown staff name or wrong password."  # one answer for both, and for disabled members
+FAILED_WITH_CODE = (  # ACCOUNTS_STAFF_MFA_REQUIRED: the same for a wrong code and for none enrolled yet
+    "Unknown staff name, wrong password or wrong authenticator code. No authenticator app enrolled yet?"
+    " Ask an admin (accounts staff mfa-enroll NAME)."
+)
 MAX_PASSWORD_LENGTH = 4096
 
 
@@ -77,12 +81,6 @@ async def sign_in(
         signed_in = await web.sign_in.authenticate(
             name, password, client_ip=client_ip, device_token=web.codec.device_token(request), code=code
         )
-    except StaffNotEnrolled:
-        return again(
-            "Two-step sign-in is required: ask an admin to enrol your authenticator app"
-            " (accounts staff mfa-enroll NAME).",
-            403,
-        )
     except SignInBlocked as blocked:
         minutes = -(-blocked.retry_after_seconds // 60)
         return again(
@@ -90,8 +88,8 @@ async def sign_in(
             429,
             {"Retry-After": str(blocked.retry_after_seconds)},
         )
-    if signed_in is None:
-        return again(FAILED, 400)
+    if signed_in is None:  # with two-step sign-in required, the one answer also names the enrolment
+        return again(FAILED_WITH_CODE if web.settings.staff_mfa_required else FAILED, 400)
     response = RedirectResponse(safe_next(next), status_code=303)
     await web.codec.start(response, web.sessions, signed_in.member.id)
     lifetime = int(web.settings.device_token_lifetime.total_seconds())

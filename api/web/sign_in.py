@@ -37,10 +37,6 @@ from starter.staff_locks import StaffLockNotices
 log = logging.getLogger("accounts.backoffice.sign_in")
 
 
-class StaffNotEnrolled(Exception):
-    """ACCOUNTS_STAFF_MFA_REQUIRED, and the member has no authenticator app enrolled yet."""
-
-
 class SignInBlocked(Exception):
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(f"too many failed sign-ins; wait {retry_after_seconds} s")
@@ -78,8 +74,8 @@ class StaffSignIn:
         self, name: str, password: str, *, client_ip: str, device_token: str | None = None, code: str = ""
     ) -> SignedIn | None:
         """The member, or None (unknown name, wrong password, disabled, and with ACCOUNTS_STAFF_MFA_REQUIRED a
-        missing or wrong authenticator code: one answer); raises SignInBlocked; StaffNotEnrolled for the
-        right password of a member without an enrolment while MFA is required."""
+        missing or wrong authenticator code, or no authenticator app enrolled yet: one answer, so that the
+        answer never tells a right password apart); raises SignInBlocked."""
         device = await self._known_device(name, device_token)
         name_subject = throttle.keyed_subject("staff", name.strip().casefold(), self._secret)
         if device is not None:
@@ -99,12 +95,11 @@ class StaffSignIn:
             raise SignInBlocked(_seconds(blocked)) from None
         member = await self._staff.authenticate_password(name.strip(), password)
         if member is not None and self._settings.staff_mfa_required:
-            if not await mfa_staff.enrolled(self._sessions, member.id):
-                for reservation, _ in reservations:
-                    await throttle.release(self._sessions, reservation, forget_failures=False)
-                raise StaffNotEnrolled(member.name)
-            if not await mfa_staff.verify(self._sessions, self._mfa_policy, member.id, code):
-                member = None  # a wrong second factor counts as a failed sign-in
+            # a wrong second factor, or none enrolled, counts as a failed sign-in: a distinct answer for the
+            # right password of an unenrolled member would confirm the password to whoever guessed it
+            enrolled = await mfa_staff.enrolled(self._sessions, member.id)
+            if not enrolled or not await mfa_staff.verify(self._sessions, self._mfa_policy, member.id, code):
+                member = None
         if member is None:
             for reservation, policy in reservations:
                 if reservation.crossed(policy):

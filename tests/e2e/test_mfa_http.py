@@ -42,16 +42,23 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
         yield built
 
 
-def body(resource: str, kind: str | None = "email") -> dict[str, Any]:
+def body(resource: str, kind: str | None = "email", password: str | None = None) -> dict[str, Any]:
     attributes = {} if kind is None else {"type": kind}
+    if password is not None:  # the activation's extension: the method's codes then prove who the customer is
+        attributes["password"] = password
     return {"data": {"type": resource, "attributes": attributes}}
 
 
 async def post(
-    http: httpx.AsyncClient, resource: str, bearer: dict[str, str], kind: str | None = "email", code: str | None = None
+    http: httpx.AsyncClient,
+    resource: str,
+    bearer: dict[str, str],
+    kind: str | None = "email",
+    code: str | None = None,
+    password: str | None = None,
 ) -> httpx.Response:
     headers = {**bearer, **({"X-MFA-Code": code} if code is not None else {})}
-    return await http.post(f"/{resource}", json=body(resource, kind), headers=headers)
+    return await http.post(f"/{resource}", json=body(resource, kind, password), headers=headers)
 
 
 class Codes:
@@ -328,7 +335,10 @@ async def test_support_sees_and_removes_mfa_and_the_customer_is_told(e2e: Stack)
 async def test_deleting_the_account_needs_the_code_and_removes_the_second_factor(e2e: Stack) -> None:
     async with e2e.http() as http:
         _, reference, bearer = await signed_in(e2e, http)
-        started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+        wrong = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp", password="not it at all 1!")
+        assert (wrong.status_code, wrong.json()["errors"][0]["code"]) == (400, "408")  # counted as a failed sign-in
+        assert (await statuses(http, bearer))["totp"] == "deactivated"
+        started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp", password=PASSWORD)
         secret = started.json()["data"]["attributes"]["secret"]
         now = utcnow()
         code = mfa_totp.code_at(secret, now)
@@ -374,7 +384,7 @@ async def test_a_second_factor_code_is_the_re_authentication_of_an_email_change(
     async with stack(dev_server, database, api=True, mfa_protected_requests=["customer-password"]) as built:
         async with built.http() as http:
             _, reference, bearer = await signed_in(built, http)
-            started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+            started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp", password=PASSWORD)
             secret = started.json()["data"]["attributes"]["secret"]
             now = utcnow()
             verified = await post(http, "multi-factor-auth-type-verify", bearer, kind="totp",

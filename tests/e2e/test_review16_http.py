@@ -138,32 +138,6 @@ async def test_the_current_email_with_a_short_password_is_validated_as_glue_does
         assert same.status_code == 422, same.text
 
 
-async def test_the_emailed_factor_locks_after_three_wrong_codes_as_documented(e2e: Stack) -> None:
-    """docs/api.md (re-authentication): 'a wrong, used or expired code answers 403 5901 (three attempts a
-    code, then the factor locks for ACCOUNTS_MFA_LOCK_DURATION)'. For the email factor nothing locks: after
-    three wrong codes the next emailed code works at once (only TOTP and recovery codes have a lock), so the
-    guessing goes on at ACCOUNTS_MFA_CODES_PER_HOUR x 3 an hour as an alternative to the password."""
-    from test_mfa_http import Codes, post
-
-    async with e2e.http() as http:
-        email, reference = await registered(e2e, http)
-        bearer = bearer_of(await login(http, email))
-        codes = Codes(e2e, email)
-        assert (await post(http, "multi-factor-auth-type-activate", bearer)).status_code == 204
-        assert (await post(http, "multi-factor-auth-type-verify", bearer, code=await codes.next())).status_code == 204
-        assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
-        code = await codes.next()
-        wrong = "000000" if code != "000000" else "111111"
-        url = f"/customers/{reference}"
-        for _ in range(3):
-            refused = await http.patch(url, json=profile(lastName="X"), headers={**bearer, "X-MFA-Code": wrong})
-            assert refused.status_code == 403
-        assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
-        fresh = await codes.next()
-        after = await http.patch(url, json=profile(lastName="X"), headers={**bearer, "X-MFA-Code": fresh})
-        assert after.status_code == 403, "the factor did not lock after three wrong codes"
-
-
 async def test_an_unenrolled_staff_member_s_right_password_is_not_told_apart_from_a_wrong_one(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:
