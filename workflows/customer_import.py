@@ -61,6 +61,10 @@ BATCH_OPTIONS: dict[str, Any] = {
 # References queued for a registration at most (reading waits): they travel in every continue-as-new
 # input, whose payload Temporal bounds (2 MB); 50,000 references are about 0.8 MB
 QUEUE_LIMIT = 50_000
+# Registrations started in one round, whatever ACCOUNTS_IMPORT_EMAILS_PER_SECOND: at 1,000 a second one
+# round of 1,000 child starts was one activation too heavy for a loaded worker (the SDK's 2 s deadlock
+# detector fired, and the run's eviction then hung on its 279 starts in flight: bench/waiting.py, issue 15)
+ROUND_LIMIT = 100
 
 
 def import_workflow_id(import_id: str) -> str:
@@ -206,6 +210,8 @@ class CustomerImportWorkflow:
                 await workflow.sleep(state.next_round_at - now)
                 continue  # a pause may have begun meanwhile
             count = min(len(state.queue), max(1, math.ceil(rate)))
+            if workflow.patched("import-bounded-rounds"):  # rounds of runs started before it stay as they were
+                count = min(count, ROUND_LIMIT)
             starting, state.queue = state.queue[:count], state.queue[count:]
             # the rate counts from the round's start: the starts' own round trips are not added to it
             state.next_round_at = now + timedelta(seconds=count / rate)

@@ -25,7 +25,7 @@ from accounts.staff import StaffMember
 from backoffice import BackOffice, Forbidden, InvalidImportFile
 from starter import AccountsClient
 from starter.imports import Imports
-from workflows.customer_import import import_workflow_id
+from workflows.customer_import import ROUND_LIMIT, import_workflow_id
 
 ADMIN = StaffMember(1, "admin-anna", "admin")
 SUPPORT = StaffMember(2, "support-sam", "support")
@@ -334,3 +334,28 @@ async def test_a_customer_imported_without_a_password_gets_one_link_and_no_remin
                 await session.scalars(select(EmailOutbox.template).where(EmailOutbox.customer_reference == f"{p}1"))
             )
         assert templates == ["set_password"]
+
+
+async def test_a_high_email_rate_starts_the_registrations_in_bounded_rounds(
+    stack: StackFactory, time_skipping: Any, sqlite_database: Any
+) -> None:
+    """At 1,000 emails a second a round used to start 1,000 registrations in one workflow activation, too
+    heavy for a loaded worker (the deadlock detector fired and the run's eviction hung): rounds now start
+    at most ROUND_LIMIT, the rate still counted from each round's start."""
+    async with stack(time_skipping, sqlite_database, import_emails_per_second=1000) as s:
+        p, hashed = prefix(), spryker_hash()
+        rows = [row(f"{p}{n}", unique_email("round"), registered="", password=hashed) for n in range(1, 251)]
+        started = await s.accounts.imports.start(csv_bytes(rows))
+        report = await s.accounts.imports.wait(started.import_id)
+        assert report.emails_started == 250
+        history = await s.client.get_workflow_handle(started.workflow_id).fetch_history()
+        per_task, rounds = 0, []
+        for event in history.events:
+            if event.HasField("workflow_task_completed_event_attributes"):
+                rounds.append(per_task)
+                per_task = 0
+            elif event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                per_task += 1
+        rounds.append(per_task)
+        starting = [n for n in rounds if n]
+        assert sum(starting) == 250 and max(starting) <= ROUND_LIMIT and len(starting) >= 3, starting
