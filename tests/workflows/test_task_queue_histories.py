@@ -17,7 +17,10 @@ from accounts.task_queues import KINDS, TaskQueues
 from workflows.queues import EMAIL_QUEUES_PATCH
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*/*.json"))
-EMAIL_ACTIVITIES = ("send_token_link", "send_notice")
+EMAIL_ACTIVITIES = ("send_token_link", "send_notice", "send_mfa_code", "send_staff_lock_notice")
+# the sends whose input names no template: each sends one (an MFA code; a staff member's lock notice, which
+# the member may be waiting for at the sign-in form: not bulk, unlike a customer's)
+TEMPLATE_OF = {"send_mfa_code": "mfa_code", "send_staff_lock_notice": "staff_locked"}
 ALWAYS_BULK = ("reminder", "already_registered", "account_locked")
 
 
@@ -61,7 +64,7 @@ def test_emails_go_to_the_email_queues_and_everything_else_stays_on_the_runs_que
         if activity not in EMAIL_ACTIVITIES or not patched:
             assert queue == own, f"{activity} of a {'patched' if patched else 'recorded-before'} run went to {queue}"
             continue
-        template = _input(scheduled)["template"]
+        template = TEMPLATE_OF.get(activity) or _input(scheduled)["template"]
         first_link = activity == "send_token_link" and template != "email_change_confirm" and links == 0
         links += activity == "send_token_link"
         bulk = template in ALWAYS_BULK or (bulk_channel and first_link)
