@@ -20,8 +20,9 @@ from api.limits import admit_address, limited
 from api.password_lengths import password_length_rule
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
-from starter import InvalidResetKey, LoginBlocked, PasswordRejected, WrongCurrentPassword
+from starter import InvalidResetKey, LoginBlocked, PasswordRejected, RegistrationNotFound, WrongCurrentPassword
 
+CUSTOMER_NOT_FOUND = GlueError(404, "402", "Customer not found.")  # Glue's code
 router = APIRouter(tags=["passwords"])
 
 INVALID_KEY = GlueError(422, "415", "Restore password key is not valid.")
@@ -75,6 +76,8 @@ async def restore_password(restore_password_key: str, body: RestorePasswordReque
         raise GlueException(INVALID_KEY) from None
     except PasswordRejected as rejected:
         raise GlueException(*policy_errors(rejected)) from None
+    except RegistrationNotFound:  # a deletion ended the account while the change was on its way
+        raise GlueException(CUSTOMER_NOT_FOUND) from None
     return Response(status_code=204)
 
 
