@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     bulk_email_activity_slots: int = 2
     # workflow runs a worker process keeps in memory between their tasks (Temporal's sticky cache); the
     # others wait in their history and are replayed when their next event comes (docs/capacity.md)
-    worker_max_cached_workflows: int = 500
+    worker_max_cached_workflows: int = 250
     # Temporal's task-queue rate limit of the two email queues, for the whole shop (every worker sets the
     # same): together at most the SMTP provider's sending rate
     email_sends_per_second: float = 10.0
