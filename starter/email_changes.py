@@ -7,6 +7,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -115,25 +116,11 @@ class EmailChanges:
     async def confirm(self, token: str) -> EmailConfirmation:
         """The link's token, hashed before anything else sees it. `invalid` covers unknown, used, expired and
         superseded links alike."""
-        found = await find_issued(self._sessions, token, EMAIL_CHANGE)
-        if found is None:
-            return EmailConfirmation("invalid")
-        issued, customer = found
-        answer = EmailConfirmation("invalid", customer.customer_reference, customer.locale, customer.first_name)
-        if issued.used_at is not None or issued.expires_at <= utcnow() or customer.status != "verified":
-            return answer
-        handle = self._client.get_workflow_handle_for(
-            EmailChangeWorkflow.run, email_change_id(customer.customer_reference)
+        answer, outcome = await self._link_update(
+            token, EMAIL_CHANGE, EmailChangeWorkflow.confirm, EmailChangeConfirm(hash_token(token))
         )
-        try:
-            await handle.execute_update(EmailChangeWorkflow.confirm, EmailChangeConfirm(hash_token(token)))
-        except WorkflowUpdateFailedError:
-            return answer
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:  # the change ended (expired or done)
-                return answer
-            raise  # Temporal unreachable: the API answers 503 and the link stays valid
-        answer.outcome = "changed"
+        if outcome is not None:
+            answer.outcome = outcome  # changed
         return answer
 
     async def preview_undo(self, token: str) -> EmailConfirmation:
@@ -143,32 +130,47 @@ class EmailChanges:
         """The old address's link: restores it and ends every session; then a password reset link goes to it
         (whoever changed the address may know the password). `invalid` for unknown, used, expired links and
         those undone with an earlier change; `undo_blocked` when another account has the address now."""
-        found = await find_issued(self._sessions, token, EMAIL_CHANGE_UNDO)
+        answer, outcome = await self._link_update(
+            token, EMAIL_CHANGE_UNDO, EmailChangeWorkflow.undo, EmailChangeUndo(hash_token(token))
+        )
+        if outcome is None:
+            return answer
+        answer.outcome = outcome
+        if outcome == UNDONE:
+            assert answer.customer_reference is not None
+            try:
+                await self._passwords.send_reset_link(answer.customer_reference, channel="email", actor="customer")
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+                # the undo is done and must be answered as done; the page also points to "forgotten password"
+                log.warning("reset link after the undo of %s not sent: %s", answer.customer_reference,
+                            type(error).__name__)  # fmt: skip
+        return answer
+
+    async def _link_update(
+        self, token: str, purpose: str, update: Any, argument: Any
+    ) -> tuple[EmailConfirmation, Any | None]:
+        """An emailed link of the email change as the workflow's Update `update`: the answer for the page
+        (`invalid` until the Update says otherwise) and the Update's result, None when the link is no live
+        one, the workflow refused it, or the change ended. Temporal unreachable raises (the API answers 503
+        and the link stays valid)."""
+        found = await find_issued(self._sessions, token, purpose)
         if found is None:
-            return EmailConfirmation("invalid")
+            return EmailConfirmation("invalid"), None
         issued, customer = found
         answer = EmailConfirmation("invalid", customer.customer_reference, customer.locale, customer.first_name)
         if issued.used_at is not None or issued.expires_at <= utcnow() or customer.status != "verified":
-            return answer
+            return answer, None
         handle = self._client.get_workflow_handle_for(
             EmailChangeWorkflow.run, email_change_id(customer.customer_reference)
         )
         try:
-            answer.outcome = await handle.execute_update(EmailChangeWorkflow.undo, EmailChangeUndo(hash_token(token)))
+            return answer, await handle.execute_update(update, argument)
         except WorkflowUpdateFailedError:
-            return answer
+            return answer, None
         except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:  # the undo window closed (expired)
-                return answer
-            raise  # Temporal unreachable: the API answers 503 and the link stays valid
-        if answer.outcome == UNDONE:
-            try:
-                await self._passwords.send_reset_link(customer.customer_reference, channel="email", actor="customer")
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
-                # the undo is done and must be answered as done; the page also points to "forgotten password"
-                log.warning("reset link after the undo of %s not sent: %s", customer.customer_reference,
-                            type(error).__name__)  # fmt: skip
-        return answer
+            if error.status == RPCStatusCode.NOT_FOUND:  # the change, or its undo window, ended
+                return answer, None
+            raise
 
     async def status(self, customer_reference: str) -> EmailChangeStatus | None:
         """The pending change as the workflow sees it; None when none ever ran."""
