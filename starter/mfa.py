@@ -11,6 +11,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from workflows.mfa import (
+    MfaActivatedInput,
+    MfaActivatedWorkflow,
     MfaActivationInput,
     MfaActivationWorkflow,
     MfaCodeRequest,
@@ -69,5 +71,18 @@ class MfaLifecycles:
             task_queue=self._settings.task_queue,
             static_summary=f"MFA removed from {customer_reference}",
             search_attributes=lifecycle_attributes(customer_reference, "backoffice"),
+        )
+        return workflow_id
+
+    async def activated(self, customer_reference: str, kind: str, *, channel: str = "api") -> str:
+        """Tell the customer a method became active (workflows/mfa.py MfaActivated); returns the run's id."""
+        workflow_id = f"mfa-activated:{customer_reference}:{uuid.uuid4().hex[:12]}"
+        await self._client.start_workflow(
+            MfaActivatedWorkflow.run,
+            MfaActivatedInput(customer_reference, kind),
+            id=workflow_id,
+            task_queue=self._settings.task_queue,
+            static_summary=f"MFA ({kind}) activated for {customer_reference}",
+            search_attributes=lifecycle_attributes(customer_reference, channel),
         )
         return workflow_id

@@ -8,6 +8,11 @@ out (a newer one, a sign-out) is not sent.
 MfaRemoved (`mfa-removed:{customer_reference}:{uuid}`): support removed the customer's methods; the
 customer hears of it by email ("mfa_removed"), even if the API process dies right after the removal.
 
+MfaActivated (`mfa-activated:{customer_reference}:{uuid}`): a method became active (POST
+/multi-factor-auth-type-verify); the customer hears of it by email ("mfa_activated"), so a stolen token
+that enrolled its own authenticator app does not go unnoticed. A workflow type of its own beside
+MfaRemoved (the same one activity), so runs of MfaRemoved in flight replay unchanged.
+
 MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry. At
 the deadline the pending method is dropped (if it is still pending: a verified one stays) and
 `mfa_activation_expired` is audited. An activation started again while a run waits joins that run (no
@@ -98,6 +103,29 @@ class MfaRemovedWorkflow:
             f"{lifecycle_key()}/removed",
             changed_at=workflow.now(),
             removed=", ".join(removal.removed),
+        )
+        return await workflow.execute_activity_method(
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+        )
+
+
+@dataclass
+class MfaActivatedInput:
+    customer_reference: str
+    type: str
+
+
+@workflow.defn
+class MfaActivatedWorkflow:
+    @workflow.run
+    async def run(self, activation: MfaActivatedInput) -> bool:
+        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(activation.customer_reference)])
+        notice = NoticeInput(
+            activation.customer_reference,
+            "mfa_activated",
+            f"{lifecycle_key()}/activated",
+            changed_at=workflow.now(),
+            activated=activation.type,
         )
         return await workflow.execute_activity_method(
             EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()

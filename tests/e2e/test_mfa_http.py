@@ -402,3 +402,31 @@ async def test_a_second_factor_code_is_the_re_authentication_of_an_email_change(
             # the code was spent: the same time step again is a replay
             again = await http.patch(url, json=moved, headers={**bearer, "X-MFA-Code": code})
             assert (again.status_code, again.json()["errors"]) == (403, [INVALID])
+
+
+async def test_the_customer_is_told_when_a_second_factor_is_turned_on(e2e: Stack) -> None:
+    """A stolen token that enrols its own authenticator app does not go unnoticed: each activation is
+    emailed (type, when, the reset link), once, and a wrong code or a mere start sends nothing of it."""
+    async with e2e.http() as http:
+        email, _, bearer = await signed_in(e2e, http)
+        started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+        secret = started.json()["data"]["attributes"]["secret"]
+        code = mfa_totp.code_at(secret, utcnow())
+        wrong = "000000" if code != "000000" else "111111"
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, kind="totp", code=wrong)).status_code == 403
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, kind="totp", code=code)).status_code == 204
+        told = await e2e.mail_to(email, "two-step sign-in was turned on")
+        assert "(totp)" in told.text
+        assert any(link.endswith("/password/forgotten") for link in told.links), told.links
+        assert "customer support" in told.text
+
+        codes = Codes(e2e, email)  # a second type needs a code of the first (TOTP), then its own
+        with_totp = mfa_totp.code_at(secret, utcnow() + timedelta(seconds=30))
+        assert (await post(http, "multi-factor-auth-type-activate", bearer, code=with_totp)).status_code == 204
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, code=await codes.next())).status_code == 204
+        second = await e2e.sink.wait_for(
+            lambda m: "turned on" in m.subject and "(email)" in m.text and email.lower() in m.to, timeout=15
+        )
+        assert second.subject == told.subject
+    turned_on = [m for m in e2e.sink.to(email) if "turned on" in m.subject]
+    assert len(turned_on) == 2

@@ -698,6 +698,16 @@ async def mfa_removed(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(workflow_id))
 
 
+@branch("mfa-activated/notified")
+async def mfa_activated(stack: Stack) -> list[Handle]:
+    _, reference, _, code = await mfa_email_activation(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    found = await customer(stack, reference)
+    assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
+    workflow_id = await stack.accounts.mfa.activated(reference, mfa.EMAIL)
+    return await finished(stack, stack.client.get_workflow_handle(workflow_id))
+
+
 # --- writing ------------------------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "MfaCodeWorkflow": ("mfa-code", "sent"),
     "MfaActivationWorkflow": ("mfa-activation", "expired verified"),
     "MfaRemovedWorkflow": ("mfa-removed", "notified"),
+    "MfaActivatedWorkflow": ("mfa-activated", "notified"),
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
 }
 
