@@ -18,7 +18,10 @@ the deadline the pending method is dropped (if it is still pending: a verified o
 `mfa_activation_expired` is audited. An activation started again while a run waits joins that run (no
 signal: however often it is started, the run's history grows by one timer and one activity per
 deadline that passed); the activity names the later deadline and the run waits for it. The database's
-expiry column already refuses the method in between; the timer tidies and records.
+expiry column already refuses the method in between; the timer tidies and records. A customer who starts
+it again for months would still grow one run without end: past `history_limit` events (or when the
+server suggests it) the run continues as new with the later deadline (patch
+`mfa-activation-continue-as-new`; runs recorded before it never meet the check's patch call).
 
 Its other parts: routes api/routes/mfa.py; client starter/mfa.py; rules accounts/mfa.py; activities
 activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/emails/<locale>/mfa_code.*.
@@ -26,7 +29,7 @@ activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -59,11 +62,15 @@ class MfaCodeWorkflow:
         )
 
 
+CONTINUE_AS_NEW_PATCH = "mfa-activation-continue-as-new"
+
+
 @dataclass
 class MfaActivationInput:
     customer_reference: str
     type: str
     expires_at: datetime
+    history_limit: int = 1000  # events before an activation started again and again continues as new
 
 
 @workflow.defn
@@ -84,6 +91,13 @@ class MfaActivationWorkflow:
             if end.next_deadline is None or end.next_deadline <= deadline:
                 return end.dropped
             deadline = end.next_deadline  # started again meanwhile: its own deadline, one timer more
+            if _history_is_large(activation.history_limit) and workflow.patched(CONTINUE_AS_NEW_PATCH):
+                workflow.continue_as_new(replace(activation, expires_at=deadline))
+
+
+def _history_is_large(limit: int) -> bool:
+    info = workflow.info()
+    return info.is_continue_as_new_suggested() or info.get_current_history_length() > limit
 
 
 @dataclass
