@@ -44,7 +44,7 @@ from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
-from workflows.mfa import MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
+from workflows.mfa import MfaActivatedWorkflow, MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
 from workflows.new_device import NewDeviceAlertWorkflow
 from workflows.password_change import PasswordChangeWorkflow
 from workflows.password_rehash import PasswordRehashWorkflow
@@ -66,6 +66,7 @@ WORKFLOWS = [
     MfaCodeWorkflow,
     MfaActivationWorkflow,
     MfaRemovedWorkflow,
+    MfaActivatedWorkflow,
     StaffLockNoticeWorkflow,
     NewDeviceAlertWorkflow,
 ]

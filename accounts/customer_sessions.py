@@ -217,8 +217,10 @@ async def not_me_link_customer(sessions: SessionFactory, link_token: str) -> Cus
 
 
 async def redeem_not_me_link(sessions: SessionFactory, link_token: str) -> Customer | None:
-    """Use up the link (one conditional UPDATE: a second use finds it used) and end every session of its
-    customer, with an audit event, in one transaction; None when the link is no live one."""
+    """Use up the link (one conditional UPDATE: a second use finds it used), end every session of its
+    customer and stop the password working (password_reset_required: whoever signed in knows it, so
+    sign-in answers 401 426 until a reset), with an audit event, in one transaction; None when the link
+    is no live one."""
     if not link_token or len(link_token) > MAX_TOKEN_LENGTH:
         return None
     async with sessions.begin() as session:
@@ -234,6 +236,8 @@ async def redeem_not_me_link(sessions: SessionFactory, link_token: str) -> Custo
         if customer is None or customer.anonymized_at is not None:
             return None
         await end_all(session, customer)
+        customer.password_reset_required = True  # as the email change's undo: a reset clears it
+        customer.updated_at = utcnow()
         audit.record(
             session,
             customer_reference=customer.customer_reference,

@@ -73,6 +73,7 @@ class NoticeInput:
     recipient: str | None = None  # email_changed goes to the address the account had before
     new_email_masked: str | None = None  # email_changed
     removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
+    activated: str | None = None  # mfa_activated: the type that became active ("email" or "totp")
     session_id: str | None = None  # new_device: the sign-in whose device and network prefix it names
 
 
@@ -193,6 +194,8 @@ class EmailActivities:
             context.update(new_email_masked=request.new_email_masked)
         if request.removed is not None:
             context.update(removed=request.removed)
+        if request.activated is not None:
+            context.update(activated=request.activated)
         if request.template == NEW_DEVICE_EMAIL and request.session_id is not None:
             context.update(signed_in_at=request.changed_at)
             context.update(await self._new_device(customer, request.session_id, request.idempotency_key))

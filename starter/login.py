@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -57,6 +57,11 @@ class Authenticated:
     token_version: int
     device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
     known_device: bool = False  # the client presented a live device token of this account
+
+
+SecondFactor = Callable[[int, str], Awaitable[None]]
+"""The sign-in's second-factor check (api/mfa_check.check_sign_in), given the customer's id and reference:
+it raises to refuse the sign-in, before any device token is issued or renewed."""
 
 
 def login_blocked(blocked: Blocked) -> LoginBlocked:
@@ -130,20 +135,34 @@ class Logins:
         self.refusals.forget(self.remembered_subjects(email, "")[0])
 
     async def authenticate(
-        self, email: str, password: str, *, client_ip: str, device_token: str | None = None
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str,
+        device_token: str | None = None,
+        second_factor: SecondFactor | None = None,
     ) -> Authenticated:
         """Raises LoginFailed (one answer for every reason), LoginBlocked (no password was checked) or
         PasswordResetRequired (the right password of an account whose reset was forced).
+
+        `second_factor` runs after the password is right and before the device token: a sign-in it refuses
+        (whatever it raises passes through) leaves no new device token and renews none, so a stolen
+        password alone never makes a device known (which would spare it the lockout's account budget).
 
         `device_token`, when it is a live one of this account, counts the attempt on that device alone.
         Without one, a remembered refusal answers before any database read (accounts/refusals.py).
         Each outcome is counted (accounts_sign_ins_total)."""
         try:
             if device_token:  # the owner's known device is never refused from memory: the database decides
-                who = await self._authenticate(email, password, client_ip=client_ip, device_token=device_token)
+                who = await self._authenticate(
+                    email, password, client_ip=client_ip, device_token=device_token, second_factor=second_factor
+                )
             else:
                 async with self.untrusted_attempt(email, client_ip) as place:
-                    who = await self._authenticate(email, password, client_ip=client_ip, place=place)
+                    who = await self._authenticate(
+                        email, password, client_ip=client_ip, place=place, second_factor=second_factor
+                    )
         except LoginBlocked:
             metrics.SIGN_INS_BLOCKED.inc()
             raise
@@ -154,7 +173,14 @@ class Logins:
         return who
 
     async def _authenticate(
-        self, email: str, password: str, *, client_ip: str, device_token: str | None = None, place: Place | None = None
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str,
+        device_token: str | None = None,
+        place: Place | None = None,
+        second_factor: SecondFactor | None = None,
     ) -> Authenticated:
         async with self._sessions() as session:
             customer = await session.scalar(select(Customer).where(Customer.email_key == email_key(email)))
@@ -171,6 +197,8 @@ class Logins:
         assert customer.password_hash is not None
         if self._hasher.needs_rehash(customer.password_hash):
             await self._rehash(customer, password)
+        if second_factor is not None:
+            await second_factor(customer.id, customer.customer_reference)
         lifetime = self._settings.device_token_lifetime
         if device is not None:
             await device_tokens.renew(self._sessions, device, lifetime)

@@ -11,6 +11,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from workflows.mfa import (
+    MfaActivatedInput,
+    MfaActivatedWorkflow,
     MfaActivationInput,
     MfaActivationWorkflow,
     MfaCodeRequest,
@@ -29,9 +31,10 @@ def activation_workflow_id(customer_reference: str, kind: str) -> str:
 
 
 class MfaLifecycles:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, *, activation_history_limit: int = 1000) -> None:
         self._client = client
         self._settings = settings
+        self._activation_history_limit = activation_history_limit  # a test's small one stands in for months
 
     async def send_code(self, customer_reference: str, code_id: int, *, channel: str = "api") -> None:
         """Email the code of this row (the row id is all the workflow carries)."""
@@ -51,7 +54,7 @@ class MfaLifecycles:
         """The activation's deadline: a new run, or the running one (which finds the later deadline itself)."""
         await self._client.start_workflow(
             MfaActivationWorkflow.run,
-            MfaActivationInput(customer_reference, kind, expires_at),
+            MfaActivationInput(customer_reference, kind, expires_at, self._activation_history_limit),
             id=activation_workflow_id(customer_reference, kind),
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -69,5 +72,18 @@ class MfaLifecycles:
             task_queue=self._settings.task_queue,
             static_summary=f"MFA removed from {customer_reference}",
             search_attributes=lifecycle_attributes(customer_reference, "backoffice"),
+        )
+        return workflow_id
+
+    async def activated(self, customer_reference: str, kind: str, *, channel: str = "api") -> str:
+        """Tell the customer a method became active (workflows/mfa.py MfaActivated); returns the run's id."""
+        workflow_id = f"mfa-activated:{customer_reference}:{uuid.uuid4().hex[:12]}"
+        await self._client.start_workflow(
+            MfaActivatedWorkflow.run,
+            MfaActivatedInput(customer_reference, kind),
+            id=workflow_id,
+            task_queue=self._settings.task_queue,
+            static_summary=f"MFA ({kind}) activated for {customer_reference}",
+            search_attributes=lifecycle_attributes(customer_reference, channel),
         )
         return workflow_id

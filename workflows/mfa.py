@@ -8,12 +8,20 @@ out (a newer one, a sign-out) is not sent.
 MfaRemoved (`mfa-removed:{customer_reference}:{uuid}`): support removed the customer's methods; the
 customer hears of it by email ("mfa_removed"), even if the API process dies right after the removal.
 
+MfaActivated (`mfa-activated:{customer_reference}:{uuid}`): a method became active (POST
+/multi-factor-auth-type-verify); the customer hears of it by email ("mfa_activated"), so a stolen token
+that enrolled its own authenticator app does not go unnoticed. A workflow type of its own beside
+MfaRemoved (the same one activity), so runs of MfaRemoved in flight replay unchanged.
+
 MfaActivation (`mfa-activation:{customer_reference}:{type}`): from an activation until its expiry. At
 the deadline the pending method is dropped (if it is still pending: a verified one stays) and
 `mfa_activation_expired` is audited. An activation started again while a run waits joins that run (no
 signal: however often it is started, the run's history grows by one timer and one activity per
 deadline that passed); the activity names the later deadline and the run waits for it. The database's
-expiry column already refuses the method in between; the timer tidies and records.
+expiry column already refuses the method in between; the timer tidies and records. A customer who starts
+it again for months would still grow one run without end: past `history_limit` events (or when the
+server suggests it) the run continues as new with the later deadline (patch
+`mfa-activation-continue-as-new`; runs recorded before it never meet the check's patch call).
 
 Its other parts: routes api/routes/mfa.py; client starter/mfa.py; rules accounts/mfa.py; activities
 activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/emails/<locale>/mfa_code.*.
@@ -21,7 +29,7 @@ activities/emails.py (send_mfa_code) and activities/mfa.py; templates templates/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -54,11 +62,15 @@ class MfaCodeWorkflow:
         )
 
 
+CONTINUE_AS_NEW_PATCH = "mfa-activation-continue-as-new"
+
+
 @dataclass
 class MfaActivationInput:
     customer_reference: str
     type: str
     expires_at: datetime
+    history_limit: int = 1000  # events before an activation started again and again continues as new
 
 
 @workflow.defn
@@ -79,6 +91,13 @@ class MfaActivationWorkflow:
             if end.next_deadline is None or end.next_deadline <= deadline:
                 return end.dropped
             deadline = end.next_deadline  # started again meanwhile: its own deadline, one timer more
+            if _history_is_large(activation.history_limit) and workflow.patched(CONTINUE_AS_NEW_PATCH):
+                workflow.continue_as_new(replace(activation, expires_at=deadline))
+
+
+def _history_is_large(limit: int) -> bool:
+    info = workflow.info()
+    return info.is_continue_as_new_suggested() or info.get_current_history_length() > limit
 
 
 @dataclass
@@ -98,6 +117,29 @@ class MfaRemovedWorkflow:
             f"{lifecycle_key()}/removed",
             changed_at=workflow.now(),
             removed=", ".join(removal.removed),
+        )
+        return await workflow.execute_activity_method(
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+        )
+
+
+@dataclass
+class MfaActivatedInput:
+    customer_reference: str
+    type: str
+
+
+@workflow.defn
+class MfaActivatedWorkflow:
+    @workflow.run
+    async def run(self, activation: MfaActivatedInput) -> bool:
+        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(activation.customer_reference)])
+        notice = NoticeInput(
+            activation.customer_reference,
+            "mfa_activated",
+            f"{lifecycle_key()}/activated",
+            changed_at=workflow.now(),
+            activated=activation.type,
         )
         return await workflow.execute_activity_method(
             EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()

@@ -141,7 +141,9 @@ async def _deadline(accounts: AccountsClient, customer: Customer, kind: str, exp
 
 
 @router.post("/multi-factor-auth-type-verify", status_code=204, summary="Verify a pending MFA type with its code")
-async def verify(body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions) -> Response:
+async def verify(
+    body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions, accounts: Accounts
+) -> Response:
     code = presented_code(request)
     if code is None:
         raise GlueException(CODE_MISSING)
@@ -152,6 +154,10 @@ async def verify(body: MfaTypeRequest, request: Request, customer: CurrentCustom
         raise _refused(refusal) from None
     if not ok:
         raise GlueException(CODE_INVALID)
+    try:  # started before the answer: once the customer sees 204, the email is Temporal's to deliver
+        await accounts.mfa.activated(customer.customer_reference, kind)
+    except Exception:  # the method is active already; refusing now would not undo it
+        log.exception("the MFA activation email of %s could not be started", customer.customer_reference)
     return Response(status_code=204)
 
 

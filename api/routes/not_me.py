@@ -1,7 +1,8 @@
 """The storefront page of the new-device email's "this wasn't me" link: GET shows one button, POST acts.
 
-Pressing it (accounts/customer_sessions.py `redeem_not_me_link`) uses the link up and ends every session
-of the account, then leads to the password reset form. A plain GET changes nothing: mail scanners
+Pressing it (accounts/customer_sessions.py `redeem_not_me_link`) uses the link up, ends every session
+of the account and stops its password working (sign-in answers 401 426 until a reset), then leads to the
+password reset form. A plain GET changes nothing: mail scanners
 prefetch links.
 """
 
@@ -33,7 +34,7 @@ async def not_me_page(
     return _page(renderer, settings, locale, accept_language, state=state, token=token if locale else "")
 
 
-@router.post(PATH, summary="End every session of the account, then go to the password reset form")
+@router.post(PATH, summary="End every session of the account, require a new password, go to the reset form")
 async def not_me(
     accounts: Accounts,
     renderer: Renderer,

@@ -30,6 +30,7 @@ MESSAGES = (
     "email_changed",
     "mfa_code",
     "mfa_removed",
+    "mfa_activated",
 )
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
@@ -68,6 +69,7 @@ def context(**overrides: Any) -> dict[str, Any]:
         "code": "042917",
         "valid_minutes": 30,
         "removed": "email, totp",
+        "activated": "totp",
     }
     return values | overrides
 

@@ -13,11 +13,12 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
-from conftest import Database, Stack, StackFactory, press_the_button
+from conftest import Database, Stack, StackFactory, press_the_button, token_from
 from sqlalchemy import event, select, update
 from test_backoffice_http import staff_key
 from test_backoffice_web import csrf_token, staff_with_password, web_sign_in
 from test_login_http import JSONAPI, PASSWORD, login_body, registered
+from test_passwords_http import NEW_PASSWORD, forgotten, restore
 
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.models import AuditEvent, Customer, CustomerSession, DeviceToken, utcnow
@@ -44,13 +45,19 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
 
 
 async def sign_in_from(
-    http: httpx.AsyncClient, email: str, user_agent: str, *, client: str = "203.0.113.7", device: str | None = None
+    http: httpx.AsyncClient,
+    email: str,
+    user_agent: str,
+    *,
+    client: str = "203.0.113.7",
+    device: str | None = None,
+    password: str = PASSWORD,
 ) -> dict[str, Any]:
     """A sign-in from a browser (its user agent) in a network (named by the trusted proxy, 127.0.0.1)."""
     headers = {"Content-Type": JSONAPI, "User-Agent": user_agent, "X-Forwarded-For": client}
     if device is not None:
         headers[DEVICE] = device
-    answer = await http.post("/access-tokens", json=login_body(email, PASSWORD), headers=headers)
+    answer = await http.post("/access-tokens", json=login_body(email, password), headers=headers)
     assert answer.status_code == 201, answer.text
     return {**answer.json()["data"]["attributes"], "deviceToken": answer.headers[DEVICE]}
 
@@ -226,9 +233,43 @@ async def test_this_wasnt_me_ends_every_session_and_leads_to_the_reset_form(e2e:
                 )
             ).all()
         assert [(e.channel, e.details) for e in events] == [("email", {"reason": "not_me"})]
-        # signing in again starts afresh
-        back = await sign_in_from(http, email, FIREFOX, device=mine["deviceToken"])
+        # the intruder knows the password: it signs in no more, from either device, until a reset
+        for device in (mine["deviceToken"], intruder["deviceToken"]):
+            headers = {"Content-Type": JSONAPI, "User-Agent": FIREFOX, DEVICE: device}
+            stale = await http.post("/access-tokens", json=login_body(email, PASSWORD), headers=headers)
+            assert (stale.status_code, stale.json()["errors"][0]["code"]) == (401, "426"), stale.text
+        assert (await http.post("/customer-forgotten-password", json=forgotten(email))).status_code == 204
+        key = token_from(await e2e.mail_to(email, "reset"))
+        assert (await http.patch(f"/customer-restore-password/{key}", json=restore(key))).status_code == 204
+        assert not (await stored(e2e, reference)).password_reset_required
+        # the new password starts afresh; the old one stays refused as a wrong one
+        back = await sign_in_from(http, email, FIREFOX, device=mine["deviceToken"], password=NEW_PASSWORD)
         assert (await http.get(f"/customers/{reference}", headers=bearer(back))).status_code == 200
+        old = await http.post("/access-tokens", json=login_body(email, PASSWORD), headers={"Content-Type": JSONAPI})
+        assert (old.status_code, old.json()["errors"][0]["code"]) == (401, "003")
+
+
+async def test_the_not_me_page_says_the_password_stops_working(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        await sign_in_from(http, email, FIREFOX)
+        await sign_in_from(http, email, CHROME, client="198.51.100.20")
+        link = token_link(await e2e.mail_to(email, NEW_SIGN_IN))
+        english = await http.get(link)
+        assert "current password stops working" in english.text and "reset link" in english.text
+        async with e2e.database.sessions.begin() as session:  # the page speaks the link's customer's language
+            await session.execute(
+                update(Customer).where(Customer.customer_reference == reference).values(locale="de_DE")
+            )
+        german = await http.get(link)
+        assert "Passwort gilt nicht mehr" in german.text, german.text
+
+
+async def stored(stack: Stack, reference: str) -> Customer:
+    async with stack.database.sessions() as session:
+        found = await session.scalar(select(Customer).where(Customer.customer_reference == reference))
+        assert found is not None
+        return found
 
 
 async def test_tokens_without_a_session_id_work_and_the_check_costs_no_extra_statement(e2e: Stack) -> None:

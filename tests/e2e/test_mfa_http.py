@@ -13,13 +13,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, decoded_payload_texts
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
 from test_profile_http import profile, signed_in
 
 from accounts import mfa_totp
-from accounts.models import AuditEvent, Customer, MfaMethod, MfaRecoveryCode, utcnow
+from accounts.models import AuditEvent, Customer, DeviceToken, MfaMethod, MfaRecoveryCode, utcnow
 from starter.mfa import code_workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -402,3 +402,91 @@ async def test_a_second_factor_code_is_the_re_authentication_of_an_email_change(
             # the code was spent: the same time step again is a replay
             again = await http.patch(url, json=moved, headers={**bearer, "X-MFA-Code": code})
             assert (again.status_code, again.json()["errors"]) == (403, [INVALID])
+
+
+async def test_the_customer_is_told_when_a_second_factor_is_turned_on(e2e: Stack) -> None:
+    """A stolen token that enrols its own authenticator app does not go unnoticed: each activation is
+    emailed (type, when, the reset link), once, and a wrong code or a mere start sends nothing of it."""
+    async with e2e.http() as http:
+        email, _, bearer = await signed_in(e2e, http)
+        started = await post(http, "multi-factor-auth-type-activate", bearer, kind="totp")
+        secret = started.json()["data"]["attributes"]["secret"]
+        code = mfa_totp.code_at(secret, utcnow())
+        wrong = "000000" if code != "000000" else "111111"
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, kind="totp", code=wrong)).status_code == 403
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, kind="totp", code=code)).status_code == 204
+        told = await e2e.mail_to(email, "two-step sign-in was turned on")
+        assert "(totp)" in told.text
+        assert any(link.endswith("/password/forgotten") for link in told.links), told.links
+        assert "customer support" in told.text
+
+        codes = Codes(e2e, email)  # a second type needs a code of the first (TOTP), then its own
+        with_totp = mfa_totp.code_at(secret, utcnow() + timedelta(seconds=30))
+        assert (await post(http, "multi-factor-auth-type-activate", bearer, code=with_totp)).status_code == 204
+        assert (await post(http, "multi-factor-auth-type-verify", bearer, code=await codes.next())).status_code == 204
+        second = await e2e.sink.wait_for(
+            lambda m: "turned on" in m.subject and "(email)" in m.text and email.lower() in m.to, timeout=15
+        )
+        assert second.subject == told.subject
+    turned_on = [m for m in e2e.sink.to(email) if "turned on" in m.subject]
+    assert len(turned_on) == 2
+
+
+async def test_a_sign_in_the_second_factor_refuses_leaves_no_device_known(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    """With ACCOUNTS_MFA_AT_SIGN_IN, the right password without the right code issues no device token and
+    renews none: a stolen password alone never makes a device known (whose attempts would be counted on
+    it alone, outside the account's lockout budget)."""
+    overrides = {"mfa_code_resend_min_interval": timedelta(0), "mfa_at_sign_in": True}
+    async with stack(dev_server, database, api=True, **overrides) as e2e, e2e.http() as http:
+        email, reference, _, codes = await email_activated(e2e, http)
+        customer_id = await _id(e2e, reference)
+        known = await device_rows(e2e, customer_id)
+
+        without = await sign_in(http, email)
+        assert without.status_code == 403 and "X-Device-Token" not in without.headers
+        code = await codes.next()
+        wrong = "000000" if code != "000000" else "111111"
+        refused = await sign_in(http, email, code=wrong)
+        assert refused.status_code == 403 and "X-Device-Token" not in refused.headers
+        oauth = {"grant_type": "password", "username": email, "password": PASSWORD}
+        assert (await http.post("/token", data=oauth)).status_code == 400
+        code = await codes.next()  # the refused /token sent one (the newest is the one that works)
+        assert await device_rows(e2e, customer_id) == known  # none issued, none renewed
+
+        signed = await sign_in(http, email, code=code)
+        assert signed.status_code == 201, signed.text
+        device = signed.headers["X-Device-Token"]
+        after = await device_rows(e2e, customer_id)
+        assert len(after) == len(known) + 1
+
+        # a known device with a wrong code: its token is not renewed either (a right one would renew it)
+        async with e2e.database.sessions.begin() as session:
+            await session.execute(
+                update(DeviceToken)
+                .where(DeviceToken.customer_id == customer_id)
+                .values(expires_at=utcnow() + timedelta(days=1))
+            )
+        stale = await device_rows(e2e, customer_id)
+        headers = {"X-MFA-Code": wrong, "X-Device-Token": device}
+        refused = await http.post("/access-tokens", json=login_body(email, PASSWORD), headers=headers)
+        assert refused.status_code == 403
+        assert await device_rows(e2e, customer_id) == stale
+
+
+async def _id(stack: Stack, reference: str) -> int:
+    async with stack.database.sessions() as session:
+        found = await session.scalar(select(Customer.id).where(Customer.customer_reference == reference))
+    assert found is not None
+    return found
+
+
+async def device_rows(stack: Stack, customer_id: int) -> list[tuple[str, Any]]:
+    async with stack.database.sessions() as session:
+        rows = await session.execute(
+            select(DeviceToken.token_hash, DeviceToken.expires_at)
+            .where(DeviceToken.customer_id == customer_id)
+            .order_by(DeviceToken.id)
+        )
+        return [(h, e) for h, e in rows]

@@ -58,12 +58,12 @@ from conftest import (
     token_from,
     unique_email,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from accounts import customer_sessions, mfa
-from accounts.models import AuditEvent, Customer, EmailOutbox, ReferenceCounter
+from accounts.models import AuditEvent, Customer, EmailOutbox, MfaMethod, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.staff import StaffDirectory
@@ -75,7 +75,7 @@ from starter import AccountsClient, EmailTaken, LoginFailed, Registration
 from starter.client import registration_id, registration_timings
 from starter.imports import Imports
 from starter.login import lockout_id
-from starter.mfa import activation_workflow_id, code_workflow_id
+from starter.mfa import MfaLifecycles, activation_workflow_id, code_workflow_id
 from starter.passwords import reset_id
 from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
@@ -687,6 +687,39 @@ async def mfa_activation_verified(stack: Stack) -> list[Handle]:
     return await finished(stack, stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL)))
 
 
+@branch("mfa-activation/continue-as-new", "mfa-activation/continued")
+async def mfa_activation_continued(stack: Stack) -> list[Handle]:
+    """An activation started again each hour until its run continues as new (a history limit of 30 stands
+    in for months of restarts): its first run, and the last one, which drops the method at its deadline."""
+    _, reference = await verified_customer(stack)
+    found = await customer(stack, reference)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    await mfa.start_email_activation(stack.database.sessions, policy, found)
+    deadline = await stack.env.get_current_time() + timedelta(hours=1)  # the server's clock, skipped ahead
+    async with stack.database.sessions.begin() as session:
+        await session.execute(update(MfaMethod).where(MfaMethod.customer_id == found.id).values(expires_at=deadline))
+    lifecycles = MfaLifecycles(stack.client, stack.settings, activation_history_limit=30)
+    await lifecycles.activation_started(reference, mfa.EMAIL, deadline)
+    handle = stack.client.get_workflow_handle(activation_workflow_id(reference, mfa.EMAIL))
+    first = (await handle.describe()).run_id
+    assert first is not None
+    for _ in range(12):
+        deadline += timedelta(hours=1)
+        async with stack.database.sessions.begin() as session:
+            await session.execute(
+                update(MfaMethod).where(MfaMethod.customer_id == found.id).values(expires_at=deadline)
+            )
+        await lifecycles.activation_started(reference, mfa.EMAIL, deadline)
+        await stack.env.sleep(timedelta(hours=1))
+        if (await handle.describe()).run_id != first:
+            break
+    else:
+        raise AssertionError("the activation never continued as new")
+    await finished(stack, handle)
+    last = (await handle.describe()).run_id
+    return [stack.client.get_workflow_handle(handle.id, run_id=r) for r in (first, last)]
+
+
 @branch("mfa-removed/notified")
 async def mfa_removed(stack: Stack) -> list[Handle]:
     _, reference, _, code = await mfa_email_activation(stack)
@@ -695,6 +728,16 @@ async def mfa_removed(stack: Stack) -> list[Handle]:
     assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
     removed = await mfa.deactivate(stack.database.sessions, found, None, channel="backoffice", actor="support")
     workflow_id = await stack.accounts.mfa.removed_by_support(reference, removed)
+    return await finished(stack, stack.client.get_workflow_handle(workflow_id))
+
+
+@branch("mfa-activated/notified")
+async def mfa_activated(stack: Stack) -> list[Handle]:
+    _, reference, _, code = await mfa_email_activation(stack)
+    policy = mfa.MfaPolicy.from_settings(stack.settings)
+    found = await customer(stack, reference)
+    assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
+    workflow_id = await stack.accounts.mfa.activated(reference, mfa.EMAIL)
     return await finished(stack, stack.client.get_workflow_handle(workflow_id))
 
 

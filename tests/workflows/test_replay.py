@@ -55,8 +55,9 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "StaffLockNoticeWorkflow": ("staff-lock-notice", "mailed"),
     "ThrottleCleanupWorkflow": ("throttle-cleanup", "cleaned"),
     "MfaCodeWorkflow": ("mfa-code", "sent"),
-    "MfaActivationWorkflow": ("mfa-activation", "expired verified"),
+    "MfaActivationWorkflow": ("mfa-activation", "expired verified continue-as-new continued"),
     "MfaRemovedWorkflow": ("mfa-removed", "notified"),
+    "MfaActivatedWorkflow": ("mfa-activated", "notified"),
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
 }
 
