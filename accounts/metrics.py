@@ -50,12 +50,14 @@ REGISTRATIONS_EXPIRED = REGISTRATIONS.labels("expired")
 SIGN_INS = Counter(
     "accounts_sign_ins",
     "Customer sign-in attempts: succeeded, failed (wrong password, unknown or unverified account, a forced"
-    " reset), blocked (refused by the lockout without checking the password, from the database or memory).",
+    " reset), blocked (refused by the lockout without checking the password, from the database or memory),"
+    " second_factor_refused (the right password, then no or a wrong MFA code: ACCOUNTS_MFA_AT_SIGN_IN).",
     ["outcome"],
 )
 SIGN_INS_SUCCEEDED = SIGN_INS.labels("succeeded")
 SIGN_INS_FAILED = SIGN_INS.labels("failed")
 SIGN_INS_BLOCKED = SIGN_INS.labels("blocked")
+SIGN_INS_SECOND_FACTOR_REFUSED = SIGN_INS.labels("second_factor_refused")
 
 EMAILS = Counter(
     "accounts_emails",

@@ -198,7 +198,11 @@ class Logins:
         if self._hasher.needs_rehash(customer.password_hash):
             await self._rehash(customer, password)
         if second_factor is not None:
-            await second_factor(customer.id, customer.customer_reference)
+            try:
+                await second_factor(customer.id, customer.customer_reference)
+            except BaseException:  # its own answer (Glue's 5900/5901) passes through, counted here
+                metrics.SIGN_INS_SECOND_FACTOR_REFUSED.inc()
+                raise
         lifetime = self._settings.device_token_lifetime
         if device is not None:
             await device_tokens.renew(self._sessions, device, lifetime)

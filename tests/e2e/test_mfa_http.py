@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, decoded_payload_texts
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from test_backoffice_http import staff_key
 from test_login_http import PASSWORD, login_body
@@ -265,8 +266,12 @@ async def test_sign_in_needs_the_code_when_the_setting_says_so(
     overrides = {"mfa_code_resend_min_interval": timedelta(0), "mfa_at_sign_in": True}
     async with stack(dev_server, database, api=True, **overrides) as e2e, e2e.http() as http:
         email, _, _, codes = await email_activated(e2e, http)
+        refusals = REGISTRY.get_sample_value("accounts_sign_ins_total", {"outcome": "second_factor_refused"}) or 0
         without = await sign_in(http, email)
         assert (without.status_code, without.json()["errors"]) == (403, [MISSING])
+        # counted as its own outcome (the API runs in this process here)
+        after = REGISTRY.get_sample_value("accounts_sign_ins_total", {"outcome": "second_factor_refused"})
+        assert after == refusals + 1
         code = await codes.next()  # the refused sign-in sent one
         wrong = "000000" if code != "000000" else "111111"
         refused = await sign_in(http, email, code=wrong)
