@@ -108,18 +108,23 @@ def customer_csv(rows: list[Row]) -> bytes:
 # --- the floor --------------------------------------------------------------------------------------
 
 
-async def floor(url: str, rows: list[Row], batch: int) -> float:
-    """Seconds to bulk insert the rows (as customers, unverified ones without registered_at), `batch` per
-    transaction (the import's ACCOUNTS_IMPORT_BATCH_SIZE), one transaction after the other."""
-    engine = create_engine(url)
+def customer_values(rows: list[Row]) -> list[dict[str, Any]]:
+    """The rows as `customers` columns (unverified ones without registered_at), built before any clock starts."""
     now = datetime.now(UTC)
-    values = [
+    return [
         {"customer_reference": r.reference, "email": r.email, "email_key": email_key(r.email),
          "salutation": r.salutation, "first_name": r.first_name, "last_name": r.last_name, "gender": r.gender,
          "date_of_birth": date.fromisoformat(r.date_of_birth), "locale": "en_US", "password_hash": r.password or None,
          "channel": "import", "registered_at": now if r.registered else None, "created_at": now, "updated_at": now}
         for r in rows
     ]  # fmt: skip
+
+
+async def floor(url: str, rows: list[Row], batch: int) -> float:
+    """Seconds to bulk insert the rows (as customers, unverified ones without registered_at), `batch` per
+    transaction (the import's ACCOUNTS_IMPORT_BATCH_SIZE), one transaction after the other."""
+    engine = create_engine(url)
+    values = customer_values(rows)
     try:
         started = time.perf_counter()
         for at in range(0, len(values), batch):
@@ -137,14 +142,7 @@ async def own_writes(url: str, rows: list[Row], batch: int) -> float:
     reference counter's UPDATE. Their columns are built before the clock starts: no parsing, no checks, no
     workflow. What the import cannot get below, whatever the rest costs."""
     engine = create_engine(url)
-    now = datetime.now(UTC)
-    customers = [
-        {"customer_reference": r.reference, "email": r.email, "email_key": email_key(r.email),
-         "salutation": r.salutation, "first_name": r.first_name, "last_name": r.last_name, "gender": r.gender,
-         "date_of_birth": date.fromisoformat(r.date_of_birth), "locale": "en_US", "password_hash": r.password or None,
-         "channel": "import", "registered_at": now if r.registered else None, "created_at": now, "updated_at": now}
-        for r in rows
-    ]  # fmt: skip
+    customers = customer_values(rows)
     events = [
         audit.entry(customer_reference=r.reference, event="imported", channel="import", actor="bench",
                     details={"import": "bench", "outcome": "created"}, idempotency_key=f"imported:bench:{r.reference}")
