@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from api import jsonapi
 from api.jsonapi import GlueError, GlueException
+from api.routes.passwords import CUSTOMER_NOT_FOUND as NOT_FOUND  # one answer: Glue's 404 402
 from api.routes.passwords import policy_errors
 from backoffice import AddressNotFound, Conflict, CustomerNotFound, Forbidden, GroupNotFound, InvalidInput
 from starter import (
@@ -21,7 +22,6 @@ from starter import (
     ResendThrottled,
 )
 
-NOT_FOUND = GlueError(404, "402", "Customer not found.")
 GROUP_NOT_FOUND = GlueError(404, "404", "Customer group not found.")
 ADDRESS_NOT_FOUND = GlueError(404, "404", "Address not found.")
 
