@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from processes import child  # bench/processes.py, beside this script
 from registration import (  # bench/registration.py, beside this script
     STEP_TIMEOUT,
     BenchFailure,
@@ -64,11 +65,6 @@ class Report:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def child(name: str, args: list[str], env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
-    log = (work / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, cwd=work, stdout=log, stderr=log)  # noqa: S603
 
 
 async def listening(port: int, process: subprocess.Popen[bytes], name: str) -> None:
@@ -125,16 +121,17 @@ async def bench(count: int, concurrency: int, kill_range: tuple[float, float]) -
                 "ACCOUNTS_ADDRESS_REQUESTS_PER_HOUR": "0",
                 "ACCOUNTS_REQUEST_TIMEOUT": "PT60S",  # a sign-up whose create ran on the killed worker waits
             }
+            # each stopped on the way out (bench/processes.py), the one killed on purpose included
             processes = {
-                "worker-1": child("worker-1", ["worker"], shared, work),
-                "worker-2": child("worker-2", ["worker"], shared, work),
+                "worker-1": stack.enter_context(child("worker-1", ["worker"], shared, work)),
+                "worker-2": stack.enter_context(child("worker-2", ["worker"], shared, work)),
                 **{
-                    f"api-{n}": child(f"api-{n}", ["api"], {**shared, "ACCOUNTS_API_PORT": str(port)}, work)
+                    f"api-{n}": stack.enter_context(
+                        child(f"api-{n}", ["api"], {**shared, "ACCOUNTS_API_PORT": str(port)}, work)
+                    )
                     for n, port in enumerate(ports, 1)
                 },
             }
-            for process in processes.values():
-                stack.callback(_stop, process)
             await asyncio.gather(
                 *(listening(port, processes[f"api-{n}"], f"api-{n}") for n, port in enumerate(ports, 1))
             )
@@ -187,16 +184,6 @@ def _body(email: str) -> dict[str, object]:
     attributes = {"salutation": "Ms", "gender": "Female", "firstName": "Ada", "lastName": "Byron", "email": email,
                   "password": PASSWORD, "confirmPassword": PASSWORD, "acceptedTerms": True}  # fmt: skip
     return {"data": {"type": "customers", "attributes": attributes}}
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def exactly_once(url: str, emails: list[str], references: list[str], sink: MailSink) -> list[str]:
