@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
-from registration import Measurement, database, measure, percentile  # bench/registration.py, beside this script
+from processes import database  # bench/processes.py, beside this script
+from registration import Measurement, measure, percentile  # bench/registration.py, beside this script
 from sqlalchemy import func, insert, select
 from temporalio.client import Client
 

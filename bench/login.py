@@ -77,15 +77,14 @@ from typing import Any
 
 import httpx
 import rawhttp  # bench/rawhttp.py, beside this script
+from processes import BenchFailure, child, free_port, until_serving  # bench/processes.py, beside this script
 from registration import (  # bench/registration.py, beside this script
     STEP_TIMEOUT,
-    BenchFailure,
     Measurement,
     _expect,
     _token,
     bench_password,
     bench_stack,
-    free_port,
     measure,
     percentile,
 )
@@ -474,14 +473,6 @@ class ProcessAttack:
 
 
 @contextlib.contextmanager
-def child(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Any:
-    # bench/import.py's (its module name is a keyword: imported by name)
-    spawn: Any = importlib.import_module("import").child
-    with spawn(name, args, env, cwd) as process:
-        yield process
-
-
-@contextlib.contextmanager
 def floor_server(port: int, work: Path) -> Any:
     """The floor of the refusals: bench/rawhttp.floor_app under the same uvicorn (httptools, uvloop), alone
     in its process as the API is."""
@@ -506,10 +497,10 @@ def logs_on_failure(work: Path) -> Any:
 
 
 async def bench_processes(database_kind: str) -> ProcessAttack:
-    processes: Any = importlib.import_module("import")
+    import_bench: Any = importlib.import_module("import")  # its name is a keyword: imported by name
     with tempfile.TemporaryDirectory(prefix="accounts-bench-login-") as directory:
         work = Path(directory)
-        async with processes.system(database_kind, 1.0, work) as system, MailSink("127.0.0.1", 0) as sink:
+        async with import_bench.system(database_kind, 1.0, work) as system, MailSink("127.0.0.1", 0) as sink:
             env = {**system["env"], "ACCOUNTS_SMTP_PORT": str(sink.port)}
             env["ACCOUNTS_LOCKOUT_IP_MAX_FAILURES"] = str(IP_MAX_FAILURES)
             # the 9 verifications run at nice 19 and yield to everything else on a shared machine: let them finish
@@ -522,7 +513,7 @@ async def bench_processes(database_kind: str) -> ProcessAttack:
                 floor_server(floor_port, work),
                 logs_on_failure(work),
             ):
-                await processes.until_serving(system["api_url"], api, work)
+                await until_serving(system["api_url"], api, work)
                 async with httpx.AsyncClient(base_url=system["api_url"], timeout=STEP_TIMEOUT) as http:
                     print("registering the account under attack ...", file=sys.stderr)
                     victim = await register(http, sink, f"victim-{uuid.uuid4().hex[:8]}@example.com")
@@ -809,11 +800,11 @@ async def started_workflows(address: str, since: datetime) -> tuple[dict[str, in
 
 async def bench_spray(database_kind: str, size: int) -> tuple[list[SprayResult], Settings]:
     run = uuid.uuid4().hex[:6]
-    processes: Any = importlib.import_module("import")
+    import_bench: Any = importlib.import_module("import")  # its name is a keyword: imported by name
     results = []
     with tempfile.TemporaryDirectory(prefix="accounts-bench-spray-") as directory:
         work = Path(directory)
-        async with processes.system(database_kind, 1.0, work) as system:
+        async with import_bench.system(database_kind, 1.0, work) as system:
             url = system["url"]
             time_cost, memory_cost, parallelism = SPRAY_ARGON2
             argon2 = {"ACCOUNTS_ARGON2_TIME_COST": str(time_cost), "ACCOUNTS_ARGON2_MEMORY_COST": str(memory_cost),
@@ -842,7 +833,6 @@ async def bench_spray(database_kind: str, size: int) -> tuple[list[SprayResult],
 async def spray_scenario(
     plan: SprayPlan, targets: list[list[str]], env: dict[str, str], url: str, database_kind: str, work: Path
 ) -> SprayResult:
-    processes: Any = importlib.import_module("import")
     await forget_throttles(url)
     budgets = {} if plan.budgets else {"ACCOUNTS_RATE_LIMIT_PER_IP": "0", "ACCOUNTS_RATE_LIMIT_GLOBAL": "0"}
     if plan.global_share is not None:
@@ -854,7 +844,7 @@ async def spray_scenario(
     since = datetime.now(UTC)
     with child("api", ["api"], {**env, **budgets}, work) as api:
         api_url = f"http://127.0.0.1:{env['ACCOUNTS_API_PORT']}"
-        await processes.until_serving(api_url, api, work)
+        await until_serving(api_url, api, work)
         print(f"spray: {plan.name}, {len(targets)} wrong passwords ...", file=sys.stderr)
         finished = await asyncio.to_thread(
             subprocess.run,

@@ -34,15 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from processes import child  # bench/processes.py, beside this script
-from registration import (  # bench/registration.py, beside this script
-    STEP_TIMEOUT,
-    BenchFailure,
-    database,
-    free_port,
-    percentile,
-    temporal_binary,
-)
+from processes import BenchFailure, child, database, free_port, temporal_binary  # bench/processes.py, beside this
+from registration import STEP_TIMEOUT, percentile  # bench/registration.py, beside this script
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
