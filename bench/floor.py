@@ -3,8 +3,10 @@
     update-with-start "created" answers once the create activity ran
     create -> send link -> wait for the "confirm" update -> activate -> welcome
 
-Same update round trips, same activity count, same waits as `RegistrationWorkflow`, but no database,
-no argon2, no SMTP: what is left is what the engine (server, SDK, worker) costs per registration.
+Same update round trips, same activity count, same waits and the same task queues as `RegistrationWorkflow`
+(its two emails go to the email queue, as workflows/queues.py sends them: a queue of its own whose rate
+the server bounds, so they are dispatched through matching, not eagerly), but no database, no argon2,
+no SMTP: what is left is what the engine (server, SDK, worker) costs per registration.
 It lives apart from bench/registration.py because the workflow sandbox re-imports a workflow's module,
 and that module must not be the script being run.
 """
@@ -16,7 +18,16 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 
+with workflow.unsafe.imports_passed_through():
+    from accounts.task_queues import TaskQueues
+
 ACTIVITY_OPTIONS: dict = {"start_to_close_timeout": timedelta(seconds=30)}
+EMAIL_STEPS = ("send_link", "welcome")
+
+
+def email_queue(task_queue: str) -> str:
+    """The floor's email queue beside its own, named as the real worker names its email queue."""
+    return TaskQueues(task_queue).email
 
 
 @dataclass
@@ -97,4 +108,7 @@ class FloorWorkflow:
         return FloorActivated(request.key)
 
     async def _step(self, step: str) -> None:
-        await workflow.execute_activity(floor_step, FloorStep(self._input.key, step), **ACTIVITY_OPTIONS)
+        queue = email_queue(workflow.info().task_queue) if step in EMAIL_STEPS else workflow.info().task_queue
+        await workflow.execute_activity(
+            floor_step, FloorStep(self._input.key, step), task_queue=queue, **ACTIVITY_OPTIONS
+        )

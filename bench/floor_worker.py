@@ -12,19 +12,23 @@ import asyncio
 import os
 import signal
 
-from floor import FloorWorkflow, floor_step  # bench/floor.py, beside this script
+from floor import FloorWorkflow, email_queue, floor_step  # bench/floor.py, beside this script
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 
 async def main() -> None:
     client = await Client.connect(os.environ["ACCOUNTS_TEMPORAL_ADDRESS"])
-    worker = Worker(
-        client, task_queue=os.environ["BENCH_FLOOR_TASK_QUEUE"], workflows=[FloorWorkflow], activities=[floor_step]
+    queue = os.environ["BENCH_FLOOR_TASK_QUEUE"]
+    lifecycles = Worker(client, task_queue=queue, workflows=[FloorWorkflow], activities=[floor_step])
+    # the emails' queue, rate-bounded by the server as the real worker's is (worker.py)
+    rate = float(os.environ.get("ACCOUNTS_EMAIL_SENDS_PER_SECOND", "10"))
+    emails = Worker(
+        client, task_queue=email_queue(queue), activities=[floor_step], max_task_queue_activities_per_second=rate
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with worker:
+    async with lifecycles, emails:
         await stop.wait()
 
 

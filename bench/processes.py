@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -88,6 +89,20 @@ class Services:
     temporal_target: str
     sink: MailSink
     work: Path  # the children's working directory and logs
+    temporal_metrics: str  # the dev server's Prometheus endpoint: its requests by operation
+
+
+def server_requests(metrics_url: str) -> dict[str, float]:
+    """The Temporal server's `service_requests` counters, summed by operation (all namespaces, callers)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("service_requests{"):
+            labels, value = line.rsplit(" ", 1)
+            found = re.search(r'operation="([^"]+)"', labels)
+            if found:
+                counts[found.group(1)] = counts.get(found.group(1), 0.0) + float(value)
+    return counts
 
 
 @contextlib.asynccontextmanager
@@ -95,9 +110,10 @@ async def services(database_kind: str, work: Path, **settings: str) -> AsyncIter
     """The database, the Temporal dev server and the SMTP sink; `settings` are more ACCOUNTS_* variables."""
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(database(database_kind))
+        metrics_port = free_port()
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
+            dev_server_log_level="error", dev_server_extra_args=["--metrics-port", str(metrics_port)],
         )  # fmt: skip
         stack.push_async_callback(env.shutdown)
         sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
@@ -116,7 +132,8 @@ async def services(database_kind: str, work: Path, **settings: str) -> AsyncIter
             "ACCOUNTS_VAR_DIR": str(work / "var"),  # one payload key and one file store for both children
             **settings,
         }
-        yield Services(url, environment, f"http://127.0.0.1:{port}", target, sink, work)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        yield Services(url, environment, f"http://127.0.0.1:{port}", target, sink, work, metrics)
 
 
 @contextlib.contextmanager

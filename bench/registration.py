@@ -44,6 +44,7 @@ from processes import (  # bench/processes.py, beside this script
     database,
     free_port,
     pid_listening,
+    server_requests,
     services,
     temporal_binary,
     until_serving,
@@ -322,6 +323,9 @@ class Report:
     registration_cpu: dict[str, float] = field(default_factory=dict)
     floor_cpu: dict[str, float] = field(default_factory=dict)
     argon2_cpu: dict[str, float] = field(default_factory=dict)
+    # the Temporal server's requests by operation during the registrations, and during the floor runs
+    registration_requests: dict[str, float] = field(default_factory=dict)
+    floor_requests: dict[str, float] = field(default_factory=dict)
 
 
 # The request budgets (accounts.rate_limits) would measure themselves: one client machine plays every
@@ -368,13 +372,13 @@ async def bench(count: int, concurrency: int, database_kind: str) -> Report:
             await measure("warm-up", warmup, concurrency, FloorRuns(client, floor_queue, f"{run}-warmup"))
 
             print(f"registration end to end x {count} ...", file=sys.stderr)
-            before = _cpu(pids)
+            before, requests_before = _cpu(pids), server_requests(s.temporal_metrics)
             lanes = Registrations(clients, s.sink, run)
             registration = await measure("registration end to end", count, concurrency, lanes)
-            between = _cpu(pids)
+            between, requests_between = _cpu(pids), server_requests(s.temporal_metrics)
             print(f"engine floor x {count} ...", file=sys.stderr)
             floor = await measure("engine floor", count, concurrency, FloorRuns(client, floor_queue, run))
-            after = _cpu(pids)
+            after, requests_after = _cpu(pids), server_requests(s.temporal_metrics)
             settings = Settings(_env_file=None, database_url=s.url)  # type: ignore[call-arg]
     print(f"argon2 hash x {count} ...", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=1) as process:
@@ -382,7 +386,8 @@ async def bench(count: int, concurrency: int, database_kind: str) -> Report:
             process, measure_argon2, count, concurrency
         )
     return Report(count, concurrency, database_kind, settings, registration, floor, argon2,
-                  _spent(before, between), _spent(between, after), {"argon2 process": argon2_cpu})  # fmt: skip
+                  _spent(before, between), _spent(between, after), {"argon2 process": argon2_cpu},
+                  _spent(requests_before, requests_between), _spent(requests_between, requests_after))  # fmt: skip
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -390,7 +395,7 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before[name] for name in before}
+    return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -427,6 +432,13 @@ def render(report: Report) -> str:
         parts = ", ".join(f"{name} {seconds / report.count * 1000:.0f}" for name, seconds in spent.items() if seconds)
         total = sum(spent.values()) / report.count * 1000
         lines.append(f"  {label:<14}{total:>6.0f}  ({parts})")
+    lines.append("")
+    lines.append("Temporal server requests per run, by operation (registration / engine floor):")
+    for operation in sorted(set(report.registration_requests) | set(report.floor_requests)):
+        ours = report.registration_requests.get(operation, 0.0) / report.count
+        floors = report.floor_requests.get(operation, 0.0) / report.count
+        if ours >= 0.05 or floors >= 0.05:  # pollers' long polls and background calls round to nothing
+            lines.append(f"  {operation:<40}{ours:>6.1f} / {floors:.1f}")
     floors_cpu = sum(report.floor_cpu.values()) + sum(report.argon2_cpu.values())
     cpu_ratio = floors_cpu / sum(report.registration_cpu.values()) if report.registration_cpu else 0.0
     added = report.registration.per_second * (1 / report.floor.per_second + 1 / report.argon2.per_second)

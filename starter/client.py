@@ -46,6 +46,7 @@ from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
 from starter.reauth import Reauthentication
 from starter.staff_locks import StaffLockNotices
+from workflows.registration import REVISION as REGISTRATION_REVISION
 from workflows.registration import (
     Activation,
     ConfirmRequest,
@@ -184,6 +185,7 @@ class AccountsClient:
         workflow_input = RegistrationInput(
             customer=NewCustomer.pending(reference, registration.channel, pending_id),
             timings=registration_timings(self._settings),
+            revision=REGISTRATION_REVISION,
         )
         return WithStartWorkflowOperation(
             RegistrationWorkflow.run,

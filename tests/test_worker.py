@@ -13,8 +13,14 @@ from conftest import ACCOUNTS, CHECKOUT
 
 from accounts.db import DATABASE_TIMEOUT
 from accounts.settings import Settings
-from accounts.task_queues import KINDS, TaskQueues
-from worker import WorkerMisconfigured, build_worker, check_database_capacity, graceful_shutdown_timeout
+from accounts.task_queues import KINDS, QueueKind, TaskQueues
+from worker import (
+    WorkerMisconfigured,
+    activity_polls,
+    build_worker,
+    check_database_capacity,
+    graceful_shutdown_timeout,
+)
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.registration import ACTIVITY_OPTIONS
 from workflows.staff_lock_notice import StaffLockNoticeWorkflow
@@ -121,3 +127,16 @@ def test_the_refusal_is_one_line_before_the_worker_connects_anywhere(tmp_path: A
         " ACCOUNTS_*_ACTIVITY_SLOTS"
     ]
     assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("slots", range(3, 41))
+def test_queues_that_run_their_own_workflows_activities_keep_slots_free_for_eager_starts(slots: int) -> None:
+    """A waiting poll holds a slot; an eager start needs two free ones (at 6 slots and 5 polls, measured on
+    the dev server, no create or activate started eagerly). The email queues poll with up to 5."""
+    own: tuple[QueueKind, ...] = ("lifecycles", "signin")
+    for kind in own:
+        assert 1 <= activity_polls(kind, slots) <= slots - 2
+    emails: tuple[QueueKind, ...] = ("email", "bulk-email")
+    for kind in emails:
+        assert activity_polls(kind, slots) == min(5, slots)
+    assert activity_polls("signin", 1) == activity_polls("email", 1) == 1

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.customers import NewCustomer
     from workflows.password_reset import PasswordResetWorkflow, ResetInput, ResetTimings
+    from workflows.registration import REVISION as REGISTRATION_REVISION
     from workflows.registration import RegistrationInput, RegistrationTimings, RegistrationWorkflow
 
 INDEXING = "indexing"
@@ -343,6 +344,7 @@ class CustomerImportWorkflow:
                     timings,
                     existing=True,
                     send_first_link=not password_link,
+                    revision=REGISTRATION_REVISION,
                 ),
                 id=f"registration:{reference}",  # starter.client.registration_id
                 task_queue=workflow.info().task_queue,

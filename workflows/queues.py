@@ -25,9 +25,12 @@ EMAIL_QUEUES_PATCH = "email-task-queues"
 BULK_CHANNELS = ("import",)  # a lifecycle started by this channel sends its first emails in bulk
 
 
-def email_queue(*, bulk: bool = False) -> dict[str, Any]:
-    """The `task_queue` option of an email activity: `**email_queue(bulk=...)` beside the other options."""
-    if not workflow.patched(EMAIL_QUEUES_PATCH):
+def email_queue(*, bulk: bool = False, split: bool = False) -> dict[str, Any]:
+    """The `task_queue` option of an email activity: `**email_queue(bulk=...)` beside the other options.
+
+    `split=True`: the run knows it started after the split (its input says so: workflows/registration.py's
+    `revision`), so no patch marker is recorded; otherwise the patch answers."""
+    if not (split or workflow.patched(EMAIL_QUEUES_PATCH)):
         return {}
     queues = TaskQueues.of(workflow.info().task_queue)
     return {"task_queue": queues.bulk_email if bulk else queues.email}
