@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
@@ -332,12 +332,13 @@ class EmailActivities:
         return True
 
     async def _mark(self, key: str, status: str) -> None:
+        # one UPDATE (the claim wrote the row): no read of it first, on the path of every email
+        values: dict[str, Any] = {"status": status, **({"sent_at": utcnow()} if status == "sent" else {})}
         async with self._sessions.begin() as session:
-            row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
-            assert row is not None
-            row.status = status
-            if status == "sent":
-                row.sent_at = utcnow()
+            marked = await session.execute(
+                update(EmailOutbox).where(EmailOutbox.idempotency_key == key).values(**values)
+            )
+            assert marked.rowcount == 1  # type: ignore[attr-defined]
 
     async def _bounced(self, to: Recipient, template: str, key: str, refusal: MailRefused) -> None:
         """Record a permanent refusal once: the outbox row and (a customer's) one audit event, in one
