@@ -22,7 +22,7 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from accounts.temporal import CUSTOMER_REFERENCE
+    from accounts.temporal import CUSTOMER_REFERENCE, LIFECYCLE_STAGE
     from activities.assists import AssistActivities, AssistClose, AssistStep
     from activities.emails import EmailActivities, NoticeInput
     from workflows.keys import lifecycle_key
@@ -74,7 +74,9 @@ class AssistWorkflow:
 
     @workflow.run
     async def run(self, assist: AssistInput) -> AssistStatus:
-        workflow.upsert_search_attributes([CUSTOMER_REFERENCE.value_set(assist.customer_reference)])
+        workflow.upsert_search_attributes(
+            [CUSTOMER_REFERENCE.value_set(assist.customer_reference), LIFECYCLE_STAGE.value_set("assisting")]
+        )
         key = lifecycle_key()
         await self._step(AssistStep(assist.assist_id, "assist_started", f"{key}/started"))
         if assist.notify_customer:
@@ -94,6 +96,7 @@ class AssistWorkflow:
             **ACTIVITY_OPTIONS,
         )
         self._closed = True
+        workflow.upsert_search_attributes([LIFECYCLE_STAGE.value_set(self._status.ended)])
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
