@@ -20,14 +20,21 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from accounts.models import AgentAssist, Customer
+from accounts.models import AgentAssist, Customer, Staff
 
 MAX_QUERY = 100  # characters of a search query: a prefix longer than any name or address finds nothing anyway
 
 
 def assist_live(assist_id: Any, now: datetime) -> ColumnElement[bool]:
-    """Whether the assistance session (a column or a value) is neither ended nor expired."""
-    return exists().where(AgentAssist.id == assist_id, AgentAssist.ended_at.is_(None), AgentAssist.expires_at > now)
+    """Whether the assistance session (a column or a value) is neither ended nor expired, and its agent is
+    still enabled (disabling a member ends what they were doing for customers too)."""
+    return exists().where(
+        AgentAssist.id == assist_id,
+        AgentAssist.ended_at.is_(None),
+        AgentAssist.expires_at > now,
+        Staff.id == AgentAssist.staff_id,
+        Staff.disabled_at.is_(None),
+    )
 
 
 async def live_assists(session: AsyncSession, customer_id: int, now: datetime) -> list[AgentAssist]:

@@ -172,11 +172,16 @@ async def test_the_agent_header_tells_invalid_tokens_from_credentials_that_are_n
             assert (
                 await http.get("/agent-customer-search", headers={HEADER: f"Bearer {credential}"})
             ).status_code == 200
-        # a disabled agent's token is dead
+        # a disabled agent's token is dead, and so is what they were doing for a customer
+        acting = bearer((await impersonate(http, token, reference)).json()["data"]["attributes"]["accessToken"])
+        assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
         directory = StaffDirectory.from_settings(e2e.database.sessions, e2e.settings)
         await directory.set_disabled(agent, True)
         dead = await http.get("/agent-customer-search", headers={HEADER: f"Bearer {token}"})
         assert errors(dead) == invalid
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
 
 
 async def test_customer_search_pages_through_prefix_matches_of_email_and_names(e2e: Stack) -> None:
