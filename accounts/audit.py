@@ -39,10 +39,6 @@ def acting_for(acting: ActingAgent | None) -> None:
     _ACTING.set(acting)
 
 
-def acting_agent() -> ActingAgent | None:
-    return _ACTING.get()
-
-
 def entry(
     *,
     customer_reference: str,
