@@ -275,7 +275,7 @@ async def end_session(customer_reference: str, session_id: str, web: Web, sessio
     )
 
 
-@router.post("/ui/customers/{customer_reference}/assist")
+@router.post("/ui/customers/{customer_reference}/impersonation-tokens")  # a token path: no-store (api/headers.py)
 async def assist(request: Request, customer_reference: str, web: Web, session: Posting) -> Response:
     """An agent's "Assist this customer": the impersonation token, shown this once, for the storefront."""
     try:

@@ -359,14 +359,17 @@ async def test_the_back_office_assists_a_customer_and_an_admin_ends_the_session(
         page = await agent_http.get(page_url)
         assert "Assist this customer" in page.text
         assert "Assist this customer" not in (await support_http.get(page_url)).text
-        assisted = await agent_http.post(f"{page_url}/assist", data={"csrf_token": csrf_token(page)})
+        assisted = await agent_http.post(f"{page_url}/impersonation-tokens", data={"csrf_token": csrf_token(page)})
         assert assisted.status_code == 200, assisted.text
+        assert assisted.headers["Cache-Control"] == "no-store"  # the page shows a token
         token = assisted.text.split('aria-label="Access token">', 1)[1].split("<", 1)[0]
         acting = bearer(token)
         assert (await agent_http.get(f"/customers/{reference}", headers=acting)).status_code == 200
         # a support member may not start one
         support_page = await support_http.get(page_url)
-        refused = await support_http.post(f"{page_url}/assist", data={"csrf_token": csrf_token(support_page)})
+        refused = await support_http.post(
+            f"{page_url}/impersonation-tokens", data={"csrf_token": csrf_token(support_page)}
+        )
         assert refused.status_code == 403
         # every staff member sees the running session; only an admin may end it
         admin_page = await admin_http.get(page_url)
