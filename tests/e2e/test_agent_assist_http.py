@@ -386,3 +386,23 @@ async def test_the_back_office_assists_a_customer_and_an_admin_ends_the_session(
         assert f"by agent {agent} for customer {reference}" in after.text
     ended_rows = [e for e in await audit_of(e2e, reference) if e.event == "assist_ended"]
     assert [(e.details["reason"], e.details["ended_by"]) for e in ended_rows] == [("ended_by_admin", admin)]
+
+
+async def test_the_back_office_api_lists_running_sessions_and_an_admin_key_ends_one(e2e: Stack) -> None:
+    agent, _ = await member(e2e)
+    _, admin_key = await member(e2e, "admin")
+    _, support_key = await member(e2e, "support")
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        tokens = (await impersonate(http, await agent_token(http, agent), reference)).json()["data"]["attributes"]
+        session_id = jwt.decode(tokens["accessToken"], options={"verify_signature": False})["sid"]
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        listed = await http.get(f"/backoffice/customers/{reference}/assists", headers=admin)
+        assert [(a["id"], a["attributes"]["agent"]) for a in listed.json()["data"]] == [(session_id, agent)]
+        url = f"/backoffice/customers/{reference}/assists/{session_id}"
+        refused = await http.delete(url, headers={"Authorization": f"Bearer {support_key}"})
+        assert refused.status_code == 403
+        assert (await http.delete(url, headers=admin)).status_code == 204
+        assert (await http.get(f"/customers/{reference}", headers=bearer(tokens["accessToken"]))).status_code == 401
+        assert (await http.delete(url, headers=admin)).status_code == 404
+        assert (await http.get(f"/backoffice/customers/{reference}/assists", headers=admin)).json()["data"] == []
