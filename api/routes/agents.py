@@ -51,6 +51,7 @@ INVALID_LOGIN = GlueError(401, "4101", "Failed to authenticate an agent.")
 INVALID_AGENT_TOKEN = GlueError(401, "4102", "Agent access token is invalid.")
 AGENT_ONLY = GlueError(401, "4103", "Action is available to agent user only.")
 IMPERSONATION_FAILED = GlueError(401, "4104", "Failed to impersonate a customer.")
+ONLY_MINE = GlueError(404, "404", "Only the impersonation token of this request (mine) can be deleted.")
 AGENT_SUBJECT_PREFIX = "staff:"  # an agent token's `sub`: the staff row, never the name
 DEFAULT_LIMIT = 10  # Spryker's default page of a customer search
 MAX_LIMIT = 100
@@ -218,8 +219,10 @@ def impersonation_tokens(request: Request, started: Any) -> dict[str, Any]:
 )
 async def end_impersonation(token: str, request: Request, customer: CurrentCustomer, accounts: Accounts) -> Response:
     acting = request.state.acting_agent
-    if token != "mine" or acting is None:  # noqa: S105 (Glue's "mine", not a secret)
+    if acting is None:  # the customer's own token
         raise GlueException(AGENT_ONLY)
+    if token != "mine":  # noqa: S105 (Glue's "mine", not a secret)
+        raise GlueException(ONLY_MINE)
     try:
         await accounts.assists.end(
             customer.customer_reference, acting.assist_id, reason="token_deleted", ended_by=acting.actor

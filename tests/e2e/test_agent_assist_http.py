@@ -299,6 +299,8 @@ async def test_an_impersonation_acts_for_the_customer_is_audited_as_the_agent_an
 
         await eventually(one_action)
         # the end: DELETE of the token (this service's extension); from then on it is refused
+        other = await http.delete(f"/agent-customer-impersonation-access-tokens/{session_id}", headers=acting)
+        assert errors(other)[0][:2] == (404, "404")
         ended = await http.delete("/agent-customer-impersonation-access-tokens/mine", headers=acting)
         assert ended.status_code == 204, ended.text
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
@@ -320,10 +322,11 @@ async def test_an_impersonation_acts_for_the_customer_is_audited_as_the_agent_an
 async def test_an_impersonation_expires_without_refresh(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:
-    async with stack(dev_server, database, api=True, agent_impersonation_ttl=timedelta(seconds=2)) as built:
+    settings = {"agent_impersonation_ttl": timedelta(seconds=2), "agent_assist_notify_customer": False}
+    async with stack(dev_server, database, api=True, **settings) as built:
         agent, _ = await member(built)
         async with built.http() as http:
-            _, reference = await registered(built, http)
+            email, reference = await registered(built, http)
             answer = await impersonate(http, await agent_token(http, agent), reference)
             tokens = answer.json()["data"]["attributes"]
             assert tokens["expiresIn"] == 2 and tokens["refreshToken"] is None
@@ -333,6 +336,8 @@ async def test_an_impersonation_expires_without_refresh(
             handle = built.client.get_workflow_handle_for(AssistWorkflow.run, assist_id(reference, session_id))
             status = await asyncio.wait_for(handle.result(), 30)
             assert status.ended == "expired"
+            # ACCOUNTS_AGENT_ASSIST_NOTIFY_CUSTOMER=false: the run is over and it mailed nothing
+            assert not [m for m in built.sink.to(email) if "customer support" in m.subject.lower()]
             # refused as soon as the session ended (the row), whatever the token's own `exp` says
             assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 401
             # nothing to refresh with: the impersonation gave no refresh token, and the session is over
