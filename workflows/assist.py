@@ -17,7 +17,7 @@ activities/assists.py and activities/emails.py (send_notice); templates template
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -84,10 +84,12 @@ class AssistWorkflow:
             await workflow.execute_activity_method(
                 EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
             )
-        try:
-            await workflow.wait_condition(lambda: self._end is not None, timeout=assist.expires_at - workflow.now())
-        except TimeoutError:
-            pass
+        remaining = assist.expires_at - workflow.now()
+        if remaining > timedelta(0):  # a run that starts late (a worker outage) ends at once
+            try:
+                await workflow.wait_condition(lambda: self._end is not None, timeout=remaining)
+            except TimeoutError:
+                pass
         end = self._end
         self._status.ended = end.reason if end is not None else "expired"
         await workflow.execute_activity_method(
