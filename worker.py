@@ -31,6 +31,7 @@ from accounts.task_queues import QueueKind, TaskQueues
 from accounts.temporal import connect
 from accounts.worker_ops import WorkerOps
 from activities.anonymization import AnonymizationActivities
+from activities.assists import AssistActivities
 from activities.customer_import import CustomerImportActivities
 from activities.customers import CustomerActivities
 from activities.email_change import EmailChangeActivities
@@ -41,6 +42,7 @@ from activities.passwords import PasswordActivities
 from activities.throttle_cleanup import ThrottleCleanupActivities
 from starter.schedules import ensure_schedules
 from workflows.anonymization import AnonymizationWorkflow
+from workflows.assist import AssistWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
@@ -69,6 +71,7 @@ WORKFLOWS = [
     MfaActivatedWorkflow,
     StaffLockNoticeWorkflow,
     NewDeviceAlertWorkflow,
+    AssistWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -195,6 +198,7 @@ def build_worker(
     email_change = EmailChangeActivities(sessions)
     throttle_cleanup = ThrottleCleanupActivities(sessions)
     mfa = MfaActivities(sessions)
+    assists = AssistActivities(sessions)
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     emails = EmailActivities(
         sessions,
@@ -231,6 +235,8 @@ def build_worker(
         customer_import.discard_customer_import_file,
         throttle_cleanup.delete_expired_throttles,
         mfa.end_expired_activation,
+        assists.record_assist_step,
+        assists.close_assist,
         *signin_activities,
         *email_activities,
     ]

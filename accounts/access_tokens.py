@@ -9,6 +9,11 @@ belongs to (`tv` = token version); the caller compares `tv` with the customer's 
 which is how a password change or a reset logs out every session. Since issue 16 it also names its sign-in
 (`sid` = the refresh-token family, accounts/customer_sessions.py), so ending one session ends its access
 tokens too; tokens issued before carry no `sid` and are good until they expire.
+
+An agent's impersonation token (issue 18, accounts/assists.py) is a customer token that says who acts:
+`act` = {"sub": "agent:<staff name>"} (RFC 8693, 4.1), its `sid` the assistance session, its lifetime the
+session's. Agents' own tokens come from an issuer of another audience (AGENT_AUDIENCE), so no customer
+route accepts one, and no agent route a customer's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from accounts.keyfiles import read_or_create
 
 ALGORITHM = "RS256"
 DEFAULT_AUDIENCE = "shop-storefront"
+AGENT_AUDIENCE = "shop-agent"  # agents' own tokens (`sub` = "staff:<id>"): POST /agent-access-tokens
+ACTING_AGENT_PREFIX = "agent:"
 KEY_SIZE = 2048
 # A genuine token is well under 1 KB; anything far larger is not ours and not worth parsing.
 MAX_TOKEN_LENGTH = 8192
@@ -62,7 +69,8 @@ class AccessClaims:
     issued_at: datetime
     expires_at: datetime
     token_id: str
-    session_id: str | None = None  # `sid`: the refresh-token family of the sign-in
+    session_id: str | None = None  # `sid`: the refresh-token family of the sign-in (or the assistance session)
+    acting_agent: str | None = None  # `act.sub` without its prefix: the agent acting for the customer
 
 
 def _b64url(data: bytes) -> str:
@@ -159,21 +167,32 @@ class AccessTokenIssuer:
         )
 
     def issue(
-        self, customer_reference: str, token_version: int, *, now: datetime | None = None, session_id: str | None = None
+        self,
+        customer_reference: str,
+        token_version: int,
+        *,
+        now: datetime | None = None,
+        session_id: str | None = None,
+        acting_agent: str | None = None,
+        expires_at: datetime | None = None,
     ) -> tuple[str, AccessClaims]:
+        """`acting_agent` and `expires_at` (earlier than the issuer's lifetime allows): an impersonation."""
         if now is None:
             now = datetime.now(UTC)
         elif now.tzinfo is None:
             raise ValueError("naive datetime given as the issue time")
         issued_at = int(now.timestamp())
-        expires_at = issued_at + int(self.lifetime.total_seconds())
+        expires = issued_at + int(self.lifetime.total_seconds())
+        if expires_at is not None:
+            expires = min(expires, int(expires_at.timestamp()))
         claims = AccessClaims(
             customer_reference=customer_reference,
             token_version=token_version,
             issued_at=datetime.fromtimestamp(issued_at, UTC),
-            expires_at=datetime.fromtimestamp(expires_at, UTC),
+            expires_at=datetime.fromtimestamp(expires, UTC),
             token_id=uuid.uuid4().hex,
             session_id=session_id,
+            acting_agent=acting_agent,
         )
         payload: dict[str, Any] = {
             "sub": customer_reference,
@@ -181,12 +200,14 @@ class AccessTokenIssuer:
             "aud": self.audience,
             "iat": issued_at,
             "nbf": issued_at,
-            "exp": expires_at,
+            "exp": expires,
             "jti": claims.token_id,
             "tv": token_version,
         }
         if session_id is not None:
             payload["sid"] = session_id
+        if acting_agent is not None:
+            payload["act"] = {"sub": ACTING_AGENT_PREFIX + acting_agent}
         token = jwt.encode(payload, self.key.private_key, algorithm=ALGORITHM, headers={"kid": self.key.kid})
         return token, claims
 
@@ -233,6 +254,9 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
     session_id = payload.get("sid")
     if session_id is not None and (not isinstance(session_id, str) or not session_id or len(session_id) > 32):
         raise InvalidAccessToken("sid must be a short non-empty string")
+    acting_agent = _acting_agent(payload.get("act"))
+    if acting_agent is not None and session_id is None:
+        raise InvalidAccessToken("an impersonation names its assistance session")
     for name, value in (("tv", version), ("iat", issued_at), ("exp", expires_at)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidAccessToken(f"{name} must be an integer")
@@ -244,6 +268,17 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
             expires_at=datetime.fromtimestamp(expires_at, UTC),
             token_id=token_id,
             session_id=session_id,
+            acting_agent=acting_agent,
         )
     except (OverflowError, ValueError, OSError) as error:
         raise InvalidAccessToken("timestamp out of range") from error
+
+
+def _acting_agent(act: Any) -> str | None:
+    """The agent an `act` claim names, or None without one; any other shape is no token of ours."""
+    if act is None:
+        return None
+    subject = act.get("sub") if isinstance(act, dict) else None
+    if not isinstance(subject, str) or not subject.startswith(ACTING_AGENT_PREFIX) or len(subject) > 120:
+        raise InvalidAccessToken("act must name an agent")
+    return subject.removeprefix(ACTING_AGENT_PREFIX)

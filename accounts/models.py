@@ -257,7 +257,7 @@ class Staff(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # admin | support
+    role: Mapped[str] = mapped_column(String(16))  # admin | support | agent
     api_key_hash: Mapped[str] = mapped_column(String(255))
     # argon2 hash of the web UI password; None until one is set (`accounts staff set-password`)
     password_hash: Mapped[str | None] = mapped_column(String(255))
@@ -267,6 +267,25 @@ class Staff(Base):
     sessions_revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
+
+
+class AgentAssist(Base):
+    """One agent assistance session (workflow `assist:{ref}:{id}`, accounts/assists.py): an agent acting for
+    a customer with an impersonation token whose `sid` is this row's id. The token is good while the row
+    is neither ended nor expired (api/auth.py checks it in the query that reads the customer)."""
+
+    __tablename__ = "agent_assists"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random (uuid4 hex); the token's `sid`
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    customer_reference: Mapped[str] = mapped_column(String(32))
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    agent: Mapped[str] = mapped_column(String(100))  # the staff member's name, as the audit names them
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    # token_deleted (DELETE of the token) | ended_by_admin | expired | not_started (Temporal refused it)
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Address(Base):

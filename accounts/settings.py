@@ -265,6 +265,13 @@ class Settings(BaseSettings):
     # true: staff sign in to the back office with a TOTP code too (`accounts staff mfa-enroll NAME`)
     staff_mfa_required: bool = False
 
+    # agent assistance (accounts/assists.py; Glue's /agent-* resources): an agent's impersonation token and
+    # its assistance session live this long, with no refresh; the customer is emailed when one starts;
+    # a session records at most this many actions one by one (more are counted, not listed)
+    agent_impersonation_ttl: Duration = timedelta(minutes=30)
+    agent_assist_notify_customer: bool = True
+    agent_assist_max_actions: int = 200
+
     # argon2id parameters (argon2-cffi's RFC 9106 low-memory profile by default)
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536

@@ -29,7 +29,7 @@ from accounts.models import Staff, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, PolicyViolation
 from accounts.settings import Settings
 
-ROLES = ("admin", "support")
+ROLES = ("admin", "support", "agent")  # agent: signs in at /agent-access-tokens to assist customers
 CACHE_SECONDS = 60.0
 KEY_FORMAT = re.compile(r"stf_([0-9]{1,12})_([A-Za-z0-9_-]{43})")
 KEY_HASH_PREFIX = "hmac-sha256$"

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 from temporalio.client import Client
 
-from accounts.access_tokens import AccessTokenIssuer
+from accounts.access_tokens import AGENT_AUDIENCE, AccessTokenIssuer
 from accounts.customer_sessions import warm_up as warm_up_device_names
 from accounts.db import service_engine, session_factory
 from accounts.emails import EmailRenderer
@@ -37,6 +37,7 @@ from api.refusals import RefuseRemembered, install_quiet_refusals
 from api.routes import (
     access_tokens,
     addresses,
+    agents,
     backoffice,
     carts,
     codec,
@@ -82,6 +83,13 @@ def create_app(
         warm_up_device_names()  # ua-parser compiles its rules once, here rather than in a sign-in
         app.state.renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
         app.state.issuer = AccessTokenIssuer.from_settings(settings)
+        # agents' own tokens: the same key, another audience (no customer route takes one, nor the reverse)
+        app.state.agent_issuer = AccessTokenIssuer(
+            app.state.issuer.key,
+            issuer=settings.jwt_issuer,
+            lifetime=settings.access_token_lifetime,
+            audience=AGENT_AUDIENCE,
+        )
         app.state.refresh_tokens = RefreshTokenStore.from_settings(settings, app.state.sessions)
         app.state.staff = StaffDirectory.from_settings(app.state.sessions, settings)
         app.state.mfa_policy = MfaPolicy.from_settings(settings)
@@ -125,6 +133,8 @@ def create_app(
     app.add_middleware(RequestMetrics, routes=app.router.routes)
     # around the guard, so that its own answers (503, 500) carry them too
     app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
+    # outermost: a change an agent made for a customer reaches its assistance session after the answer
+    app.add_middleware(agents.RecordAssistActions, timeout=settings.request_timeout.total_seconds())
 
     @app.exception_handler(RequestValidationError)
     async def _schema_violation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -145,6 +155,7 @@ def create_app(
     app.include_router(customer_sessions.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
+    app.include_router(agents.router)
     app.include_router(unlock.router)
     app.include_router(not_me.router)
     app.include_router(passwords.router)

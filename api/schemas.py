@@ -363,3 +363,30 @@ class MfaTypeRequest(BaseModel):
     """The body of POST /multi-factor-auth-type-activate, -verify, -deactivate and /multi-factor-auth-trigger."""
 
     data: MfaTypeData
+
+
+class AgentAccessTokenAttributes(_Attributes):
+    username: Annotated[StrictStr, Field(min_length=1, max_length=100)]  # the staff member's name
+    password: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(repr=False)
+
+
+class AgentAccessTokenData(BaseModel):
+    type: Literal["agent-access-tokens"]
+    attributes: AgentAccessTokenAttributes
+
+
+class AgentAccessTokenRequest(BaseModel):
+    data: AgentAccessTokenData
+
+
+class ImpersonationAttributes(_Attributes):
+    customer_reference: Annotated[StrictStr, Field(min_length=1, max_length=32)] = Field(alias="customerReference")
+
+
+class ImpersonationData(BaseModel):
+    type: Literal["agent-customer-impersonation-access-tokens"]
+    attributes: ImpersonationAttributes
+
+
+class ImpersonationRequest(BaseModel):
+    data: ImpersonationData

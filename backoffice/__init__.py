@@ -17,11 +17,13 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
 - `sessions`: where a customer is signed in, and ending one of those sessions.
 - `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
 - `mfa`: a customer's multi-factor methods (shown on the customer's page) and support's removal of them.
+- `assists`: an agent's "Assist this customer", the running assistance sessions, an admin's end of one.
 
 Every action records an audit event with the staff member's name as actor and channel `backoffice`
 (`base.Area`).
 """
 
+from backoffice.assists import AssistsArea
 from backoffice.base import CHANNEL
 from backoffice.customers import (
     CSV_COLUMNS,
@@ -62,7 +64,9 @@ from backoffice.profiles import PROFILE_FIELDS, ProfileEdit, Profiles
 from backoffice.sessions import CustomerSessionsArea
 
 
-class BackOffice(Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea, CustomerSessionsArea):
+class BackOffice(
+    Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea, CustomerSessionsArea, AssistsArea
+):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 
 

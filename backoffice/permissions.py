@@ -8,23 +8,29 @@ from __future__ import annotations
 from accounts.staff import ROLES, StaffMember
 
 _EVERYONE = frozenset(ROLES)
+_STAFF = frozenset({"admin", "support"})  # the back office's work; an agent finds customers and assists them
 _ADMIN = frozenset({"admin"})
+_AGENT = frozenset({"agent"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.list": _EVERYONE,
     "customers.view": _EVERYONE,
     "customers.events": _EVERYONE,
-    "customers.create": _EVERYONE,
-    "customers.edit": _EVERYONE,  # profile, addresses and default addresses
-    "customers.verify": _EVERYONE,
-    "customers.resend_verification": _EVERYONE,
-    "customers.unlock": _EVERYONE,
-    "customers.send_password_token": _EVERYONE,
-    "customers.remove_mfa": _EVERYONE,  # a customer who lost their second factor (the customer is emailed)
-    "customers.end_session": _EVERYONE,  # one of the customer's sign-ins (backoffice/sessions.py)
-    "notes.list": _EVERYONE,
-    "notes.add": _EVERYONE,
-    "groups.list": _EVERYONE,
-    "groups.assign": _EVERYONE,  # assign and unassign
+    "customers.create": _STAFF,
+    "customers.edit": _STAFF,  # profile, addresses and default addresses
+    "customers.verify": _STAFF,
+    "customers.resend_verification": _STAFF,
+    "customers.unlock": _STAFF,
+    "customers.send_password_token": _STAFF,
+    "customers.remove_mfa": _STAFF,  # a customer who lost their second factor (the customer is emailed)
+    "customers.end_session": _STAFF,  # one of the customer's sign-ins (backoffice/sessions.py)
+    "notes.list": _STAFF,
+    "notes.add": _STAFF,
+    "groups.list": _STAFF,
+    "groups.assign": _STAFF,  # assign and unassign
+    # agent assistance (accounts/assists.py): an agent issues a storefront token acting for the customer;
+    # the customer page lists running assistance sessions to everyone, and an admin can end one
+    "customers.assist": _AGENT,
+    "assists.end": _ADMIN,
     "customers.delete": _ADMIN,
     "customers.set_password": _ADMIN,
     "customers.force_password_reset": _ADMIN,
@@ -34,7 +40,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "import_customers": _ADMIN,  # customer.csv: start, follow, cancel, rejected rows
     # the Temporal UI's and CLI's codec (api/routes/codec.py): reading a run's payloads shows what the
     # customer page shows; encoding makes payloads the worker trusts (a hand-made workflow input)
-    "lifecycles.decode": _EVERYONE,
+    "lifecycles.decode": _STAFF,
     "lifecycles.encode": _ADMIN,
 }
 

@@ -49,7 +49,7 @@ def _read_password_stdin() -> str:
 @app.command("create")
 def staff_create(
     name: str,
-    role: Annotated[str, typer.Option(help="admin or support")] = "support",
+    role: Annotated[str, typer.Option(help="admin, support or agent (assists customers in the shop)")] = "support",
     password_stdin: PasswordStdin = False,
     email: Annotated[str | None, typer.Option(help="where the lock email of this name goes")] = None,
 ) -> None:

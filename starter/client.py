@@ -28,6 +28,7 @@ from accounts.settings import Settings
 from accounts.temporal import connect, lifecycle_attributes, ui_url
 from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
+from starter.assists import Assists
 from starter.customer_sessions import CustomerSessions
 from starter.deletions import Deletions
 from starter.email_changes import EmailChanges
@@ -127,6 +128,7 @@ class AccountsClient:
         self.imports = Imports(client, settings, registration_timings(settings))
         self.mfa = MfaLifecycles(client, settings)
         self.staff_locks = StaffLockNotices(client, settings)
+        self.assists = Assists(client, settings, sessions)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

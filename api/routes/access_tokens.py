@@ -150,7 +150,7 @@ def _second_factor(request: Request) -> SecondFactor:
     return check
 
 
-def _token_document(request: Request, type_: str, attributes: dict[str, Any]) -> JSONResponse:
+def token_document(request: Request, type_: str, attributes: dict[str, Any]) -> JSONResponse:
     data = jsonapi.resource(request, type_, "", attributes, f"/{type_}")
     data["id"] = None  # Glue answers these resources without an id
     return jsonapi.document(data, status=201)
@@ -199,7 +199,7 @@ async def create_access_token(
     if guest_key is not None:  # signed in from a guest session: its cart joins the customer's
         async with sessions.begin() as session:
             await carts.merge_guest_cart(session, guest_key=guest_key, customer_id=who.customer_id, now=utcnow())
-    response = _token_document(request, "access-tokens", signed_in.attributes)
+    response = token_document(request, "access-tokens", signed_in.attributes)
     if who.device_token:
         response.headers[DEVICE_TOKEN_HEADER] = who.device_token
     return response
@@ -216,7 +216,7 @@ async def refresh_access_token(body: RefreshTokenRequest, request: Request, acco
         attributes = await _rotate(request, accounts, body.data.attributes.refresh_token)
     except InvalidRefreshToken:
         raise GlueException(REFRESH_FAILED) from None
-    return _token_document(request, "refresh-tokens", attributes)
+    return token_document(request, "refresh-tokens", attributes)
 
 
 @router.delete(

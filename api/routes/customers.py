@@ -17,7 +17,7 @@ from accounts.locks import lock_customer
 from accounts.models import Customer, utcnow
 from accounts.profile import apply_profile_edits
 from api import jsonapi, mfa_check
-from api.auth import CurrentCustomer
+from api.auth import CurrentCustomer, refuse_acting_agent
 from api.client_address import client_of
 from api.deps import Accounts, Sessions, SettingsDep
 from api.envelope import GlueRequest, answer_missing_ids
@@ -321,7 +321,9 @@ REAUTHENTICATION_REQUIRED = GlueError(422, "901", "password => This value should
 async def reauthenticate(
     request: Request, accounts: Accounts, customer: Customer, *, password: str | None, mfa_code: str | None
 ) -> None:
-    """The bearer token is not enough to move the email address or delete the account (starter/reauth.py)."""
+    """The bearer token is not enough to move the email address or delete the account (starter/reauth.py);
+    an agent's impersonation token is refused before anything is asked (403 4105)."""
+    refuse_acting_agent(request)
     with reauthentication_answers():
         await accounts.reauth.confirm_identity(
             customer,

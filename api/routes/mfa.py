@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from accounts import mfa
 from accounts.models import Customer
 from api import jsonapi
-from api.auth import CurrentCustomer
+from api.auth import InPerson
 from api.client_address import client_of
 from api.deps import Accounts, Sessions
 from api.envelope import GlueRequest
@@ -80,7 +80,7 @@ async def send_code(accounts: AccountsClient, customer: Customer, code_id: int |
 
 
 @router.get(TYPES, summary="The MFA types this shop offers and the customer's status of each")
-async def list_types(request: Request, customer: CurrentCustomer, sessions: Sessions) -> JSONResponse:
+async def list_types(request: Request, customer: InPerson, sessions: Sessions) -> JSONResponse:
     found = await mfa.statuses(sessions, _policy(request), customer.id)
     data = [
         jsonapi.resource(request, "multi-factor-auth-types", kind, {"type": kind, "status": status}, f"{TYPES}/{kind}")
@@ -92,7 +92,7 @@ async def list_types(request: Request, customer: CurrentCustomer, sessions: Sess
 
 @router.post("/multi-factor-auth-type-activate", status_code=204, summary="Start activating an MFA type")
 async def activate(
-    body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions, accounts: Accounts
+    body: MfaTypeRequest, request: Request, customer: InPerson, sessions: Sessions, accounts: Accounts
 ) -> Response:
     kind = _type(request, body)
     policy = _policy(request)
@@ -142,7 +142,7 @@ async def _deadline(accounts: AccountsClient, customer: Customer, kind: str, exp
 
 @router.post("/multi-factor-auth-type-verify", status_code=204, summary="Verify a pending MFA type with its code")
 async def verify(
-    body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions, accounts: Accounts
+    body: MfaTypeRequest, request: Request, customer: InPerson, sessions: Sessions, accounts: Accounts
 ) -> Response:
     code = presented_code(request)
     if code is None:
@@ -162,7 +162,7 @@ async def verify(
 
 
 @router.post("/multi-factor-auth-type-deactivate", status_code=204, summary="Deactivate an active MFA type")
-async def deactivate(body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions) -> Response:
+async def deactivate(body: MfaTypeRequest, request: Request, customer: InPerson, sessions: Sessions) -> Response:
     if presented_code(request) is None:
         raise GlueException(CODE_MISSING)
     kind = _type(request, body)
@@ -175,7 +175,7 @@ async def deactivate(body: MfaTypeRequest, request: Request, customer: CurrentCu
 
 @router.post("/multi-factor-auth-trigger", status_code=204, summary="Send a code of an active MFA type")
 async def trigger(
-    body: MfaTypeRequest, request: Request, customer: CurrentCustomer, sessions: Sessions, accounts: Accounts
+    body: MfaTypeRequest, request: Request, customer: InPerson, sessions: Sessions, accounts: Accounts
 ) -> Response:
     kind = _type(request, body)
     try:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from accounts import rate_limits
 from accounts.locales import locale_from_accept_language
-from api.auth import CurrentCustomer
+from api.auth import InPerson
 from api.client_address import client_of
 from api.deps import Accounts, Renderer, SettingsDep
 from api.envelope import GlueRequest
@@ -91,7 +91,7 @@ async def change_password(
     customer_reference: str,
     body: ChangePasswordRequest,
     request: Request,
-    customer: CurrentCustomer,
+    customer: InPerson,  # an agent's impersonation token is refused (403 4105)
     # after the token check, as in Glue
     _lengths: Annotated[None, password_length_rule(ChangePasswordRequest, "newPassword", "confirmPassword")],
     accounts: Accounts,

@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from accounts import rate_limits
 from api.client_address import client_of
 from api.limits import request_limits
+from api.routes.agents import impersonation_tokens
 from api.web.session import WebSession
 from api.web.ui import PageError, Posting, SignedIn, Web, WebRoute, WebUI
 from backoffice import (
@@ -121,6 +122,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
         detail = await web.backoffice.customer_detail(customer_reference, session.member)
         events = await web.backoffice.events(customer_reference, session.member) if detail else []
         signed_in = await web.backoffice.customer_sessions(customer_reference, session.member) if detail else []
+        assisting = await web.backoffice.assist_sessions(customer_reference, session.member) if detail else []
     except Forbidden as forbidden:
         raise PageError(403, "Not allowed", str(forbidden), session) from None
     if detail is None:
@@ -134,6 +136,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
         detail=detail,
         events=events,
         sessions=signed_in,
+        assists=assisting,
         note_max=NOTE_MAX,
         may={
             "verify": allowed(role, "customers.verify"),
@@ -144,6 +147,8 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
             "delete": allowed(role, "customers.delete"),
             "add_note": allowed(role, "notes.add"),
             "end_session": allowed(role, "customers.end_session"),
+            "assist": allowed(role, "customers.assist"),
+            "end_assist": allowed(role, "assists.end"),
         },
         action_url=lambda action: f"{customer_url(customer_reference)}/{action}",
     )
@@ -267,6 +272,34 @@ async def end_session(customer_reference: str, session_id: str, web: Web, sessio
         customer_reference,
         web.backoffice.end_customer_session(customer_reference, session_id, session.member),
         "The session is ended: that device must sign in again.",
+    )
+
+
+@router.post("/ui/customers/{customer_reference}/impersonation-tokens")  # a token path: no-store (api/headers.py)
+async def assist(request: Request, customer_reference: str, web: Web, session: Posting) -> Response:
+    """An agent's "Assist this customer": the impersonation token, shown this once, for the storefront."""
+    try:
+        started = await web.backoffice.assist_customer(customer_reference, session.member)
+    except Forbidden as forbidden:
+        raise PageError(403, "Not allowed", f"Nothing was done: {forbidden}.", session) from None
+    except (BackOfficeError, AccountsError) as refused:
+        response = RedirectResponse(customer_url(customer_reference), status_code=303)
+        web.codec.flash(response, "error", f"Nothing was done: {refused}.")
+        return response
+    tokens = impersonation_tokens(request, started)
+    return web.page(
+        "assist.html", session=session, started=started, tokens=tokens, back=customer_url(customer_reference)
+    )
+
+
+@router.post("/ui/customers/{customer_reference}/assists/{assist_id}/end")
+async def end_assist(customer_reference: str, assist_id: str, web: Web, session: Posting) -> Response:
+    return await _act(
+        web,
+        session,
+        customer_reference,
+        web.backoffice.end_assist(customer_reference, assist_id, session.member),
+        "The assistance session is ended: its token no longer works.",
     )
 
 

@@ -365,3 +365,34 @@ def test_claims_are_a_value(issuer: AccessTokenIssuer) -> None:
     assert isinstance(claims, AccessClaims)
     with pytest.raises(AttributeError):
         claims.token_version = 1  # type: ignore[misc]
+
+
+def test_an_impersonation_says_who_acts_and_lives_no_longer_than_its_session(issuer: AccessTokenIssuer) -> None:
+    now = datetime.now(UTC)
+    token, claims = issuer.issue(
+        "DE--5", 3, now=now, session_id="a" * 32, acting_agent="agnes", expires_at=now + timedelta(minutes=30)
+    )
+    _, payload, _ = segments(token)
+    assert payload["act"] == {"sub": "agent:agnes"}  # RFC 8693, 4.1
+    assert payload["exp"] - payload["iat"] == 30 * 60 == (claims.expires_at - claims.issued_at).total_seconds()
+    assert issuer.verify(token).acting_agent == "agnes"
+    # a session that ended thirty minutes ago gave a token that is dead too (an injected clock, no patching)
+    earlier = now - timedelta(hours=1)
+    old, _ = issuer.issue(
+        "DE--5", 3, now=earlier, session_id="a" * 32, acting_agent="agnes", expires_at=earlier + timedelta(minutes=30)
+    )
+    with pytest.raises(InvalidAccessToken, match="expired"):
+        issuer.verify(old)
+
+
+@pytest.mark.parametrize("act", [{"sub": "staff:1"}, {"sub": 7}, "agent:agnes", {"name": "agent:x"}])
+def test_an_act_claim_that_names_no_agent_is_refused(key: SigningKey, act: Any) -> None:
+    token = signed_with(key, valid_payload(act=act, sid="s1"))
+    with pytest.raises(InvalidAccessToken, match="act"):
+        AccessTokenIssuer(key, issuer=ISSUER, lifetime=LIFETIME).verify(token)
+
+
+def test_an_impersonation_without_its_session_is_refused(key: SigningKey) -> None:
+    token = signed_with(key, valid_payload(act={"sub": "agent:agnes"}))
+    with pytest.raises(InvalidAccessToken, match="assistance session"):
+        AccessTokenIssuer(key, issuer=ISSUER, lifetime=LIFETIME).verify(token)

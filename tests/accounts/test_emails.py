@@ -31,6 +31,7 @@ MESSAGES = (
     "mfa_code",
     "mfa_removed",
     "mfa_activated",
+    "agent_assist",
 )
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")

@@ -313,9 +313,13 @@ def test_roles_support_gets_the_daily_work_and_admin_everything() -> None:
     admin_only = {action for action, roles in PERMISSIONS.items() if roles == {"admin"}}
     assert admin_only == {
         "customers.delete", "customers.set_password", "customers.force_password_reset", "customers.export",
-        "groups.manage", "orders.import", "import_customers", "lifecycles.encode",
+        "groups.manage", "orders.import", "import_customers", "lifecycles.encode", "assists.end",
     }  # fmt: skip
-    assert all(allowed("admin", action) for action in PERMISSIONS)
+    # an agent finds and reads customers and assists them; assisting is the agent's alone (issue 18)
+    assert {action for action in PERMISSIONS if allowed("agent", action)} == {
+        "customers.list", "customers.view", "customers.events", "customers.assist",
+    }  # fmt: skip
+    assert all(allowed("admin", action) for action in PERMISSIONS if action != "customers.assist")
     assert not any(allowed("customer", action) for action in PERMISSIONS)
 
 

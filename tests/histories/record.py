@@ -79,6 +79,7 @@ from starter.mfa import MfaLifecycles, activation_workflow_id, code_workflow_id
 from starter.passwords import reset_id
 from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
+from workflows.assist import AssistWorkflow, assist_id
 from workflows.email_change import email_change_id
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.new_device import new_device_alert_id
@@ -561,6 +562,36 @@ async def new_device_alerted(stack: Stack) -> list[Handle]:
     await stack.accounts.customer_sessions.alert_new_device(reference, family_id, datetime.now(UTC))
     await stack.mail_to(email, "new sign-in")
     return await finished(stack, stack.client.get_workflow_handle(new_device_alert_id(reference, family_id)))
+
+
+# --- agent assistance ---------------------------------------------------------------------------------
+
+
+async def assisting(stack: Stack) -> tuple[str, Handle]:
+    """An agent starts assisting a verified customer (as POST /agent-customer-impersonation-access-tokens)."""
+    _, reference = await verified_customer(stack)
+    directory = StaffDirectory.from_settings(stack.database.sessions, stack.settings)
+    agent, _ = await directory.create(f"agnes-{uuid.uuid4().hex[:8]}", "agent")
+    started = await stack.accounts.assists.begin(agent, reference)
+    return reference, stack.client.get_workflow_handle_for(AssistWorkflow.run, assist_id(reference, started.assist_id))
+
+
+@branch("assist/ended")
+async def assist_ended(stack: Stack) -> list[Handle]:
+    """Two changes made with the token, then the token deleted."""
+    reference, handle = await assisting(stack)
+    session_id = handle.id.rsplit(":", 1)[1]
+    for method, route in (("PATCH", "/customers/{customer_reference}"), ("POST", "/carts")):
+        await stack.accounts.assists.record_action(reference, session_id, method, route)
+    assert await stack.accounts.assists.end(reference, session_id, reason="token_deleted", ended_by="agent:agnes")
+    return await finished(stack, handle)
+
+
+@branch("assist/expired")
+async def assist_expired(stack: Stack) -> list[Handle]:
+    """Nobody ends the session: its time runs out."""
+    _, handle = await assisting(stack)
+    return await finished(stack, handle)
 
 
 # --- throttle cleanup ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from accounts.models import Order
 from api import jsonapi
-from api.jsonapi import GlueException
+from api.jsonapi import GlueError, GlueException
 from api.routes.addresses import FLAGS, address_attributes
 from api.routes.backoffice.answers import NOT_FOUND, answers, document, iso
 from api.routes.backoffice.groups_notes import group_attributes, note_attributes
@@ -26,6 +26,7 @@ from api.schemas import AddressAttributes, AddressUpdateAttributes
 from backoffice import CustomerDetail, CustomerDraft, LifecycleRun, SessionNotFound
 
 router = APIRouter(prefix=PREFIX, tags=["backoffice"], responses=ERRORS)
+NOT_FOUND_ASSIST = GlueError(404, "404", "No running assistance session with this id for this customer.")
 
 
 @router.post(
@@ -227,4 +228,35 @@ async def end_customer_session(
             await office.end_customer_session(customer_reference, session_id, staff)
     except SessionNotFound:
         raise GlueException(NOT_FOUND_SESSION) from None
+    return Response(status_code=204)
+
+
+@router.get(f"{CUSTOMER}/assists", summary="The customer's running agent assistance sessions, newest first")
+async def customer_assists(customer_reference: str, staff: CurrentStaff, office: Office) -> JSONResponse:
+    with answers():
+        rows = await office.assist_sessions(customer_reference, staff)
+    return JSONResponse(
+        {
+            "data": [
+                {"type": "agent-assists", "id": row.id,
+                 "attributes": {"agent": row.agent, "startedAt": row.started_at.isoformat(),
+                                "expiresAt": row.expires_at.isoformat()}}
+                for row in rows
+            ]
+        },
+        media_type=jsonapi.MEDIA_TYPE,
+    )  # fmt: skip
+
+
+@router.delete(
+    f"{CUSTOMER}/assists/{{assist_id}}",
+    status_code=204,
+    summary="End an agent's assistance session now (admin; its token is refused from then on)",
+)
+async def end_customer_assist(customer_reference: str, assist_id: str, staff: CurrentStaff, office: Office) -> Response:
+    try:
+        with answers():
+            await office.end_assist(customer_reference, assist_id, staff)
+    except SessionNotFound:
+        raise GlueException(NOT_FOUND_ASSIST) from None
     return Response(status_code=204)

@@ -34,6 +34,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", f"{PREFIX}{CUSTOMER}/events"): "customers.events",
     ("GET", f"{PREFIX}{CUSTOMER}/sessions"): "customers.view",
     ("DELETE", f"{PREFIX}{CUSTOMER}/sessions/{{session_id}}"): "customers.end_session",
+    ("GET", f"{PREFIX}{CUSTOMER}/assists"): "customers.view",
+    ("DELETE", f"{PREFIX}{CUSTOMER}/assists/{{assist_id}}"): "assists.end",
     ("GET", f"{PREFIX}{CUSTOMER}/notes"): "notes.list",
     ("POST", f"{PREFIX}{CUSTOMER}/notes"): "notes.add",
     ("POST", f"{PREFIX}{CUSTOMER}/verify"): "customers.verify",
