@@ -29,6 +29,7 @@ from accounts.temporal import connect, lifecycle_attributes, ui_url
 from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
 from starter.customer_sessions import CustomerSessions
+from starter.data_exports import DataExports
 from starter.deletions import Deletions
 from starter.email_changes import EmailChanges
 from starter.errors import (
@@ -126,6 +127,7 @@ class AccountsClient:
         self.imports = Imports(client, settings, registration_timings(settings))
         self.mfa = MfaLifecycles(client, settings)
         self.staff_locks = StaffLockNotices(client, settings)
+        self.data_exports = DataExports(client, settings, sessions)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
