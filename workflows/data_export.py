@@ -62,9 +62,10 @@ class DataExportWorkflow:
 
         self._enter(PREPARING)
         prepare = PrepareExport(ref, export_id, request.channel, request.actor, requested_at, expires_at)
-        if not await workflow.execute_activity_method(
+        stored = await workflow.execute_activity_method(
             DataExportActivities.prepare_data_export, prepare, **ACTIVITY_OPTIONS
-        ):
+        )
+        if not stored:  # the customer was anonymized before: nothing to export, nobody to tell
             return False
         notice = NoticeInput(ref, READY_EMAIL, f"{lifecycle_key()}/ready", export_id=export_id, expires_at=expires_at)
         await workflow.execute_activity_method(EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue())

@@ -79,6 +79,7 @@ from starter.mfa import MfaLifecycles, activation_workflow_id, code_workflow_id
 from starter.passwords import reset_id
 from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
+from workflows.data_export import data_export_id
 from workflows.email_change import email_change_id
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.new_device import new_device_alert_id
@@ -561,6 +562,18 @@ async def new_device_alerted(stack: Stack) -> list[Handle]:
     await stack.accounts.customer_sessions.alert_new_device(reference, family_id, datetime.now(UTC))
     await stack.mail_to(email, "new sign-in")
     return await finished(stack, stack.client.get_workflow_handle(new_device_alert_id(reference, family_id)))
+
+
+# --- data export --------------------------------------------------------------------------------------
+
+
+@branch("data-export/expired")
+async def data_export_expired(stack: Stack) -> list[Handle]:
+    """The customer's own request: the archive stored, the link mailed, the archive deleted at its expiry."""
+    email, reference = await verified_customer(stack)
+    export_id = await stack.accounts.data_exports.request(reference, channel="api", actor="customer")
+    await stack.mail_to(email, "ready to download")
+    return await finished(stack, stack.client.get_workflow_handle(data_export_id(reference, export_id)))
 
 
 # --- throttle cleanup ---------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "MfaRemovedWorkflow": ("mfa-removed", "notified"),
     "MfaActivatedWorkflow": ("mfa-activated", "notified"),
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
+    "DataExportWorkflow": ("data-export", "expired"),
 }
 
 
