@@ -18,6 +18,7 @@ import pytest_asyncio
 from conftest import Database, Stack, StackFactory
 from sqlalchemy import select
 from test_backoffice_http import staff_key
+from test_backoffice_web import csrf_token, staff_with_password, web_sign_in
 from test_login_http import JSONAPI, registered, sign_in
 
 from accounts import data_exports
@@ -151,6 +152,22 @@ async def test_support_starts_an_export_for_the_customer_and_a_deletion_takes_it
         assert (await requested(http, reference, token)).status_code == 202
         unknown = await http.post("/backoffice/customers/DE--999999/data-exports", headers=key)
         assert unknown.status_code == 404
+
+        # the web UI's button on the customer page starts the same
+        async with e2e.http() as staff_http:
+            name, password = await staff_with_password(e2e, role="support")
+            assert (await web_sign_in(staff_http, name, password)).status_code == 303
+            page = await staff_http.get(f"/backoffice/ui/customers/{reference}")
+            action = f"/backoffice/ui/customers/{reference}/data-export"
+            assert action in page.text
+            pressed = await staff_http.post(action, data={"csrf_token": csrf_token(page)})
+            assert pressed.status_code == 303
+            after = await staff_http.get(f"/backoffice/ui/customers/{reference}")
+            assert "the download link goes to the customer" in after.text
+        async with asyncio.timeout(30):
+            while len(await events(e2e, reference, data_exports.REQUESTED)) < 3:
+                await asyncio.sleep(0.2)
+        assert name in {e.actor for e in await events(e2e, reference, data_exports.REQUESTED)}
 
         await e2e.accounts.deletions.delete(reference, channel="api", actor="customer")
         async with e2e.database.sessions() as session:
