@@ -28,7 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from accounts import audit
+from accounts.anonymization import deletion_started
 from accounts.db import SessionFactory
+from accounts.locks import lock_customer
 from accounts.mfa_secrets import SecretBox
 from accounts.models import (
     Address,
@@ -262,12 +264,16 @@ async def store(
     requested_at: datetime,
     expires_at: datetime,
     subject_of: SubjectOf,
-) -> None:
+) -> bool:
     """Build, seal and store the archive, and audit the request, in one transaction; a second call (the
-    activity's retry) finds the row and does nothing."""
+    activity's retry) finds the row and does nothing. False when the account's deletion has begun: under
+    the customer's row lock, so no archive is stored after (or beside) the deletion's scrub."""
     async with sessions.begin() as session:
         if await session.get(DataExport, export_id) is not None:
-            return
+            return True
+        customer = await lock_customer(session, customer_id=customer.id)
+        if customer.anonymized_at is not None or await deletion_started(session, customer.customer_reference):
+            return False
         archive = await build_archive(session, customer, made_at=requested_at, subject_of=subject_of)
         session.add(
             DataExport(
@@ -284,6 +290,7 @@ async def store(
         audit.record(session, customer_reference=customer.customer_reference, event=REQUESTED, channel=channel,
                      actor=actor, details={"exportId": export_id, "expiresAt": expires_at.isoformat()},
                      idempotency_key=f"{REQUESTED}:{export_id}")  # fmt: skip
+    return True
 
 
 async def expire(sessions: SessionFactory, *, customer_reference: str, export_id: str, now: datetime) -> bool:

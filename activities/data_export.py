@@ -43,12 +43,10 @@ class DataExportActivities:
 
     @activity.defn
     async def prepare_data_export(self, request: PrepareExport) -> bool:
-        """Store the archive (once per export id); False for an anonymized customer: nothing to export."""
+        """Store the archive (once per export id); False for a customer being deleted or anonymized."""
         async with self._sessions() as session:
             customer = await load_customer(session, request.customer_reference)
-        if customer.anonymized_at is not None:
-            return False
-        await data_exports.store(
+        return await data_exports.store(
             self._sessions,
             self._box,
             customer=customer,
@@ -59,7 +57,6 @@ class DataExportActivities:
             expires_at=request.expires_at,
             subject_of=self._subject,
         )
-        return True
 
     @activity.defn
     async def delete_data_export(self, request: DeleteExport) -> bool:

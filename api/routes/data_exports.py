@@ -16,6 +16,7 @@ from api import jsonapi
 from api.deps import Accounts, SecretBoxDep, Sessions
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.limits import wait_words
 from api.ownership import OwnAccount
 from starter.errors import DataExportThrottled
 
@@ -58,8 +59,7 @@ async def request_export(
         export_id = await accounts.data_exports.request(customer.customer_reference, channel="api", actor="customer")
     except DataExportThrottled as throttled:
         seconds = throttled.retry_after_seconds
-        wait = f"{seconds} seconds" if seconds < 120 else f"{-(-seconds // 60)} minutes"
-        detail = f"A data export was requested recently. Please try again in {wait}."
+        detail = f"A data export was requested recently. Please try again in {wait_words(seconds)}."
         raise GlueException(GlueError(429, THROTTLED_CODE, detail), headers={"Retry-After": str(seconds)}) from None
     path = data_exports.download_path(customer.customer_reference, export_id)
     resource = jsonapi.resource(request, TYPE, export_id, {"status": "preparing"}, path)

@@ -22,6 +22,7 @@ from sqlalchemy import Table, select
 
 import accounts
 from accounts import data_exports, mfa_secrets
+from accounts.anonymization import DELETION_STARTED
 from accounts.emails import EmailRenderer
 from accounts.models import (
     Address,
@@ -255,3 +256,17 @@ async def test_only_the_owner_opens_it_and_not_after_it_was_deleted(database: Da
     assert archive is not None
     with zipfile.ZipFile(io.BytesIO(archive)) as opened:
         assert [e["id"] for e in json.loads(opened.read("data_exports.json"))][-1] == export_id
+
+
+async def test_no_archive_is_stored_once_the_deletion_has_begun(database: Database, tmp_path: Path) -> None:
+    customer, _ = await a_customer_with_everything(database)
+    async with database.sessions.begin() as session:
+        session.add(AuditEvent(customer_reference=customer.customer_reference, event=DELETION_STARTED,
+                               channel="api", actor="customer", details={}))  # fmt: skip
+    activities = activities_for(database, tmp_path)
+    now = utcnow()
+    export_id = uuid.uuid4().hex
+    request = PrepareExport(customer.customer_reference, export_id, "api", "customer", now, now + timedelta(days=7))
+    assert await activities.prepare_data_export(request) is False
+    async with database.sessions() as session:
+        assert await session.get(DataExport, export_id) is None
