@@ -92,5 +92,6 @@ async def download_export(export_id: str, customer: OwnAccount, sessions: Sessio
     return Response(
         archive,
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        # everything the shop knows of the person: no cache on the way may keep a copy
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )

@@ -88,6 +88,7 @@ async def test_the_owner_asks_once_a_day_downloads_the_archive_and_every_downloa
             assert download.status_code == 200, download.text
             assert download.headers["content-type"] == "application/zip"
             assert "attachment" in download.headers["content-disposition"]
+            assert download.headers["cache-control"] == "no-store"
         with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
             assert set(archive.namelist()) == set(data_exports.archive_files())
             profile = json.loads(archive.read("profile.json"))
