@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from accounts.db import DATABASE_TIMEOUT, SessionFactory, pool_capacity, service_engine, session_factory
 from accounts.emails import EmailRenderer, Mailer, SmtpMailer
 from accounts.logs import configure_logging
+from accounts.mfa_secrets import SecretBox
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.task_queues import QueueKind, TaskQueues
@@ -34,6 +35,7 @@ from activities.anonymization import AnonymizationActivities
 from activities.assists import AssistActivities
 from activities.customer_import import CustomerImportActivities
 from activities.customers import CustomerActivities
+from activities.data_export import DataExportActivities
 from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
 from activities.lockout import LockoutActivities
@@ -44,6 +46,7 @@ from starter.schedules import ensure_schedules
 from workflows.anonymization import AnonymizationWorkflow
 from workflows.assist import AssistWorkflow
 from workflows.customer_import import CustomerImportWorkflow
+from workflows.data_export import DataExportWorkflow
 from workflows.email_change import EmailChangeWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.mfa import MfaActivatedWorkflow, MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
@@ -72,6 +75,7 @@ WORKFLOWS = [
     StaffLockNoticeWorkflow,
     NewDeviceAlertWorkflow,
     AssistWorkflow,
+    DataExportWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -200,12 +204,9 @@ def build_worker(
     mfa = MfaActivities(sessions)
     assists = AssistActivities(sessions)
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
-    emails = EmailActivities(
-        sessions,
-        EmailRenderer(settings.templates_dir, default_locale=settings.default_locale),
-        mailer or SmtpMailer.from_settings(settings),
-        settings,
-    )
+    renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
+    emails = EmailActivities(sessions, renderer, mailer or SmtpMailer.from_settings(settings), settings)
+    data_export = DataExportActivities(sessions, renderer, SecretBox.from_settings(settings), settings)
     signin_activities: list[Callable[..., Any]] = [lockout.set_lock, lockout.lift_lock, lockout.close_window]
     email_activities: list[Callable[..., Any]] = [
         emails.send_token_link,
@@ -237,6 +238,8 @@ def build_worker(
         mfa.end_expired_activation,
         assists.record_assist_step,
         assists.close_assist,
+        data_export.prepare_data_export,
+        data_export.delete_data_export,
         *signin_activities,
         *email_activities,
     ]

@@ -15,6 +15,7 @@ from accounts.models import (
     CustomerGroupMember,
     CustomerNote,
     CustomerSession,
+    DataExport,
     DeviceToken,
     MfaCode,
     MfaMethod,
@@ -54,6 +55,8 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
     # a second factor of nobody: the TOTP secret, codes and recovery codes go
     for table in (MfaMethod, MfaCode, MfaRecoveryCode):
         await session.execute(delete(table).where(table.customer_id == customer.id))
+    # a data export's archive is a copy of all of the above (its workflow finds it gone at its expiry)
+    await session.execute(delete(DataExport).where(DataExport.customer_id == customer.id))
 
 
 async def kill_tokens(session: AsyncSession, customer_id: int, *, now: datetime, purpose: str | None = None) -> None:

@@ -72,11 +72,19 @@ class EmailRenderer:
         template_locale = self._template_locale("emails", name, ".subject.txt.j2", locale)
         prefix = f"emails/{template_locale}/{name}"
         variables = {**context, "locale": template_locale}
-        subject = self._env.get_template(f"{prefix}.subject.txt.j2").render(variables)
         text = self._env.get_template(f"{prefix}.txt.j2").render(variables)
         html = self._env.get_template(f"{prefix}.html.j2").render(variables)
+        return EmailContent(subject=self._subject(prefix, variables), text=text.strip() + "\n", html=html)
+
+    def render_subject(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
+        """The subject alone (a data export lists the subjects of the emails sent: the outbox keeps no body)."""
+        template_locale = self._template_locale("emails", name, ".subject.txt.j2", locale)
+        return self._subject(f"emails/{template_locale}/{name}", {**context, "locale": template_locale})
+
+    def _subject(self, prefix: str, variables: Mapping[str, Any]) -> str:
+        subject = self._env.get_template(f"{prefix}.subject.txt.j2").render(variables)
         # A subject is a single header line: template line breaks would be a header injection.
-        return EmailContent(subject=" ".join(subject.split()), text=text.strip() + "\n", html=html)
+        return " ".join(subject.split())
 
     def render_page(self, name: str, locale: str, context: Mapping[str, Any]) -> str:
         template_locale = self._template_locale("pages", name, ".html.j2", locale)

@@ -1,4 +1,5 @@
-"""TOTP secrets at rest: AES-256-GCM under ACCOUNTS_MFA_ENCRYPTION_KEY, bound to the row they belong to.
+"""Secrets at rest: AES-256-GCM under ACCOUNTS_MFA_ENCRYPTION_KEY, bound to the row they belong to: TOTP
+secrets, and data export archives (accounts/data_exports.py, owner "data-export:{id}").
 
 A TOTP secret must be readable again (each code is computed from it), so it cannot be hashed like the
 emailed codes. The database alone does not give it away: the key lives in the environment, as the payload
@@ -44,16 +45,22 @@ class SecretBox:
         return cls(base64.b64decode(value))
 
     def seal(self, secret: str, owner: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, secret.encode(), owner.encode())
-        return f"{VERSION}:{base64.b64encode(nonce + sealed).decode()}"
+        return f"{VERSION}:{base64.b64encode(self.seal_bytes(secret.encode(), owner)).decode()}"
 
     def open(self, stored: str, owner: str) -> str:
         version, _, body = stored.partition(":")
         if version != VERSION:
             raise UnreadableSecret(f"unknown secret format {version!r}")
-        raw = base64.b64decode(body)
+        return self.open_bytes(base64.b64decode(body), owner).decode()
+
+    def seal_bytes(self, data: bytes, owner: str) -> bytes:
+        """`data` encrypted for `owner` (the associated data): the 12-byte nonce, then the ciphertext and tag.
+        Also a data export's archive (accounts/data_exports.py, owner "data-export:{id}")."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, data, owner.encode())
+
+    def open_bytes(self, sealed: bytes, owner: str) -> bytes:
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], owner.encode()).decode()
+            return self._aead.decrypt(sealed[:12], sealed[12:], owner.encode())
         except InvalidTag:
             raise UnreadableSecret("the secret does not open with ACCOUNTS_MFA_ENCRYPTION_KEY") from None

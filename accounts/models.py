@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -471,3 +472,21 @@ class MfaRecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     used_at: Mapped[datetime | None]
+
+
+class DataExport(Base):
+    """A customer's copy of their data (workflows/data_export.py, accounts/data_exports.py): the zip archive
+    AES-256-GCM encrypted (accounts/mfa_secrets.SecretBox, bound to the export's id), downloadable by the
+    signed-in owner until `expires_at`; then the archive is deleted and the row stays as the record."""
+
+    __tablename__ = "data_exports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the workflow id's last part
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # ready | expired
+    channel: Mapped[str] = mapped_column(String(16))  # who asked: api (the customer) | backoffice
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    archive_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once expired
+    archive_size: Mapped[int] = mapped_column(default=0)  # bytes of the zip before encryption
+    deleted_at: Mapped[datetime | None]

@@ -255,6 +255,16 @@ async def spend(sessions: SessionFactory, subject: str, budget: Budget) -> int:
     raise OverBudget(subject, budget.window)
 
 
+async def give_back(sessions: SessionFactory, subject: str) -> None:
+    """Undo one count of `subject`'s window: the request it admitted could not go on (Temporal was away)."""
+    async with sessions.begin() as session:
+        await session.execute(
+            update(RequestCount)
+            .where(RequestCount.subject == subject, RequestCount.count > 0)
+            .values(count=RequestCount.count - 1)
+        )
+
+
 async def delete_expired_batch(sessions: SessionFactory, *, retention: timedelta, batch: int) -> int:
     """Delete up to `batch` rows of each throttle table that nothing reads any more; returns how many.
 

@@ -236,6 +236,10 @@ class Settings(BaseSettings):
     # with a "this wasn't me" link that ends every session and works this long
     new_device_alerts: bool = True
     not_me_link_expires_after: Duration = timedelta(days=7)
+    # the customer's copy of their data (workflows/data_export.py): a customer asks at most once per
+    # min_interval; the archive and its download link die expires_after after the request
+    data_export_min_interval: Duration = timedelta(days=1)
+    data_export_expires_after: Duration = timedelta(days=7)
 
     # multi-factor authentication (accounts/mfa.py; Glue's /multi-factor-auth-* resources). The types a
     # customer may activate, comma-separated: email (a code by email), totp (an authenticator app)

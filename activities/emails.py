@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 
-from accounts import anonymization, audit, customer_sessions, device_tokens, metrics, mfa, tokens
+from accounts import anonymization, audit, customer_sessions, data_exports, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import lock_customer
@@ -75,6 +75,8 @@ class NoticeInput:
     removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
     activated: str | None = None  # mfa_activated: the type that became active ("email" or "totp")
     session_id: str | None = None  # new_device: the sign-in whose device and network prefix it names
+    export_id: str | None = None  # data_export_ready: the export whose download it links to
+    expires_at: datetime | None = None  # data_export_ready: when the archive is deleted
 
 
 @dataclass
@@ -196,6 +198,10 @@ class EmailActivities:
             context.update(removed=request.removed)
         if request.activated is not None:
             context.update(activated=request.activated)
+        if request.export_id is not None:
+            # the download needs the owner's sign-in: the link names the export, it opens nothing by itself
+            path = data_exports.download_path(request.customer_reference, request.export_id)
+            context.update(download_url=f"{base}{path}", expires_at=request.expires_at)
         if request.template == NEW_DEVICE_EMAIL and request.session_id is not None:
             context.update(signed_in_at=request.changed_at)
             context.update(await self._new_device(customer, request.session_id, request.idempotency_key))

@@ -44,6 +44,7 @@ from api.routes import (
     confirmation,
     customer_sessions,
     customers,
+    data_exports,
     health,
     mfa,
     not_me,
@@ -153,6 +154,7 @@ def create_app(
     app.include_router(customers.router)
     app.include_router(addresses.router)
     app.include_router(customer_sessions.router)
+    app.include_router(data_exports.router)
     app.include_router(confirmation.router)
     app.include_router(access_tokens.router)
     app.include_router(agents.router)

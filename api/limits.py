@@ -17,6 +17,11 @@ from api.client_address import client_of
 from api.jsonapi import GlueError, GlueException
 
 
+def wait_words(seconds: int) -> str:
+    """How long to wait, as a refusal's detail says it: "42 seconds", "3 minutes" (rounded up)."""
+    return f"{seconds} seconds" if seconds < 120 else f"{-(-seconds // 60)} minutes"
+
+
 def too_many(kind: str, over: OverBudget) -> GlueException:
     seconds = over.retry_after_seconds
     if kind == SIGN_IN:  # what Glue clients of /access-tokens already read for a blocked sign-in
@@ -24,8 +29,7 @@ def too_many(kind: str, over: OverBudget) -> GlueException:
         detail = f"Too many log in attempts from your address. Please wait {minutes} minutes before trying again."
         error = GlueError(429, "4401", detail)
     else:
-        wait = f"{seconds} seconds" if seconds < 120 else f"{-(-seconds // 60)} minutes"
-        error = GlueError(429, "429", f"Too many requests. Please try again in {wait}.")
+        error = GlueError(429, "429", f"Too many requests. Please try again in {wait_words(seconds)}.")
     return GlueException(error, headers={"Retry-After": str(seconds)})
 
 

@@ -19,8 +19,8 @@ from accounts.models import Customer
 from accounts.settings import Settings
 from accounts.staff import StaffMember
 from accounts.temporal import LIFECYCLE_STAGE, ui_url
-from backoffice.base import CHANNEL, Area
-from backoffice.permissions import CustomerNotFound, EmailInUse, InvalidInput, authorize
+from backoffice.base import CHANNEL, Area, require_customer
+from backoffice.permissions import Conflict, CustomerNotFound, EmailInUse, InvalidInput, authorize
 from backoffice.profiles import checked_locale, checked_profile
 from starter.client import AccountsClient, Registration
 from starter.errors import EmailTaken, RegistrationNotFound
@@ -148,6 +148,17 @@ class Lifecycles(Area):
         authorize(staff, "customers.send_password_token")
         await self._accounts.passwords.send_set_password_link(customer_reference, agent=staff.name)
         await self._record(customer_reference, "password_token_sent", staff)
+
+    async def export_data(self, customer_reference: str, staff: StaffMember) -> str:
+        """Start a data export of the customer (workflows/data_export.py): the link goes to the customer, whose
+        sign-in opens it, never to staff; audited `data_export_requested` with the staff member as actor.
+        Returns the export's id. No once-a-day limit (that is the customer's own request's)."""
+        authorize(staff, "customers.export_data")
+        async with self._sessions() as session:
+            customer = await require_customer(session, customer_reference)
+        if customer.status != "verified":  # only a verified customer can sign in to download it
+            raise Conflict(f"{customer_reference} is {customer.status}")
+        return await self._accounts.data_exports.request(customer_reference, channel=CHANNEL, actor=staff.name)
 
     async def set_password(self, customer_reference: str, staff: StaffMember, password: str) -> None:
         authorize(staff, "customers.set_password")

@@ -30,6 +30,7 @@ from accounts.tokens import find_issued, hash_token
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
 from starter.assists import Assists
 from starter.customer_sessions import CustomerSessions
+from starter.data_exports import DataExports
 from starter.deletions import Deletions
 from starter.email_changes import EmailChanges
 from starter.errors import (
@@ -129,6 +130,7 @@ class AccountsClient:
         self.mfa = MfaLifecycles(client, settings)
         self.staff_locks = StaffLockNotices(client, settings)
         self.assists = Assists(client, settings, sessions)
+        self.data_exports = DataExports(client, settings, sessions)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

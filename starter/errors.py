@@ -86,3 +86,11 @@ class ReauthenticationRequired(AccountsError):
 class MfaCodeRefused(AccountsError):
     """The X-MFA-Code given as re-authentication is no valid code of the customer's second factor (wrong,
     used, expired, or its attempts spent: accounts/mfa.py counts them)."""
+
+
+class DataExportThrottled(AccountsError):
+    """The customer asked for a data export less than ACCOUNTS_DATA_EXPORT_MIN_INTERVAL ago."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"wait {retry_after_seconds} s before asking for another data export")
+        self.retry_after_seconds = retry_after_seconds

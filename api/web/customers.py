@@ -144,6 +144,7 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
             "unlock": allowed(role, "customers.unlock"),
             "remove_mfa": allowed(role, "customers.remove_mfa"),
             "password_token": allowed(role, "customers.send_password_token"),
+            "export_data": allowed(role, "customers.export_data"),
             "delete": allowed(role, "customers.delete"),
             "add_note": allowed(role, "notes.add"),
             "end_session": allowed(role, "customers.end_session"),
@@ -261,6 +262,17 @@ async def password_token(customer_reference: str, web: Web, session: Posting) ->
         customer_reference,
         web.backoffice.send_password_token(customer_reference, session.member),
         'A "set your password" link is on its way.',
+    )
+
+
+@router.post("/ui/customers/{customer_reference}/data-export")
+async def export_data(customer_reference: str, web: Web, session: Posting) -> Response:
+    return await _act(
+        web,
+        session,
+        customer_reference,
+        web.backoffice.export_data(customer_reference, session.member),
+        f"A copy of {customer_reference}'s data is being made; the download link goes to the customer.",
     )
 
 

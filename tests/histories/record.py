@@ -80,6 +80,7 @@ from starter.passwords import reset_id
 from starter.schedules import THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
 from workflows.assist import AssistWorkflow, assist_id
+from workflows.data_export import data_export_id
 from workflows.email_change import email_change_id
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.new_device import new_device_alert_id
@@ -592,6 +593,18 @@ async def assist_expired(stack: Stack) -> list[Handle]:
     """Nobody ends the session: its time runs out."""
     _, handle = await assisting(stack)
     return await finished(stack, handle)
+
+
+# --- data export --------------------------------------------------------------------------------------
+
+
+@branch("data-export/expired")
+async def data_export_expired(stack: Stack) -> list[Handle]:
+    """The customer's own request: the archive stored, the link mailed, the archive deleted at its expiry."""
+    email, reference = await verified_customer(stack)
+    export_id = await stack.accounts.data_exports.request(reference, channel="api", actor="customer")
+    await stack.mail_to(email, "ready to download")
+    return await finished(stack, stack.client.get_workflow_handle(data_export_id(reference, export_id)))
 
 
 # --- throttle cleanup ---------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "MfaActivatedWorkflow": ("mfa-activated", "notified"),
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
     "AssistWorkflow": ("assist", "ended expired"),
+    "DataExportWorkflow": ("data-export", "expired"),
 }
 
 

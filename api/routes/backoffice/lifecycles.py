@@ -70,3 +70,10 @@ async def remove_mfa(customer_reference: str, body: Reason, staff: CurrentStaff,
     with answers(customer_reference):
         await office.remove_mfa(customer_reference, staff, body.reason)
     return Response(status_code=204)
+
+
+@router.post(f"{CUSTOMER}/data-exports", status_code=202, summary="Start a data export (the link goes to the customer)")
+async def export_data(customer_reference: str, staff: CurrentStaff, office: Office) -> JSONResponse:
+    with answers(customer_reference):
+        export_id = await office.export_data(customer_reference, staff)
+    return document("data-exports", export_id, {"status": "preparing"}, status=202)

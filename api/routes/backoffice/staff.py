@@ -45,6 +45,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{PREFIX}{CUSTOMER}/password"): "customers.set_password",
     ("POST", f"{PREFIX}{CUSTOMER}/force-password-reset"): "customers.force_password_reset",
     ("POST", f"{PREFIX}{CUSTOMER}/mfa/remove"): "customers.remove_mfa",
+    ("POST", f"{PREFIX}{CUSTOMER}/data-exports"): "customers.export_data",
     ("GET", "/backoffice/customer-groups"): "groups.list",
     ("POST", "/backoffice/customer-groups"): "groups.manage",
     ("GET", f"{PREFIX}{GROUP}"): "groups.list",
