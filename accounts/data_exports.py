@@ -34,6 +34,7 @@ from accounts.locks import lock_customer
 from accounts.mfa_secrets import SecretBox
 from accounts.models import (
     Address,
+    AgentAssist,
     AuditEvent,
     Base,
     Cart,
@@ -124,6 +125,12 @@ PARTS: tuple[Part, ...] = (
         {"secret_encrypted": SECRET, "last_used_step": INTERNAL},
     ),
     Part(
+        "agent_assists",
+        "assistance.json",
+        "When customer support acted for you in the storefront: the agent, start, end, why it ended.",
+        {"staff_id": INTERNAL},
+    ),
+    Part(
         "data_exports",
         "data_exports.json",
         "Your earlier data exports (when asked, until when downloadable); their archives are not repeated.",
@@ -170,6 +177,9 @@ def _part_rows(customer: Customer) -> dict[str, Select[Any]]:
         .order_by(CustomerSession.created_at),
         "email_outbox": select(EmailOutbox).where(EmailOutbox.customer_reference == reference).order_by(EmailOutbox.id),
         "mfa_methods": select(MfaMethod).where(MfaMethod.customer_id == customer.id).order_by(MfaMethod.id),
+        "agent_assists": select(AgentAssist)
+        .where(AgentAssist.customer_id == customer.id)
+        .order_by(AgentAssist.started_at),
         "data_exports": select(DataExport)
         .where(DataExport.customer_id == customer.id)
         .order_by(DataExport.requested_at),

@@ -26,6 +26,7 @@ from accounts.anonymization import DELETION_STARTED
 from accounts.emails import EmailRenderer
 from accounts.models import (
     Address,
+    AgentAssist,
     AuditEvent,
     Base,
     Cart,
@@ -40,6 +41,7 @@ from accounts.models import (
     MfaMethod,
     OneTimeToken,
     Order,
+    Staff,
     utcnow,
 )
 from accounts.refresh_tokens import RefreshToken
@@ -58,6 +60,7 @@ def secrets_of_a_customer() -> dict[str, str]:
         "refresh_hash": os.urandom(32).hex(),
         "device_hash": os.urandom(32).hex(),
         "guest_key": os.urandom(32).hex(),
+        "agent_key_hash": os.urandom(32).hex(),  # the assisting agent's API key (a staff secret)
     }
 
 
@@ -155,6 +158,12 @@ async def a_customer_with_everything(database: Database) -> tuple[Customer, dict
         )
         session.add(refresh)
         session.add(CustomerNote(customer_id=customer.id, author="alice", message="internal: called about a refund"))
+        agent = Staff(name=f"agnes-{uuid.uuid4().hex[:8]}", role="agent", api_key_hash=secret["agent_key_hash"])
+        session.add(agent)
+        await session.flush()
+        session.add(AgentAssist(id=uuid.uuid4().hex, customer_id=customer.id, customer_reference=reference,
+                                staff_id=agent.id, agent=agent.name, expires_at=now, ended_at=now,
+                                ended_reason="token_deleted"))  # fmt: skip
         session.add(DataExport(id=uuid.uuid4().hex, customer_id=customer.id, status="expired", channel="api",
                                requested_at=now - timedelta(days=30), expires_at=now - timedelta(days=23),
                                deleted_at=now - timedelta(days=23)))  # fmt: skip
