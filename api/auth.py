@@ -91,7 +91,8 @@ CurrentCustomer = Annotated[Customer, Depends(_current_customer)]
 
 def refuse_acting_agent(request: Request) -> None:
     """The one rule: an agent's impersonation token cannot change the password or the email, delete the
-    account or manage MFA (the routes that do use `InPerson`, or call this where only part of a route is)."""
+    account, manage MFA, or ask for or download a data export (the routes that do use `InPerson`, or call
+    this where only part of a route is)."""
     if getattr(request.state, "acting_agent", None) is not None:
         raise GlueException(IN_PERSON_ONLY)
 

@@ -111,7 +111,8 @@ def _tokens(expires_in: int, access_token: str) -> dict[str, Any]:
 
 
 def _seconds(claims_from: datetime, claims_to: datetime) -> int:
-    return int((claims_to - claims_from).total_seconds())
+    # the session's end was fixed when it began, a moment before the token: what is left of it, rounded
+    return round((claims_to - claims_from).total_seconds())
 
 
 @router.post(

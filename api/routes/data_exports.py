@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from accounts import data_exports
 from accounts.models import Customer, DataExport, utcnow
 from api import jsonapi
+from api.auth import refuse_acting_agent
 from api.deps import Accounts, SecretBoxDep, Sessions
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
@@ -55,6 +56,7 @@ def export_resource(request: Request, customer: Customer, row: DataExport) -> di
 async def request_export(
     request: Request, customer: OwnAccount, accounts: Accounts, body: DataExportRequest | None = None
 ) -> JSONResponse:
+    refuse_acting_agent(request)  # a copy of everything is the customer's to ask for, not an agent's
     try:
         export_id = await accounts.data_exports.request(customer.customer_reference, channel="api", actor="customer")
     except DataExportThrottled as throttled:
@@ -84,7 +86,10 @@ async def list_exports(request: Request, customer: OwnAccount, sessions: Session
     summary="Download the archive (zip) while it lives; every download is audited",
     responses={200: {"content": {"application/zip": {}}}},
 )
-async def download_export(export_id: str, customer: OwnAccount, sessions: Sessions, box: SecretBoxDep) -> Response:
+async def download_export(
+    request: Request, export_id: str, customer: OwnAccount, sessions: Sessions, box: SecretBoxDep
+) -> Response:
+    refuse_acting_agent(request)
     archive = await data_exports.download(sessions, box, customer=customer, export_id=export_id, now=utcnow())
     if archive is None:
         raise GlueException(NOT_FOUND)
