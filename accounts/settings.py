@@ -253,6 +253,7 @@ class Settings(BaseSettings):
         "carts",
         "checkout",
         "order-payments",
+        "data-exports",  # this service's: a copy of everything it holds on the customer
     ]
     # true: POST /access-tokens (and /token) of a customer with an active method needs X-MFA-Code too
     mfa_at_sign_in: bool = False

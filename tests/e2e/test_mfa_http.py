@@ -373,6 +373,10 @@ async def test_the_default_protected_requests(e2e: Stack) -> None:
         added = await http.post(f"/customers/{reference}/addresses", json=address, headers=bearer)
         assert added.json()["errors"] == [MISSING]
         assert (await http.get(f"/customers/{reference}/addresses", headers=bearer)).status_code == 200
+        # this service's own: a copy of everything it holds on the customer
+        exported = await http.post(f"/customers/{reference}/data-exports", headers=bearer)
+        assert exported.json()["errors"] == [MISSING]
+        assert (await http.get(f"/customers/{reference}/data-exports", headers=bearer)).json()["data"] == []
         # (customers' carts are read-only here: no POST/PATCH/DELETE /carts to protect yet)
         # with a code the request reaches its own rules (here: the schema of the address)
         assert (await post(http, "multi-factor-auth-trigger", bearer)).status_code == 204
