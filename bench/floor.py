@@ -33,6 +33,8 @@ def email_queue(task_queue: str) -> str:
 @dataclass
 class FloorInput:
     key: str
+    # every step on the workflow's own queue, as the floor was before the email queues (printed beside it)
+    one_queue: bool = False
 
 
 @dataclass
@@ -108,7 +110,8 @@ class FloorWorkflow:
         return FloorActivated(request.key)
 
     async def _step(self, step: str) -> None:
-        queue = email_queue(workflow.info().task_queue) if step in EMAIL_STEPS else workflow.info().task_queue
+        own = workflow.info().task_queue
+        queue = email_queue(own) if step in EMAIL_STEPS and not self._input.one_queue else own
         await workflow.execute_activity(
             floor_step, FloorStep(self._input.key, step), task_queue=queue, **ACTIVITY_OPTIONS
         )
