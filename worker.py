@@ -35,6 +35,7 @@ from activities.customer_import import CustomerImportActivities
 from activities.customers import CustomerActivities
 from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
+from activities.inactivity import InactivityActivities
 from activities.lockout import LockoutActivities
 from activities.mfa import MfaActivities
 from activities.passwords import PasswordActivities
@@ -43,6 +44,7 @@ from starter.schedules import ensure_schedules
 from workflows.anonymization import AnonymizationWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.email_change import EmailChangeWorkflow
+from workflows.inactivity import InactivitySweepWorkflow, InactivityWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.mfa import MfaActivatedWorkflow, MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
 from workflows.new_device import NewDeviceAlertWorkflow
@@ -69,6 +71,8 @@ WORKFLOWS = [
     MfaActivatedWorkflow,
     StaffLockNoticeWorkflow,
     NewDeviceAlertWorkflow,
+    InactivityWorkflow,
+    InactivitySweepWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -182,6 +186,7 @@ def build_worker(
     email_change = EmailChangeActivities(sessions)
     throttle_cleanup = ThrottleCleanupActivities(sessions)
     mfa = MfaActivities(sessions)
+    inactivity = InactivityActivities(sessions, client)  # the client starts the customers' lifecycles
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     emails = EmailActivities(
         sessions,
@@ -218,6 +223,9 @@ def build_worker(
         customer_import.discard_customer_import_file,
         throttle_cleanup.delete_expired_throttles,
         mfa.end_expired_activation,
+        inactivity.sweep_inactive_page,
+        inactivity.advance_inactivity,
+        inactivity.conclude_inactivity,
         *signin_activities,
         *email_activities,
     ]

@@ -41,6 +41,7 @@ from starter.errors import (
     ResendThrottled,
 )
 from starter.imports import Imports
+from starter.inactivity import InactivityLifecycles
 from starter.login import Authenticated, Logins
 from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
@@ -126,6 +127,7 @@ class AccountsClient:
         self.imports = Imports(client, settings, registration_timings(settings))
         self.mfa = MfaLifecycles(client, settings)
         self.staff_locks = StaffLockNotices(client, settings)
+        self.inactivity = InactivityLifecycles(client)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:
