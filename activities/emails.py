@@ -75,7 +75,7 @@ class NoticeInput:
     removed: str | None = None  # mfa_removed: the types support removed ("email, totp")
     activated: str | None = None  # mfa_activated: the type that became active ("email" or "totp")
     session_id: str | None = None  # new_device: the sign-in whose device and network prefix it names
-    due_at: datetime | None = None  # inactivity_reminder, inactivity_warning: when the account is retired
+    due_at: datetime | None = None  # inactivity_reminder, inactivity_warning: when the account is deleted (None: kept)
 
 
 @dataclass
@@ -198,7 +198,7 @@ class EmailActivities:
         if request.activated is not None:
             context.update(activated=request.activated)
         if request.due_at is not None:
-            context.update(due_at=request.due_at, keep=self._settings.inactive_action == "keep")
+            context.update(due_at=request.due_at)
         if request.template == NEW_DEVICE_EMAIL and request.session_id is not None:
             context.update(signed_in_at=request.changed_at)
             context.update(await self._new_device(customer, request.session_id, request.idempotency_key))

@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.send_password_token": _EVERYONE,
     "customers.remove_mfa": _EVERYONE,  # a customer who lost their second factor (the customer is emailed)
     "customers.end_session": _EVERYONE,  # one of the customer's sign-ins (backoffice/sessions.py)
+    "customers.exempt_inactivity": _EVERYONE,  # never reminded nor retired for inactivity (audited)
     "notes.list": _EVERYONE,
     "notes.add": _EVERYONE,
     "groups.list": _EVERYONE,

@@ -97,12 +97,13 @@ class InactivityWorkflow:
                 return await self._conclude(ref, ACTIVE, key)
             self._enter(to_stage)
             if to_stage in EMAILS:
-                retired_on = workflow.now() + input.retirement_gap
+                deleted_on = workflow.now() + input.retirement_gap
                 if to_stage == REMINDED:
-                    retired_on += input.warning_gap
+                    deleted_on += input.warning_gap
+                due_at = deleted_on if retire_stage == RETIRED else None  # kept: no deletion to announce
                 await workflow.execute_activity_method(
                     EmailActivities.send_notice,
-                    NoticeInput(ref, EMAILS[to_stage], f"{key}/{to_stage}-email", due_at=retired_on),
+                    NoticeInput(ref, EMAILS[to_stage], f"{key}/{to_stage}-email", due_at=due_at),
                     **ACTIVITY_OPTIONS,
                     **email_queue(bulk=True),
                 )
