@@ -187,7 +187,7 @@ async def test_the_sweep_pages_skips_open_orders_continues_as_new_and_never_star
             first_run = [event async for event in first.fetch_history_events()]
             assert first_run[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
             handles = [built.client.get_workflow_handle(inactivity_id(reference)) for reference in swept]
-            for handle, (email, reference) in zip(handles, dormant, strict=False):
+            for email, reference in dormant:
                 await built.mail_to(email, "sign in to keep")
                 assert await stage(database, reference) == inactivity.REMINDED
             runs = {handle.id: (await handle.describe()).run_id for handle in handles}
@@ -225,7 +225,7 @@ async def test_the_retirement_anonymizes_through_the_deletion_lifecycle(
             InactivityWorkflow.run,
             InactivityInput(
                 reference, utcnow() - timedelta(days=700), timedelta(seconds=1), timedelta(seconds=1), "anonymize"
-            ),  # fmt: skip
+            ),
             id=inactivity_id(reference),
             task_queue=built.settings.task_queue,
         )
