@@ -44,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         Conclude,
         InactivityActivities,
         InactivityInput,
-        PageSwept,
         SweepPage,
     )
     from workflows.anonymization import AnonymizationInput, AnonymizationWorkflow, anonymization_id
@@ -181,7 +180,7 @@ class InactivitySweepWorkflow:
             input = replace(input, inactive_before=workflow.now() - input.remind_after)
         assert input.inactive_before is not None
         for _ in range(input.pages_per_run):
-            page: PageSwept = await workflow.execute_activity_method(
+            page = await workflow.execute_activity_method(
                 InactivityActivities.sweep_inactive_page,
                 SweepPage(
                     input.cursor,

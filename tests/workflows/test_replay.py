@@ -59,6 +59,8 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "MfaRemovedWorkflow": ("mfa-removed", "notified"),
     "MfaActivatedWorkflow": ("mfa-activated", "notified"),
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
+    "InactivityWorkflow": ("inactivity", "kept retired signed-in"),
+    "InactivitySweepWorkflow": ("inactivity-sweep", "swept continue-as-new continued"),
 }
 
 
