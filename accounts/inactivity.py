@@ -73,8 +73,8 @@ def open_order(statuses: list[str]) -> ColumnElement[bool]:
 
 def inactive(inactive_before: datetime, open_statuses: list[str]) -> ColumnElement[bool]:
     """A verified, not anonymized customer with no sign-in since `inactive_before` (one who never signed
-    in: activated before it) and no open order."""
-    never = Customer.last_signed_in_at.is_(None) & (Customer.registered_at < inactive_before)
+    in: whose row was created before it; an imported customer's at the import) and no open order."""
+    never = Customer.last_signed_in_at.is_(None) & (Customer.created_at < inactive_before)
     condition = (
         Customer.registered_at.is_not(None)
         & Customer.anonymized_at.is_(None)

@@ -1,7 +1,8 @@
 """Inactive accounts: the last sign-in (indexed, for the sweep) and the inactivity standing.
 
-The last sign-in of existing customers is taken from their newest recorded session, else from their
-activation, else from their creation: nobody is taken for inactive from a missing record.
+The last sign-in of existing customers is their newest refresh token (each sign-in issues one and each
+refresh rotates one; none is ever deleted), else the creation of their row (an imported customer's: the
+import), never their original registration date: nobody is taken for inactive for a missing record.
 
 Revision ID: 0022
 Revises: 0020
@@ -28,8 +29,7 @@ def upgrade() -> None:
     op.add_column("customers", sa.Column("inactivity_since", UTCDateTime(), nullable=True))
     op.execute(
         "UPDATE customers SET last_signed_in_at = COALESCE("
-        "(SELECT MAX(s.created_at) FROM customer_sessions s WHERE s.customer_id = customers.id),"
-        " registered_at, created_at)"
+        "(SELECT MAX(r.created_at) FROM refresh_tokens r WHERE r.customer_id = customers.id), created_at)"
     )
     op.create_index("ix_customers_last_signed_in_at", "customers", ["last_signed_in_at"])
 
