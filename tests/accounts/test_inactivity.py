@@ -50,7 +50,7 @@ def test_durations_count_years_and_months_and_the_feature_is_off_unless_the_remi
     ],
 )
 def test_durations_out_of_order_or_unreadable_are_refused(values: dict[str, str]) -> None:
-    with pytest.raises(ValidationError, match="INACTIVE|duration|timedelta"):
+    with pytest.raises(ValidationError, match=r"INACTIVE|duration|timedelta"):
         settings(**values)
 
 
