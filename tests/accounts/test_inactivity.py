@@ -25,7 +25,7 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def settings(**values: str) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
 
 
 def test_durations_count_years_and_months_and_the_feature_is_off_unless_the_reminder_is_set() -> None:
