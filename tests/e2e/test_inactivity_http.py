@@ -4,6 +4,7 @@ support's exemption ends the lifecycle, is audited, and is answered with Glue er
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from conftest import Database, Stack, StackFactory
 from sqlalchemy import select, update
 from temporalio.client import WorkflowHandle
 from test_backoffice_http import staff_key
+from test_backoffice_web import csrf_token, flash, staff_with_password, web_sign_in
 from test_login_http import registered, sign_in
 
 from accounts.models import AuditEvent, Customer, utcnow
@@ -129,3 +131,26 @@ async def test_support_exempts_a_customer_audited_and_the_lifecycle_ends(e2e: St
         ]
         assert (await sign_in(http, email)).status_code == 201  # a sign-in keeps the exemption
         assert (await standing(http, key, reference))["stage"] == "exempt"
+
+
+async def test_the_web_back_office_shows_the_standing_and_exempts(e2e: Stack) -> None:
+    name, password = await staff_with_password(e2e, "support", name="sid")
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        lifecycle = await dormant(e2e, reference)
+        await e2e.mail_to(email, "sign in to keep")
+        await web_sign_in(http, name, password)
+        customer = f"/backoffice/ui/customers/{reference}"
+        page = await http.get(customer)
+        shown = re.search(r'data-testid="customer-inactivity">([^<]*)<', page.text)
+        assert shown is not None and shown[1].startswith("reminded on ") and "last warning due" in shown[1]
+        assert "kept due" in shown[1]  # ACCOUNTS_INACTIVE_ACTION=keep here
+        exempted = await http.post(
+            f"{customer}/inactivity-exemption", data={"reason": "orders by phone", "csrf_token": csrf_token(page)}
+        )
+        after = await http.get(exempted.headers["location"])
+        assert flash(after) == f"success: {reference} is exempt from the inactivity lifecycle."
+        assert (await lifecycle.result()).outcome == "exempt"
+        shown = re.search(r'data-testid="customer-inactivity">([^<]*)<', after.text)
+        assert shown is not None and shown[1].startswith("exempt on ")
+        assert f"{customer}/inactivity-exemption" not in after.text
