@@ -4,6 +4,7 @@ activities, the real database (both) and the SMTP sink."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,13 +13,15 @@ import pytest
 from conftest import Database, Stack, StackFactory, unique_email
 from sqlalchemy import select, update
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import ScheduleActionStartWorkflow, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 
 from accounts import inactivity
 from accounts.email_address import email_key
 from accounts.models import AuditEvent, Customer, Order, utcnow
 from accounts.references import allocate_customer_reference
 from activities.inactivity import InactivityInput, inactivity_id
+from starter.schedules import INACTIVITY_SWEEP, THROTTLE_CLEANUP, ensure_schedules
 from workflows.inactivity import InactivitySweepWorkflow, InactivityWorkflow, SweepInput
 
 MONTH = timedelta(days=30)
@@ -243,3 +246,26 @@ async def test_the_retirement_anonymizes_through_the_deletion_lifecycle(
         assert customer.inactivity_stage == inactivity.RETIRED
         recorded = await events(database, reference)
         assert recorded[-1] == ("inactivity_ended", {"outcome": "retired"})
+
+
+async def test_the_worker_schedules_the_sweep_only_while_the_feature_is_on(
+    stack: StackFactory, dev_server: Any, sqlite_database: Database
+) -> None:
+    on = {"inactive_remind_after": "P23M", "inactive_warn_after": "P23M14D", "inactive_retire_after": "P2Y"}
+    async with stack(dev_server, sqlite_database, **on) as built:
+        sweep = built.client.get_schedule_handle(INACTIVITY_SWEEP)
+        try:
+            await ensure_schedules(built.client, built.settings)
+            described = await sweep.describe()
+            assert described.schedule.spec.intervals[0].every == timedelta(days=1)
+            action = described.schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow) and action.workflow == "InactivitySweepWorkflow"
+            off = built.settings.model_copy(update={"inactive_remind_after": None})
+            await ensure_schedules(built.client, off)
+            with pytest.raises(RPCError, match="not found"):
+                await sweep.describe()
+            await ensure_schedules(built.client, off)  # off and absent: nothing to do
+        finally:
+            for schedule in (sweep, built.client.get_schedule_handle(THROTTLE_CLEANUP)):
+                with contextlib.suppress(RPCError):
+                    await schedule.delete()
