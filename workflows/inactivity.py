@@ -92,8 +92,8 @@ class InactivityWorkflow:
                 ),
                 **ACTIVITY_OPTIONS,
             )
-            if not moved:
-                return await self._conclude(ref, ACTIVE, key)
+            if not moved:  # a signal on its way names why; else the database said it (a lost signal, a deletion)
+                return await self._conclude(ref, self._ended_by or ACTIVE, key)
             self._enter(to_stage)
             if to_stage in EMAILS:
                 deleted_on = workflow.now() + input.retirement_gap
@@ -106,20 +106,20 @@ class InactivityWorkflow:
                     **ACTIVITY_OPTIONS,
                     **email_queue(bulk=True),
                 )
-        if retire_stage == RETIRED:
+        result = await self._conclude(ref, retire_stage, key)
+        if retire_stage == RETIRED:  # the last step: the deletion cancels every running run of the customer
             await self._retire(ref)
-        return await self._conclude(ref, retire_stage, key)
+        return result
 
     async def _retire(self, ref: str) -> None:
-        """The deletion lifecycle, as support's deletion starts it; it ends this run's lifecycle siblings
-        (and would cancel this run, which closes right after the start)."""
+        """The deletion lifecycle, as support's deletion starts it (abandoned: it outlives this run). It ends
+        the customer's running runs first, this one too if it had not closed right after the start."""
         try:
             await workflow.start_child_workflow(
                 AnonymizationWorkflow.run,
                 AnonymizationInput(ref, CHANNEL, CHANNEL),
                 id=anonymization_id(ref),
                 parent_close_policy=ParentClosePolicy.ABANDON,
-                retry_policy=RetryPolicy(maximum_attempts=1),
             )
         except WorkflowAlreadyStartedError:  # a deletion is under way already: it anonymizes the account
             workflow.logger.info("the deletion of %s runs already", ref)

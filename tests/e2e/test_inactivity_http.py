@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest_asyncio
 from conftest import Database, Stack, StackFactory
 from sqlalchemy import select, update
 from temporalio.client import WorkflowHandle
+from test_backoffice_cli import cli
 from test_backoffice_http import staff_key
 from test_backoffice_web import csrf_token, flash, staff_with_password, web_sign_in
 from test_login_http import registered, sign_in
@@ -154,3 +156,29 @@ async def test_the_web_back_office_shows_the_standing_and_exempts(e2e: Stack) ->
         shown = re.search(r'data-testid="customer-inactivity">([^<]*)<', after.text)
         assert shown is not None and shown[1].startswith("exempt on ")
         assert f"{customer}/inactivity-exemption" not in after.text
+
+
+async def test_the_cli_exempts_and_shows_the_standing(e2e: Stack, tmp_path: Path) -> None:
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        lifecycle = await dormant(e2e, reference)
+        await e2e.mail_to(email, "sign in to keep")
+        code, out, err = await cli(e2e, tmp_path, "customers", "show", reference)
+        assert code == 0, err
+        assert "inactivity" in out and "reminded since" in out
+        blank = await cli(e2e, tmp_path, "customers", "exempt-inactivity", reference, "--reason", " ")
+        assert blank[0] != 0 and "give a reason" in blank[2]
+        code, out, err = await cli(
+            e2e, tmp_path, "customers", "exempt-inactivity", reference, "--reason", "VIP", "--agent", "alice"
+        )
+        assert (code, out.strip()) == (0, f"{reference} is exempt from the inactivity lifecycle"), err
+        assert (await lifecycle.result()).outcome == "exempt"
+        async with e2e.database.sessions() as session:
+            actors = (
+                await session.scalars(
+                    select(AuditEvent.actor).where(
+                        AuditEvent.customer_reference == reference, AuditEvent.event == "inactivity_exempted"
+                    )
+                )
+            ).all()
+        assert actors == ["alice"]
