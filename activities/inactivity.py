@@ -54,7 +54,7 @@ class SweepPage:
 class PageSwept:
     cursor: int  # the last customer id examined: the next page starts after it
     examined: int
-    started: int
+    started: int  # starts made; one whose customer's lifecycle runs already joined it (no second run)
     last: bool  # fewer than a page: the sweep is done
 
 
