@@ -133,7 +133,7 @@ async def advance(
     return _rowcount(result) == 1
 
 
-async def exempt(session: AsyncSession, customer: Customer, now: datetime) -> str | None:
+def exempt(customer: Customer, now: datetime) -> str | None:
     """Support exempts the (row-locked) customer: no lifecycle again. Returns the stage it ends."""
     before = customer.inactivity_stage
     customer.inactivity_stage = EXEMPT

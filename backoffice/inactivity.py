@@ -28,7 +28,7 @@ class InactivityArea(Area):
             customer = await writable_customer(session, customer_reference)
             if customer.inactivity_stage == inactivity.EXEMPT:
                 return
-            ended = await inactivity.exempt(session, customer, utcnow())
+            ended = inactivity.exempt(customer, utcnow())
             self._audit(session, customer_reference, "inactivity_exempted", staff, {"reason": reason, "ended": ended})
         if ended in inactivity.RUNNING:
             await self._accounts.inactivity.exempted(customer_reference)
