@@ -38,6 +38,7 @@ from activities.customers import CustomerActivities
 from activities.data_export import DataExportActivities
 from activities.email_change import EmailChangeActivities
 from activities.emails import EmailActivities
+from activities.inactivity import InactivityActivities
 from activities.lockout import LockoutActivities
 from activities.mfa import MfaActivities
 from activities.passwords import PasswordActivities
@@ -48,6 +49,7 @@ from workflows.assist import AssistWorkflow
 from workflows.customer_import import CustomerImportWorkflow
 from workflows.data_export import DataExportWorkflow
 from workflows.email_change import EmailChangeWorkflow
+from workflows.inactivity import InactivitySweepWorkflow, InactivityWorkflow
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.mfa import MfaActivatedWorkflow, MfaActivationWorkflow, MfaCodeWorkflow, MfaRemovedWorkflow
 from workflows.new_device import NewDeviceAlertWorkflow
@@ -76,6 +78,8 @@ WORKFLOWS = [
     NewDeviceAlertWorkflow,
     AssistWorkflow,
     DataExportWorkflow,
+    InactivityWorkflow,
+    InactivitySweepWorkflow,
 ]
 log = logging.getLogger("accounts.worker")
 SHUTDOWN_MARGIN = timedelta(seconds=10)
@@ -203,6 +207,7 @@ def build_worker(
     throttle_cleanup = ThrottleCleanupActivities(sessions)
     mfa = MfaActivities(sessions)
     assists = AssistActivities(sessions)
+    inactivity = InactivityActivities(sessions, client)  # the client starts the customers' lifecycles
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
     emails = EmailActivities(sessions, renderer, mailer or SmtpMailer.from_settings(settings), settings)
@@ -240,6 +245,9 @@ def build_worker(
         assists.close_assist,
         data_export.prepare_data_export,
         data_export.delete_data_export,
+        inactivity.sweep_inactive_page,
+        inactivity.advance_inactivity,
+        inactivity.conclude_inactivity,
         *signin_activities,
         *email_activities,
     ]

@@ -48,6 +48,7 @@ async def scrub(session: AsyncSession, customer: Customer, *, now: datetime) -> 
     customer.anonymized_at = now
     customer.token_version += 1
     customer.guest_cart_key = None
+    customer.last_signed_in_at = None  # when the person last used the shop; the inactivity stage stays
     await carts.delete_customer_carts(session, customer_id=customer.id)
     # back-office notes may quote the person; group memberships describe them
     await session.execute(delete(CustomerNote).where(CustomerNote.customer_id == customer.id))

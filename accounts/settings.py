@@ -8,12 +8,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from accounts.task_queues import KINDS, SUFFIXES, QueueKind
@@ -35,6 +36,26 @@ def _seconds_or_iso(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
+
+_YEARS_MONTHS = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?=\d|T|$)(.*)", re.IGNORECASE)
+
+
+def _months_or_iso(value: Any) -> Any:
+    """A Duration that may also count years and months, as ISO 8601 writes them (``P23M``, ``P1Y11M``,
+    ``P1Y6M15D``): a year is 365 days and a month 30 (P23M is 690 days). Unset or empty: None (off)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        match = _YEARS_MONTHS.fullmatch(text)
+        if match and (match[1] or match[2]):
+            days = int(match[1] or 0) * 365 + int(match[2] or 0) * 30
+            rest = match[3]  # the weeks, days and time that follow, as ISO 8601 of its own
+            return timedelta(days=days) + (TypeAdapter(timedelta).validate_python(f"P{rest}") if rest else timedelta(0))
+    return _seconds_or_iso(value)
+
+
+LongDuration = Annotated[timedelta | None, BeforeValidator(_months_or_iso)]
 
 
 def is_payload_key(value: str) -> bool:
@@ -177,6 +198,25 @@ class Settings(BaseSettings):
     import_emails_per_second: float = 10.0
     import_batch_size: int = 2000  # rows per batch: one activity, one transaction (docs/performance.md)
     import_concurrent_batches: int = 2  # batch activities of one import at once (one parses, one writes)
+
+    # inactive accounts (accounts/inactivity.py): customers who have not signed in for REMIND_AFTER get a
+    # reminder, a last warning at WARN_AFTER and are retired at RETIRE_AFTER (ACTION: anonymize through the
+    # deletion lifecycle, or keep). Each a Duration or ISO 8601 with years and months (P23M); the reminder
+    # unset (the default) turns the feature off: no sweep is scheduled
+    inactive_remind_after: LongDuration = None
+    inactive_warn_after: LongDuration = None
+    inactive_retire_after: LongDuration = None
+    inactive_action: Literal["anonymize", "keep"] = "anonymize"
+    # orders in these statuses are open: their customers are never reminded nor retired. Comma-separated
+    inactive_open_order_statuses: Annotated[list[str], NoDecode] = [
+        "new",
+        "payment pending",
+        "confirmed",
+        "exported",
+        "shipped",
+    ]
+    inactive_sweep_interval: Duration = timedelta(days=1)  # how often the Schedule runs the sweep
+    inactive_sweep_page_size: int = 500  # customers per page (one query, one activity)
 
     # password policy (Spryker's knobs, plus the offline common-password and similarity checks)
     password_min_length: int = 12
@@ -350,9 +390,22 @@ class Settings(BaseSettings):
         for port in (self.api_metrics_port, self.worker_metrics_port):
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError("ACCOUNTS_API_METRICS_PORT and ACCOUNTS_WORKER_METRICS_PORT must be 0-65535")
+        self._check_inactivity()
         if self.password_min_length > self.password_max_length:
             raise ValueError("ACCOUNTS_PASSWORD_MIN_LENGTH exceeds ACCOUNTS_PASSWORD_MAX_LENGTH")
         return self
+
+    def _check_inactivity(self) -> None:
+        steps = (self.inactive_remind_after, self.inactive_warn_after, self.inactive_retire_after)
+        if steps[0] is None:
+            return
+        if steps[1] is None or steps[2] is None or not timedelta(0) < steps[0] < steps[1] < steps[2]:
+            raise ValueError(
+                "ACCOUNTS_INACTIVE_REMIND_AFTER, ..._WARN_AFTER and ..._RETIRE_AFTER: all three set, positive and"
+                " each longer than the one before"
+            )
+        if not 1 <= self.inactive_sweep_page_size <= 10_000 or self.inactive_sweep_interval <= timedelta(0):
+            raise ValueError("ACCOUNTS_INACTIVE_SWEEP_PAGE_SIZE must be 1-10000, ..._SWEEP_INTERVAL positive")
 
     def _check_production(self) -> None:
         """Production refuses placeholders and missing keys: one line that names every setting to fix."""
@@ -372,7 +425,12 @@ class Settings(BaseSettings):
             raise ValueError(f"production refuses placeholders and missing keys: set {'; '.join(missing)}")
 
     @field_validator(
-        "payload_decryption_keys", "codec_cors_origins", "mfa_types", "mfa_protected_requests", mode="before"
+        "payload_decryption_keys",
+        "codec_cors_origins",
+        "mfa_types",
+        "mfa_protected_requests",
+        "inactive_open_order_statuses",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -77,6 +77,7 @@ class NoticeInput:
     session_id: str | None = None  # new_device: the sign-in whose device and network prefix it names
     export_id: str | None = None  # data_export_ready: the export whose download it links to
     expires_at: datetime | None = None  # data_export_ready: when the archive is deleted
+    due_at: datetime | None = None  # inactivity_reminder, inactivity_warning: when the account is deleted (None: kept)
 
 
 @dataclass
@@ -202,6 +203,8 @@ class EmailActivities:
             # the download needs the owner's sign-in: the link names the export, it opens nothing by itself
             path = data_exports.download_path(request.customer_reference, request.export_id)
             context.update(download_url=f"{base}{path}", expires_at=request.expires_at)
+        if request.due_at is not None:
+            context.update(due_at=request.due_at)
         if request.template == NEW_DEVICE_EMAIL and request.session_id is not None:
             context.update(signed_in_at=request.changed_at)
             context.update(await self._new_device(customer, request.session_id, request.idempotency_key))

@@ -16,6 +16,7 @@ per area; `BackOffice` is composed of them, so a caller holds one object (`offic
 - `profiles`, `groups_notes`: profile and address edits, notes and groups are plain writes.
 - `sessions`: where a customer is signed in, and ending one of those sessions.
 - `imports`: customer.csv imports (admin only), run by the import workflow through `starter.imports`.
+- `inactivity`: where a customer stands in the inactivity lifecycle, and support's exemption from it.
 - `mfa`: a customer's multi-factor methods (shown on the customer's page) and support's removal of them.
 - `assists`: an agent's "Assist this customer", the running assistance sessions, an admin's end of one.
 
@@ -41,6 +42,7 @@ from backoffice.customers import (
 from backoffice.export import Export
 from backoffice.groups_notes import GROUP_DESCRIPTION_MAX, GROUP_NAME_MAX, NOTE_MAX, Group, GroupsNotes, Note
 from backoffice.imports import ImportNotFound, ImportsArea, InvalidImportFile
+from backoffice.inactivity import InactivityArea
 from backoffice.lifecycles import CreatedCustomer, CustomerDraft, LifecycleRun, Lifecycles
 from backoffice.mfa import MfaArea
 from backoffice.permissions import (
@@ -65,7 +67,16 @@ from backoffice.sessions import CustomerSessionsArea
 
 
 class BackOffice(
-    Customers, Export, Profiles, Lifecycles, GroupsNotes, ImportsArea, MfaArea, CustomerSessionsArea, AssistsArea
+    Customers,
+    Export,
+    Profiles,
+    Lifecycles,
+    GroupsNotes,
+    ImportsArea,
+    MfaArea,
+    CustomerSessionsArea,
+    AssistsArea,
+    InactivityArea,
 ):
     """Every back-office use case: `BackOffice(sessions, accounts_client, settings)`."""
 

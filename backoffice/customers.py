@@ -13,14 +13,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts import addresses, mfa, orders
+from accounts import addresses, inactivity, mfa, orders
 from accounts.addresses import CustomerAddress
 from accounts.email_address import ascii_domain, email_key
+from accounts.inactivity import Standing
 from accounts.models import AuditEvent, Customer, CustomerGroup, CustomerGroupMember, LoginThrottle, Order, utcnow
 from accounts.staff import StaffMember
 from accounts.throttle import customer_subject
 from backoffice.base import Area, find_customer, require_customer
 from backoffice.groups_notes import GROUP_NAME_MAX, Group, Note, read_groups, read_notes
+from backoffice.inactivity import inactivity_timeline
 from backoffice.lifecycles import LifecycleRun, read_lifecycle
 from backoffice.permissions import InvalidInput, authorize
 
@@ -112,6 +114,7 @@ class CustomerDetail:
     lifecycle: list[LifecycleRun]  # newest first
     lifecycle_status: str  # ok | unavailable (Temporal could not be asked)
     mfa: list[tuple[str, str]] = field(default_factory=list)  # (type, Glue status) of each method set up
+    inactivity: Standing | None = None  # where the customer stands in the inactivity lifecycle
 
 
 class Customers(Area):
@@ -153,6 +156,7 @@ class Customers(Area):
             lifecycle=lifecycle,
             lifecycle_status=lifecycle_status,
             mfa=[(kind, mfa.GLUE_STATUS[row.status]) for kind, row in sorted(methods.items())],
+            inactivity=inactivity.standing(customer, inactivity_timeline(self._settings)),
         )
 
     async def events(self, customer_reference: str, staff: StaffMember | None = None) -> list[AuditEvent]:

@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers.send_password_token": _STAFF,
     "customers.remove_mfa": _STAFF,  # a customer who lost their second factor (the customer is emailed)
     "customers.end_session": _STAFF,  # one of the customer's sign-ins (backoffice/sessions.py)
+    "customers.exempt_inactivity": _STAFF,  # never reminded nor retired for inactivity (audited)
     "customers.export_data": _STAFF,  # a copy of the customer's data, emailed to the customer (not to staff)
     "notes.list": _STAFF,
     "notes.add": _STAFF,

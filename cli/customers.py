@@ -105,6 +105,10 @@ def show_customer(customer_reference: str, as_json: JsonOption = False) -> None:
     ):
         profile.add_row(name, "-" if attributes[name] is None else str(attributes[name]))  # fmt: skip
     profile.add_row("groups", ", ".join(group.name for group in detail.groups) or "-")
+    standing = attributes["inactivity"]
+    if standing is not None:
+        due = [f"{name} {standing[name]}" for name in ("warningDue", "retirementDue") if standing[name]]
+        profile.add_row("inactivity", " ".join([standing["stage"], f"since {standing['since'] or '-'}", *due]))
     console.print(profile)
     if detail.addresses:
         addresses = Table(title="Addresses")
@@ -303,3 +307,16 @@ def customer_events(customer_reference: str, as_json: JsonOption = False) -> Non
         table.add_row(f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.event, e.channel, e.actor,
                       json.dumps(e.details) if e.details else "")  # fmt: skip
     console.print(table)
+
+
+@app.command("exempt-inactivity")
+def exempt_inactivity(
+    customer_reference: str,
+    reason: Annotated[str, typer.Option(help="why (recorded in the audit trail)")],
+    agent: AgentOption = None,
+) -> None:
+    """Support: never remind nor retire the customer for inactivity; a running inactivity lifecycle ends."""
+    if not reason.strip():
+        raise typer.BadParameter("give a reason")
+    with_office(lambda office: office.exempt_from_inactivity(customer_reference, actor(agent), reason.strip()))
+    console.print(f"{customer_reference} is exempt from the inactivity lifecycle")

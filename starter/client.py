@@ -43,6 +43,7 @@ from starter.errors import (
     ResendThrottled,
 )
 from starter.imports import Imports
+from starter.inactivity import InactivityLifecycles
 from starter.login import Authenticated, Logins
 from starter.mfa import MfaLifecycles
 from starter.passwords import Passwords
@@ -131,6 +132,7 @@ class AccountsClient:
         self.staff_locks = StaffLockNotices(client, settings)
         self.assists = Assists(client, settings, sessions)
         self.data_exports = DataExports(client, settings, sessions)
+        self.inactivity = InactivityLifecycles(client)
 
     @classmethod
     async def connect(cls, settings: Settings, sessions: SessionFactory) -> AccountsClient:

@@ -17,6 +17,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +58,9 @@ class Authenticated:
     token_version: int
     device_token: str | None = None  # for the client to present next time (see accounts/device_tokens.py)
     known_device: bool = False  # the client presented a live device token of this account
+    # what the sign-in read of the customer's inactivity (accounts/inactivity.py): whether it must write
+    last_signed_in_at: datetime | None = None
+    inactivity_stage: str | None = None
 
 
 SecondFactor = Callable[[int, str], Awaitable[None]]
@@ -216,6 +220,8 @@ class Logins:
             customer.token_version,
             issued,
             known_device=device is not None,
+            last_signed_in_at=customer.last_signed_in_at,
+            inactivity_stage=customer.inactivity_stage,
         )
 
     async def check_password(self, customer: Customer, password: str, *, client_ip: str) -> None:

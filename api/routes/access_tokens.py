@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from accounts import carts, customer_sessions, rate_limits
+from accounts import carts, customer_sessions, inactivity, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.device_tokens import MAX_TOKEN_LENGTH as MAX_DEVICE_TOKEN
 from accounts.mfa import Subject
@@ -111,6 +111,8 @@ async def _tokens(request: Request, who: Authenticated, presented: str | None) -
             session, customer_id=who.customer_id, family_id=signed_in.session_id, device=device, now=now
         )
         signed_in.signed_in_at = now if new else None
+        if inactivity.needs_sign_in_write(who.last_signed_in_at, who.inactivity_stage, now):
+            await inactivity.record_sign_in(session, who.customer_id, now)
 
     refresh_token = await store.issue(
         who.customer_id, family_id=signed_in.session_id, token_version=who.token_version, started=started
@@ -120,7 +122,10 @@ async def _tokens(request: Request, who: Authenticated, presented: str | None) -
 
 
 def alert_if_new(background: BackgroundTasks, accounts: Accounts, who: Authenticated, signed_in: SignedIn) -> None:
-    """A new device's email starts after the answer is sent: the sign-in waits for no Temporal round trip."""
+    """A new device's email starts after the answer is sent: the sign-in waits for no Temporal round trip.
+    So does the signal that ends a running inactivity lifecycle (only when one runs: accounts/inactivity.py)."""
+    if who.inactivity_stage in inactivity.RUNNING:
+        background.add_task(accounts.inactivity.signed_in, who.customer_reference)
     if signed_in.signed_in_at is not None:
         background.add_task(
             accounts.customer_sessions.alert_new_device,

@@ -150,7 +150,9 @@ async def customer_page(request: Request, customer_reference: str, web: Web, ses
             "end_session": allowed(role, "customers.end_session"),
             "assist": allowed(role, "customers.assist"),
             "end_assist": allowed(role, "assists.end"),
+            "exempt_inactivity": allowed(role, "customers.exempt_inactivity"),
         },
+        settings_keep=web.settings.inactive_action == "keep",
         action_url=lambda action: f"{customer_url(customer_reference)}/{action}",
     )
     if flash is not None:
@@ -251,6 +253,18 @@ async def remove_mfa(customer_reference: str, web: Web, session: Posting, reason
         customer_reference,
         run(),
         f"Two-step sign-in is removed from {customer_reference}; they are told.",
+    )
+
+
+@router.post("/ui/customers/{customer_reference}/inactivity-exemption")
+async def exempt_inactivity(customer_reference: str, web: Web, session: Posting, reason: Reason = "") -> Response:
+    async def run() -> None:
+        await web.backoffice.exempt_from_inactivity(
+            customer_reference, session.member, _reason(reason, "an exemption from inactivity")
+        )
+
+    return await _act(
+        web, session, customer_reference, run(), f"{customer_reference} is exempt from the inactivity lifecycle."
     )
 
 

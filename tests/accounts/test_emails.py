@@ -32,6 +32,8 @@ MESSAGES = (
     "mfa_removed",
     "mfa_activated",
     "agent_assist",
+    "inactivity_reminder",
+    "inactivity_warning",
 )
 LOCALES = ("en_US", "de_DE")
 SUPPORTED = ("en_US", "de_DE")
@@ -71,6 +73,7 @@ def context(**overrides: Any) -> dict[str, Any]:
         "valid_minutes": 30,
         "removed": "email, totp",
         "activated": "totp",
+        "due_at": datetime(2028, 10, 1, 9, 0, tzinfo=UTC),
     }
     return values | overrides
 
@@ -534,3 +537,15 @@ def test_the_mfa_code_stands_in_subject_text_and_html(renderer: EmailRenderer, l
     assert "\n042917\n" in content.text
     assert ">042917</p>" in content.html
     assert "30" in content.text
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("name", ["inactivity_reminder", "inactivity_warning"])
+def test_inactivity_emails_name_the_deletion_date_unless_the_account_is_kept(
+    renderer: EmailRenderer, name: str, locale: str
+) -> None:
+    deleted = renderer.render_email(name, locale, context())
+    kept = renderer.render_email(name, locale, {k: v for k, v in context().items() if k != "due_at"})
+    assert "2028" in deleted.text and "2028" in deleted.html
+    assert "2028" not in kept.text and "2028" not in kept.html
+    assert "http://localhost:8000/login" in kept.text

@@ -62,6 +62,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", f"{CUSTOMER}/force-password-reset"): Case("admin", 404),
     ("POST", f"{CUSTOMER}/mfa/remove"): Case("support", 404, {"reason": "ticket"}),
     ("POST", f"{CUSTOMER}/data-exports"): Case("support", 404),
+    ("POST", f"{CUSTOMER}/inactivity-exemption"): Case("support", 404, {"reason": "ticket"}),
     ("GET", "/backoffice/customer-groups"): Case("support", 200),
     ("POST", "/backoffice/customer-groups"): Case("admin", 422, {}),
     ("GET", GROUP): Case("support", 404),

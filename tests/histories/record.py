@@ -62,13 +62,14 @@ from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from accounts import customer_sessions, mfa
+from accounts import customer_sessions, inactivity, mfa
 from accounts.models import AuditEvent, Customer, EmailOutbox, MfaMethod, ReferenceCounter
 from accounts.references import CUSTOMER_COUNTER
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.staff import StaffDirectory
 from accounts.temporal import SEARCH_ATTRIBUTES
 from accounts.throttle import customer_subject
+from activities.inactivity import InactivityInput, inactivity_id
 from api.web.sign_in import StaffSignIn
 from devstack.mailsink import MailSink
 from starter import AccountsClient, EmailTaken, LoginFailed, Registration
@@ -77,11 +78,12 @@ from starter.imports import Imports
 from starter.login import lockout_id
 from starter.mfa import MfaLifecycles, activation_workflow_id, code_workflow_id
 from starter.passwords import reset_id
-from starter.schedules import THROTTLE_CLEANUP
+from starter.schedules import INACTIVITY_SWEEP, THROTTLE_CLEANUP
 from workflows.anonymization import anonymization_id
 from workflows.assist import AssistWorkflow, assist_id
 from workflows.data_export import data_export_id
 from workflows.email_change import email_change_id
+from workflows.inactivity import InactivitySweepWorkflow, InactivityWorkflow, SweepInput
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.new_device import new_device_alert_id
 from workflows.throttle_cleanup import CleanupRequest, ThrottleCleanupWorkflow
@@ -783,6 +785,85 @@ async def mfa_activated(stack: Stack) -> list[Handle]:
     assert await mfa.verify_activation(stack.database.sessions, policy, found, mfa.EMAIL, code)
     workflow_id = await stack.accounts.mfa.activated(reference, mfa.EMAIL)
     return await finished(stack, stack.client.get_workflow_handle(workflow_id))
+
+
+# --- inactive accounts ----------------------------------------------------------------------------------
+
+LONG_AGO = datetime(2000, 6, 1, tzinfo=UTC)  # the dormant customers' last sign-in
+CUTOFF = datetime(2001, 1, 1, tzinfo=UTC)  # the recorded sweeps' and lifecycles' `inactive_before`
+
+
+async def dormant_customer(stack: Stack) -> tuple[str, str]:
+    email, reference = await verified_customer(stack)
+    async with stack.database.sessions.begin() as session:
+        await session.execute(
+            update(Customer).where(Customer.customer_reference == reference).values(last_signed_in_at=LONG_AGO)
+        )
+    return email, reference
+
+
+async def inactivity_lifecycle(stack: Stack, reference: str, action: str) -> Handle:
+    return await stack.client.start_workflow(
+        InactivityWorkflow.run,
+        InactivityInput(reference, CUTOFF, timedelta(days=1), timedelta(days=1), action, ["new"]),
+        id=inactivity_id(reference),
+        task_queue=stack.settings.task_queue,
+    )
+
+
+@branch("inactivity/kept")
+async def inactivity_kept(stack: Stack) -> list[Handle]:
+    _, reference = await dormant_customer(stack)
+    return await finished(stack, await inactivity_lifecycle(stack, reference, "keep"))
+
+
+@branch("inactivity/retired")
+async def inactivity_retired(stack: Stack) -> list[Handle]:
+    """Up to the deletion lifecycle's start (it runs on, abandoned: here without visibility it cannot end)."""
+    _, reference = await dormant_customer(stack)
+    return await finished(stack, await inactivity_lifecycle(stack, reference, "anonymize"))
+
+
+@branch("inactivity/signed-in")
+async def inactivity_signed_in(stack: Stack) -> list[Handle]:
+    email, reference = await dormant_customer(stack)
+    handle = await inactivity_lifecycle(stack, reference, "anonymize")
+    await stack.mail_to(email, "sign in to keep")
+    async with stack.database.sessions.begin() as session:  # the sign-in's write (api/routes/access_tokens.py)
+        await inactivity.record_sign_in(session, (await customer(stack, reference)).id, datetime.now(UTC))
+    await stack.accounts.inactivity.signed_in(reference)
+    return await finished(stack, handle)
+
+
+def recorded_sweep(**overrides: Any) -> SweepInput:
+    remind = datetime.now(UTC) - CUTOFF
+    return SweepInput(remind, remind + timedelta(days=1), remind + timedelta(days=2), "keep", ["new"], **overrides)
+
+
+@branch("inactivity-sweep/swept")
+async def inactivity_swept(stack: Stack) -> list[Handle]:
+    await dormant_customer(stack)
+    handle = await stack.client.start_workflow(
+        InactivitySweepWorkflow.run,
+        recorded_sweep(),
+        id=f"{INACTIVITY_SWEEP}-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.settings.task_queue,
+    )
+    return await finished(stack, handle)
+
+
+@branch("inactivity-sweep/continue-as-new", "inactivity-sweep/continued")
+async def inactivity_sweep_continued(stack: Stack) -> list[Handle]:
+    await dormant_customer(stack)
+    await dormant_customer(stack)
+    handle = await stack.client.start_workflow(
+        InactivitySweepWorkflow.run,
+        recorded_sweep(page_size=1, pages_per_run=1),
+        id=f"{INACTIVITY_SWEEP}-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.settings.task_queue,
+    )
+    (last,) = await finished(stack, handle)
+    return [stack.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id), last]
 
 
 # --- writing ------------------------------------------------------------------------------------------

@@ -142,6 +142,7 @@ async def assert_no_personal_data_left(stack: Stack, reference: str, email: str,
             "default_shipping_address_id",
             "preferred_shipping_method",
             "guest_cart_key",
+            "last_signed_in_at",
         ):
             assert value is None, column.key
         elif column.key == "token_version":
@@ -150,7 +151,8 @@ async def assert_no_personal_data_left(stack: Stack, reference: str, email: str,
             assert value is not None
         else:  # bookkeeping that says nothing about the person
             assert column.key in ("id", "customer_reference", "locale", "channel", "registered_at", "created_at",
-                                  "updated_at", "password_reset_required"), column.key  # fmt: skip
+                                  "updated_at", "password_reset_required", "inactivity_stage",
+                                  "inactivity_since"), column.key  # fmt: skip
     assert after.email == after.email_key and after.status == "anonymized"
     assert await count(stack, select(func.count()).select_from(Address).where(Address.customer_id == after.id)) == 0
     live_tokens = select(func.count()).where(OneTimeToken.customer_id == after.id, OneTimeToken.used_at.is_(None))

@@ -61,6 +61,8 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "NewDeviceAlertWorkflow": ("new-device", "alerted"),
     "AssistWorkflow": ("assist", "ended expired"),
     "DataExportWorkflow": ("data-export", "expired"),
+    "InactivityWorkflow": ("inactivity", "kept retired signed-in"),
+    "InactivitySweepWorkflow": ("inactivity-sweep", "swept continue-as-new continued"),
 }
 
 

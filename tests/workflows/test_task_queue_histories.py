@@ -21,7 +21,7 @@ EMAIL_ACTIVITIES = ("send_token_link", "send_notice", "send_mfa_code", "send_sta
 # the sends whose input names no template: each sends one (an MFA code; a staff member's lock notice, which
 # the member may be waiting for at the sign-in form: not bulk, unlike a customer's)
 TEMPLATE_OF = {"send_mfa_code": "mfa_code", "send_staff_lock_notice": "staff_locked"}
-ALWAYS_BULK = ("reminder", "already_registered", "account_locked")
+ALWAYS_BULK = ("reminder", "already_registered", "account_locked", "inactivity_reminder", "inactivity_warning")
 
 
 def _started(events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from accounts.inactivity import Standing
 from accounts.models import Order
 from api import jsonapi
 from api.jsonapi import GlueError, GlueException
@@ -83,6 +84,16 @@ def detail_attributes(detail: CustomerDetail) -> dict[str, Any]:
         "groups": [group_attributes(group) for group in detail.groups],
         "lifecycle": {"status": detail.lifecycle_status, "runs": [run_attributes(run) for run in detail.lifecycle]},
         "mfa": [{"type": kind, "status": status} for kind, status in detail.mfa],
+        "inactivity": inactivity_attributes(detail.inactivity) if detail.inactivity is not None else None,
+    }
+
+
+def inactivity_attributes(standing: Standing) -> dict[str, Any]:
+    return {
+        "stage": standing.stage,
+        "since": iso(standing.since),
+        "warningDue": iso(standing.warning_due),
+        "retirementDue": iso(standing.retirement_due),
     }
 
 

@@ -44,6 +44,17 @@ async def unlock(customer_reference: str, body: Reason, staff: CurrentStaff, off
     return Response(status_code=204)
 
 
+@router.post(
+    f"{CUSTOMER}/inactivity-exemption",
+    status_code=204,
+    summary="Exempt from the inactivity lifecycle: never reminded nor retired; a running one ends (audited)",
+)
+async def exempt_inactivity(customer_reference: str, body: Reason, staff: CurrentStaff, office: Office) -> Response:
+    with answers(customer_reference):
+        await office.exempt_from_inactivity(customer_reference, staff, body.reason)
+    return Response(status_code=204)
+
+
 @router.post(f"{CUSTOMER}/password-token", status_code=204, summary="Email a set-password link")
 async def password_token(customer_reference: str, staff: CurrentStaff, office: Office) -> Response:
     with answers(customer_reference):

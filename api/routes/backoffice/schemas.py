@@ -173,6 +173,9 @@ class CustomerDetailAttributes(BaseModel):
     groups: list[GroupAttributes]
     lifecycle: Lifecycle
     mfa: list[dict[str, str]] = []  # each method set up: {"type": "totp", "status": "activated"}
+    # where the customer stands in the inactivity lifecycle: stage active | reminded | warned | kept | retired
+    # | exempt, since when, and the next steps' dates while one runs
+    inactivity: dict[str, Any] | None = None
 
 
 class CustomerDetailResource(BaseModel):

@@ -41,6 +41,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", f"{PREFIX}{CUSTOMER}/verify"): "customers.verify",
     ("POST", f"{PREFIX}{CUSTOMER}/resend-verification"): "customers.resend_verification",
     ("POST", f"{PREFIX}{CUSTOMER}/unlock"): "customers.unlock",
+    ("POST", f"{PREFIX}{CUSTOMER}/inactivity-exemption"): "customers.exempt_inactivity",
     ("POST", f"{PREFIX}{CUSTOMER}/password-token"): "customers.send_password_token",
     ("POST", f"{PREFIX}{CUSTOMER}/password"): "customers.set_password",
     ("POST", f"{PREFIX}{CUSTOMER}/force-password-reset"): "customers.force_password_reset",
