@@ -103,7 +103,8 @@ async def customer_list(
         status_code=400 if error else 200,
         filter=wanted,
         page=found,
-        groups=await web.backoffice.list_groups(session.member),
+        # the group filter is back-office work: an agent (no groups.list) finds customers without it
+        groups=await web.backoffice.list_groups(session.member) if allowed(session.member.role, "groups.list") else [],
         statuses=CUSTOMER_STATUSES,
         sorts=SORTS if any(value == wanted.sort for value, _ in SORTS) else [*SORTS, (wanted.sort, wanted.sort)],
         error=error,

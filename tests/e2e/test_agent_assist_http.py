@@ -367,6 +367,9 @@ async def test_the_back_office_assists_a_customer_and_an_admin_ends_the_session(
     async with e2e.http() as agent_http, e2e.http() as admin_http, e2e.http() as support_http:
         for client, name in ((agent_http, agent), (admin_http, admin), (support_http, support)):
             assert (await web_sign_in(client, name, AGENT_PASSWORD)).status_code == 303
+        # an agent lands on the customer list (without the group filter, which is support's) and finds them
+        listed = await agent_http.get("/backoffice")
+        assert listed.status_code == 200 and page_url in listed.text, listed.text
         page = await agent_http.get(page_url)
         assert "Assist this customer" in page.text
         assert "Assist this customer" not in (await support_http.get(page_url)).text
