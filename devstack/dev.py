@@ -184,7 +184,9 @@ async def run_dev(settings: Settings, echo: Callable[[str], None] = print) -> No
             "\n".join(
                 [
                     "",
-                    f"  API             http://{settings.api_host}:{settings.api_port}  (OpenAPI at /openapi.json)",
+                    # the public URL (localhost): the back office's session cookie and the Temporal UI's codec
+                    # requests must be on the same host name (docs/operations.md), and email links use it too
+                    f"  API             {settings.public_url}  (OpenAPI at /openapi.json)",
                     f"  Temporal UI     {settings.temporal_ui_url}"
                     + (f"  (codec: {codec_endpoint(settings)})" if temporal else ""),
                     f"  Temporal        {settings.temporal_target}",
