@@ -208,7 +208,15 @@ class Mailer(Protocol):
 
 
 class SmtpMailer:
-    """Sends each email as multipart/alternative (text, then HTML) over its own SMTP connection."""
+    """Sends each email as multipart/alternative (text, then HTML) over SMTP, reusing idle connections.
+
+    A connection that just delivered a message waits for the next one for up to IDLE_SECONDS (at most
+    MAX_IDLE of them): no TCP and TLS handshake, EHLO and login per email. One that fails is closed, never
+    reused; one the server dropped while idle is found out by the next send, which then opens a new one
+    (a refusal or a timeout on a fresh connection is the send's answer, as before)."""
+
+    MAX_IDLE = 4  # the email queues' activity slots by default: one each
+    IDLE_SECONDS = 20.0  # well under the idle timeouts of SMTP servers (Postfix 300 s, providers 30-60 s)
 
     def __init__(
         self,
@@ -226,6 +234,7 @@ class SmtpMailer:
         self._password = password
         self._tls = tls
         self._timeout = timeout
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # connection, when it went idle (monotonic)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMailer:
@@ -248,21 +257,30 @@ class SmtpMailer:
         content: EmailContent,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        message = _mime_message(sender=sender, to=to, content=content, headers=headers)
         try:
             # aiosmtplib's timeout bounds each command; the whole handover gets the same bound, so that
             # ACCOUNTS_SMTP_TIMEOUT is what a send can take at most (the worker's shutdown waits that long).
             async with asyncio.timeout(self._timeout):
-                await aiosmtplib.send(
-                    _mime_message(sender=sender, to=to, content=content, headers=headers),
-                    hostname=self._host,
-                    port=self._port,
-                    username=self._username,
-                    password=self._password,
-                    use_tls=self._tls == "tls",
-                    # aiosmtplib upgrades opportunistically when left to decide; "none" must mean none.
-                    start_tls=self._tls == "starttls",
-                    timeout=self._timeout,
-                )
+                connection = self._take_idle()
+                if connection is not None:
+                    try:
+                        await connection.send_message(message)
+                    except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                        connection.close()  # dropped while idle: this send goes over a new connection
+                    except BaseException:
+                        connection.close()
+                        raise
+                    else:
+                        self._keep(connection)
+                        return
+                connection = await self._connect()
+                try:
+                    await connection.send_message(message)
+                except BaseException:
+                    connection.close()
+                    raise
+                self._keep(connection)
         except aiosmtplib.SMTPRecipientsRefused as error:
             # one recipient per message: its refusal is the message's
             refused = error.recipients[0]
@@ -271,6 +289,40 @@ class SmtpMailer:
             raise _failure(error.code, error.message, permanent_if_5xx=True) from None
         except aiosmtplib.SMTPResponseException as error:
             raise _failure(error.code, error.message, permanent_if_5xx=False) from None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        connection = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            username=self._username,
+            password=self._password,
+            use_tls=self._tls == "tls",
+            # aiosmtplib upgrades opportunistically when left to decide; "none" must mean none.
+            start_tls=self._tls == "starttls",
+            timeout=self._timeout,
+        )
+        await connection.connect()
+        return connection
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        """The most recently used idle connection still young enough; older ones are closed."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            connection, since = self._idle.pop()
+            if now - since < self.IDLE_SECONDS and connection.is_connected:
+                return connection
+            connection.close()
+        return None
+
+    def _keep(self, connection: aiosmtplib.SMTP) -> None:
+        now = asyncio.get_running_loop().time()
+        for aged in [entry for entry in self._idle if now - entry[1] >= self.IDLE_SECONDS]:
+            self._idle.remove(aged)
+            aged[0].close()
+        if len(self._idle) >= self.MAX_IDLE or not connection.is_connected:
+            connection.close()
+            return
+        self._idle.append((connection, now))
 
 
 def _failure(code: int, reply: str, *, permanent_if_5xx: bool) -> MailFailure:

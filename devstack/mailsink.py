@@ -74,6 +74,7 @@ class MailSink:
         self._arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self.connections_accepted = 0  # SMTP connections opened to this sink, over its life
 
     async def start(self) -> None:
         if self._server is not None:
@@ -87,6 +88,7 @@ class MailSink:
             # An explicit hostname: aiosmtpd would otherwise ask DNS for this host's FQDN per connection.
             protocol = SMTP(handler, hostname="localhost", enable_SMTPUTF8=True, loop=loop)
             self._connections.add(protocol)
+            self.connections_accepted += 1
             return protocol
 
         self._server = await loop.create_server(connection, host=self._host, port=self._port)

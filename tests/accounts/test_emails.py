@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jinja2 import UndefinedError
 
-from accounts.emails import EmailContent, EmailRenderer, SmtpMailer
+from accounts.emails import EmailContent, EmailRenderer, MailRefused, SmtpMailer
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.settings import PROJECT_ROOT, Settings
 from devstack.mailsink import MailSink
@@ -549,3 +549,47 @@ def test_inactivity_emails_name_the_deletion_date_unless_the_account_is_kept(
     assert "2028" in deleted.text and "2028" in deleted.html
     assert "2028" not in kept.text and "2028" not in kept.html
     assert "http://localhost:8000/login" in kept.text
+
+
+async def test_sends_reuse_an_idle_connection_and_open_a_new_one_when_the_server_dropped_it() -> None:
+    content = EmailContent(subject="Hello", text="Hello\n", html="<p>Hello</p>")
+    sink = MailSink("127.0.0.1", 0)
+    await sink.start()
+    port = sink.port
+    mailer = SmtpMailer("127.0.0.1", port)
+    try:
+        for name in ("ann", "ben", "cem"):
+            await mailer.send(sender="no-reply@shop.example", to=f"{name}@example.com", content=content)
+        assert [m.to for m in sink.messages] == [["ann@example.com"], ["ben@example.com"], ["cem@example.com"]]
+        assert sink.connections_accepted == 1  # one handshake for three emails
+
+        # the server goes away and comes back (a restart): the idle connection is dead, the next send
+        # notices and delivers over a new one
+        await sink.stop()
+        sink = MailSink("127.0.0.1", port)
+        await sink.start()
+        await mailer.send(sender="no-reply@shop.example", to="dee@example.com", content=content)
+        assert [m.to for m in sink.messages] == [["dee@example.com"]] and sink.connections_accepted == 1
+
+        # while it is down, a send fails as it always did (the activity retries), and nothing is kept
+        await sink.stop()
+        with pytest.raises(OSError):
+            await mailer.send(sender="no-reply@shop.example", to="eve@example.com", content=content)
+    finally:
+        await sink.stop()
+
+
+async def test_a_connection_whose_send_was_refused_is_not_reused() -> None:
+    content = EmailContent(subject="Hello", text="Hello\n", html="<p>Hello</p>")
+
+    def refuse(address: str) -> str | None:
+        return "550 5.1.1 no such mailbox" if address.startswith("gone") else None
+
+    async with MailSink(refuse_recipient=refuse) as sink:
+        mailer = SmtpMailer("127.0.0.1", sink.port)
+        with pytest.raises(MailRefused):
+            await mailer.send(sender="no-reply@shop.example", to="gone@example.com", content=content)
+        await mailer.send(sender="no-reply@shop.example", to="fay@example.com", content=content)
+        await mailer.send(sender="no-reply@shop.example", to="gil@example.com", content=content)
+        assert [m.to for m in sink.messages] == [["fay@example.com"], ["gil@example.com"]]
+        assert sink.connections_accepted == 2  # the refused one closed; the next two shared one
