@@ -182,6 +182,11 @@ async def test_the_agent_header_tells_invalid_tokens_from_credentials_that_are_n
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
             (401, "001", "Invalid access token.")
         ]
+        # for good: enabling the member again revives neither their web sessions nor the impersonation
+        await directory.set_disabled(agent, False)
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
 
 
 async def test_customer_search_pages_through_prefix_matches_of_email_and_names(e2e: Stack) -> None:
