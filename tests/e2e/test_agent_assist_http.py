@@ -422,3 +422,34 @@ async def test_the_back_office_api_lists_running_sessions_and_an_admin_key_ends_
         assert (await http.get(f"/customers/{reference}", headers=bearer(tokens["accessToken"]))).status_code == 401
         assert (await http.delete(url, headers=admin)).status_code == 404
         assert (await http.get(f"/backoffice/customers/{reference}/assists", headers=admin)).json()["data"] == []
+
+
+async def test_ending_a_session_whose_run_is_gone_still_kills_its_token(e2e: Stack) -> None:
+    # the run terminated by an operator (or otherwise closed) while its row still says "live": the DELETE
+    # answers 204 "the token is refused from now on", and so does an admin's end; both must hold
+    agent, _ = await member(e2e)
+    _, admin_key = await member(e2e, "admin")
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        token = await agent_token(http, agent)
+        for end_by_admin in (False, True):
+            tokens = (await impersonate(http, token, reference)).json()["data"]["attributes"]
+            acting = bearer(tokens["accessToken"])
+            session_id = jwt.decode(tokens["accessToken"], options={"verify_signature": False})["sid"]
+            handle = e2e.client.get_workflow_handle_for(AssistWorkflow.run, assist_id(reference, session_id))
+            await handle.terminate(reason="test: the run is gone")
+            assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
+            if end_by_admin:
+                url = f"/backoffice/customers/{reference}/assists/{session_id}"
+                ended = await http.delete(url, headers={"Authorization": f"Bearer {admin_key}"})
+            else:
+                ended = await http.delete("/agent-customer-impersonation-access-tokens/mine", headers=acting)
+            assert ended.status_code == 204, ended.text
+            assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+                (401, "001", "Invalid access token.")
+            ]
+    ended_rows = [e for e in await audit_of(e2e, reference) if e.event == "assist_ended"]
+    assert [(e.actor, e.details["reason"]) for e in ended_rows] == [
+        (f"agent:{agent}", "token_deleted"),
+        (f"agent:{agent}", "ended_by_admin"),
+    ]
