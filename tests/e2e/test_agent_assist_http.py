@@ -453,3 +453,22 @@ async def test_ending_a_session_whose_run_is_gone_still_kills_its_token(e2e: Sta
         (f"agent:{agent}", "token_deleted"),
         (f"agent:{agent}", "ended_by_admin"),
     ]
+
+
+async def test_control_characters_in_what_an_agent_types_are_refused_as_glue_errors(e2e: Stack) -> None:
+    # PostgreSQL refuses a NUL in a string: it answered a bare 500 in all three
+    agent, _ = await member(e2e)
+    async with e2e.http() as http:
+        token = await agent_token(http, agent)
+        answers = [
+            await http.get("/agent-customer-search", params={"q": "a\x00b"}, headers=as_agent(token)),
+            await impersonate(http, token, "DE--\x001"),
+            await http.post(
+                "/agent-access-tokens", json=agent_login(f"{agent}\x00"), headers={"Content-Type": JSONAPI}
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == 422, (answer.request.url, answer.text)
+            assert [(e["code"], e["detail"].split(" => ")[1]) for e in answer.json()["errors"]] == [
+                ("901", "This value contains control characters.")
+            ]
