@@ -40,10 +40,10 @@ def assist_live(assist_id: Any, now: datetime) -> ColumnElement[bool]:
 
 
 async def live_assists(session: AsyncSession, customer_id: int, now: datetime) -> list[AgentAssist]:
-    """The customer's running assistance sessions, newest first."""
+    """The customer's running assistance sessions (those whose token works), newest first."""
     rows = await session.scalars(
         select(AgentAssist)
-        .where(AgentAssist.customer_id == customer_id, AgentAssist.ended_at.is_(None), AgentAssist.expires_at > now)
+        .where(AgentAssist.customer_id == customer_id, assist_live(AgentAssist.id, now))
         .order_by(AgentAssist.started_at.desc(), AgentAssist.id)
     )
     return list(rows)

@@ -187,6 +187,9 @@ async def test_the_agent_header_tells_invalid_tokens_from_credentials_that_are_n
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
             (401, "001", "Invalid access token.")
         ]
+        # and the back office does not list it as running
+        listed = await http.get(f"/backoffice/customers/{reference}/assists", headers=bearer(admin_key))
+        assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 async def test_customer_search_pages_through_prefix_matches_of_email_and_names(e2e: Stack) -> None:
