@@ -475,3 +475,20 @@ async def test_control_characters_in_what_an_agent_types_are_refused_as_glue_err
             assert [(e["code"], e["detail"].split(" => ")[1]) for e in answer.json()["errors"]] == [
                 ("901", "This value contains control characters.")
             ]
+
+
+async def test_a_new_password_for_the_agent_ends_their_tokens_and_assistance_sessions(e2e: Stack) -> None:
+    # the admin's answer to a leaked agent password: what was signed in with the old one must not work on
+    agent, _ = await member(e2e)
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        token = await agent_token(http, agent)
+        acting = bearer((await impersonate(http, token, reference)).json()["data"]["attributes"]["accessToken"])
+        assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
+        directory = StaffDirectory.from_settings(e2e.database.sessions, e2e.settings)
+        await directory.set_password(agent, "A-new-agent-pass#2026-rust!")
+        dead = await http.get("/agent-customer-search", headers={HEADER: f"Bearer {token}"})
+        assert errors(dead) == [(401, "4102", "Agent access token is invalid.")]
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
