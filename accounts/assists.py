@@ -27,21 +27,23 @@ MAX_QUERY = 100  # characters of a search query: a prefix longer than any name o
 
 def assist_live(assist_id: Any, now: datetime) -> ColumnElement[bool]:
     """Whether the assistance session (a column or a value) is neither ended nor expired, and its agent is
-    still enabled (disabling a member ends what they were doing for customers too)."""
+    still enabled and not signed out since it began (disabling a member, or their sign-out everywhere,
+    ends what they were doing for customers too, for good: enabling them again revives nothing)."""
     return exists().where(
         AgentAssist.id == assist_id,
         AgentAssist.ended_at.is_(None),
         AgentAssist.expires_at > now,
         Staff.id == AgentAssist.staff_id,
         Staff.disabled_at.is_(None),
+        or_(Staff.sessions_revoked_at.is_(None), Staff.sessions_revoked_at < AgentAssist.started_at),
     )
 
 
 async def live_assists(session: AsyncSession, customer_id: int, now: datetime) -> list[AgentAssist]:
-    """The customer's running assistance sessions, newest first."""
+    """The customer's running assistance sessions (those whose token works), newest first."""
     rows = await session.scalars(
         select(AgentAssist)
-        .where(AgentAssist.customer_id == customer_id, AgentAssist.ended_at.is_(None), AgentAssist.expires_at > now)
+        .where(AgentAssist.customer_id == customer_id, assist_live(AgentAssist.id, now))
         .order_by(AgentAssist.started_at.desc(), AgentAssist.id)
     )
     return list(rows)

@@ -181,13 +181,15 @@ class StaffDirectory:
             )
 
     async def set_password(self, name: str, password: str) -> StaffMember:
-        """Set the web UI password (policy checked, argon2-hashed); signs out every web session of `name`."""
+        """Set the web UI password (policy checked, argon2-hashed); signs out every web session of `name`, and
+        ends the agent tokens signed in with the old one and their assistance sessions (api/routes/agents.py)."""
         password_hash = await self._password_hash(name, password)
         async with self._sessions.begin() as session:
             staff = await session.scalar(select(Staff).where(Staff.name == name))
             if staff is None:
                 raise StaffNotFound(name)
             staff.password_hash = password_hash
+            staff.sessions_revoked_at = utcnow()
             return StaffMember(staff.id, staff.name, staff.role)
 
     async def set_email(self, name: str, email: str | None) -> StaffMember:

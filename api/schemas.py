@@ -365,8 +365,12 @@ class MfaTypeRequest(BaseModel):
     data: MfaTypeData
 
 
+# what an agent types into the customer search (api/routes/agents.py): PostgreSQL refuses a NUL
+SearchText = Annotated[str, AfterValidator(_printable)]
+
+
 class AgentAccessTokenAttributes(_Attributes):
-    username: Annotated[StrictStr, Field(min_length=1, max_length=100)]  # the staff member's name
+    username: Annotated[StrictStr, Field(min_length=1, max_length=100), AfterValidator(_printable)]  # a staff name
     password: Annotated[StrictStr, Field(min_length=1, max_length=4096)] = Field(repr=False)
 
 
@@ -380,7 +384,9 @@ class AgentAccessTokenRequest(BaseModel):
 
 
 class ImpersonationAttributes(_Attributes):
-    customer_reference: Annotated[StrictStr, Field(min_length=1, max_length=32)] = Field(alias="customerReference")
+    customer_reference: Annotated[StrictStr, Field(min_length=1, max_length=32), AfterValidator(_printable)] = Field(
+        alias="customerReference"
+    )
 
 
 class ImpersonationData(BaseModel):

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import assists
+from accounts import assists, audit
 from accounts.db import SessionFactory
 from accounts.models import AgentAssist, Customer, utcnow
 from accounts.settings import Settings
@@ -104,16 +104,30 @@ class Assists:
 
     async def end(self, customer_reference: str, session_id: str, *, reason: str, ended_by: str) -> bool:
         """End the session; returns once its token is refused. False when it had ended before; raises
-        AssistNotRunning when no run of it is running (it expired, or never was)."""
+        AssistNotRunning when no run of it is running (it expired, or never was). A row whose run is gone
+        (terminated by an operator) is closed here, so the token dies all the same."""
         handle = self._client.get_workflow_handle_for(AssistWorkflow.run, assist_id(customer_reference, session_id))
         try:
             return await handle.execute_update(AssistWorkflow.end, AssistEnd(reason, ended_by))
         except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                raise AssistNotRunning(session_id) from None
-            raise
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
         except WorkflowUpdateFailedError:  # the run completed before the update reached it
-            raise AssistNotRunning(session_id) from None
+            pass
+        async with self._sessions.begin() as session:  # a run that completed closed its row: this finds none
+            row = await session.get(AgentAssist, session_id)
+            if row is not None and await assists.close(session, session_id, reason=reason, now=utcnow()):
+                log.warning("assistance session of %s ended without its run", customer_reference)
+                audit.record(
+                    session,
+                    customer_reference=row.customer_reference,
+                    event="assist_ended",
+                    channel="agent",
+                    actor=audit.AGENT_ACTOR_PREFIX + row.agent,
+                    details={"assist": row.id, "reason": reason, "ended_by": ended_by},
+                )
+                return True
+        raise AssistNotRunning(session_id)
 
     async def running(self, customer_id: int) -> list[AgentAssist]:
         async with self._sessions() as session:

@@ -38,7 +38,7 @@ from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.limits import limited
 from api.routes.access_tokens import DEVICE_TOKEN_HEADER, blocked_answer, presented_device_token, token_document
-from api.schemas import AgentAccessTokenRequest, ImpersonationRequest
+from api.schemas import AgentAccessTokenRequest, ImpersonationRequest, SearchText
 from api.web.sign_in import SignInBlocked
 from starter import LoginBlocked
 from starter.assists import AssistNotRunning, ImpersonationRefused
@@ -153,7 +153,7 @@ async def search_customers(
     request: Request,
     _agent: CurrentAgent,
     sessions: Sessions,
-    q: Annotated[str, Query(max_length=assists.MAX_QUERY)] = "",
+    q: Annotated[SearchText, Query(max_length=assists.MAX_QUERY)] = "",
     offset: Annotated[int, Query(alias="page[offset]", ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> JSONResponse:

@@ -4,6 +4,7 @@ accounts/data_exports.py)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -29,6 +30,7 @@ TYPE = "data-exports"
 # Not Spryker codes (this resource is this service's)
 NOT_FOUND = GlueError(404, "1640", "Data export not found.")
 THROTTLED_CODE = "1641"
+EXPORT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4 hex (starter/data_exports.py)
 
 
 class DataExportData(BaseModel):
@@ -90,6 +92,8 @@ async def download_export(
     request: Request, export_id: str, customer: OwnAccount, sessions: Sessions, box: SecretBoxDep
 ) -> Response:
     refuse_acting_agent(request)
+    if not EXPORT_ID.fullmatch(export_id):  # no id of ours (and PostgreSQL refuses a NUL in a query)
+        raise GlueException(NOT_FOUND)
     archive = await data_exports.download(sessions, box, customer=customer, export_id=export_id, now=utcnow())
     if archive is None:
         raise GlueException(NOT_FOUND)

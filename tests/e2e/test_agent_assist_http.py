@@ -182,6 +182,14 @@ async def test_the_agent_header_tells_invalid_tokens_from_credentials_that_are_n
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
             (401, "001", "Invalid access token.")
         ]
+        # for good: enabling the member again revives neither their web sessions nor the impersonation
+        await directory.set_disabled(agent, False)
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
+        # and the back office does not list it as running
+        listed = await http.get(f"/backoffice/customers/{reference}/assists", headers=bearer(admin_key))
+        assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 async def test_customer_search_pages_through_prefix_matches_of_email_and_names(e2e: Stack) -> None:
@@ -420,3 +428,70 @@ async def test_the_back_office_api_lists_running_sessions_and_an_admin_key_ends_
         assert (await http.get(f"/customers/{reference}", headers=bearer(tokens["accessToken"]))).status_code == 401
         assert (await http.delete(url, headers=admin)).status_code == 404
         assert (await http.get(f"/backoffice/customers/{reference}/assists", headers=admin)).json()["data"] == []
+
+
+async def test_ending_a_session_whose_run_is_gone_still_kills_its_token(e2e: Stack) -> None:
+    # the run terminated by an operator (or otherwise closed) while its row still says "live": the DELETE
+    # answers 204 "the token is refused from now on", and so does an admin's end; both must hold
+    agent, _ = await member(e2e)
+    _, admin_key = await member(e2e, "admin")
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        token = await agent_token(http, agent)
+        for end_by_admin in (False, True):
+            tokens = (await impersonate(http, token, reference)).json()["data"]["attributes"]
+            acting = bearer(tokens["accessToken"])
+            session_id = jwt.decode(tokens["accessToken"], options={"verify_signature": False})["sid"]
+            handle = e2e.client.get_workflow_handle_for(AssistWorkflow.run, assist_id(reference, session_id))
+            await handle.terminate(reason="test: the run is gone")
+            assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
+            if end_by_admin:
+                url = f"/backoffice/customers/{reference}/assists/{session_id}"
+                ended = await http.delete(url, headers={"Authorization": f"Bearer {admin_key}"})
+            else:
+                ended = await http.delete("/agent-customer-impersonation-access-tokens/mine", headers=acting)
+            assert ended.status_code == 204, ended.text
+            assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+                (401, "001", "Invalid access token.")
+            ]
+    ended_rows = [e for e in await audit_of(e2e, reference) if e.event == "assist_ended"]
+    assert [(e.actor, e.details["reason"]) for e in ended_rows] == [
+        (f"agent:{agent}", "token_deleted"),
+        (f"agent:{agent}", "ended_by_admin"),
+    ]
+
+
+async def test_control_characters_in_what_an_agent_types_are_refused_as_glue_errors(e2e: Stack) -> None:
+    # PostgreSQL refuses a NUL in a string: it answered a bare 500 in all three
+    agent, _ = await member(e2e)
+    async with e2e.http() as http:
+        token = await agent_token(http, agent)
+        answers = [
+            await http.get("/agent-customer-search", params={"q": "a\x00b"}, headers=as_agent(token)),
+            await impersonate(http, token, "DE--\x001"),
+            await http.post(
+                "/agent-access-tokens", json=agent_login(f"{agent}\x00"), headers={"Content-Type": JSONAPI}
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == 422, (answer.request.url, answer.text)
+            assert [(e["code"], e["detail"].split(" => ")[1]) for e in answer.json()["errors"]] == [
+                ("901", "This value contains control characters.")
+            ]
+
+
+async def test_a_new_password_for_the_agent_ends_their_tokens_and_assistance_sessions(e2e: Stack) -> None:
+    # the admin's answer to a leaked agent password: what was signed in with the old one must not work on
+    agent, _ = await member(e2e)
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        token = await agent_token(http, agent)
+        acting = bearer((await impersonate(http, token, reference)).json()["data"]["attributes"]["accessToken"])
+        assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
+        directory = StaffDirectory.from_settings(e2e.database.sessions, e2e.settings)
+        await directory.set_password(agent, "A-new-agent-pass#2026-rust!")
+        dead = await http.get("/agent-customer-search", headers={HEADER: f"Bearer {token}"})
+        assert errors(dead) == [(401, "4102", "Agent access token is invalid.")]
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
