@@ -312,7 +312,7 @@ class Settings(BaseSettings):
 
     # agent assistance (accounts/assists.py; Glue's /agent-* resources): an agent's impersonation token and
     # its assistance session live this long, with no refresh; the customer is emailed when one starts;
-    # a session records at most this many actions one by one (more are counted, not listed)
+    # a session's run lists at most this many actions (more are audited by their requests, not listed)
     agent_impersonation_ttl: Duration = timedelta(minutes=30)
     agent_assist_notify_customer: bool = True
     agent_assist_max_actions: int = 200

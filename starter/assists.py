@@ -9,6 +9,7 @@ failed record is logged, the change itself is audited by its request (accounts/a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -95,12 +96,33 @@ class Assists:
             raise
         return Impersonation(session_id, customer_reference, token_version, agent.name, expires_at)
 
-    async def record_action(self, customer_reference: str, session_id: str, method: str, route: str) -> None:
+    async def record_action(
+        self, customer_reference: str, session_id: str, method: str, route: str, *, timeout: float
+    ) -> None:
+        """The session's workflow records the change (and audits it). When it cannot (past its
+        ACCOUNTS_AGENT_ASSIST_MAX_ACTIONS, Temporal down or slow, the run gone), the change is audited here
+        all the same: every change made with an impersonation token is in the customer's audit trail (an
+        update that timed out but went through after all is audited twice, never not at all)."""
         handle = self._client.get_workflow_handle_for(AssistWorkflow.run, assist_id(customer_reference, session_id))
         try:
-            await handle.execute_update(AssistWorkflow.record_action, AssistAction(method, route))
-        except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
-            log.warning("assist action of %s not recorded: %s", customer_reference, type(error).__name__)
+            await asyncio.wait_for(
+                handle.execute_update(AssistWorkflow.record_action, AssistAction(method, route)), timeout
+            )
+            return
+        except (RPCError, WorkflowUpdateFailedError, RuntimeError, TimeoutError) as error:
+            log.warning("assist action of %s not recorded by its run: %s", customer_reference, type(error).__name__)
+        async with self._sessions.begin() as session:
+            row = await session.get(AgentAssist, session_id)
+            if row is None:  # the customer was deleted meanwhile (the row went with them)
+                return
+            audit.record(
+                session,
+                customer_reference=row.customer_reference,
+                event="assist_action",
+                channel="agent",
+                actor=audit.AGENT_ACTOR_PREFIX + row.agent,
+                details={"assist": row.id, "method": method, "route": route},
+            )
 
     async def end(self, customer_reference: str, session_id: str, *, reason: str, ended_by: str) -> bool:
         """End the session; returns once its token is refused. False when it had ended before; raises

@@ -8,7 +8,7 @@ token dies at once) and the end audited.
 The id names the session (`assist:{ref}:{assist id}`). Payloads carry ids, method names and route templates
 (`PATCH /customers/{customer_reference}`), never what the agent typed. History is bounded by the session:
 `record_action`'s validator refuses once `max_actions` were recorded or the session is ending (the change
-itself is still audited by the request, accounts/audit.py); the run lives at most the TTL.
+is then audited by the request itself, starter/assists.py `record_action`); the run lives at most the TTL.
 
 Its other parts: client starter/assists.py; routes api/routes/agents.py; rows accounts/assists.py; activities
 activities/assists.py and activities/emails.py (send_notice); templates templates/emails/<locale>/agent_assist.*.

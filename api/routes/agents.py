@@ -15,7 +15,6 @@ made to it after the answer went out.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -259,10 +258,7 @@ class RecordAssistActions:
         route = getattr(scope.get("route"), "path", None)
         if acting is None or not 200 <= status < 400 or not isinstance(route, str) or route.startswith("/agent-"):
             return
-        recording = scope["app"].state.accounts.assists.record_action(
-            acting.customer_reference, acting.assist_id, scope["method"], route
+        # the run records it within the timeout, or the change is audited without it (starter/assists.py)
+        await scope["app"].state.accounts.assists.record_action(
+            acting.customer_reference, acting.assist_id, scope["method"], route, timeout=self.timeout
         )
-        try:
-            await asyncio.wait_for(recording, self.timeout)
-        except TimeoutError:
-            log.warning("assist action of %s not recorded in time", acting.customer_reference)

@@ -495,3 +495,34 @@ async def test_a_new_password_for_the_agent_ends_their_tokens_and_assistance_ses
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
             (401, "001", "Invalid access token.")
         ]
+
+
+async def test_changes_past_the_sessions_action_cap_are_audited_all_the_same(
+    stack: StackFactory, dev_server: Any, database: Database
+) -> None:
+    """The run lists at most ACCOUNTS_AGENT_ASSIST_MAX_ACTIONS changes (its history stays bounded); the audit
+    trail has every one, the ones past the cap written by the request itself."""
+    settings = {"agent_assist_max_actions": 1, "agent_assist_notify_customer": False}
+    async with stack(dev_server, database, api=True, **settings) as built:
+        agent, _ = await member(built)
+        async with built.http() as http:
+            _, reference = await registered(built, http)
+            answer = await impersonate(http, await agent_token(http, agent), reference)
+            tokens = answer.json()["data"]["attributes"]
+            acting = bearer(tokens["accessToken"])
+            for name in ("Ada", "Bea", "Cid"):
+                edit = {"data": {"type": "customers", "attributes": {"firstName": name}}}
+                assert (await http.patch(f"/customers/{reference}", json=edit, headers=acting)).status_code == 200
+            session_id = jwt.decode(tokens["accessToken"], options={"verify_signature": False})["sid"]
+            handle = built.client.get_workflow_handle_for(AssistWorkflow.run, assist_id(reference, session_id))
+
+        async def audited() -> list[tuple[str, str, str]]:  # written after each answer went out
+            actions = [e for e in await audit_of(built, reference) if e.event == "assist_action"]
+            return [(e.actor, e.details["method"], e.details["route"]) for e in actions]
+
+        async def all_three() -> bool:
+            return len(await audited()) == 3
+
+        await eventually(all_three)
+        assert await audited() == [(f"agent:{agent}", "PATCH", "/customers/{customer_reference}")] * 3
+        assert (await handle.query(AssistWorkflow.status)).actions == ["PATCH /customers/{customer_reference}"]

@@ -585,7 +585,7 @@ async def assist_ended(stack: Stack) -> list[Handle]:
     reference, handle = await assisting(stack)
     session_id = handle.id.rsplit(":", 1)[1]
     for method, route in (("PATCH", "/customers/{customer_reference}"), ("POST", "/carts")):
-        await stack.accounts.assists.record_action(reference, session_id, method, route)
+        await stack.accounts.assists.record_action(reference, session_id, method, route, timeout=30)
     assert await stack.accounts.assists.end(reference, session_id, reason="token_deleted", ended_by="agent:agnes")
     return await finished(stack, handle)
 
