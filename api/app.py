@@ -31,7 +31,7 @@ from api import jsonapi, web
 from api.client_address import ForwardedForCheck
 from api.guard import RequestGuard
 from api.headers import SecurityHeaders
-from api.middleware import BodySizeLimit, install_log_redaction
+from api.middleware import BodySizeLimit, PathCheck, install_log_redaction
 from api.observability import RequestMetrics
 from api.refusals import RefuseRemembered, install_quiet_refusals
 from api.routes import (
@@ -126,6 +126,7 @@ def create_app(
     app.request_timeout = settings.request_timeout.total_seconds()
     uploads = dict.fromkeys(("/backoffice/imports", web.IMPORT_UPLOAD_PATH), settings.import_max_bytes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, uploads=uploads)
+    app.add_middleware(PathCheck)
     app.add_middleware(ForwardedForCheck, forwarded_allow_ips=settings.forwarded_allow_ips)
     # outermost (added last): its deadline, request id and error answers cover everything inside it,
     # including Temporal (RPCError) and database outages, which answer 503 there

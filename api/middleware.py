@@ -1,4 +1,5 @@
-"""Request guards that run before any route: a body size limit (the log redaction rule is accounts.logs)."""
+"""Request guards that run before any route: a body size limit, a path check (the log redaction rule is
+accounts.logs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from accounts.logs import RedactTokens, install_log_redaction, redact
 from api.jsonapi import GlueError, send_errors
 
-__all__ = ["BodySizeLimit", "RedactTokens", "install_log_redaction", "redact"]  # the rule lives in accounts.logs
+# the redaction rule lives in accounts.logs
+__all__ = ["BodySizeLimit", "PathCheck", "RedactTokens", "install_log_redaction", "redact"]
 
 
 class BodySizeLimit:
@@ -60,3 +62,20 @@ class BodySizeLimit:
     async def _refuse(self, send: Send, limit: int) -> None:
         error = GlueError(413, "901", f"data => The request body exceeds {limit} bytes.")
         await send_errors(send, error)
+
+
+NOT_FOUND = GlueError(404, "404", "Not Found")
+
+
+class PathCheck:
+    """A path with a control character (`%00` decoded) names nothing: 404 before any route, for every path
+    parameter at once (PostgreSQL refuses a NUL in a query, which would otherwise answer 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(ord(c) < 0x20 or ord(c) == 0x7F for c in scope["path"]):
+            await send_errors(send, NOT_FOUND)
+            return
+        await self.app(scope, receive, send)

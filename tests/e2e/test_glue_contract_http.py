@@ -95,6 +95,23 @@ async def test_a_body_without_data_or_with_another_type_is_refused_before_the_sc
                 assert (answer.status_code, answer.json()["errors"]) == (400, expected), (method, path, answer.text)
 
 
+async def test_a_control_character_in_any_path_answers_404_never_500(e2e: Stack) -> None:
+    """PostgreSQL refuses a NUL in a query; one check before every route keeps it from the database."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        token = (await sign_in(http, email)).json()["data"]["attributes"]["accessToken"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        for method, path in (
+            ("GET", f"/customers/{reference}%00"),
+            ("DELETE", f"/customers/{reference}/sessions/%00"),
+            ("GET", f"/customers/{reference}/addresses/a%01b"),
+            ("GET", "/backoffice/customers/%7F"),
+        ):
+            answer = await http.request(method, path, headers=bearer)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert answer.json()["errors"] == [{"status": 404, "code": "404", "detail": "Not Found"}]
+
+
 async def test_patch_and_delete_without_the_resource_id_answer_400(e2e: Stack) -> None:
     async with e2e.http() as http:
         email, reference = await registered(e2e, http)
