@@ -55,7 +55,10 @@ class Assists:
         self._sessions = sessions
 
     async def begin(self, agent: StaffMember, customer_reference: str) -> Impersonation:
-        """A new assistance session of `agent` for the customer; raises ImpersonationRefused."""
+        """A new assistance session of `agent` for the customer; raises ImpersonationRefused.
+
+        While the agent has one running for this customer, a new token joins it (same session, same end):
+        asking again and again starts no second workflow and emails the customer no second time."""
         now = utcnow()
         session_id = uuid.uuid4().hex
         expires_at = now + self._settings.agent_impersonation_ttl
@@ -63,6 +66,13 @@ class Assists:
             customer = await session.scalar(select(Customer).where(Customer.customer_reference == customer_reference))
             if customer is None or customer.status != "verified":
                 raise ImpersonationRefused(customer_reference)
+            running = next(
+                (row for row in await assists.live_assists(session, customer.id, now) if row.staff_id == agent.id), None
+            )
+            if running is not None:
+                return Impersonation(
+                    running.id, customer_reference, customer.token_version, agent.name, running.expires_at
+                )
             session.add(
                 AgentAssist(
                     id=session_id,

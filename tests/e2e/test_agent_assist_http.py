@@ -526,3 +526,36 @@ async def test_changes_past_the_sessions_action_cap_are_audited_all_the_same(
         await eventually(all_three)
         assert await audited() == [(f"agent:{agent}", "PATCH", "/customers/{customer_reference}")] * 3
         assert (await handle.query(AssistWorkflow.status)).actions == ["PATCH /customers/{customer_reference}"]
+
+
+async def test_asking_again_while_a_session_runs_joins_it_no_second_run_no_second_email(e2e: Stack) -> None:
+    agent, _ = await member(e2e)
+    other, _ = await member(e2e)
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        token = await agent_token(http, agent)
+
+        def sid(answer: httpx.Response) -> str:
+            access = answer.json()["data"]["attributes"]["accessToken"]
+            return str(jwt.decode(access, options={"verify_signature": False})["sid"])
+
+        first = await impersonate(http, token, reference)
+        again = [await impersonate(http, token, reference) for _ in range(3)]
+        assert {sid(answer) for answer in again} == {sid(first)}  # one session, however often asked
+        assert sid(await impersonate(http, await agent_token(http, other), reference)) != sid(first)  # another agent's
+        await e2e.mail_to(email, "customer support")
+
+        async def started() -> list[str]:  # each run audits its start: one run per session
+            return [e.actor for e in await audit_of(e2e, reference) if e.event == "assist_started"]
+
+        async def both() -> bool:
+            return len(await started()) == 2
+
+        await eventually(both)
+        assert sorted(await started()) == sorted([f"agent:{agent}", f"agent:{other}"])
+
+        # once ended (the token's DELETE), asking again is a new session
+        acting = bearer(again[-1].json()["data"]["attributes"]["accessToken"])
+        ended = await http.delete("/agent-customer-impersonation-access-tokens/mine", headers=acting)
+        assert ended.status_code == 204
+        assert sid(await impersonate(http, token, reference)) != sid(first)
