@@ -1,7 +1,8 @@
 """Where the recorded runs sent their work (tests/histories/): since the `email-task-queues` patch every
 email goes to an email queue of the run's shop, in bulk exactly when nobody waits for it right now,
 and every other activity stays on the run's own queue; runs recorded before it (no marker) kept every
-activity on their own queue, which is how they replay."""
+activity on their own queue, which is how they replay. A registration whose input has a `revision`
+(workflows/registration.py) started after the split and asks no patch: it has no marker, and splits."""
 
 from __future__ import annotations
 
@@ -38,8 +39,13 @@ def _input(scheduled: dict[str, Any]) -> dict[str, Any]:
 
 
 def _patched(history: dict[str, Any]) -> bool:
+    """The run sends its emails to the email queues: it took the patch, or its input says it started after."""
     markers = [e for e in history["events"] if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"]
-    return any(f'"{EMAIL_QUEUES_PATCH}"' in text for text in payload_texts({"events": markers}))
+    if any(f'"{EMAIL_QUEUES_PATCH}"' in text for text in payload_texts({"events": markers})):
+        return True
+    payloads = _started(history["events"]).get("input", {}).get("payloads", [])
+    first = json.loads(base64.b64decode(payloads[0]["data"])) if payloads else None
+    return isinstance(first, dict) and int(first.get("revision") or 0) >= 1
 
 
 def _ids(paths: list[Path]) -> list[str]:
