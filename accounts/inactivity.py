@@ -133,6 +133,18 @@ async def advance(
     return _rowcount(result) == 1
 
 
+async def release(session: AsyncSession, customer_reference: str, now: datetime) -> None:
+    """The lifecycle ends: a reminded or warned stage it leaves behind (a step found an open order or a
+    deletion) is cleared, so the standing shows no lifecycle that no longer runs and a later sweep can
+    start one afresh. Kept, retired and exempt stay."""
+    await session.execute(
+        update(Customer)
+        .where(Customer.customer_reference == customer_reference, Customer.inactivity_stage.in_(RUNNING))
+        .values(inactivity_stage=None, inactivity_since=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def exempt(customer: Customer, now: datetime) -> str | None:
     """Support exempts the (row-locked) customer: no lifecycle again. Returns the stage it ends."""
     before = customer.inactivity_stage

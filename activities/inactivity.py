@@ -147,10 +147,11 @@ class InactivityActivities:
 
     @activity.defn
     async def conclude_inactivity(self, request: Conclude) -> None:
-        """Record how the lifecycle ended (`inactivity_ended`, with the outcome)."""
+        """Record how the lifecycle ended (`inactivity_ended`, with the outcome); no running stage stays."""
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
+            await inactivity.release(session, request.customer_reference, utcnow())
             audit.record(
                 session,
                 customer_reference=request.customer_reference,

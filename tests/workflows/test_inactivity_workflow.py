@@ -153,6 +153,31 @@ async def test_a_signal_after_the_end_and_an_exempt_customer_change_nothing(skip
         assert await stage(database, reference) == inactivity.EXEMPT
 
 
+async def test_a_lifecycle_an_open_order_ends_leaves_no_stage_behind(skipping: Any, database: Database) -> None:
+    """The standing says what runs: a step that finds an open order ends the lifecycle and clears the stage
+    it had set, so the back office shows no reminder that leads nowhere and a later sweep can start anew."""
+    async with skipping as built:
+        email, reference = await dormant_customer(database, signed_in=utcnow() - REMIND - timedelta(days=1))
+        handle = await start_lifecycle(built, reference)
+        await built.mail_to(email, "sign in to keep")
+        async with database.sessions.begin() as session:
+            customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == reference))
+            assert customer_id is not None
+            session.add(
+                Order(
+                    order_reference=f"ORD-{uuid.uuid4().hex[:10]}",
+                    customer_id=customer_id,
+                    created_at=utcnow(),
+                    status="new",
+                    currency="EUR",
+                    totals={"grandTotal": 1000},
+                    items=[],
+                )
+            )
+        assert (await handle.result()).outcome == "active"
+        assert await stage(database, reference) is None
+
+
 # --- on the dev server: the sweep (lists no runs, but schedules and many starts) and the deletion -------------
 
 
