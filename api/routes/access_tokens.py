@@ -112,7 +112,8 @@ async def _tokens(request: Request, who: Authenticated, presented: str | None) -
         )
         signed_in.signed_in_at = now if new else None
         if inactivity.needs_sign_in_write(who.last_signed_in_at, who.inactivity_stage, now):
-            await inactivity.record_sign_in(session, who.customer_id, now)
+            if not await inactivity.record_sign_in(session, who.customer_id, now):
+                raise InvalidRefreshToken("the account's deletion for inactivity is on its way")
 
     refresh_token = await store.issue(
         who.customer_id, family_id=signed_in.session_id, token_version=who.token_version, started=started
@@ -197,7 +198,7 @@ async def create_access_token(
         raise blocked_answer(blocked) from None
     try:
         signed_in = await _tokens(request, who, presented)
-    except InvalidRefreshToken:  # the password changed while it was being checked
+    except InvalidRefreshToken:  # the password changed while it was being checked, or the account retired
         raise GlueException(AUTHENTICATION_FAILED) from None
     alert_if_new(background, accounts, who, signed_in)
     guest_key = carts.guest_key(x_anonymous_customer_unique_id)

@@ -20,6 +20,7 @@ from test_backoffice_http import staff_key
 from test_backoffice_web import csrf_token, flash, staff_with_password, web_sign_in
 from test_login_http import registered, sign_in
 
+from accounts import inactivity
 from accounts.models import AuditEvent, Customer, utcnow
 from activities.inactivity import InactivityInput, inactivity_id
 from workflows.inactivity import InactivityWorkflow
@@ -182,3 +183,39 @@ async def test_the_cli_exempts_and_shows_the_standing(e2e: Stack, tmp_path: Path
                 )
             ).all()
         assert actors == ["alice"]
+
+
+async def test_a_sign_in_after_the_retirement_step_is_refused_not_followed_by_the_deletion(e2e: Stack) -> None:
+    """The last step stood the customer `retired` (their deletion starts next): a sign-in now would get a
+    session that the deletion scrubs moments (or, while SMTP is down, hours) later. It is refused under the
+    row lock, so a customer either signs in before the step (which then finds them active) or not at all."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        async with e2e.database.sessions.begin() as session:
+            await session.execute(
+                update(Customer)
+                .where(Customer.customer_reference == reference)
+                .values(last_signed_in_at=utcnow() - 24 * MONTH, inactivity_stage="warned")
+            )
+        async with e2e.database.sessions.begin() as session:  # the lifecycle's last step
+            assert await inactivity.advance(
+                session,
+                reference,
+                from_stage="warned",
+                to_stage="retired",
+                inactive_before=utcnow() - 23 * MONTH,
+                open_statuses=[],
+                now=utcnow(),
+            )
+        refused = await sign_in(http, email)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["errors"][0]["code"] == "003"
+        async with e2e.database.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Customer.inactivity_stage, Customer.last_signed_in_at).where(
+                        Customer.customer_reference == reference
+                    )
+                )
+            ).one()
+        assert row.inactivity_stage == "retired" and row.last_signed_in_at < utcnow() - 23 * MONTH
