@@ -219,3 +219,13 @@ async def test_a_sign_in_after_the_retirement_step_is_refused_not_followed_by_th
                 )
             ).one()
         assert row.inactivity_stage == "retired" and row.last_signed_in_at < utcnow() - 23 * MONTH
+
+        # nor can support's exemption undo the decision (and so let the sign-in through before the scrub)
+        key = await staff_key(e2e, "sol", "support")
+        exempting = await http.post(
+            f"/backoffice/customers/{reference}/inactivity-exemption",
+            json={"reason": "asked by phone"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert exempting.status_code == 409, exempting.text
+        assert (await standing(http, key, reference))["stage"] == "retired"
