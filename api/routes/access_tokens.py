@@ -140,10 +140,21 @@ async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> d
     store: RefreshTokenStore = request.app.state.refresh_tokens
     customer_id, new_refresh, session_id = await store.rotate_session(refresh_token)
     who = await accounts.customer_by_id(customer_id)
-    if who is None:  # anonymized or no longer able to sign in
+    if who is None or not await _prolonged(store, who):  # anonymized, no longer able to sign in, or retired
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")
     return _token_attributes(request, who, new_refresh, session_id)
+
+
+async def _prolonged(store: RefreshTokenStore, who: Authenticated) -> bool:
+    """A refresh prolongs the sign-in's session, so it counts as a sign-in for inactivity (an app's customer
+    may never type the password again): the same once-a-day write, which ends a standing and is refused
+    (False) for a retired customer. No signal: the lifecycle's next step finds the customer active."""
+    now = store.clock()
+    if not inactivity.needs_sign_in_write(who.last_signed_in_at, who.inactivity_stage, now):
+        return True
+    async with store.sessions.begin() as session:
+        return await inactivity.record_sign_in(session, who.customer_id, now)
 
 
 def _second_factor(request: Request) -> SecondFactor:
