@@ -207,7 +207,7 @@ def build_worker(
     throttle_cleanup = ThrottleCleanupActivities(sessions)
     mfa = MfaActivities(sessions)
     assists = AssistActivities(sessions)
-    inactivity = InactivityActivities(sessions, client)  # the client starts the customers' lifecycles
+    inactivity = InactivityActivities(sessions, client, settings)  # the client starts the lifecycles
     customer_import = CustomerImportActivities(sessions, settings, PasswordHasher.from_settings(settings))
     renderer = EmailRenderer(settings.templates_dir, default_locale=settings.default_locale)
     emails = EmailActivities(sessions, renderer, mailer or SmtpMailer.from_settings(settings), settings)

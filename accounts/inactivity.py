@@ -39,17 +39,19 @@ SIGN_IN_PRECISION = timedelta(days=1)  # how stale `last_signed_in_at` may get b
 
 
 def needs_sign_in_write(last_signed_in_at: datetime | None, stage: str | None, now: datetime) -> bool:
-    """Whether a sign-in must write: its time is a day old (or none), or it ends a standing."""
-    if stage in CLEARED_BY_SIGN_IN:
+    """Whether a sign-in must write: its time is a day old (or none), or it ends (or meets) a standing."""
+    if stage in CLEARED_BY_SIGN_IN or stage == RETIRED:
         return True
     return last_signed_in_at is None or now - last_signed_in_at >= SIGN_IN_PRECISION
 
 
-async def record_sign_in(session: AsyncSession, customer_id: int, now: datetime) -> None:
-    """In the sign-in's transaction: the sign-in's time, and a reminded, warned or kept standing ends."""
-    await session.execute(
+async def record_sign_in(session: AsyncSession, customer_id: int, now: datetime) -> bool:
+    """In the sign-in's transaction (the customer's row locked): the sign-in's time, and a reminded, warned
+    or kept standing ends. False, writing nothing, when the customer stands retired: their deletion was
+    decided and is on its way, so the sign-in is refused (a session the scrub would take moments later)."""
+    result = await session.execute(
         update(Customer)
-        .where(Customer.id == customer_id)
+        .where(Customer.id == customer_id, Customer.inactivity_stage.is_distinct_from(RETIRED))
         .values(
             last_signed_in_at=now,
             inactivity_stage=_cleared(),
@@ -57,6 +59,7 @@ async def record_sign_in(session: AsyncSession, customer_id: int, now: datetime)
         ),
         execution_options={"synchronize_session": False},
     )
+    return _rowcount(result) == 1
 
 
 def _cleared() -> Any:
@@ -131,6 +134,18 @@ async def advance(
         execution_options={"synchronize_session": False},
     )
     return _rowcount(result) == 1
+
+
+async def release(session: AsyncSession, customer_reference: str, now: datetime) -> None:
+    """The lifecycle ends: a reminded or warned stage it leaves behind (a step found an open order or a
+    deletion) is cleared, so the standing shows no lifecycle that no longer runs and a later sweep can
+    start one afresh. Kept, retired and exempt stay."""
+    await session.execute(
+        update(Customer)
+        .where(Customer.customer_reference == customer_reference, Customer.inactivity_stage.in_(RUNNING))
+        .values(inactivity_stage=None, inactivity_since=now),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def exempt(customer: Customer, now: datetime) -> str | None:

@@ -80,8 +80,8 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     preferred_shipping_method: Mapped[str | None] = mapped_column(String(64))
-    # accounts/inactivity.py: the last password sign-in (moved at most once a day, so active customers'
-    # sign-ins write nothing more), and where the customer stands in the inactivity lifecycle
+    # accounts/inactivity.py: the last password sign-in or session refresh (moved at most once a day, so
+    # active customers' sign-ins write nothing more), and where the customer stands in the inactivity lifecycle
     # (None, reminded, warned, kept, retired, exempt) since when
     last_signed_in_at: Mapped[datetime | None] = mapped_column(index=True)
     inactivity_stage: Mapped[str | None] = mapped_column(String(16))

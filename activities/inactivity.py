@@ -19,6 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from accounts import audit, inactivity
 from accounts.db import SessionFactory
 from accounts.models import utcnow
+from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 
 CHANNEL = "inactivity"  # the audit events' channel and actor, and the deletion's
@@ -76,9 +77,10 @@ class Conclude:
 
 
 class InactivityActivities:
-    def __init__(self, sessions: SessionFactory, client: Client) -> None:
+    def __init__(self, sessions: SessionFactory, client: Client, settings: Settings) -> None:
         self._sessions = sessions
         self._client = client  # starts the lifecycles
+        self._settings = settings  # as the worker runs now: the feature turned off, or to keep, ends a run
 
     @activity.defn
     async def sweep_inactive_page(self, page: SweepPage) -> PageSwept:
@@ -125,6 +127,8 @@ class InactivityActivities:
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return True
+            if not self._still_wanted(request.to_stage):
+                return False
             moved = await inactivity.advance(
                 session,
                 request.customer_reference,
@@ -145,12 +149,20 @@ class InactivityActivities:
                 )
             return moved
 
+    def _still_wanted(self, to_stage: str) -> bool:
+        """A run started under settings since changed: the feature turned off ends it at its next step, and
+        ACCOUNTS_INACTIVE_ACTION turned to keep spares the customer its deletion (its stage is cleared)."""
+        if self._settings.inactive_remind_after is None:
+            return False
+        return to_stage != inactivity.RETIRED or self._settings.inactive_action == "anonymize"
+
     @activity.defn
     async def conclude_inactivity(self, request: Conclude) -> None:
-        """Record how the lifecycle ended (`inactivity_ended`, with the outcome)."""
+        """Record how the lifecycle ended (`inactivity_ended`, with the outcome); no running stage stays."""
         async with self._sessions.begin() as session:
             if await audit.recorded(session, request.idempotency_key):
                 return
+            await inactivity.release(session, request.customer_reference, utcnow())
             audit.record(
                 session,
                 customer_reference=request.customer_reference,

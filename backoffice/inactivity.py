@@ -8,7 +8,7 @@ from accounts.models import utcnow
 from accounts.settings import Settings
 from accounts.staff import StaffMember
 from backoffice.base import Area, writable_customer
-from backoffice.permissions import authorize
+from backoffice.permissions import Conflict, authorize
 
 
 def inactivity_timeline(settings: Settings) -> inactivity.Timeline | None:
@@ -22,12 +22,14 @@ def inactivity_timeline(settings: Settings) -> inactivity.Timeline | None:
 class InactivityArea(Area):
     async def exempt_from_inactivity(self, customer_reference: str, staff: StaffMember, reason: str) -> None:
         """The customer is never reminded nor retired for inactivity; a running lifecycle ends. Again on
-        an exempt customer: nothing changes, nothing is recorded."""
+        an exempt customer: nothing changes, nothing is recorded. A retired one: Conflict (its deletion runs)."""
         authorize(staff, "customers.exempt_inactivity")
         async with self._sessions.begin() as session:
             customer = await writable_customer(session, customer_reference)
             if customer.inactivity_stage == inactivity.EXEMPT:
                 return
+            if customer.inactivity_stage == inactivity.RETIRED:  # the deletion was decided: it is on its way
+                raise Conflict(f"{customer_reference}'s deletion for inactivity is under way")
             ended = inactivity.exempt(customer, utcnow())
             self._audit(session, customer_reference, "inactivity_exempted", staff, {"reason": reason, "ended": ended})
         if ended in inactivity.RUNNING:

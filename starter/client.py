@@ -284,7 +284,13 @@ class AccountsClient:
             customer = await session.get(Customer, customer_id)
         if customer is None or customer.status != "verified":
             return None
-        return Authenticated(customer.id, customer.customer_reference, customer.token_version)
+        return Authenticated(
+            customer.id,
+            customer.customer_reference,
+            customer.token_version,
+            last_signed_in_at=customer.last_signed_in_at,
+            inactivity_stage=customer.inactivity_stage,
+        )
 
     async def customer_by_reference(self, customer_reference: str) -> Customer | None:
         async with self._sessions() as session:

@@ -112,7 +112,8 @@ async def _tokens(request: Request, who: Authenticated, presented: str | None) -
         )
         signed_in.signed_in_at = now if new else None
         if inactivity.needs_sign_in_write(who.last_signed_in_at, who.inactivity_stage, now):
-            await inactivity.record_sign_in(session, who.customer_id, now)
+            if not await inactivity.record_sign_in(session, who.customer_id, now):
+                raise InvalidRefreshToken("the account's deletion for inactivity is on its way")
 
     refresh_token = await store.issue(
         who.customer_id, family_id=signed_in.session_id, token_version=who.token_version, started=started
@@ -139,10 +140,21 @@ async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> d
     store: RefreshTokenStore = request.app.state.refresh_tokens
     customer_id, new_refresh, session_id = await store.rotate_session(refresh_token)
     who = await accounts.customer_by_id(customer_id)
-    if who is None:  # anonymized or no longer able to sign in
+    if who is None or not await _prolonged(store, who):  # anonymized, no longer able to sign in, or retired
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")
     return _token_attributes(request, who, new_refresh, session_id)
+
+
+async def _prolonged(store: RefreshTokenStore, who: Authenticated) -> bool:
+    """A refresh prolongs the sign-in's session, so it counts as a sign-in for inactivity (an app's customer
+    may never type the password again): the same once-a-day write, which ends a standing and is refused
+    (False) for a retired customer. No signal: the lifecycle's next step finds the customer active."""
+    now = store.clock()
+    if not inactivity.needs_sign_in_write(who.last_signed_in_at, who.inactivity_stage, now):
+        return True
+    async with store.sessions.begin() as session:
+        return await inactivity.record_sign_in(session, who.customer_id, now)
 
 
 def _second_factor(request: Request) -> SecondFactor:
@@ -197,7 +209,7 @@ async def create_access_token(
         raise blocked_answer(blocked) from None
     try:
         signed_in = await _tokens(request, who, presented)
-    except InvalidRefreshToken:  # the password changed while it was being checked
+    except InvalidRefreshToken:  # the password changed while it was being checked, or the account retired
         raise GlueException(AUTHENTICATION_FAILED) from None
     alert_if_new(background, accounts, who, signed_in)
     guest_key = carts.guest_key(x_anonymous_customer_unique_id)

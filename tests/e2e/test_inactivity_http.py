@@ -18,8 +18,10 @@ from temporalio.client import WorkflowHandle
 from test_backoffice_cli import cli
 from test_backoffice_http import staff_key
 from test_backoffice_web import csrf_token, flash, staff_with_password, web_sign_in
+from test_customer_sessions_http import refresh
 from test_login_http import registered, sign_in
 
+from accounts import inactivity
 from accounts.models import AuditEvent, Customer, utcnow
 from activities.inactivity import InactivityInput, inactivity_id
 from workflows.inactivity import InactivityWorkflow
@@ -182,3 +184,72 @@ async def test_the_cli_exempts_and_shows_the_standing(e2e: Stack, tmp_path: Path
                 )
             ).all()
         assert actors == ["alice"]
+
+
+async def test_a_sign_in_after_the_retirement_step_is_refused_not_followed_by_the_deletion(e2e: Stack) -> None:
+    """The last step stood the customer `retired` (their deletion starts next): a sign-in now would get a
+    session that the deletion scrubs moments (or, while SMTP is down, hours) later. It is refused under the
+    row lock, so a customer either signs in before the step (which then finds them active) or not at all."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        async with e2e.database.sessions.begin() as session:
+            await session.execute(
+                update(Customer)
+                .where(Customer.customer_reference == reference)
+                .values(last_signed_in_at=utcnow() - 24 * MONTH, inactivity_stage="warned")
+            )
+        async with e2e.database.sessions.begin() as session:  # the lifecycle's last step
+            assert await inactivity.advance(
+                session,
+                reference,
+                from_stage="warned",
+                to_stage="retired",
+                inactive_before=utcnow() - 23 * MONTH,
+                open_statuses=[],
+                now=utcnow(),
+            )
+        refused = await sign_in(http, email)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["errors"][0]["code"] == "003"
+        async with e2e.database.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Customer.inactivity_stage, Customer.last_signed_in_at).where(
+                        Customer.customer_reference == reference
+                    )
+                )
+            ).one()
+        assert row.inactivity_stage == "retired" and row.last_signed_in_at < utcnow() - 23 * MONTH
+
+        # nor can support's exemption undo the decision (and so let the sign-in through before the scrub)
+        key = await staff_key(e2e, "sol", "support")
+        exempting = await http.post(
+            f"/backoffice/customers/{reference}/inactivity-exemption",
+            json={"reason": "asked by phone"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert exempting.status_code == 409, exempting.text
+        assert (await standing(http, key, reference))["stage"] == "retired"
+
+
+async def test_a_customer_who_stays_signed_in_by_refreshing_is_not_inactive(e2e: Stack) -> None:
+    """An app keeps its session by refreshing (each refresh token lives 30 days from its rotation): the
+    customer uses the shop without typing the password again. A refresh counts as the sign-in it prolongs
+    (once a day, as a sign-in writes), as migration 0022's backfill counted it, and ends the standing."""
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        answer = await sign_in(http, email)
+        assert answer.status_code == 201, answer.text
+        refresh_token = answer.json()["data"]["attributes"]["refreshToken"]
+        long_ago = utcnow() - 24 * MONTH
+        async with e2e.database.sessions.begin() as session:
+            await session.execute(
+                update(Customer)
+                .where(Customer.customer_reference == reference)
+                .values(last_signed_in_at=long_ago, inactivity_stage="reminded", inactivity_since=utcnow())
+            )
+        refreshed = await refresh(http, refresh_token)
+        assert refreshed.status_code == 201, refreshed.text
+        assert await last_sign_in(e2e, reference) > long_ago + MONTH
+        key = await staff_key(e2e, "sal", "support")
+        assert (await standing(http, key, reference))["stage"] == "active"

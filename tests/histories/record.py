@@ -791,6 +791,12 @@ async def mfa_activated(stack: Stack) -> list[Handle]:
 
 LONG_AGO = datetime(2000, 6, 1, tzinfo=UTC)  # the dormant customers' last sign-in
 CUTOFF = datetime(2001, 1, 1, tzinfo=UTC)  # the recorded sweeps' and lifecycles' `inactive_before`
+# the worker's settings with the feature on (a lifecycle's step ends it while the worker's settings are off)
+INACTIVE_ON: dict[str, Any] = {
+    "inactive_remind_after": "P23M",
+    "inactive_warn_after": "P23M14D",
+    "inactive_retire_after": "P2Y",
+}
 
 
 async def dormant_customer(stack: Stack) -> tuple[str, str]:
@@ -811,20 +817,20 @@ async def inactivity_lifecycle(stack: Stack, reference: str, action: str) -> Han
     )
 
 
-@branch("inactivity/kept")
+@branch("inactivity/kept", **INACTIVE_ON)
 async def inactivity_kept(stack: Stack) -> list[Handle]:
     _, reference = await dormant_customer(stack)
     return await finished(stack, await inactivity_lifecycle(stack, reference, "keep"))
 
 
-@branch("inactivity/retired")
+@branch("inactivity/retired", **INACTIVE_ON)
 async def inactivity_retired(stack: Stack) -> list[Handle]:
     """Up to the deletion lifecycle's start (it runs on, abandoned: here without visibility it cannot end)."""
     _, reference = await dormant_customer(stack)
     return await finished(stack, await inactivity_lifecycle(stack, reference, "anonymize"))
 
 
-@branch("inactivity/signed-in")
+@branch("inactivity/signed-in", **INACTIVE_ON)
 async def inactivity_signed_in(stack: Stack) -> list[Handle]:
     email, reference = await dormant_customer(stack)
     handle = await inactivity_lifecycle(stack, reference, "anonymize")

@@ -26,6 +26,7 @@ from workflows.inactivity import InactivitySweepWorkflow, InactivityWorkflow, Sw
 
 MONTH = timedelta(days=30)
 REMIND, WARN, RETIRE = 23 * MONTH, 23 * MONTH + timedelta(days=14), 24 * MONTH
+ON = {"inactive_remind_after": REMIND, "inactive_warn_after": WARN, "inactive_retire_after": RETIRE}
 
 
 async def dormant_customer(
@@ -87,7 +88,7 @@ async def start_lifecycle(stack: Stack, reference: str, *, action: str = "keep")
 
 @pytest.fixture
 def skipping(stack: StackFactory, time_skipping: Any, database: Database) -> Any:
-    return stack(time_skipping, database)
+    return stack(time_skipping, database, **ON)
 
 
 async def test_a_kept_account_is_reminded_warned_and_kept_months_later(skipping: Any, database: Database) -> None:
@@ -153,6 +154,54 @@ async def test_a_signal_after_the_end_and_an_exempt_customer_change_nothing(skip
         assert await stage(database, reference) == inactivity.EXEMPT
 
 
+async def test_a_lifecycle_an_open_order_ends_leaves_no_stage_behind(skipping: Any, database: Database) -> None:
+    """The standing says what runs: a step that finds an open order ends the lifecycle and clears the stage
+    it had set, so the back office shows no reminder that leads nowhere and a later sweep can start anew."""
+    async with skipping as built:
+        email, reference = await dormant_customer(database, signed_in=utcnow() - REMIND - timedelta(days=1))
+        handle = await start_lifecycle(built, reference)
+        await built.mail_to(email, "sign in to keep")
+        async with database.sessions.begin() as session:
+            customer_id = await session.scalar(select(Customer.id).where(Customer.customer_reference == reference))
+            assert customer_id is not None
+            session.add(
+                Order(
+                    order_reference=f"ORD-{uuid.uuid4().hex[:10]}",
+                    customer_id=customer_id,
+                    created_at=utcnow(),
+                    status="new",
+                    currency="EUR",
+                    totals={"grandTotal": 1000},
+                    items=[],
+                )
+            )
+        assert (await handle.result()).outcome == "active"
+        assert await stage(database, reference) is None
+
+
+@pytest.mark.parametrize("now", [{}, {**ON, "inactive_action": "keep"}], ids=["turned-off", "turned-to-keep"])
+async def test_a_run_the_settings_no_longer_want_deletes_nobody(
+    stack: StackFactory, time_skipping: Any, database: Database, now: dict[str, Any]
+) -> None:
+    """The operator turned the feature off, or to keep, after this run began (its input says anonymize):
+    the worker's settings decide at the next step, so the customer is not deleted and stands nowhere."""
+    async with stack(time_skipping, database, **now) as built:
+        _, reference = await dormant_customer(database, signed_in=utcnow() - REMIND - timedelta(days=1))
+        handle = await built.client.start_workflow(
+            InactivityWorkflow.run,
+            InactivityInput(reference, utcnow() - REMIND, timedelta(0), RETIRE - WARN, "anonymize", []),
+            id=inactivity_id(reference),
+            task_queue=built.settings.task_queue,
+        )
+        assert (await handle.result()).outcome == "active"
+        assert await stage(database, reference) is None
+        async with database.sessions() as session:
+            anonymized = await session.scalar(
+                select(Customer.anonymized_at).where(Customer.customer_reference == reference)
+            )
+        assert anonymized is None
+
+
 # --- on the dev server: the sweep (lists no runs, but schedules and many starts) and the deletion -------------
 
 
@@ -170,7 +219,7 @@ async def test_the_sweep_pages_skips_open_orders_continues_as_new_and_never_star
 ) -> None:
     long_ago = datetime(2001, 1, 1, tzinfo=UTC) - timedelta(days=uuid.uuid4().int % 300 + 1)
     cutoff = long_ago + timedelta(hours=1)
-    async with stack(dev_server, database) as built:
+    async with stack(dev_server, database, **ON) as built:
         dormant = [await dormant_customer(database, signed_in=long_ago) for _ in range(5)]
         _, open_order = await dormant_customer(database, signed_in=long_ago, order_status="confirmed")
         _, closed_order = await dormant_customer(database, signed_in=long_ago, order_status="delivered")
@@ -222,7 +271,7 @@ async def test_the_retirement_anonymizes_through_the_deletion_lifecycle(
     stack: StackFactory, dev_server: Any, sqlite_database: Database
 ) -> None:
     database = sqlite_database
-    async with stack(dev_server, database) as built:
+    async with stack(dev_server, database, **ON) as built:
         email, reference = await dormant_customer(database, signed_in=utcnow() - timedelta(days=800))
         handle = await built.client.start_workflow(
             InactivityWorkflow.run,
