@@ -20,7 +20,10 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from accounts import audit
 from accounts.models import AgentAssist, Customer, Staff
+
+CHANNEL = "agent"  # the audit channel of what an assistance session does
 
 MAX_QUERY = 100  # characters of a search query: a prefix longer than any name or address finds nothing anyway
 
@@ -58,6 +61,21 @@ async def close(session: AsyncSession, assist_id: str, *, reason: str, now: date
         execution_options={"synchronize_session": False},
     )
     return bool(ended.rowcount)  # type: ignore[attr-defined]
+
+
+def record_for(
+    session: AsyncSession, row: AgentAssist, event: str, details: dict[str, str], idempotency_key: str | None = None
+) -> None:
+    """An audit event of the session's: the agent as actor, the customer as subject, the session in details."""
+    audit.record(
+        session,
+        customer_reference=row.customer_reference,
+        event=event,
+        channel=CHANNEL,
+        actor=audit.AGENT_ACTOR_PREFIX + row.agent,
+        details={"assist": row.id, **details},
+        idempotency_key=idempotency_key,
+    )
 
 
 @dataclass(frozen=True)

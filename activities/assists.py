@@ -9,14 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from accounts import assists, audit
 from accounts.db import SessionFactory
 from accounts.models import AgentAssist, utcnow
-
-CHANNEL = "agent"
 
 
 @dataclass
@@ -48,7 +45,7 @@ class AssistActivities:
             row = await session.scalar(select(AgentAssist).where(AgentAssist.id == step.assist_id))
             if row is None:  # the customer was deleted meanwhile (the row went with them)
                 return False
-            _record(session, row, step.event, {"assist": row.id, **step.details}, step.idempotency_key)
+            assists.record_for(session, row, step.event, step.details, step.idempotency_key)
             return True
 
     @activity.defn
@@ -60,20 +57,8 @@ class AssistActivities:
                 return False
             closed = await assists.close(session, row.id, reason=end.reason, now=utcnow())
             if not await audit.recorded(session, end.idempotency_key):
-                details = {"assist": row.id, "reason": end.reason}
+                details = {"reason": end.reason}
                 if end.ended_by is not None:
                     details["ended_by"] = end.ended_by
-                _record(session, row, "assist_ended", details, end.idempotency_key)
+                assists.record_for(session, row, "assist_ended", details, end.idempotency_key)
             return closed
-
-
-def _record(session: AsyncSession, row: AgentAssist, event: str, details: dict[str, str], key: str) -> None:
-    audit.record(
-        session,
-        customer_reference=row.customer_reference,
-        event=event,
-        channel=CHANNEL,
-        actor=audit.AGENT_ACTOR_PREFIX + row.agent,
-        details=details,
-        idempotency_key=key,
-    )

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from accounts import assists, audit
+from accounts import assists
 from accounts.db import SessionFactory
 from accounts.models import AgentAssist, Customer, utcnow
 from accounts.settings import Settings
@@ -125,14 +125,7 @@ class Assists:
             row = await session.get(AgentAssist, session_id)
             if row is None:  # the customer was deleted meanwhile (the row went with them)
                 return
-            audit.record(
-                session,
-                customer_reference=row.customer_reference,
-                event="assist_action",
-                channel="agent",
-                actor=audit.AGENT_ACTOR_PREFIX + row.agent,
-                details={"assist": row.id, "method": method, "route": route},
-            )
+            assists.record_for(session, row, "assist_action", {"method": method, "route": route})
 
     async def end(self, customer_reference: str, session_id: str, *, reason: str, ended_by: str) -> bool:
         """End the session; returns once its token is refused. False when it had ended before; raises
@@ -150,14 +143,7 @@ class Assists:
             row = await session.get(AgentAssist, session_id)
             if row is not None and await assists.close(session, session_id, reason=reason, now=utcnow()):
                 log.warning("assistance session of %s ended without its run", customer_reference)
-                audit.record(
-                    session,
-                    customer_reference=row.customer_reference,
-                    event="assist_ended",
-                    channel="agent",
-                    actor=audit.AGENT_ACTOR_PREFIX + row.agent,
-                    details={"assist": row.id, "reason": reason, "ended_by": ended_by},
-                )
+                assists.record_for(session, row, "assist_ended", {"reason": reason, "ended_by": ended_by})
                 return True
         raise AssistNotRunning(session_id)
 
