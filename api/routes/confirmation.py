@@ -16,11 +16,11 @@ from fastapi import APIRouter, Form, Header, Query, Response
 from fastapi.responses import HTMLResponse
 
 from accounts.emails import EmailRenderer
-from accounts.locales import locale_from_accept_language
 from accounts.settings import Settings
 from api.deps import Accounts, Renderer, SettingsDep
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
+from api.link_pages import link_page
 from api.schemas import ConfirmationRequest, EmailChangeConfirmationRequest
 
 router = APIRouter(tags=["customer-confirmation"])
@@ -87,24 +87,14 @@ def _landing_page(
     first_name: str | None,
     token: str = "",
 ) -> HTMLResponse:
-    """The page a link in an email opens: in the customer's language, else the browser's."""
-    html = renderer.render_page(
-        page,
-        locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale),
-        {
-            "shop_name": settings.shop_name,
-            "outcome": outcome,
-            "customer_first_name": first_name,
-            "login_url": f"{settings.public_url.rstrip('/')}/login",
-            "token": token if outcome == "pending" else "",  # the button's form carries it in its body
-        },
-    )
-    return HTMLResponse(
-        html,
-        status_code=400 if outcome == "invalid" else 200,
-        # the token is in this page's URL (and form): keep it out of caches; api/headers.py adds no-referrer
-        headers={"Cache-Control": "no-store"},
-    )
+    """The page a link in an email opens (api/link_pages.py)."""
+    context = {
+        "outcome": outcome,
+        "customer_first_name": first_name,
+        "login_url": f"{settings.public_url.rstrip('/')}/login",
+        "token": token if outcome == "pending" else "",  # the button's form carries it in its body
+    }
+    return link_page(renderer, settings, page, locale, accept_language, context, invalid=outcome == "invalid")
 
 
 INVALID_EMAIL_CHANGE_KEY = GlueError(422, "423", "This email change code is invalid or has been already used.")

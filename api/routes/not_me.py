@@ -14,8 +14,8 @@ from fastapi import APIRouter, Form, Header, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from accounts import customer_sessions
-from accounts.locales import locale_from_accept_language
 from api.deps import Accounts, Renderer, SettingsDep
+from api.link_pages import link_page
 
 router = APIRouter(tags=["customer-sessions"])
 PATH = customer_sessions.NOT_ME_PATH
@@ -60,20 +60,5 @@ def _page(
     state: str,
     token: str,
 ) -> HTMLResponse:
-    html = renderer.render_page(
-        "account_not_me",
-        locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale),
-        {
-            "shop_name": settings.shop_name,
-            "state": state,
-            "token": token,
-            "action": PATH,
-            "reset_url": _reset_url(settings),
-        },
-    )
-    return HTMLResponse(
-        html,
-        status_code=400 if state == "invalid" else 200,
-        # the token is in this page's URL: keep it out of caches and of Referer headers
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+    context = {"state": state, "token": token, "action": PATH, "reset_url": _reset_url(settings)}
+    return link_page(renderer, settings, "account_not_me", locale, accept_language, context, invalid=state == "invalid")

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Form, Header, Query
 from fastapi.responses import HTMLResponse
 
 from accounts.device_tokens import UNLOCK_PATH
-from accounts.locales import locale_from_accept_language
 from api.deps import Accounts, Renderer, SettingsDep
+from api.link_pages import link_page
 from api.routes.access_tokens import DEVICE_COOKIE
 
 router = APIRouter(tags=["access-tokens"])
@@ -68,21 +68,11 @@ def _page(
     token: str,
 ) -> HTMLResponse:
     base = settings.public_url.rstrip("/")
-    html = renderer.render_page(
-        "account_unlock",
-        locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale),
-        {
-            "shop_name": settings.shop_name,
-            "state": state,
-            "token": token,
-            "action": UNLOCK_PATH,
-            "login_url": f"{base}/login",
-            "reset_url": f"{base}/password/forgotten",
-        },
-    )
-    return HTMLResponse(
-        html,
-        status_code=400 if state == "invalid" else 200,
-        # the token is in this page's URL: keep it out of caches and of Referer headers
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+    context = {
+        "state": state,
+        "token": token,
+        "action": UNLOCK_PATH,
+        "login_url": f"{base}/login",
+        "reset_url": f"{base}/password/forgotten",
+    }
+    return link_page(renderer, settings, "account_unlock", locale, accept_language, context, invalid=state == "invalid")
