@@ -3,7 +3,8 @@
     update-with-start "created" answers once the create activity ran
     create -> send link -> wait for the "confirm" update -> activate -> welcome
 
-Same update round trips, same activity count, same waits and the same task queues as `RegistrationWorkflow`
+Same update round trips, same activity count, same waits (the wait for the confirmation has a timer, as
+registration's has for its reminder) and the same task queues as `RegistrationWorkflow`
 (its two emails go to the email queue, as workflows/queues.py sends them: a queue of its own whose rate
 the server bounds, so they are dispatched through matching, not eagerly), but no database, no argon2,
 no SMTP: what is left is what the engine (server, SDK, worker) costs per registration.
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
 ACTIVITY_OPTIONS: dict = {"start_to_close_timeout": timedelta(seconds=30)}
 EMAIL_STEPS = ("send_link", "welcome")
+REMINDER_AFTER = timedelta(days=1)  # ACCOUNTS_VERIFICATION_REMINDER_AFTER's default; only its timer counts here
 
 
 def email_queue(task_queue: str) -> str:
@@ -89,7 +91,8 @@ class FloorWorkflow:
         self._state.created = True
         await self._step("send_link")
         self._state.link_sent = True
-        await workflow.wait_condition(lambda: self._state.confirmed)
+        # as registration waits: until its reminder is due (a timer, cancelled by the confirmation)
+        await workflow.wait_condition(lambda: self._state.confirmed, timeout=REMINDER_AFTER)
         await self._step("activate")
         self._state.activated = True
         await self._step("welcome")
