@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.models import Customer
 
 
 async def lock_customer(session: AsyncSession, *, customer_id: int) -> Customer:
-    """The customer's row, locked until the transaction ends.
+    """The customer's row, locked until the transaction ends, and read again under the lock."""
+    await take_customer_lock(session, Customer.id == customer_id)
+    customer = await session.scalar(
+        select(Customer).where(Customer.id == customer_id).execution_options(populate_existing=True)
+    )
+    if customer is None:
+        raise LookupError(f"customer id {customer_id} does not exist")
+    return customer
+
+
+async def take_customer_lock(session: AsyncSession, which: ColumnElement[bool]) -> None:
+    """Lock the row `which` names until the transaction ends, reading nothing (a caller that needs the row
+    reads it after this, as lock_customer does).
 
     A write that changes nothing, rather than SELECT ... FOR UPDATE: SQLite ignores FOR UPDATE, and its
     driver runs reads outside a transaction until the first write, so only a write makes later reads
@@ -18,13 +30,7 @@ async def lock_customer(session: AsyncSession, *, customer_id: int) -> Customer:
     """
     await session.execute(
         update(Customer)
-        .where(Customer.id == customer_id)
+        .where(which)
         .values(updated_at=Customer.updated_at)
         .execution_options(synchronize_session=False)
     )
-    customer = await session.scalar(
-        select(Customer).where(Customer.id == customer_id).execution_options(populate_existing=True)
-    )
-    if customer is None:
-        raise LookupError(f"customer id {customer_id} does not exist")
-    return customer

@@ -29,7 +29,7 @@ from temporalio import activity
 from accounts import anonymization, audit, customer_sessions, data_exports, device_tokens, metrics, mfa, tokens
 from accounts.db import SessionFactory
 from accounts.emails import EmailRenderer, Mailer, MailRefused
-from accounts.locks import lock_customer
+from accounts.locks import take_customer_lock
 from accounts.models import Customer, CustomerSession, EmailOutbox, MfaCode, OneTimeToken, Staff, utcnow
 from accounts.settings import Settings
 from activities.lookup import load_customer
@@ -381,7 +381,7 @@ class EmailActivities:
                 if customer is not None and template != anonymization.DELETION_EMAIL:
                     # under the row lock the deletion's mark takes too: a claim made before the mark is
                     # one the deletion waits for (AnonymizationActivities.end_lifecycles), any later one is refused
-                    await lock_customer(session, customer_id=customer.id)
+                    await take_customer_lock(session, Customer.id == customer.id)
                     if await anonymization.deletion_started(session, customer.customer_reference):
                         return False
                 row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
