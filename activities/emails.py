@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from accounts import anonymization, audit, customer_sessions, data_exports, device_tokens, metrics, mfa, tokens
@@ -372,40 +373,53 @@ class EmailActivities:
         activity.logger.warning("email %s to %s bounced: %s", template, to.label, refusal.code)
 
     async def _claim(self, to: Recipient, template: str, key: str) -> bool:
-        """Take the idempotency key for this send; False when it went out or bounced, or another sender holds it."""
+        """Take the idempotency key for this send; False when it went out or bounced, or another sender holds it.
+
+        The row is inserted first: a first attempt (nearly every send) needs no read of it. A key that
+        exists already is our own earlier attempt (send again) or someone else's (leave it)."""
         info = activity.info()
         claimant = f"{info.workflow_id}/{info.activity_id}"
+        customer = to.customer
         try:
             async with self._sessions.begin() as session:
-                customer = to.customer
-                if customer is not None and template != anonymization.DELETION_EMAIL:
-                    # under the row lock the deletion's mark takes too: a claim made before the mark is
-                    # one the deletion waits for (AnonymizationActivities.end_lifecycles), any later one is refused
-                    await take_customer_lock(session, Customer.id == customer.id)
-                    if await anonymization.deletion_started(session, customer.customer_reference):
-                        return False
-                row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
-                if row is None:
-                    session.add(
-                        EmailOutbox(
-                            idempotency_key=key,
-                            customer_reference=customer.customer_reference if customer is not None else None,
-                            recipient=to.address,
-                            template=template,
-                            locale=to.locale,
-                            status="sending",
-                            claimed_by=claimant,
-                            attempts=1,
-                        )
-                    )
-                    return True
-                if row.status in FINISHED or row.claimed_by != claimant:
+                if not await _may_send(session, to, template):
                     return False
-                row.attempts += 1  # our own earlier attempt failed or died before "sent": send again
-                row.status = "sending"
-                return True
-        except IntegrityError:  # a concurrent sender inserted the key first
-            return False
+                session.add(
+                    EmailOutbox(
+                        idempotency_key=key,
+                        customer_reference=customer.customer_reference if customer is not None else None,
+                        recipient=to.address,
+                        template=template,
+                        locale=to.locale,
+                        status="sending",
+                        claimed_by=claimant,
+                        attempts=1,
+                    )
+                )
+            return True
+        except IntegrityError:  # the key is taken: by an earlier attempt of ours, or by another sender
+            pass
+        async with self._sessions.begin() as session:
+            if not await _may_send(session, to, template):
+                return False
+            row = await session.scalar(select(EmailOutbox).where(EmailOutbox.idempotency_key == key))
+            if row is None:  # purged since the insert failed: the activity's retry inserts it again
+                raise RuntimeError(f"outbox row {key} vanished while it was being claimed; retrying")
+            if row.status in FINISHED or row.claimed_by != claimant:
+                return False
+            row.attempts += 1  # our own earlier attempt failed or died before "sent": send again
+            row.status = "sending"
+            return True
+
+
+async def _may_send(session: AsyncSession, to: Recipient, template: str) -> bool:
+    """Under the row lock the deletion's mark takes too: a claim made before the mark is one the deletion
+    waits for (AnonymizationActivities.end_lifecycles), any later one is refused (False)."""
+    customer = to.customer
+    if customer is None or template == anonymization.DELETION_EMAIL:
+        return True
+    await take_customer_lock(session, Customer.id == customer.id)
+    return not await anonymization.deletion_started(session, customer.customer_reference)
 
 
 async def _finished(session: Any, key: str) -> bool:
