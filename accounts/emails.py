@@ -263,7 +263,7 @@ class SmtpMailer:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         message, utf8 = _mime_message(sender=sender, to=to, content=content, headers=headers)
-        envelope = (parseaddr(sender)[1], [to])
+        envelope = (parseaddr(sender)[1], [parseaddr(to)[1]])
         options = ["SMTPUTF8"] if utf8 else []
         try:
             # aiosmtplib's timeout bounds each command; the whole handover gets the same bound, so that
@@ -362,10 +362,10 @@ def _mime_message(
         # A caller's header replaces a same-named default instead of duplicating it.
         values = {key: kept for key, kept in values.items() if key.lower() != name.lower()}
         values[name] = value
-    if parseaddr(sender)[1].isascii() and to.isascii():
+    if parseaddr(sender)[1].isascii() and parseaddr(to)[1].isascii():
         message = MIMEMultipart("alternative")
         for name, value in values.items():
-            message[name] = _ascii_header(name, value)
+            message[name] = _ascii_header(name, value)  # type: ignore[assignment]  # compat32 folds a Header
         for subtype, body in (("plain", content.text), ("html", content.html)):
             part = MIMENonMultipart("text", subtype)
             part.set_payload(body, _UTF8_QP)
@@ -384,7 +384,7 @@ _UTF8_QP.body_encoding = QP
 _COMPAT32_SMTP = email.policy.compat32.clone(linesep="\r\n")
 
 
-def _ascii_header(name: str, value: str) -> str:
+def _ascii_header(name: str, value: str) -> str | Header:
     """A header value as compat32 writes it: as it is when ASCII, else RFC 2047 (an address's display
     name alone, so that the address stays readable to the server)."""
     if value.isascii():
@@ -392,4 +392,4 @@ def _ascii_header(name: str, value: str) -> str:
     if name in ("From", "To", "Reply-To"):
         display, address = parseaddr(value)
         return formataddr((display, address), charset="utf-8")
-    return Header(value, "utf-8").encode()
+    return Header(value, "utf-8", header_name=name)

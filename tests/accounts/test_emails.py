@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jinja2 import UndefinedError
 
-from accounts.emails import EmailContent, EmailRenderer, MailRefused, SmtpMailer
+from accounts.emails import EmailContent, EmailRenderer, MailRefused, SmtpMailer, _mime_message
 from accounts.locales import locale_from_accept_language, normalize_locale
 from accounts.settings import PROJECT_ROOT, Settings
 from devstack.mailsink import MailSink
@@ -483,6 +485,37 @@ async def test_smtp_round_trip_into_the_mail_sink(renderer: EmailRenderer, tmp_p
     assert LINK in echoed[0].splitlines()
     assert content.subject in echoed[0]
     assert "Juergen@Example.com" in echoed[0]
+
+
+async def test_an_address_that_is_not_ascii_travels_with_smtputf8(renderer: EmailRenderer) -> None:
+    """Display names and subjects that are not ASCII are RFC 2047 words in an ASCII message (the test
+    above); a local part that is not ASCII can only go as UTF-8 headers, announced with SMTPUTF8."""
+    content = renderer.render_email("verify", "de_DE", context(customer=customer(first_name="Jürgen")))
+    async with MailSink() as sink:
+        settings = Settings(smtp_host="127.0.0.1", smtp_port=sink.port)
+        await SmtpMailer.from_settings(settings).send(
+            sender="Bäckerei <no-reply@shop.example>", to="jürgen@bäckerei.example", content=content
+        )
+        received = await sink.wait_for(lambda message: True)
+
+    assert received.to == ["jürgen@bäckerei.example"]
+    assert received.headers["To"] == "jürgen@bäckerei.example"
+    assert received.subject == content.subject
+    assert received.text.replace("\r\n", "\n") == content.text
+
+
+def test_an_ascii_message_is_seven_bit_with_encoded_words() -> None:
+    content = EmailContent(subject="Grüße aus der Bäckerei", text="Hallo Jürgen,\n", html="<p>Grüße</p>")
+    raw, utf8 = _mime_message(sender="Bäckerei <no-reply@shop.example>", to="juergen@example.com", content=content)
+
+    assert not utf8 and raw.isascii()
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert parsed["Subject"] == "Grüße aus der Bäckerei"
+    assert parsed["From"].addresses[0].display_name == "Bäckerei"
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain, html = parsed.iter_parts()
+    assert plain["Content-Transfer-Encoding"] == html["Content-Transfer-Encoding"] == "quoted-printable"
+    assert plain.get_content() == "Hallo Jürgen,\r\n" and html.get_content() == "<p>Grüße</p>"  # SMTP's line ends
 
 
 async def test_waiting_for_an_email_that_never_comes_says_what_did_arrive() -> None:
