@@ -44,6 +44,7 @@ from importlib.metadata import version
 from typing import Any
 
 import httpx
+from inprocess import bench_stack  # bench/inprocess.py, beside this script
 from login_common import (  # bench/login_common.py, beside this one
     ATTACK_SIZE,
     IP_MAX_FAILURES,
@@ -71,7 +72,6 @@ from registration import (  # bench/registration.py, beside this script
     Measurement,
     _expect,
     bench_password,
-    bench_stack,
     measure,
 )
 from sqlalchemy import func, select

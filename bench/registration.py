@@ -26,42 +26,30 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 from floor import FloorConfirm, FloorInput, FloorWorkflow  # bench/floor.py, beside this script
 from processes import (  # bench/processes.py, beside this script
     BenchFailure,
     child,
     cpu_seconds,
-    database,
-    free_port,
     pid_listening,
     server_requests,
     services,
-    temporal_binary,
     until_serving,
 )
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 from waiting import render_waiting, waiting_rss  # bench/waiting.py, beside this script
 
-from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
-from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
-from api.app import create_app
 from devstack.mailsink import MailSink, ReceivedEmail
-from worker import WorkerGroup, build_worker
 
 BENCH = Path(__file__).resolve().parent
 # Generous: under load a single registration queues behind all the others in flight.
@@ -222,93 +210,6 @@ def measure_argon2(count: int, concurrency: int) -> tuple[Measurement, float]:
         latencies = list(pool.map(one, passwords))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return Measurement("argon2 hash", wall, latencies), cpu
-
-
-# --- the system under test --------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker | WorkerGroup) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(worker.run())
-    try:
-        yield
-    finally:
-        if worker.is_running:
-            await worker.shutdown()
-        with contextlib.suppress(Exception):
-            await task
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, port: int) -> AsyncIterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise BenchFailure("uvicorn stopped before it started serving")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@dataclass
-class BenchStack:
-    settings: Settings
-    client: Client
-    sessions: SessionFactory
-    sink: MailSink
-    app: FastAPI
-    api_url: str
-
-
-async def bench_stack(stack: contextlib.AsyncExitStack, database_kind: str, run: str, **overrides: Any) -> BenchStack:
-    """The whole system on `stack`: a fresh database, a Temporal dev server, an SMTP sink, one worker and
-    the API under uvicorn (shared by every benchmark here)."""
-    url = await stack.enter_async_context(database(database_kind))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    )
-    stack.push_async_callback(env.shutdown)
-    sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))
-    port = free_port()
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=url,
-        task_queue=f"accounts-bench-{run}",
-        smtp_host="127.0.0.1",
-        smtp_port=sink.port,
-        public_url=f"http://127.0.0.1:{port}",
-        # one client machine plays every customer: the request budgets (accounts.rate_limits) would
-        # measure themselves; a benchmark of them passes its own values
-        # measure themselves; a benchmark of them passes its own values. The email queues' rate limits
-        # (the SMTP provider's, ACCOUNTS_EMAIL_SENDS_PER_SECOND) likewise: this measures the engine
-        **{
-            "rate_limit_per_ip": 0,
-            "rate_limit_global": 0,
-            "address_requests_per_hour": 0,
-            "email_sends_per_second": 1000.0,
-            "bulk_email_sends_per_second": 1000.0,
-            **overrides,
-        },
-    )
-    config: dict[str, Any] = dict(env.client.config())
-    config["data_converter"] = data_converter(settings)
-    client = Client(**config)
-    engine = create_engine(url)
-    stack.push_async_callback(engine.dispose)
-    sessions = session_factory(engine)
-    await stack.enter_async_context(running(build_worker(client, settings, sessions)))
-    app = create_app(settings, temporal_client=client)
-    api_url = await stack.enter_async_context(serving(app, port))
-    return BenchStack(settings, client, sessions, sink, app, api_url)
 
 
 @dataclass
