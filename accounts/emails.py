@@ -262,8 +262,11 @@ class SmtpMailer:
         content: EmailContent,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        message, utf8 = _mime_message(sender=sender, to=to, content=content, headers=headers)
-        envelope = (parseaddr(sender)[1], [parseaddr(to)[1]])
+        from_address, to_address = parseaddr(sender)[1], parseaddr(to)[1]
+        envelope = (from_address, [to_address])
+        # an address that is not ASCII can only travel with SMTPUTF8
+        utf8 = not (from_address.isascii() and to_address.isascii())
+        message = _mime_message(sender=sender, to=to, content=content, headers=headers, utf8=utf8)
         options = ["SMTPUTF8"] if utf8 else []
         try:
             # aiosmtplib's timeout bounds each command; the whole handover gets the same bound, so that
@@ -338,9 +341,9 @@ def _failure(code: int, reply: str, *, permanent_if_5xx: bool) -> MailFailure:
 
 
 def _mime_message(
-    *, sender: str, to: str, content: EmailContent, headers: Mapping[str, str] | None = None
-) -> tuple[bytes, bool]:
-    """The message as bytes for SMTP's DATA, and whether it needs SMTPUTF8 (an address that is not ASCII).
+    *, sender: str, to: str, content: EmailContent, headers: Mapping[str, str] | None = None, utf8: bool = False
+) -> bytes:
+    """The message as bytes for SMTP's DATA; `utf8` when it goes with SMTPUTF8 (an address that is not ASCII).
 
     multipart/alternative, text then HTML, quoted-printable UTF-8: that keeps long links within SMTP's
     line limit and needs no 8BITMIME from the server. ASCII addresses (nearly all) take the email package's
@@ -362,7 +365,7 @@ def _mime_message(
         # A caller's header replaces a same-named default instead of duplicating it.
         values = {key: kept for key, kept in values.items() if key.lower() != name.lower()}
         values[name] = value
-    if parseaddr(sender)[1].isascii() and parseaddr(to)[1].isascii():
+    if not utf8:
         message = MIMEMultipart("alternative")
         for name, value in values.items():
             message[name] = _ascii_header(name, value)  # type: ignore[assignment]  # compat32 folds a Header
@@ -370,13 +373,13 @@ def _mime_message(
             part = MIMENonMultipart("text", subtype)
             part.set_payload(body, _UTF8_QP)
             message.attach(part)
-        return message.as_bytes(policy=_COMPAT32_SMTP), False
-    utf8 = EmailMessage(policy=email.policy.SMTPUTF8)
+        return message.as_bytes(policy=_COMPAT32_SMTP)
+    utf8_message = EmailMessage(policy=email.policy.SMTPUTF8)
     for name, value in values.items():
-        utf8[name] = value
-    utf8.set_content(content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    utf8.add_alternative(content.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    return utf8.as_bytes(), True
+        utf8_message[name] = value
+    utf8_message.set_content(content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    utf8_message.add_alternative(content.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return utf8_message.as_bytes()
 
 
 _UTF8_QP = Charset("utf-8")

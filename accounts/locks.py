@@ -10,13 +10,17 @@ from accounts.models import Customer
 
 async def lock_customer(session: AsyncSession, *, customer_id: int) -> Customer:
     """The customer's row, locked until the transaction ends, and read again under the lock."""
-    await take_customer_lock(session, Customer.id == customer_id)
-    customer = await session.scalar(
-        select(Customer).where(Customer.id == customer_id).execution_options(populate_existing=True)
-    )
+    customer = await locked_customer(session, Customer.id == customer_id)
     if customer is None:
         raise LookupError(f"customer id {customer_id} does not exist")
     return customer
+
+
+async def locked_customer(session: AsyncSession, which: ColumnElement[bool]) -> Customer | None:
+    """The row `which` names, locked until the transaction ends and read once under the lock (None when
+    there is no such row)."""
+    await take_customer_lock(session, which)
+    return await session.scalar(select(Customer).where(which).execution_options(populate_existing=True))
 
 
 async def take_customer_lock(session: AsyncSession, which: ColumnElement[bool]) -> None:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
-from accounts.locks import take_customer_lock
+from accounts.locks import locked_customer
 from accounts.models import Customer
 
 
@@ -15,10 +15,10 @@ async def load_customer(session: AsyncSession, customer_reference: str, *, for_u
     """`for_update`: the row locked until the transaction ends, on SQLite too (accounts.locks: SQLite
     ignores FOR UPDATE), and read again under the lock, so a decision on it sees concurrent writes."""
     which = Customer.customer_reference == customer_reference
-    if for_update:  # the lock first, then one read under it
-        await take_customer_lock(session, which)
-    query = select(Customer).where(which)
-    customer = await session.scalar(query.execution_options(populate_existing=True) if for_update else query)
+    if for_update:
+        customer = await locked_customer(session, which)
+    else:
+        customer = await session.scalar(select(Customer).where(which))
     if customer is None:
         raise ApplicationError(
             f"customer {customer_reference} does not exist", type="NoSuchCustomer", non_retryable=True
