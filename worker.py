@@ -29,7 +29,7 @@ from accounts.mfa_secrets import SecretBox
 from accounts.passwords import PasswordHasher
 from accounts.settings import Settings
 from accounts.task_queues import QueueKind, TaskQueues
-from accounts.temporal import connect
+from accounts.temporal import completes_polls_on_shutdown, connect
 from accounts.worker_ops import WorkerOps
 from activities.anonymization import AnonymizationActivities
 from activities.assists import AssistActivities
@@ -295,6 +295,21 @@ def build_worker(
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
+async def warn_of_lost_tasks_at_shutdown(client: Client) -> None:
+    """One warning at start when the server does not answer a stopping worker's polls (accounts.temporal's
+    SERVER_DYNAMIC_CONFIG): each redeploy can then strand a task in transit until its timeout."""
+    try:
+        if await completes_polls_on_shutdown(client):
+            return
+    except RPCError as error:  # an API key without namespace read access, say: the worker runs regardless
+        log.info("could not ask the namespace whether it completes polls on worker shutdown: %s", error)
+        return
+    log.warning(
+        "the Temporal server does not complete polls on worker shutdown: a task handed out as this worker "
+        "stops waits for its timeout (set the dynamic config frontend.enableCancelWorkerPollsOnShutdown)"
+    )
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     check_database_capacity(settings)
     engine = service_engine(settings)
@@ -302,6 +317,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     try:
         client = await connect(settings, runtime=ops.runtime, interceptors=ops.interceptors)
         workers = build_worker(client, settings, session_factory(engine))
+        await warn_of_lost_tasks_at_shutdown(client)
         if "lifecycles" in settings.worker_task_queues:
             try:
                 await ensure_schedules(client, settings)  # idempotent: every worker start brings it up to date

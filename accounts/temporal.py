@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -53,6 +54,30 @@ def lifecycle_attributes(
     if channel is not None:
         pairs.append(SearchAttributePair(CHANNEL, channel))
     return TypedSearchAttributes(pairs)
+
+
+# The Temporal server's dynamic config this service relies on. docker-compose's server has it in
+# deploy/temporal/dynamicconfig/development-sql.yaml; every dev server here starts with it.
+SERVER_DYNAMIC_CONFIG: dict[str, str] = {
+    # A stopping worker tells the server (ShutdownWorker), which then answers its outstanding polls empty.
+    # Without it, a poll cut short at shutdown can lose a task the server had already handed out: an email
+    # in transit at a redeploy waits for its start-to-close timeout (90 s) before another worker sends it.
+    "frontend.enableCancelWorkerPollsOnShutdown": "true",
+}
+
+
+def dev_server_arguments() -> list[str]:
+    """`temporal server start-dev` arguments that give a dev server SERVER_DYNAMIC_CONFIG."""
+    arguments: list[str] = []
+    for key, value in SERVER_DYNAMIC_CONFIG.items():
+        arguments += ["--dynamic-config-value", f"{key}={value}"]
+    return arguments
+
+
+async def completes_polls_on_shutdown(client: Client) -> bool:
+    """Whether the namespace's server answers a stopping worker's polls (the first entry above)."""
+    response = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    return response.namespace_info.capabilities.worker_poll_complete_on_shutdown
 
 
 ENCODING = b"binary/encrypted+aes256gcm"

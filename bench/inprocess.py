@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.settings import Settings
-from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
+from accounts.temporal import SEARCH_ATTRIBUTES, data_converter, dev_server_arguments
 from api.app import create_app
 from devstack.mailsink import MailSink
 from worker import WorkerGroup, build_worker
@@ -74,6 +74,7 @@ async def bench_stack(stack: contextlib.AsyncExitStack, database_kind: str, run:
         dev_server_existing_path=temporal_binary(),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
+        dev_server_extra_args=dev_server_arguments(),
     )
     stack.push_async_callback(env.shutdown)
     sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))

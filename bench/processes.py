@@ -27,7 +27,7 @@ import httpx
 from temporalio.testing import WorkflowEnvironment
 
 from accounts.migrate import upgrade_async
-from accounts.temporal import SEARCH_ATTRIBUTES
+from accounts.temporal import SEARCH_ATTRIBUTES, dev_server_arguments
 from devstack.mailsink import MailSink
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,8 @@ async def services(database_kind: str, work: Path, **settings: str) -> AsyncIter
         metrics_port = free_port()
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error", dev_server_extra_args=["--metrics-port", str(metrics_port)],
+            dev_server_log_level="error",
+            dev_server_extra_args=[*dev_server_arguments(), "--metrics-port", str(metrics_port)],
         )  # fmt: skip
         stack.push_async_callback(env.shutdown)
         sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))

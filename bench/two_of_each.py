@@ -42,7 +42,7 @@ from temporalio.testing import WorkflowEnvironment
 from accounts.access_tokens import SigningKey
 from accounts.db import create_engine, session_factory
 from accounts.models import Customer, EmailOutbox
-from accounts.temporal import SEARCH_ATTRIBUTES
+from accounts.temporal import SEARCH_ATTRIBUTES, dev_server_arguments
 from devstack.mailsink import MailSink, ReceivedEmail
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ async def bench(count: int, concurrency: int, kill_range: tuple[float, float]) -
             url = await stack.enter_async_context(database("postgres"))
             env = await WorkflowEnvironment.start_local(
                 dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES,
-                dev_server_log_level="error",
+                dev_server_log_level="error", dev_server_extra_args=dev_server_arguments(),
             )  # fmt: skip
             stack.push_async_callback(env.shutdown)
             sink = await stack.enter_async_context(MailSink("127.0.0.1", 0))

@@ -25,7 +25,7 @@ from temporalio.client import Client
 
 from accounts.migrate import upgrade_async
 from accounts.settings import ConfigurationError, Settings
-from accounts.temporal import CODEC_PATH, DEV_KEY_FILE, SEARCH_ATTRIBUTES, connect
+from accounts.temporal import CODEC_PATH, DEV_KEY_FILE, SEARCH_ATTRIBUTES, connect, dev_server_arguments
 from devstack.mailsink import MailSink
 
 
@@ -106,6 +106,7 @@ def temporal_arguments(settings: Settings) -> list[str]:
         "--db-filename", str(var_dir / "temporal.db"), "--log-level", "error",
         # the UI decodes payloads through the API: staff signed in to the back office read them, others see ciphertext
         "--ui-codec-endpoint", codec_endpoint(settings),
+        *dev_server_arguments(),
     ]  # fmt: skip
     for key in SEARCH_ATTRIBUTES:
         arguments += ["--search-attribute", f"{key.name}=Keyword"]

@@ -133,14 +133,19 @@ class MailSink:
         return [message for message in self._messages if wanted in (r.casefold() for r in message.to)]
 
     async def wait_for(self, predicate: Callable[[ReceivedEmail], bool], *, timeout: float = 10.0) -> ReceivedEmail:
-        """The oldest email received so far, or the next to arrive, for which ``predicate`` is true."""
+        """The oldest email received so far, or the next to arrive, for which ``predicate`` is true.
+
+        Each email is looked at once: after a wake-up only those that arrived since (a sink that holds
+        hundreds, with many waiters woken by every arrival, would otherwise cost each waiter all of them)."""
         async with self._arrived:
             try:
                 async with asyncio.timeout(timeout):
+                    looked_at = 0
                     while True:
-                        for message in self._messages:
+                        for message in self._messages[looked_at:]:
                             if predicate(message):
                                 return message
+                        looked_at = len(self._messages)
                         await self._arrived.wait()
             except TimeoutError:
                 raise TimeoutError(self._nothing_matched(timeout)) from None

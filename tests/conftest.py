@@ -45,7 +45,7 @@ from accounts.customer_csv import COLUMNS
 from accounts.db import SessionFactory, create_engine, session_factory
 from accounts.migrate import upgrade_async
 from accounts.settings import Settings
-from accounts.temporal import SEARCH_ATTRIBUTES, data_converter
+from accounts.temporal import SEARCH_ATTRIBUTES, data_converter, dev_server_arguments
 from api.app import create_app
 from api.serving import uvicorn_config
 from devstack.mailsink import MailSink, ReceivedEmail
@@ -144,7 +144,10 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_log_level="error",
         # A deleted run goes once its close is acknowledged in the history's queue state, which a server
         # persists every 30 s by default: a customer's deletion would take that long to leave Temporal.
-        dev_server_extra_args=["--dynamic-config-value", 'history.transferProcessorUpdateAckInterval="100ms"'],
+        dev_server_extra_args=[
+            *dev_server_arguments(),
+            *["--dynamic-config-value", 'history.transferProcessorUpdateAckInterval="100ms"'],
+        ],
     )
     yield env
     await env.shutdown()

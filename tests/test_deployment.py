@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from accounts.settings import Settings
+from accounts.temporal import SERVER_DYNAMIC_CONFIG
 from worker import graceful_shutdown_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,7 +313,8 @@ def test_every_deploy_path_named_in_the_compose_file_exists() -> None:
         assert (ROOT / path.rstrip("/.")).exists(), path
 
 
-def test_temporal_dynamic_config_resolves_to_a_file_in_the_repo() -> None:
+def temporal_dynamic_config() -> dict[str, Any]:
+    """The compose Temporal server's dynamic config, read from the repo file its mount puts at its path."""
     config_path = environment("temporal")["DYNAMIC_CONFIG_FILE_PATH"] or ""
     container_path = Path(config_path if config_path.startswith("/") else "/etc/temporal/" + config_path)
     mounts = bind_mounts("temporal")
@@ -322,10 +324,23 @@ def test_temporal_dynamic_config_resolves_to_a_file_in_the_repo() -> None:
         if container_path.is_relative_to(target)
     ]
     assert hits, f"{container_path} is not inside any mount of the temporal service"
-    config = yaml.safe_load(hits[0].read_text())
+    config: dict[str, Any] = yaml.safe_load(hits[0].read_text())
+    return config
+
+
+def test_temporal_dynamic_config_resolves_to_a_file_in_the_repo() -> None:
+    config = temporal_dynamic_config()
     assert config and all(
         isinstance(values, list) and all("value" in entry for entry in values) for values in config.values()
     )
+
+
+def test_temporal_dynamic_config_holds_what_the_service_relies_on() -> None:
+    """The compose server completes a stopping worker's polls, as every dev server here does."""
+    config = temporal_dynamic_config()
+    for key, value in SERVER_DYNAMIC_CONFIG.items():
+        assert key in config, f"{key} is missing from the compose server's dynamic config"
+        assert [entry["value"] for entry in config[key]] == [yaml.safe_load(value)]
 
 
 def test_postgres_init_scripts_are_valid_shell() -> None:

@@ -3,6 +3,7 @@ queue it polls, each with its slots (which must fit the database pool) and the e
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from datetime import timedelta
@@ -20,6 +21,7 @@ from worker import (
     build_worker,
     check_database_capacity,
     graceful_shutdown_timeout,
+    warn_of_lost_tasks_at_shutdown,
 )
 from workflows.lockout import LockoutWindowWorkflow
 from workflows.registration import ACTIVITY_OPTIONS
@@ -140,3 +142,22 @@ def test_queues_that_run_their_own_workflows_activities_keep_slots_free_for_eage
     for kind in emails:
         assert activity_polls(kind, slots) == min(5, slots)
     assert activity_polls("signin", 1) == activity_polls("email", 1) == 1
+
+
+async def test_a_server_that_completes_a_stopping_workers_polls_gets_no_warning(
+    dev_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every dev server here runs with accounts.temporal.SERVER_DYNAMIC_CONFIG, as docker-compose's does."""
+    with caplog.at_level(logging.INFO, logger="accounts.worker"):
+        await warn_of_lost_tasks_at_shutdown(dev_server.client)
+    assert caplog.records == []
+
+
+async def test_a_server_that_cuts_a_stopping_workers_polls_is_named_in_one_warning(
+    time_skipping: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="accounts.worker"):
+        await warn_of_lost_tasks_at_shutdown(time_skipping.client)  # the test server has no such capability
+    assert [(r.levelname, "frontend.enableCancelWorkerPollsOnShutdown" in r.getMessage()) for r in caplog.records] == [
+        ("WARNING", True)
+    ]

@@ -20,7 +20,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from accounts.temporal import SEARCH_ATTRIBUTES
+from accounts.temporal import SEARCH_ATTRIBUTES, dev_server_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +47,7 @@ class TemporalServer:
             _binary("temporal"), "server", "start-dev", "--headless",
             "--ip", "127.0.0.1", "--port", str(self.port),
             "--db-filename", str(self._db), "--log-level", "error",
+            *dev_server_arguments(),
         ]  # fmt: skip
         for key in SEARCH_ATTRIBUTES:
             arguments += ["--search-attribute", f"{key.name}=Keyword"]

@@ -67,7 +67,7 @@ from accounts.models import AuditEvent, Customer, EmailOutbox, MfaMethod, Refere
 from accounts.references import CUSTOMER_COUNTER
 from accounts.refresh_tokens import RefreshTokenStore
 from accounts.staff import StaffDirectory
-from accounts.temporal import SEARCH_ATTRIBUTES
+from accounts.temporal import SEARCH_ATTRIBUTES, dev_server_arguments
 from accounts.throttle import customer_subject
 from activities.inactivity import InactivityInput, inactivity_id
 from api.web.sign_in import StaffSignIn
@@ -902,7 +902,10 @@ def write(name: str, text: str, *, replace: bool) -> Path:
 
 async def start_dev_server() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"), search_attributes=SEARCH_ATTRIBUTES, dev_server_log_level="error"
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+        dev_server_extra_args=dev_server_arguments(),
     )
 
 
