@@ -10,7 +10,6 @@ never leave the activity; bcrypt and argon2 hashes are stored as they are.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -36,6 +35,7 @@ from accounts.passwords import PasswordHasher, PasswordPolicy, is_stored_hash, u
 from accounts.profile import SignUp, customer_columns
 from accounts.references import CUSTOMER_COUNTER
 from accounts.settings import Settings
+from activities.heartbeats import heartbeating
 
 IMPORT_CHANNEL = "import"
 IMPORTED = "imported"
@@ -102,8 +102,10 @@ class CustomerImportActivities:
         """Check the stored file against the import's SHA-256, find its batches, keep each batch's SHA-256."""
         var_dir = self._settings.var_dir
         path = import_files.file_path(var_dir, request.import_id)
-        found = await _heartbeating(asyncio.to_thread(scan, path, request.delimiter, request.batch_size))
-        found.digests = await _heartbeating(self._digests(request.import_id, request.sha256, found))
+        found = await heartbeating(
+            asyncio.to_thread(scan, path, request.delimiter, request.batch_size), HEARTBEAT_SECONDS
+        )
+        found.digests = await heartbeating(self._digests(request.import_id, request.sha256, found), HEARTBEAT_SECONDS)
         write_index(var_dir, request.import_id, found)
         return Indexed(found.rows, len(found.batches))
 
@@ -321,15 +323,6 @@ def _event(request: BatchInput, row: CustomerRow, key: str, details: dict[str, A
         details={"import": request.import_id, **details},
         idempotency_key=key,
     )
-
-
-async def _heartbeating(work: Awaitable[T]) -> T:
-    """Await work that may outlast the heartbeat timeout (a million-row scan), heartbeating meanwhile."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
-        activity.heartbeat()
-    return task.result()
 
 
 def _reject(result: BatchResult, rejected: list[list[str]], record: Record, error: RowError) -> None:

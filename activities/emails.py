@@ -33,6 +33,7 @@ from accounts.emails import EmailRenderer, Mailer, MailRefused
 from accounts.locks import take_customer_lock
 from accounts.models import Customer, CustomerSession, EmailOutbox, MfaCode, OneTimeToken, Staff, utcnow
 from accounts.settings import Settings
+from activities.heartbeats import kept_alive
 from activities.lookup import load_customer
 
 UNLOCK_LINK = device_tokens.UNLOCK_LINK
@@ -129,6 +130,7 @@ class EmailActivities:
         self._settings = settings
 
     @activity.defn
+    @kept_alive  # a send lost with its worker is retried after the heartbeat timeout, not 90 s
     async def send_token_link(self, request: TokenLinkInput) -> TokenLinkSent:
         async with self._sessions.begin() as session:
             customer = await load_customer(session, request.customer_reference)
@@ -159,6 +161,7 @@ class EmailActivities:
         return TokenLinkSent(issued.token_hash)
 
     @activity.defn
+    @kept_alive  # a send lost with its worker is retried after the heartbeat timeout, not 90 s
     async def send_mfa_code(self, request: MfaCodeInput) -> bool:
         """Derive the code from the step's key (a retry mails the same code), store its hash, mail it.
         False when the code died before it went out (a newer code, a sign-out, its expiry)."""
@@ -179,6 +182,7 @@ class EmailActivities:
         )
 
     @activity.defn
+    @kept_alive  # a send lost with its worker is retried after the heartbeat timeout, not 90 s
     async def send_notice(self, request: NoticeInput) -> bool:
         """Send a message without a token (welcome, already registered). False when it had gone out (or
         bounced) before, or bounced now."""
@@ -214,6 +218,7 @@ class EmailActivities:
         )
 
     @activity.defn
+    @kept_alive  # a send lost with its worker is retried after the heartbeat timeout, not 90 s
     async def send_staff_lock_notice(self, request: StaffLockNoticeInput) -> bool:
         """A staff member's lock notice with its one-time link; False when there is nobody to tell (the
         member was deleted, disabled or has no address any more), or it had gone out or bounced before."""

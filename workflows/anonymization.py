@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.anonymization import AnonymizationActivities, Anonymize, DeleteRuns, EndLifecycles
     from activities.emails import EmailActivities, NoticeInput
     from workflows.email_change import email_change_id
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 ENDING_LIFECYCLES = "ending_lifecycles"
@@ -93,7 +93,7 @@ class AnonymizationWorkflow:
             EmailActivities.send_notice,
             NoticeInput(ref, "account_deleted", f"{key}/deleted"),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
 
         self._enter(ANONYMIZING)

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.assists import AssistActivities, AssistClose, AssistStep
     from activities.emails import EmailActivities, NoticeInput
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 ASSIST_EMAIL = "agent_assist"
@@ -82,7 +82,7 @@ class AssistWorkflow:
         if assist.notify_customer:
             notice = NoticeInput(assist.customer_reference, ASSIST_EMAIL, f"{key}/notice", changed_at=workflow.now())
             await workflow.execute_activity_method(
-                EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+                EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_options()
             )
         remaining = assist.expires_at - workflow.now()
         if remaining > timedelta(0):  # a run that starts late (a worker outage) ends at once

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.data_export import DataExportActivities, DeleteExport, PrepareExport
     from activities.emails import EmailActivities, NoticeInput
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 READY_EMAIL = "data_export_ready"
@@ -68,7 +68,9 @@ class DataExportWorkflow:
         if not stored:  # the customer was anonymized before: nothing to export, nobody to tell
             return False
         notice = NoticeInput(ref, READY_EMAIL, f"{lifecycle_key()}/ready", export_id=export_id, expires_at=expires_at)
-        await workflow.execute_activity_method(EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue())
+        await workflow.execute_activity_method(
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_options()
+        )
 
         self._enter(DOWNLOADABLE)
         await workflow.sleep(expires_at - workflow.now())

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.email_change import UNDONE as UNDONE
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS, already_registered_notice
 
 CHECKING = "checking"
@@ -325,7 +325,7 @@ class EmailChangeWorkflow:
                 recipient=pending.request.new_email,
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
         pending.token_hashes.append(sent.token_hash)
         pending.sending = False
@@ -381,7 +381,7 @@ class EmailChangeWorkflow:
                 new_email_masked=mask_email(pending.request.new_email),
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
         return CHANGED
 
@@ -404,7 +404,7 @@ class EmailChangeWorkflow:
                     new_email_masked=mask_email(pending.request.new_email),
                 ),
                 **ACTIVITY_OPTIONS,
-                **email_queue(),
+                **email_options(),
             )
             self._undo_windows.append(UndoWindow(pending.number, old_email, sent.token_hash, expires_at))
         finally:
@@ -417,7 +417,7 @@ class EmailChangeWorkflow:
             EmailActivities.send_notice,
             already_registered_notice(owner_reference, self._input.already_registered_notice_interval),
             **ACTIVITY_OPTIONS,
-            **email_queue(bulk=True),
+            **email_options(bulk=True),
         )
 
     async def _retire(self, pending: _Pending) -> None:

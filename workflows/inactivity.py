@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.anonymization import AnonymizationInput, AnonymizationWorkflow, anonymization_id
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 __all__ = ["InactivityInput", "InactivitySweepWorkflow", "InactivityWorkflow", "SweepInput"]
@@ -104,7 +104,7 @@ class InactivityWorkflow:
                     EmailActivities.send_notice,
                     NoticeInput(ref, EMAILS[to_stage], f"{key}/{to_stage}-email", due_at=due_at),
                     **ACTIVITY_OPTIONS,
-                    **email_queue(bulk=True),
+                    **email_options(bulk=True),
                 )
         result = await self._conclude(ref, retire_stage, key)
         if retire_stage == RETIRED:  # the last step: the deletion cancels every running run of the customer

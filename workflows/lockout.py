@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.emails import EmailActivities, NoticeInput
     from activities.lockout import LiftLock, LockoutActivities, SetLock
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 WINDOW_OPENED = "window_opened"
@@ -210,7 +210,7 @@ class LockoutWindowWorkflow:
                     failures=policy.max_failures,
                 ),
                 **ACTIVITY_OPTIONS,
-                **email_queue(bulk=True),  # a spray that locks many accounts at once: a burst of these
+                **email_options(bulk=True),  # a spray that locks many accounts at once: a burst of these
             )
         await self._wait(lambda: self._state.unlocked_by is not None, until)
         await workflow.execute_activity_method(

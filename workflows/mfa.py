@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.emails import EmailActivities, MfaCodeInput, NoticeInput
     from activities.mfa import EndActivation, MfaActivities
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 
@@ -58,7 +58,7 @@ class MfaCodeWorkflow:
             EmailActivities.send_mfa_code,
             MfaCodeInput(request.customer_reference, request.code_id, f"{lifecycle_key()}/code"),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
 
 
@@ -119,7 +119,7 @@ class MfaRemovedWorkflow:
             removed=", ".join(removal.removed),
         )
         return await workflow.execute_activity_method(
-            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_options()
         )
 
 
@@ -142,5 +142,5 @@ class MfaActivatedWorkflow:
             activated=activation.type,
         )
         return await workflow.execute_activity_method(
-            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_queue()
+            EmailActivities.send_notice, notice, **ACTIVITY_OPTIONS, **email_options()
         )

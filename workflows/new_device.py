@@ -22,7 +22,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.emails import NEW_DEVICE_EMAIL, EmailActivities, NoticeInput
     from workflows.keys import lifecycle_key
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 
@@ -51,5 +51,5 @@ class NewDeviceAlertWorkflow:
                 session_id=alert.session_id,
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )

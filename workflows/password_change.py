@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.passwords import PasswordActivities, SetPassword
     from workflows.keys import lifecycle_key
     from workflows.password_reset import clear_lockout
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 
@@ -77,7 +77,7 @@ class PasswordChangeWorkflow:
             EmailActivities.send_notice,
             NoticeInput(change.customer_reference, "password_changed", f"{key}/changed", changed_at=workflow.now()),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
 

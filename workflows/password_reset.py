@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.passwords import PASSWORD_RESET, ForceReset, PasswordActivities, SetPassword
     from workflows.keys import lifecycle_key
     from workflows.lockout import CLEAR_LOCK, lockout_workflow_id
-    from workflows.queues import BULK_CHANNELS, email_queue
+    from workflows.queues import BULK_CHANNELS, email_options
     from workflows.registration import ACTIVITY_OPTIONS, EMAIL_PROVEN
 
 RESEND = "resend"  # the signal that carried repeated requests before `request_link`; kept for old histories
@@ -183,7 +183,7 @@ class PasswordResetWorkflow:
                 input.customer_reference, "password_changed", f"{self._key}/changed", changed_at=workflow.now()
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(),
+            **email_options(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return COMPLETED
@@ -275,7 +275,7 @@ class PasswordResetWorkflow:
                 idempotency_key=f"{self._key}/link/{self._state.links_sent + 1}",
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(bulk=self._first_link_in_bulk),
+            **email_options(bulk=self._first_link_in_bulk),
         )
         self._state.token_hashes.append(sent.token_hash)
         self._state.sent_at.append(workflow.now())

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.emails import EmailActivities, NoticeInput, TokenLinkInput
     from workflows.keys import lifecycle_key
-    from workflows.queues import BULK_CHANNELS, email_queue
+    from workflows.queues import BULK_CHANNELS, email_options
 
 CREATING = "creating"
 AWAITING_VERIFICATION = "awaiting_verification"
@@ -208,7 +208,7 @@ class RegistrationWorkflow:
             EmailActivities.send_notice,
             NoticeInput(customer.customer_reference, "welcome", f"{self._key}/welcome"),
             **ACTIVITY_OPTIONS,
-            **email_queue(split=self._split_queues),
+            **email_options(split=self._split_queues),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return RegistrationResult(customer.customer_reference, VERIFIED)
@@ -324,7 +324,7 @@ class RegistrationWorkflow:
                 idempotency_key=f"{self._key}/{template}/{self._state.links_sent + 1}",
             ),
             **ACTIVITY_OPTIONS,
-            **email_queue(bulk=bulk, split=self._split_queues),
+            **email_options(bulk=bulk, split=self._split_queues),
         )
         self._state.token_hashes.append(sent.token_hash)
         self._state.sending_link = False
@@ -387,7 +387,7 @@ class RegistrationWorkflow:
             ),
             **ACTIVITY_OPTIONS,
             # a flood of sign-ups with taken addresses must not delay anyone's link
-            **email_queue(bulk=True, split=self._split_queues),
+            **email_options(bulk=True, split=self._split_queues),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return RegistrationResult(self._input.customer.customer_reference, DUPLICATE)

@@ -22,7 +22,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.emails import EmailActivities, StaffLockNoticeInput
-    from workflows.queues import email_queue
+    from workflows.queues import email_options
     from workflows.registration import ACTIVITY_OPTIONS
 
 
@@ -48,5 +48,5 @@ class StaffLockNoticeWorkflow:
             EmailActivities.send_staff_lock_notice,
             StaffLockNoticeInput(notice.staff_id, notice.locked_until, notice.failures, key),
             **ACTIVITY_OPTIONS,
-            **email_queue(),  # the member may be waiting at the sign-in form for it
+            **email_options(),  # the member may be waiting at the sign-in form for it
         )

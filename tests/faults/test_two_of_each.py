@@ -8,8 +8,8 @@ worker must take those over (after their sticky timeout, 10 s) and finish them. 
 lifecycles and sign-in queues only (`ACCOUNTS_WORKER_TASK_QUEUES`, queues scaled apart), worker 2 every
 queue, and the kill lands while every verification email waits for its next attempt (the SMTP server is
 down): so no activity attempt is under way on worker 1. One under way would wait out its 90 s
-start-to-close timeout (no heartbeat), too long for the suite; with both polling the email queues, a
-retry dispatched to worker 1 at the moment of the kill did so in one run of four.
+start-to-close timeout (an email send its 10 s heartbeat timeout); with both polling the email queues, a
+retry dispatched to worker 1 at the moment of the kill did so in one run of four, before sends heartbeated.
 `bench/two_of_each.py` kills a worker of all four queues at a random moment under 200 sign-ups and
 reports what that costs.
 """

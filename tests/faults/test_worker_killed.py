@@ -8,8 +8,8 @@ must finish every lifecycle with each email sent once, one activation and one au
 
 Every kill point of one fault runs in the same round (one customer each, all prepared first, one kill for
 all of them), which keeps the suite within its time budget; a failure names the kill points it hit.
-Killed *while an attempt runs*, an activity would wait out its 90 s start-to-close timeout (no heartbeat
-timeout is set), too long for this suite: see the README's "Reliability" notes.
+Killed *while an attempt runs*, an activity would wait out its 90 s start-to-close timeout (an email send
+its 10 s heartbeat timeout), too long for this suite: see the README's "Reliability" notes.
 """
 
 from __future__ import annotations

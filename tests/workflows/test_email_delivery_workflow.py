@@ -52,6 +52,20 @@ async def settled(handle: WorkflowHandle[Any, Any], timeout: float = 30) -> None
             await asyncio.sleep(0.1)
 
 
+async def completed_attempts(handle: WorkflowHandle[Any, Any], activity_type: str) -> list[int]:
+    """The attempt that completed, for each completed activity of the type (its started event says)."""
+    events = (await handle.fetch_history()).events
+    started = {e.event_id: e.activity_task_started_event_attributes.attempt for e in events if e.event_type == 11}
+    scheduled = {
+        e.event_id for e in events if e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    }
+    return [
+        started[e.activity_task_completed_event_attributes.started_event_id]
+        for e in events
+        if e.event_type == 12 and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
+    ]
+
+
 async def test_a_bounced_verification_email_leaves_the_registration_waiting_for_support(
     stack: StackFactory, time_skipping: Any, sqlite_database: Any
 ) -> None:
@@ -151,3 +165,5 @@ async def test_a_send_under_way_when_the_worker_stops_is_delivered_once(
         assert row.attempts == 1
         assert len(sink.to(email)) == 1
         assert (await built.accounts.registration_status(reference)).links_sent == 1
+        # the 11 s handover outlasts the send's 10 s heartbeat timeout: it heartbeated, so no second attempt
+        assert await completed_attempts(handle, "send_token_link") == [1]

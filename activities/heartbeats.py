@@ -1,0 +1,52 @@
+"""Heartbeats for activities that have no progress to report: they only say "this worker still runs me".
+
+An activity scheduled with a heartbeat timeout is retried by the server once no heartbeat arrived for
+that long. Without one, a task lost with its worker waits out its start-to-close timeout: a worker that
+was SIGKILLed mid-attempt, or one that stopped just as the server handed it a task on a poll it then cut
+(Temporal servers without `frontend.enableCancelWorkerPollsOnShutdown` can lose a task that way). The
+email sends' start-to-close is 90 s, as an SMTP handover may take ACCOUNTS_SMTP_TIMEOUT, so a lost email
+waited 90 s; kept alive, it waits the heartbeat timeout (workflows/queues.py: 10 s).
+
+`heartbeating` beats only once the work has run `every` seconds: a send that takes milliseconds sends
+no heartbeat at all, so the common case costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from temporalio import activity
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+KEEP_ALIVE_SECONDS = 3.0  # well inside the email sends' 10 s heartbeat timeout (the SDK throttles to 8 s)
+
+
+async def heartbeating(work: Awaitable[T], every: float = KEEP_ALIVE_SECONDS) -> T:
+    """Await `work`, heartbeating each `every` seconds while it runs; the activity's cancellation reaches
+    `work` as it would without this."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            activity.heartbeat()
+
+    beating = asyncio.create_task(beat())
+    try:
+        return await work
+    finally:
+        beating.cancel()
+
+
+def kept_alive(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """An activity (below `@activity.defn`) that heartbeats while it runs: see the module's docstring."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await heartbeating(method(*args, **kwargs))
+
+    return run
