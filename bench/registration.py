@@ -1,6 +1,6 @@
 """Benchmark: registrations per second end to end, next to the engine floor and raw argon2 throughput.
 
-    .venv/bin/python bench/registration.py [--count N] [--concurrency C] [--database sqlite|postgres]
+    .venv/bin/python bench/registration.py [--count N] [--concurrency C] [--rounds R] [--database sqlite|postgres]
     .venv/bin/python bench/registration.py --waiting N [--database ...]   (bench/waiting.py)
 
 The parts run as deployed, each in a process of its own: `accounts worker`, `accounts api`, and the
@@ -9,8 +9,11 @@ from PyPI), an SMTP sink, a fresh migrated database and the load clients (bench/
 C clients then register N customers over HTTP each: POST /customers, the verification email, POST
 /customer-confirmation, the welcome email. The same N and C then run `bench/floor.py`, the same
 workflow shape with activities that do nothing, and argon2 hashes with the production parameters in a
-process of their own, since every registration costs one. It prints the CPU time each process spent
-per registration and per floor run. Not a test: it asserts only that each step answers as it should.
+process of their own, since every registration costs one. The three take turns R times (default 3),
+so that a machine that drifts during the run (this one's argon2 went from 170 to 218 ms between runs)
+weighs on both sides of the ratio alike; the ratio adds up every round and each round's is printed too.
+It prints the CPU time each process spent per registration and per floor run. Not a test: it asserts
+only that each step answers as it should.
 """
 
 from __future__ import annotations
@@ -231,6 +234,7 @@ class Report:
     # the floor as it was before the email queues: every step on one queue, all started eagerly
     one_queue_floor: Measurement | None = None
     one_queue_floor_cpu: dict[str, float] = field(default_factory=dict)
+    round_ratios: list[float] = field(default_factory=list)  # added_floors of each round
 
 
 # The request budgets (accounts.rate_limits) would measure themselves: one client machine plays every
@@ -244,13 +248,15 @@ UNBOUNDED = {
 }
 
 
-async def bench(count: int, concurrency: int, database_kind: str) -> Report:
+async def bench(count: int, concurrency: int, database_kind: str, rounds: int = 1) -> Report:
     """The worker, the API and the floor's worker each in a process of its own, as deployed; the load
     clients (HTTP for the registrations, the Temporal client for the floor) in this one; the argon2 floor
-    in a process of its own with `concurrency` threads."""
+    in a process of its own with `concurrency` threads. `rounds` times each of them, in turn: a machine
+    that speeds up or slows down during the run then weighs on the registrations and the floors alike."""
     run = uuid.uuid4().hex[:8]
     warmup = concurrency
     floor_queue = f"accounts-bench-floor-{run}"
+    totals = Totals()
     with tempfile.TemporaryDirectory(prefix="accounts-bench-registration-") as directory:
         work = Path(directory)
         async with (
@@ -260,6 +266,7 @@ async def bench(count: int, concurrency: int, database_kind: str) -> Report:
             worker = stack.enter_context(child("worker", ["worker"], s.env, work))
             api = stack.enter_context(child("api", ["api"], s.env, work))
             floor_worker = stack.enter_context(child("floor-worker", [str(BENCH / "floor_worker.py")], s.env, work))
+            hashing = stack.enter_context(ProcessPoolExecutor(max_workers=1))
             await until_serving(s.api_url, api, work)
             client = await Client.connect(s.temporal_target)
             clients = [
@@ -276,28 +283,85 @@ async def bench(count: int, concurrency: int, database_kind: str) -> Report:
             await measure("warm-up", warmup, concurrency, Registrations(clients, s.sink, f"{run}-warmup"))
             await measure("warm-up", warmup, concurrency, FloorRuns(client, floor_queue, f"{run}-warmup"))
 
-            print(f"registration end to end x {count} ...", file=sys.stderr)
-            before, requests_before = _cpu(pids), server_requests(s.temporal_metrics)
-            lanes = Registrations(clients, s.sink, run)
-            registration = await measure("registration end to end", count, concurrency, lanes)
-            between, requests_between = _cpu(pids), server_requests(s.temporal_metrics)
-            print(f"engine floor x {count} ...", file=sys.stderr)
-            floor = await measure("engine floor", count, concurrency, FloorRuns(client, floor_queue, run))
-            after, requests_after = _cpu(pids), server_requests(s.temporal_metrics)
-            print(f"engine floor on one queue x {count} ...", file=sys.stderr)
-            one_queue = FloorRuns(client, floor_queue, run, one_queue=True)
-            one_queue_floor = await measure("floor, one queue", count, concurrency, one_queue)
-            one_queue_cpu = _spent(after, _cpu(pids))
+            for n in range(1, rounds + 1):
+                print(f"round {n} of {rounds}: registration end to end x {count} ...", file=sys.stderr)
+                before, requests_before = _cpu(pids), server_requests(s.temporal_metrics)
+                lanes = Registrations(clients, s.sink, f"{run}-{n}")
+                registration = await measure("registration end to end", count, concurrency, lanes)
+                between, requests_between = _cpu(pids), server_requests(s.temporal_metrics)
+                print(f"round {n} of {rounds}: engine floor x {count} ...", file=sys.stderr)
+                floor = await measure("engine floor", count, concurrency, FloorRuns(client, floor_queue, f"{run}-{n}"))
+                after, requests_after = _cpu(pids), server_requests(s.temporal_metrics)
+                print(f"round {n} of {rounds}: engine floor on one queue x {count} ...", file=sys.stderr)
+                one_queue = FloorRuns(client, floor_queue, f"{run}-{n}", one_queue=True)
+                one_queue_floor = await measure("floor, one queue", count, concurrency, one_queue)
+                one_queue_cpu = _spent(after, _cpu(pids))
+                print(f"round {n} of {rounds}: argon2 hash x {count} ...", file=sys.stderr)
+                argon2, argon2_cpu = await asyncio.get_running_loop().run_in_executor(
+                    hashing, measure_argon2, count, concurrency
+                )
+                totals.add(
+                    Round(
+                        registration, floor, one_queue_floor, argon2,
+                        registration_cpu=_spent(before, between), floor_cpu=_spent(between, after),
+                        one_queue_cpu=one_queue_cpu, argon2_cpu={"argon2 process": argon2_cpu},
+                        registration_requests=_spent(requests_before, requests_between),
+                        floor_requests=_spent(requests_between, requests_after),
+                    )
+                )  # fmt: skip
             settings = Settings(_env_file=None, database_url=s.url)  # type: ignore[call-arg]
-    print(f"argon2 hash x {count} ...", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=1) as process:
-        argon2, argon2_cpu = await asyncio.get_running_loop().run_in_executor(
-            process, measure_argon2, count, concurrency
-        )
-    return Report(count, concurrency, database_kind, settings, registration, floor, argon2,
-                  _spent(before, between), _spent(between, after), {"argon2 process": argon2_cpu},
-                  _spent(requests_before, requests_between), _spent(requests_between, requests_after),
-                  one_queue_floor, one_queue_cpu)  # fmt: skip
+    return totals.report(count * rounds, concurrency, database_kind, settings)
+
+
+@dataclass
+class Round:
+    """One round's measurements, and the CPU seconds (by process) and server requests (by operation)."""
+
+    registration: Measurement
+    floor: Measurement
+    one_queue: Measurement
+    argon2: Measurement
+    registration_cpu: dict[str, float]
+    floor_cpu: dict[str, float]
+    one_queue_cpu: dict[str, float]
+    argon2_cpu: dict[str, float]
+    registration_requests: dict[str, float]
+    floor_requests: dict[str, float]
+
+
+@dataclass
+class Totals:
+    """The rounds added up: walls, latencies, CPU seconds and requests; and each round's ratio."""
+
+    rounds: list[Round] = field(default_factory=list)
+
+    def add(self, one: Round) -> None:
+        self.rounds.append(one)
+
+    def measurement(self, which: str) -> Measurement:
+        parts: list[Measurement] = [getattr(r, which) for r in self.rounds]
+        return Measurement(parts[0].name, sum(m.wall for m in parts), [t for m in parts for t in m.latencies])
+
+    def spent(self, which: str) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for r in self.rounds:
+            for key, value in getattr(r, which).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def report(self, count: int, concurrency: int, database: str, settings: Settings) -> Report:
+        m, spent = self.measurement, self.spent
+        ratios = [added_floors(r.registration, r.floor, r.argon2) for r in self.rounds]
+        return Report(count, concurrency, database, settings, m("registration"), m("floor"), m("argon2"),
+                      spent("registration_cpu"), spent("floor_cpu"), spent("argon2_cpu"),
+                      spent("registration_requests"), spent("floor_requests"), m("one_queue"),
+                      spent("one_queue_cpu"), ratios)  # fmt: skip
+
+
+def added_floors(registration: Measurement, floor: Measurement, argon2: Measurement) -> float:
+    """Registrations per second over what the two floors added allow: a registration costs one engine
+    round (the workflow's shape) and one hash."""
+    return registration.per_second * (1 / floor.per_second + 1 / argon2.per_second)
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -356,7 +420,7 @@ def render(report: Report) -> str:
             lines.append(f"  {operation:<40}{ours:>6.1f} / {floors:.1f}")
     floors_cpu = sum(report.floor_cpu.values()) + sum(report.argon2_cpu.values())
     cpu_ratio = floors_cpu / sum(report.registration_cpu.values()) if report.registration_cpu else 0.0
-    added = report.registration.per_second * (1 / report.floor.per_second + 1 / report.argon2.per_second)
+    added = added_floors(report.registration, report.floor, report.argon2)
     p99 = percentile(report.registration.latencies, 0.99) * 1000
     lines += [
         "",
@@ -369,6 +433,9 @@ def render(report: Report) -> str:
         # CPU time does not depend on what else the machine ran meanwhile, as throughput does
         f"(engine floor + argon2 hash) / registration, in CPU time per run: {cpu_ratio:.2f}x",
     ]
+    if len(report.round_ratios) > 1:
+        each = ", ".join(f"{ratio:.2f}x" for ratio in report.round_ratios)
+        lines.append(f"added floors, round by round: {each} (the line above adds up every round)")
     if report.one_queue_floor is not None:
         # The floor before the email queues: every step eager on one queue, which the registration cannot
         # match since its emails go to a rate-bounded queue of their own (issue 15). Printed to compare.
@@ -387,18 +454,19 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="registrations (and floor runs, and hashes)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (and argon2 threads)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--rounds", type=int, default=3, help="times each is measured, in turn (N each time)")
     parser.add_argument(
         "--waiting", type=int, default=0, metavar="N",
         help="instead: the worker's RSS with N registrations waiting for confirmation (bench/waiting.py)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.count < 1 or args.concurrency < 1 or args.waiting < 0:
-        parser.error("--count and --concurrency must be at least 1, --waiting at least 0")
+    if min(args.count, args.concurrency, args.rounds) < 1 or args.waiting < 0:
+        parser.error("--count, --concurrency and --rounds must be at least 1, --waiting at least 0")
     try:
         if args.waiting:
             print(render_waiting(asyncio.run(waiting_rss(args.database, args.waiting))))
             return
-        report = asyncio.run(bench(args.count, args.concurrency, args.database))
+        report = asyncio.run(bench(args.count, args.concurrency, args.database, args.rounds))
     except (BenchFailure, TimeoutError) as failure:
         sys.exit(f"bench failed: {failure}")
     print(render(report))
