@@ -23,16 +23,16 @@ import pytest
 from conftest import RECORDER_PASSWORDS, payload_texts
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from accounts.temporal import PLAIN_DATA_CONVERTER
 from worker import WORKFLOWS
 
 HISTORIES_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*/*.json"))
 # The histories are recorded unencrypted (ACCOUNTS_PAYLOAD_ENCRYPTION=false: readable for review and for the
 # scan below); the codec changes payload bytes only, never the commands a replay compares.
-CONVERTER = pydantic_data_converter
+CONVERTER = PLAIN_DATA_CONVERTER
 
 # workflow type -> its directory, and the branches that must have a recording there
 REQUIRED: dict[str, tuple[str, str]] = {
