@@ -1,6 +1,6 @@
 """How every process talks to Temporal: one connect(), one data converter, the search attributes.
 
-Payloads use the pydantic converter (it handles `date`, which the default one refuses) and an AES-GCM
+Payloads use pydantic's JSON (AccountsPayloadConverter: it handles `date`, which the default one refuses) and an AES-GCM
 codec, so customer data in inputs, results, signals and failures is unreadable in the Temporal
 database and UI (the codec endpoints of api/routes/codec.py decode them for signed-in staff). The key
 is ACCOUNTS_PAYLOAD_ENCRYPTION_KEY, or in development one generated under var/. Each payload names
@@ -84,7 +84,7 @@ def dev_server_arguments() -> list[str]:
 
 
 async def completes_polls_on_shutdown(client: Client) -> bool:
-    """Whether the namespace's server answers a stopping worker's polls (the first entry above)."""
+    """Whether the namespace's server answers a stopping worker's polls (frontend.enableCancelWorkerPollsOnShutdown)."""
     response = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
     return response.namespace_info.capabilities.worker_poll_complete_on_shutdown
 
@@ -196,10 +196,10 @@ class SharedAdaptersJsonConverter(PydanticJSONPlainPayloadConverter):
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
         hint = Any if type_hint is None else type_hint
         try:
-            adapter = _type_adapter(hint)
-        except TypeError:  # an unhashable hint (or a type pydantic refuses, which raises here again)
-            adapter = TypeAdapter(hint)
-        return adapter.validate_json(payload.data)
+            hash(hint)
+        except TypeError:  # an unhashable hint: no cache for it
+            return TypeAdapter(hint).validate_json(payload.data)
+        return _type_adapter(hint).validate_json(payload.data)
 
 
 _type_adapter = functools.lru_cache(maxsize=1024)(TypeAdapter)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,7 +42,6 @@ IMPORTED = "imported"
 ERRORS_KEPT = 50  # per batch, and per import in the workflow: Spryker's report shows 50 too
 HEARTBEAT_EVERY = 50  # rows
 HEARTBEAT_SECONDS = 5.0  # while a file is scanned (the workflow's heartbeat timeout is 30 s)
-T = TypeVar("T")
 PROFILE_FIELDS = ("email", "salutation", "first_name", "last_name", "gender", "date_of_birth", "phone", "company")
 CUSTOMERS = cast(Table, Customer.__table__)
 AUDIT_EVENTS = cast(Table, AuditEvent.__table__)

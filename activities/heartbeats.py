@@ -9,6 +9,10 @@ waited 90 s; kept alive, it waits the heartbeat timeout (workflows/queues.py: 10
 
 `heartbeating` beats only once the work has run `every` seconds: a send that takes milliseconds sends
 no heartbeat at all, so the common case costs nothing.
+
+A heartbeat's reply is also how an activity learns it was cancelled (its workflow was, by a deletion
+say). Without heartbeats that never reached a send, and `kept_alive` keeps it so: a handover under way
+runs to its end and is marked, and a deletion that waits for the sends under way sees it finish.
 """
 
 from __future__ import annotations
@@ -27,13 +31,17 @@ KEEP_ALIVE_SECONDS = 3.0  # well inside the email sends' 10 s heartbeat timeout 
 
 
 async def heartbeating(work: Awaitable[T], every: float = KEEP_ALIVE_SECONDS) -> T:
-    """Await `work`, heartbeating each `every` seconds while it runs; the activity's cancellation reaches
-    `work` as it would without this."""
+    """Await `work`, heartbeating each `every` seconds while it runs; the activity's cancellation (which
+    the heartbeats' replies bring) reaches `work`."""
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)
-            activity.heartbeat()
+            try:
+                activity.heartbeat()
+            except Exception:  # never seen; the work goes on, and its heartbeat timeout may then retry it
+                activity.logger.warning("heartbeats stopped", exc_info=True)
+                return
 
     beating = asyncio.create_task(beat())
     try:
@@ -43,10 +51,18 @@ async def heartbeating(work: Awaitable[T], every: float = KEEP_ALIVE_SECONDS) ->
 
 
 def kept_alive(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """An activity (below `@activity.defn`) that heartbeats while it runs: see the module's docstring."""
+    """An activity (below `@activity.defn`) that heartbeats while it runs and runs to its end, whatever
+    cancellation its heartbeats bring back: see the module's docstring. (Its work is bounded: a send by
+    ACCOUNTS_SMTP_TIMEOUT and the database's, which the worker's graceful shutdown outlasts.)"""
 
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        return await heartbeating(method(*args, **kwargs))
+        work = asyncio.ensure_future(heartbeating(method(*args, **kwargs)))
+        while True:
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if work.done():  # the work's own cancellation, not the activity's
+                    raise
 
     return run

@@ -27,7 +27,7 @@ EMAIL_STEPS = ("send_link", "welcome")
 REMINDER_AFTER = timedelta(days=1)  # ACCOUNTS_VERIFICATION_REMINDER_AFTER's default; only its timer counts here
 
 
-def email_options(task_queue: str) -> str:
+def email_queue(task_queue: str) -> str:
     """The floor's email queue beside its own, named as the real worker names its email queue."""
     return TaskQueues(task_queue).email
 
@@ -114,7 +114,7 @@ class FloorWorkflow:
 
     async def _step(self, step: str) -> None:
         own = workflow.info().task_queue
-        queue = email_options(own) if step in EMAIL_STEPS and not self._input.one_queue else own
+        queue = email_queue(own) if step in EMAIL_STEPS and not self._input.one_queue else own
         await workflow.execute_activity(
             floor_step, FloorStep(self._input.key, step), task_queue=queue, **ACTIVITY_OPTIONS
         )

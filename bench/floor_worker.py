@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 
-from floor import FloorWorkflow, email_options, floor_step  # bench/floor.py, beside this script
+from floor import FloorWorkflow, email_queue, floor_step  # bench/floor.py, beside this script
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -24,7 +24,7 @@ async def main() -> None:
     # the emails' queue, rate-bounded by the server as the real worker's is (worker.py)
     rate = float(os.environ.get("ACCOUNTS_EMAIL_SENDS_PER_SECOND", "10"))
     emails = Worker(
-        client, task_queue=email_options(queue), activities=[floor_step], max_task_queue_activities_per_second=rate
+        client, task_queue=email_queue(queue), activities=[floor_step], max_task_queue_activities_per_second=rate
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -248,7 +248,7 @@ UNBOUNDED = {
 }
 
 
-async def bench(count: int, concurrency: int, database_kind: str, rounds: int = 1) -> Report:
+async def bench(count: int, concurrency: int, database_kind: str, rounds: int = 3) -> Report:
     """The worker, the API and the floor's worker each in a process of its own, as deployed; the load
     clients (HTTP for the registrations, the Temporal client for the floor) in this one; the argon2 floor
     in a process of its own with `concurrency` threads. `rounds` times each of them, in turn: a machine

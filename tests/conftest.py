@@ -146,7 +146,8 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         # persists every 30 s by default: a customer's deletion would take that long to leave Temporal.
         dev_server_extra_args=[
             *dev_server_arguments(),
-            *["--dynamic-config-value", 'history.transferProcessorUpdateAckInterval="100ms"'],
+            "--dynamic-config-value",
+            'history.transferProcessorUpdateAckInterval="100ms"',
         ],
     )
     yield env

@@ -1,14 +1,17 @@
-"""activities/heartbeats.py: a kept-alive activity heartbeats only while it runs long, and its
-cancellation still reaches the work."""
+"""activities/heartbeats.py: an activity heartbeats only while it runs long; `heartbeating` lets the
+activity's cancellation reach the work, `kept_alive` (the email sends) runs the work to its end."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from temporalio.activity import _Definition
 from temporalio.testing import ActivityEnvironment
 
-from activities.heartbeats import heartbeating
+from activities.emails import EmailActivities, NoticeInput
+from activities.heartbeats import KEEP_ALIVE_SECONDS, heartbeating, kept_alive
+from workflows.queues import EMAIL_HEARTBEAT_TIMEOUT
 
 
 def environment(beats: list[tuple[object, ...]]) -> ActivityEnvironment:
@@ -37,7 +40,7 @@ async def test_long_work_heartbeats_each_interval_and_stops_when_it_ends() -> No
     assert await environment(beats).run(send) == "sent"
     seen = len(beats)
     await asyncio.sleep(0.3)
-    assert 4 <= seen <= 6 and len(beats) == seen and set(beats) == {()}
+    assert 2 <= seen <= 6 and len(beats) == seen and set(beats) == {()}  # 5 on an idle machine
 
 
 async def test_the_activitys_cancellation_reaches_the_work_and_ends_the_beat() -> None:
@@ -63,3 +66,29 @@ async def test_the_activitys_cancellation_reaches_the_work_and_ends_the_beat() -
     seen = len(beats)
     await asyncio.sleep(0.2)
     assert reached == ["work"] and seen >= 2 and len(beats) == seen
+
+
+async def test_a_kept_alive_send_runs_to_its_end_when_its_activity_is_cancelled() -> None:
+    """As before sends heartbeated: a handover under way is finished and marked, never cut."""
+    beats: list[tuple[object, ...]] = []
+    env = environment(beats)
+
+    @kept_alive
+    async def send() -> str:
+        await asyncio.sleep(0.3)
+        return "sent"
+
+    running = asyncio.create_task(env.run(send))
+    await asyncio.sleep(0.05)
+    env.cancel()
+    assert await running == "sent"
+
+
+def test_the_sends_beat_well_inside_their_heartbeat_timeout() -> None:
+    # the first beat must come well before the timeout; the SDK then sends one per 0.8 x the timeout
+    assert KEEP_ALIVE_SECONDS * 2 <= EMAIL_HEARTBEAT_TIMEOUT.total_seconds()
+
+
+def test_a_kept_alive_activity_keeps_its_signature_for_the_sdk() -> None:
+    definition = _Definition.must_from_callable(EmailActivities.send_notice)
+    assert (definition.name, definition.arg_types, definition.ret_type) == ("send_notice", [NoticeInput], bool)
