@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ def lifecycle_attributes(
 # deploy/temporal/dynamicconfig/development-sql.yaml; every dev server here starts with it.
 SERVER_DYNAMIC_CONFIG: dict[str, str] = {
     # A stopping worker tells the server (ShutdownWorker), which then answers its outstanding polls empty.
-    # Without it, a poll cut short at shutdown can lose a task the server had already handed out: an email
-    # in transit at a redeploy waits for its start-to-close timeout (90 s) before another worker sends it.
+    # Without it, a poll cut short at shutdown can lose a task the server had already handed out: it waits
+    # for its heartbeat timeout (an email: 10 s) or else its start-to-close timeout (90 s) to be retried.
     "frontend.enableCancelWorkerPollsOnShutdown": "true",
 }
 
@@ -85,7 +86,8 @@ def dev_server_arguments() -> list[str]:
 
 async def completes_polls_on_shutdown(client: Client) -> bool:
     """Whether the namespace's server answers a stopping worker's polls (frontend.enableCancelWorkerPollsOnShutdown)."""
-    response = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    request = DescribeNamespaceRequest(namespace=client.namespace)
+    response = await client.workflow_service.describe_namespace(request, timeout=timedelta(seconds=10))
     return response.namespace_info.capabilities.worker_poll_complete_on_shutdown
 
 

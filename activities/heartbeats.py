@@ -18,6 +18,7 @@ runs to its end and is marked, and a deletion that waits for the sends under way
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -58,11 +59,9 @@ def kept_alive(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corou
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         work = asyncio.ensure_future(heartbeating(method(*args, **kwargs)))
-        while True:
-            try:
-                return await asyncio.shield(work)
-            except asyncio.CancelledError:
-                if work.done():  # the work's own cancellation, not the activity's
-                    raise
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):  # the activity's: the work goes on
+                await asyncio.shield(work)
+        return work.result()  # its result, or its own error (or its own cancellation)
 
     return run

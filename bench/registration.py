@@ -300,7 +300,7 @@ async def bench(count: int, concurrency: int, database_kind: str, rounds: int = 
                 argon2, argon2_cpu = await asyncio.get_running_loop().run_in_executor(
                     hashing, measure_argon2, count, concurrency
                 )
-                totals.add(
+                totals.rounds.append(
                     Round(
                         registration, floor, one_queue_floor, argon2,
                         registration_cpu=_spent(before, between), floor_cpu=_spent(between, after),
@@ -334,9 +334,6 @@ class Totals:
     """The rounds added up: walls, latencies, CPU seconds and requests; and each round's ratio."""
 
     rounds: list[Round] = field(default_factory=list)
-
-    def add(self, one: Round) -> None:
-        self.rounds.append(one)
 
     def measurement(self, which: str) -> Measurement:
         parts: list[Measurement] = [getattr(r, which) for r in self.rounds]
