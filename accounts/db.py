@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from accounts.settings import Settings
@@ -22,6 +24,10 @@ DATABASE_TIMEOUT = 30.0
 # waits stay under that default.
 CONNECT_TIMEOUT_SECONDS = 5
 POOL_TIMEOUT_SECONDS = 4
+# A pooled PostgreSQL connection idle this long is pinged before use; one in use moments ago is only
+# checked for a closed socket (checked_out_alive).
+PING_AFTER_IDLE_SECONDS = 1.0
+_CHECKED_IN = "accounts_checked_in"  # the pool record's info key: when the connection last came back
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -30,10 +36,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
-        if parsed.get_driver_name() == "asyncpg":
-            lock_timeout = {"lock_timeout": f"{DATABASE_TIMEOUT:g}s"}
-            kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": lock_timeout})
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+        if parsed.get_driver_name() != "asyncpg":  # another driver: SQLAlchemy's ping at every checkout
+            return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+        lock_timeout = {"lock_timeout": f"{DATABASE_TIMEOUT:g}s"}
+        kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_SECONDS, "server_settings": lock_timeout})
+        engine = create_async_engine(url, hide_parameters=True, **kwargs)
+        event.listen(engine.sync_engine, "checkout", checked_out_alive)
+        event.listen(engine.sync_engine, "checkin", checked_in)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)  # an in-memory database has one connection
@@ -51,6 +61,33 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     return engine
+
+
+def checked_out_alive(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """The pool's check of a connection it hands out: a dead one is replaced before anyone uses it.
+
+    SQLAlchemy's `pool_pre_ping` pings every checkout, three round trips on asyncpg (BEGIN, `;`, ROLLBACK):
+    a third of a short transaction's time, on every database step of a busy worker and API. A database that
+    restarts or drops its connections closes their sockets, which the driver sees at once (asyncpg's
+    `is_closed`); only a connection idle for a while, whose peer may have vanished without a word (a NAT, a
+    failover), is pinged, as pre-ping pings. Raising InvalidatePoolError (a DisconnectionError) makes the
+    pool drop it and every connection older than it, as pre-ping's failure does, and hand out a new one
+    (SQLAlchemy's documented custom pessimistic check). A dead connection that slips through anyway fails
+    its one statement, and SQLAlchemy then replaces every connection the pool held before it."""
+    if dbapi_connection._connection.is_closed():  # asyncpg's connection under SQLAlchemy's adapter
+        # a restart or an outage closes them all: replace every connection the pool held until now
+        raise InvalidatePoolError("the connection was closed while it sat in the pool")
+    checked_in = record.info.get(_CHECKED_IN)  # None: opened just now (the record's info starts empty)
+    if checked_in is not None and time.monotonic() - checked_in > PING_AFTER_IDLE_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            raise InvalidatePoolError("the connection did not answer a ping") from error
+
+
+def checked_in(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info[_CHECKED_IN] = time.monotonic()
 
 
 def service_engine(settings: Settings) -> AsyncEngine:
