@@ -72,8 +72,9 @@ def checked_out_alive(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     `is_closed`); only a connection idle for a while, whose peer may have vanished without a word (a NAT, a
     failover), is pinged, as pre-ping pings. Raising InvalidatePoolError (a DisconnectionError) makes the
     pool drop it and every connection older than it, as pre-ping's failure does, and hand out a new one
-    (SQLAlchemy's documented custom pessimistic check). A dead connection that slips through anyway fails
-    its one statement, and SQLAlchemy then replaces every connection the pool held before it."""
+    (SQLAlchemy's documented custom pessimistic check). A connection whose server ended it a moment ago,
+    before the closed socket reached the driver, fails its one statement (a request answers 503, an activity
+    retries), as it would have failed pre-ping's ping; by its next checkout the driver has seen it closed."""
     if dbapi_connection._connection.is_closed():  # asyncpg's connection under SQLAlchemy's adapter
         # a restart or an outage closes them all: replace every connection the pool held until now
         raise InvalidatePoolError("the connection was closed while it sat in the pool")

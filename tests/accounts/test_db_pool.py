@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,22 @@ async def _backend_pid(sessions: Any) -> int:
         return int((await session.execute(text("select pg_backend_pid()"))).scalar_one())
 
 
+async def _driver_connection(sessions: Any) -> Any:
+    """The asyncpg connection the pool hands out now (returned to the pool on the way out)."""
+    async with sessions.begin() as session:
+        return (await (await session.connection()).get_raw_connection()).driver_connection
+
+
+async def _until_closed(driver: Any) -> None:
+    """The server's FATAL message and its closed socket reach the client a moment after the backend ends;
+    in between, the driver has not seen it yet (a statement then fails, and the next checkout replaces it)."""
+    for _ in range(500):
+        if driver.is_closed():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the driver did not see the server close the connection within 5 s")
+
+
 async def test_a_pooled_connection_its_server_closed_is_replaced_before_anyone_uses_it(
     postgres_database: Database,
 ) -> None:
@@ -27,11 +44,13 @@ async def test_a_pooled_connection_its_server_closed_is_replaced_before_anyone_u
     try:
         first = await _backend_pid(sessions)
         assert await _backend_pid(sessions) == first  # the pool hands the same connection out again
+        pooled = await _driver_connection(sessions)
         admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:  # as a restart or pg_terminate_backend does: the server ends the session and closes its socket
-            await admin.execute("select pg_terminate_backend($1)", first)
+        try:  # as a restart does: the server ends the session and closes its socket (waiting up to 5 s)
+            assert await admin.fetchval("select pg_terminate_backend($1, 5000)", first)
         finally:
             await admin.close()
+        await _until_closed(pooled)
         replaced = await _backend_pid(sessions)  # at once, not pinged: it was in use a moment ago
         assert replaced != first
         assert await _backend_pid(sessions) == replaced
