@@ -10,8 +10,9 @@
         retirement gap passes -> anonymize: standing -> retired, the deletion lifecycle started
                                  (AnonymizationWorkflow as an abandoned child: it outlives this run)
                                  keep: standing -> kept
-        a sign-in or an exemption at any point ends it; every step re-checks the customer in the database
-        (accounts/inactivity.advance), so a lost signal ends it at the next step instead
+        a sign-in or an exemption at any point ends it (one landing while a step runs: before its email);
+        every step re-checks the customer in the database (accounts/inactivity.advance), so a lost signal
+        ends it at the next step instead
 
 The warning and the retirement are timed from the reminder (gaps of WARN_AFTER - REMIND_AFTER and
 RETIRE_AFTER - WARN_AFTER), so a customer inactive for longer than RETIRE_AFTER when the feature is
@@ -55,6 +56,8 @@ __all__ = ["InactivityInput", "InactivitySweepWorkflow", "InactivityWorkflow", "
 
 SIGNED_IN = "signed_in"
 EMAILS = {REMINDED: "inactivity_reminder", WARNED: "inactivity_warning"}
+# asked only where a signal landed during a step: runs recorded before it sent the email there, and replay it
+NO_EMAIL_AFTER_A_SIGNAL = "no-email-after-a-signal"
 ACTIVE = "active"  # a step found the customer no longer inactive (a sign-in whose signal did not arrive, ...)
 
 
@@ -94,6 +97,10 @@ class InactivityWorkflow:
             )
             if not moved:  # a signal on its way names why; else the database said it (a lost signal, a deletion)
                 return await self._conclude(ref, self._ended_by or ACTIVE, key)
+            if to_stage in EMAILS and self._ended_by is not None and workflow.patched(NO_EMAIL_AFTER_A_SIGNAL):
+                # the sign-in or exemption landed while the step ran, after its write: the customer is back
+                # (or spared), so no email asking them to sign in; the end clears the stage just set
+                return await self._conclude(ref, self._ended_by, key)
             self._enter(to_stage)
             if to_stage in EMAILS:
                 deleted_on = workflow.now() + input.retirement_gap

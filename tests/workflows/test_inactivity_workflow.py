@@ -4,6 +4,7 @@ activities, the real database (both) and the SMTP sink."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,33 @@ async def test_a_sign_in_ends_the_lifecycle_and_a_lost_signal_ends_it_at_the_nex
                 select(Customer.anonymized_at).where(Customer.customer_reference == told_ref)
             )
         assert anonymized is None
+
+
+async def test_a_sign_in_that_lands_while_a_step_runs_gets_no_email(
+    stack: StackFactory, time_skipping: Any, postgres_database: Database
+) -> None:
+    """The step's write came first (the customer still stood inactive), the sign-in's signal landed before
+    the step's result: the lifecycle ends there, without asking a customer who is back to sign in. The
+    customer's row is held locked, so the step waits in its UPDATE while the signal arrives."""
+    database = postgres_database
+    async with stack(time_skipping, database, **ON) as built:
+        email, reference = await dormant_customer(database, signed_in=utcnow() - REMIND - timedelta(days=1))
+        async with database.sessions() as holder:
+            await holder.execute(select(Customer.id).where(Customer.customer_reference == reference).with_for_update())
+            handle = await start_lifecycle(built, reference)
+            for _ in range(500):
+                pending = (await handle.describe()).raw_description.pending_activities
+                if [p for p in pending if p.activity_type.name == "advance_inactivity"]:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the first step was not scheduled within 5 s")
+            await built.accounts.inactivity.signed_in(reference)
+            await holder.rollback()  # the step's UPDATE goes on: the customer still stands inactive
+        assert (await handle.result()).outcome == "signed_in"
+        assert [e for e, _ in await events(database, reference)] == ["inactivity_reminded", "inactivity_ended"]
+        assert await stage(database, reference) is None  # the end cleared the stage the step had set
+        assert [m for m in built.sink.messages if email in m.to] == []
 
 
 async def test_a_signal_after_the_end_and_an_exempt_customer_change_nothing(skipping: Any, database: Database) -> None:
