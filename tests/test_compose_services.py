@@ -117,6 +117,12 @@ def on_this_machine(env: dict[str, str], local: dict[str, Any], app: Path) -> di
         out["ACCOUNTS_SMTP_HOST"], out["ACCOUNTS_SMTP_PORT"] = "127.0.0.1", str(local["smtp_port"])
     if "ACCOUNTS_API_PORT" in out:
         out["ACCOUNTS_API_HOST"], out["ACCOUNTS_API_PORT"] = "127.0.0.1", str(local["api_port"])
+    # the metrics listeners' ports are the container's own; here another stack may hold them
+    if "ACCOUNTS_METRICS_HOST" in out:
+        out["ACCOUNTS_METRICS_HOST"] = "127.0.0.1"
+    for port in ("ACCOUNTS_API_METRICS_PORT", "ACCOUNTS_WORKER_METRICS_PORT"):
+        if port in out:
+            out[port] = str(local["metrics_ports"][port])
     # the links in emails point at the published API port; here that is the free one
     out["ACCOUNTS_PUBLIC_URL"] = re.sub(r"//[^/]+:8000", f"//127.0.0.1:{local['api_port']}", out["ACCOUNTS_PUBLIC_URL"])
     out = {key: in_app(value, app) for key, value in out.items()}
@@ -173,6 +179,7 @@ async def test_the_migrate_worker_and_api_services_commands_serve_a_registration
             "temporal_address": dev_server.client.service_client.config.target_host,
             "smtp_port": sink.port,
             "api_port": api_port,
+            "metrics_ports": {"ACCOUNTS_API_METRICS_PORT": free_port(), "ACCOUNTS_WORKER_METRICS_PORT": free_port()},
             "task_queue": f"compose-{uuid.uuid4()}",
             "reference_prefix": f"CO{uuid.uuid4().hex[:6].upper()}--",
         }
@@ -206,6 +213,15 @@ async def test_the_migrate_worker_and_api_services_commands_serve_a_registration
                 assert link.startswith(f"http://127.0.0.1:{api_port}/")
                 assert (await follow_link(http, link)).status_code == 200
             await sink.wait_for(lambda m: email in m.to and "Welcome" in m.subject, timeout=20)
+            # what the worker's healthcheck and a Prometheus beside the stack ask, on the ports the
+            # compose environment names (their counterparts here)
+            async with httpx.AsyncClient(timeout=10) as http:
+                ports = local["metrics_ports"]
+                ready = await http.get(f"http://127.0.0.1:{ports['ACCOUNTS_WORKER_METRICS_PORT']}/health/ready")
+                assert ready.status_code == 200, ready.text
+                scraped = await http.get(f"http://127.0.0.1:{ports['ACCOUNTS_API_METRICS_PORT']}/metrics")
+                assert scraped.status_code == 200
+                assert 'accounts_registrations_total{event="started"} 1.0' in scraped.text
 
             # `docker compose stop` sends SIGTERM: both end cleanly, well within the grace period (uvicorn
             # re-raises the signal once it has shut down gracefully: the API ends "killed" by it)
