@@ -32,7 +32,8 @@ _CHECKED_IN = "accounts_checked_in"  # the pool record's info key: when the conn
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """hide_parameters: a database error's message must not carry emails or hashes into logs and
-    Temporal failure messages (which the payload codec does not encrypt by default)."""
+    Temporal failure messages (the codec encrypts those, with their stack traces, only while payload
+    encryption is on; log lines are never encrypted)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)

@@ -9,11 +9,12 @@ one ACCOUNTS_* environment, as two containers of each would. C clients register 
 through one API (sign-up, verification email, confirmation through the other API, welcome email).
 Once a random share of the sign-ups (--kill-after, a fraction or a range) has answered, worker 1 gets
 SIGKILL mid-flight, whatever it holds: cached runs (their next workflow task waits for the sticky
-queue's 10 s timeout) and activity attempts (they wait for their 90 s start-to-close timeout, as no
-activity heartbeats). It reports the latencies, how many registrations the kill delayed, and checks
-exactly once: one customer row each, every outbox row sent, one verification and one welcome email per
-address. tests/faults/test_two_of_each.py is the suite's short version (40 sign-ups, the kill between
-attempts). argon2 runs with cheap parameters (the kill is measured, not hashing).
+queue's 10 s timeout) and activity attempts (an email send's waits for its 10 s heartbeat timeout, any
+other's for its 90 s start-to-close timeout: only the sends heartbeat). It reports the latencies, how
+many registrations the kill delayed, and checks exactly once: one customer row each, every outbox row
+sent, one verification and one welcome email per address. tests/faults/test_two_of_each.py is the
+suite's short version (40 sign-ups, the kill between attempts). argon2 runs with cheap parameters (the
+kill is measured, not hashing).
 """
 
 from __future__ import annotations

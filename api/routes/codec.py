@@ -7,9 +7,10 @@ The UI is given the endpoint `<API>/backoffice/codec` and appends `/decode` itse
 
 Who may: a staff member, by API key (`Authorization: Bearer stf_...`, what the CLI sends) or by the
 back-office web session (the cookie lives under /backoffice, so the UI sends it when told to include
-cross-origin credentials). Decoding shows what the customer page shows, so every role may
-(`lifecycles.decode`); encoding makes payloads the worker trusts (an input for `temporal workflow
-start`), so only admins (`lifecycles.encode`). No credentials: `401`; errors in the Glue envelope.
+cross-origin credentials). Decoding shows what the customer page shows, so support and admins may
+(`lifecycles.decode`; an agent, who only finds customers to assist them, may not); encoding makes
+payloads the worker trusts (an input for `temporal workflow start`), so only admins (`lifecycles.encode`).
+No credentials: `401`; errors in the Glue envelope.
 
 Browsers: the UI runs on another origin, so every answer carries CORS headers for the origins of
 ACCOUNTS_CODEC_CORS_ORIGINS (default: the origin of ACCOUNTS_TEMPORAL_UI_URL), credentials allowed, and

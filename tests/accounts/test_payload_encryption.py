@@ -59,6 +59,24 @@ async def test_after_a_rotation_the_new_key_encrypts_and_the_old_one_still_decry
         await EncryptionCodec(NEW).decode([before])  # the old key dropped too early: the error names it
 
 
+async def test_a_rolling_rotation_in_two_restarts_keeps_every_pair_of_processes_reading_each_other() -> None:
+    """docs/operations.md's order: first every process learns the new key as a decryption key, then each
+    switches to encrypting with it. Mid-restart, old and new processes run side by side (workers hand one
+    run's tasks to each other): at each step each reads what the other writes."""
+    written = plain("a payload")
+    steps = [
+        (EncryptionCodec(OLD), EncryptionCodec(OLD, [NEW])),  # restart 1: the new key added to read
+        (EncryptionCodec(OLD, [NEW]), EncryptionCodec(NEW, [OLD])),  # restart 2: the new key encrypts
+    ]
+    for not_yet, restarted in steps:
+        for writer, reader in ((not_yet, restarted), (restarted, not_yet)):
+            assert await reader.decode(await writer.encode([written])) == [written]
+
+    # the key switched in one restart: a process that has not restarted cannot read what a restarted one wrote
+    with pytest.raises(UnknownPayloadKey, match=key_id(NEW)):
+        await EncryptionCodec(OLD).decode(await EncryptionCodec(NEW, [OLD]).encode([written]))
+
+
 async def test_payloads_from_before_key_ids_decrypt_with_the_current_or_an_old_key() -> None:
     rotated = EncryptionCodec(NEW, [OTHER, OLD])
     sealed_old, sealed_new = legacy_seal(OLD, plain("old")), legacy_seal(NEW, plain("new"))
