@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from accounts import metrics, pending_credentials
 from accounts.db import SessionFactory
+from accounts.logs import know_customer
 from accounts.models import Customer, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.profile import SignUp
@@ -163,6 +164,7 @@ class AccountsClient:
             reference = await allocate_customer_reference(
                 self._sessions, prefix=self._settings.customer_reference_prefix, skip=skip
             )
+            know_customer(reference)  # the request's later log lines name it (never the address)
             try:
                 created = await self.temporal.execute_update_with_start_workflow(
                     RegistrationWorkflow.account_created,

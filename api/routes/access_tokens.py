@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from accounts import carts, customer_sessions, inactivity, rate_limits
 from accounts.access_tokens import AccessTokenIssuer
 from accounts.device_tokens import MAX_TOKEN_LENGTH as MAX_DEVICE_TOKEN
+from accounts.logs import know_customer
 from accounts.mfa import Subject
 from accounts.models import utcnow
 from accounts.refresh_tokens import InvalidRefreshToken, RefreshTokenStore
@@ -103,6 +104,7 @@ async def _tokens(request: Request, who: Authenticated, presented: str | None) -
     """A new session (refresh family) for the sign-in, recorded with its device in the same transaction.
     `presented`: the device token the client sent, if any."""
     store: RefreshTokenStore = request.app.state.refresh_tokens
+    know_customer(who.customer_reference)  # the sign-in's later log lines name whom it signed in
     signed_in = SignedIn({}, uuid.uuid4().hex)
     device = sign_in_device(request, who, presented)
 
@@ -140,6 +142,8 @@ async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> d
     store: RefreshTokenStore = request.app.state.refresh_tokens
     customer_id, new_refresh, session_id = await store.rotate_session(refresh_token)
     who = await accounts.customer_by_id(customer_id)
+    if who is not None:
+        know_customer(who.customer_reference)
     if who is None or not await _prolonged(store, who):  # anonymized, no longer able to sign in, or retired
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")

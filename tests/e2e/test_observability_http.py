@@ -261,6 +261,17 @@ async def test_a_scrape_after_real_lifecycles_shows_them_and_the_logs_name_no_on
     api_lines, worker_lines = log_lines(api.log), log_lines(worker.log)
     registration = [line for line in api_lines if line.get("request_id") == "obs-registration-1"]
     assert any(line.get("path") == "/customers" and line.get("status") == 201 for line in registration), api_lines
+    answered = {
+        (line.get("path"), line.get("status"), line.get("customer_reference"))
+        for line in registration
+        if line.get("status") is not None
+    }
+    assert {
+        ("/customers", 201, reference),  # a sign-up's line names the reference it was given
+        ("/customers", 201, bounced_reference),
+        ("/access-tokens", 401, None),  # a refused sign-in names no one
+        ("/access-tokens", 201, reference),
+    } <= answered, answered
     assert any(
         line.get("request_id") == "obs-me-1" and line.get("customer_reference") == reference for line in api_lines
     )
