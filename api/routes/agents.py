@@ -16,7 +16,7 @@ made to it after the answer went out.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -58,6 +58,16 @@ MAX_OFFSET = 1_000_000_000
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 
 
+def revocation_version(revoked_at: datetime | None) -> int:
+    """An agent token's `tv`: the member's last revocation (sessions_revoked_at, to the microsecond; 0 for
+    none). A token is good while it still names the member's last revocation, so one issued a moment after
+    a revocation works and any issued before it does not. (A token's `iat` has whole seconds: compared with
+    the revocation's time, a sign-in in the same second as a new password was refused.)"""
+    if revoked_at is None:
+        return 0
+    return (revoked_at.replace(tzinfo=None) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+
+
 async def _agent_of_token(request: Request, token: str) -> StaffMember:
     """The agent a presented credential names; raises 4102 (none of ours) or 4103 (not an agent's)."""
     agent_tokens: AccessTokenIssuer = request.app.state.agent_issuer
@@ -68,8 +78,8 @@ async def _agent_of_token(request: Request, token: str) -> StaffMember:
     staff_id = row_id(claims.customer_reference.removeprefix(AGENT_SUBJECT_PREFIX))
     async with request.app.state.sessions() as session:
         staff = await session.scalar(select(Staff).where(Staff.id == staff_id, Staff.disabled_at.is_(None)))
-    # a sign-out or a disable (sessions_revoked_at) ends agent tokens issued before it, as it ends web sessions
-    if staff is None or (staff.sessions_revoked_at is not None and claims.issued_at < staff.sessions_revoked_at):
+    # a sign-out, a new password or a disable (sessions_revoked_at) ends agent tokens issued before it
+    if staff is None or claims.token_version != revocation_version(staff.sessions_revoked_at):
         raise GlueException(INVALID_AGENT_TOKEN)
     if staff.role != "agent":  # the member's role changed since the token was issued
         raise GlueException(AGENT_ONLY)
@@ -139,7 +149,9 @@ async def create_agent_access_token(
     if signed_in is None or signed_in.member.role != "agent":
         raise GlueException(INVALID_LOGIN)
     agent_tokens: AccessTokenIssuer = request.app.state.agent_issuer
-    token, claims = agent_tokens.issue(f"{AGENT_SUBJECT_PREFIX}{signed_in.member.id}", 0)
+    async with request.app.state.sessions() as session:
+        revoked = await session.scalar(select(Staff.sessions_revoked_at).where(Staff.id == signed_in.member.id))
+    token, claims = agent_tokens.issue(f"{AGENT_SUBJECT_PREFIX}{signed_in.member.id}", revocation_version(revoked))
     response = token_document(
         request, "agent-access-tokens", _tokens(_seconds(claims.issued_at, claims.expires_at), token)
     )

@@ -495,6 +495,15 @@ async def test_a_new_password_for_the_agent_ends_their_tokens_and_assistance_ses
         assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
             (401, "001", "Invalid access token.")
         ]
+        # signed in again at once, within the second of the new password: that token works
+        again = await http.post(
+            "/agent-access-tokens",
+            json=agent_login(agent, "A-new-agent-pass#2026-rust!"),
+            headers={"Content-Type": JSONAPI},
+        )
+        assert again.status_code == 201, again.text
+        fresh = {HEADER: f"Bearer {again.json()['data']['attributes']['accessToken']}"}
+        assert (await http.get("/agent-customer-search?q=a", headers=fresh)).status_code == 200
 
 
 async def test_changes_past_the_sessions_action_cap_are_audited_all_the_same(
