@@ -142,6 +142,19 @@ class StaffDirectory:
             raise StaffExists(name) from None
         return member, f"stf_{member.id}_{secret}"
 
+    async def new_key(self, name: str) -> tuple[StaffMember, str]:
+        """A new API key for `name` (a lost one, or a leaked one): the old key stops working, here at once and
+        in other processes once their key cache forgets it (CACHE_SECONDS). Shown this once, as at creation."""
+        secret = secrets.token_urlsafe(32)
+        async with self._sessions.begin() as session:
+            staff = await session.scalar(select(Staff).where(Staff.name == name))
+            if staff is None:
+                raise StaffNotFound(name)
+            staff.api_key_hash = self._key_hash(secret)
+            member = StaffMember(staff.id, staff.name, staff.role)
+        self._verified = {digest: entry for digest, entry in self._verified.items() if entry[1].id != member.id}
+        return member, f"stf_{member.id}_{secret}"
+
     async def authenticate(self, api_key: str) -> StaffMember | None:
         digest = hashlib.sha256(api_key.encode()).hexdigest()
         cached = self._verified.get(digest)

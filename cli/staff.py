@@ -1,4 +1,6 @@
-"""Back-office staff: `accounts staff create|set-password|set-email|list|disable|enable|mfa-enroll|mfa-remove`."""
+"""Back-office staff: `accounts staff create|new-key|set-password|set-email|list|disable|enable|mfa-enroll|mfa-remove`.
+
+Errors go to stderr with exit code 1, so `KEY=$(accounts staff create ...)` never captures one."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from accounts.settings import Settings
-from cli.output import console
+from cli.output import console, errors
 
 app = typer.Typer(help="Back-office staff.", no_args_is_help=True)
 T = TypeVar("T")
@@ -53,7 +55,7 @@ def staff_create(
     password_stdin: PasswordStdin = False,
     email: Annotated[str | None, typer.Option(help="where the lock email of this name goes")] = None,
 ) -> None:
-    """Create a staff member and print their API key (shown once, stored as an argon2 hash)."""
+    """Create a staff member and print their API key (shown once, stored as a keyed hash; new-key makes another)."""
     from accounts.staff import StaffExists
 
     password = _read_password_stdin() if password_stdin else None
@@ -62,15 +64,31 @@ def staff_create(
             lambda directory: directory.create(name, role, password=password, email=email)
         )
     except StaffExists as exists:
-        console.print(
+        errors.print(
             f"[red]cannot create {escape(name)}[/red]: {escape(str(exists))}"
             f" (`accounts staff set-password {escape(name)}` sets their web password)"
         )
         raise typer.Exit(1) from None
     except ValueError as error:
-        console.print(f"[red]cannot create {escape(name)}[/red]: {escape(str(error))}")
+        errors.print(f"[red]cannot create {escape(name)}[/red]: {escape(str(error))}")
         raise typer.Exit(1) from None
     console.print(f"{member.name} ({member.role}) created. API key, shown this once:")
+    typer.echo(key)
+
+
+@app.command("new-key")
+def staff_new_key(name: str) -> None:
+    """Give NAME a new API key and print it (shown once); the old key stops working (elsewhere within a minute)."""
+    from accounts.staff import StaffNotFound
+
+    try:
+        member, key = _staff_directory_run(lambda directory: directory.new_key(name))
+    except StaffNotFound:
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"new API key of {member.name} ({member.role}), shown this once; the old one stops working within a minute:"
+    )
     typer.echo(key)
 
 
@@ -86,10 +104,10 @@ def staff_set_password(name: str, password_stdin: PasswordStdin = False) -> None
     try:
         member = _staff_directory_run(lambda directory: directory.set_password(name, password))
     except StaffNotFound:
-        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     except StaffPasswordRejected as rejected:
-        console.print(f"[red]password refused[/red]: {rejected}")
+        errors.print(f"[red]password refused[/red]: {rejected}")
         raise typer.Exit(1) from None
     console.print(f"web password of {member.name} ({member.role}) set")
 
@@ -108,10 +126,10 @@ def staff_set_email(
     try:
         member = _staff_directory_run(lambda directory: directory.set_email(name, email))
     except StaffNotFound:
-        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     except ValueError as error:
-        console.print(f"[red]email refused[/red]: {escape(str(error))}")
+        errors.print(f"[red]email refused[/red]: {escape(str(error))}")
         raise typer.Exit(1) from None
     console.print(f"email of {member.name} ({member.role}) {'cleared' if clear else 'set'}")
 
@@ -150,7 +168,7 @@ def _set_disabled(name: str, disabled: bool) -> None:
     try:
         member, changed = _staff_directory_run(lambda directory: directory.set_disabled(name, disabled))
     except StaffNotFound:
-        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     if disabled:
         console.print(
@@ -213,7 +231,7 @@ def staff_mfa_enroll(name: str) -> None:
     try:
         member, enrolment = _staff_mfa_run(name, True)
     except StaffNotFound:
-        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     typer.echo(f"authenticator app of {member}: scan the code below, or type the secret {enrolment.secret}")
     typer.echo(enrolment.uri)
@@ -228,6 +246,6 @@ def staff_mfa_remove(name: str) -> None:
     try:
         member, removed = _staff_mfa_run(name, False)
     except StaffNotFound:
-        console.print(f"[red]no staff member named {escape(name)}[/red]")
+        errors.print(f"[red]no staff member named {escape(name)}[/red]")
         raise typer.Exit(1) from None
     console.print(f"authenticator app of {member} {'removed' if removed else 'was not enrolled'}")

@@ -17,6 +17,8 @@ import pytest
 import pytest_asyncio
 from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env
 
+from accounts.staff import StaffDirectory
+
 pytestmark = pytest.mark.e2e
 
 
@@ -167,9 +169,10 @@ async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e
     name = f"dora-{uuid.uuid4().hex[:8]}"
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name)
     assert code == 0 and stdout.strip().splitlines()[-1].startswith("stf_")
-    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name, "--role", "admin")
-    assert code == 1 and f"cannot create {name}: a staff member named {name} already exists" in stdout
-    assert "stf_" not in stdout
+    code, stdout, stderr = await cli(e2e, tmp_path, "staff", "create", name, "--role", "admin")
+    # the refusal on stderr: `KEY=$(accounts staff create ...)` captures no sentence as a key
+    assert code == 1 and f"cannot create {name}: a staff member named {name} already exists" in stderr
+    assert stdout == "" and "stf_" not in stderr
 
     listed = {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}
     assert {k: v for k, v in listed[name].items() if k != "createdAt"} == {
@@ -186,8 +189,25 @@ async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "enable", name)
     assert code == 0 and f"{name} enabled" in stdout
     assert {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[name]["disabledAt"] is None
-    code, stdout, _ = await cli(e2e, tmp_path, "staff", "disable", "nobody-here")
-    assert code == 1 and "no staff member named nobody-here" in stdout
+    code, stdout, stderr = await cli(e2e, tmp_path, "staff", "disable", "nobody-here")
+    assert code == 1 and "no staff member named nobody-here" in stderr and stdout == ""
+
+
+async def test_a_new_key_replaces_a_lost_one_and_the_old_one_stops_working(e2e: Stack, tmp_path: Path) -> None:
+    name = f"nora-{uuid.uuid4().hex[:8]}"
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name)
+    assert code == 0
+    old = stdout.strip().splitlines()[-1]
+    code, stdout, _ = await cli(e2e, tmp_path, "staff", "new-key", name)
+    assert code == 0 and "shown this once" in stdout
+    new = stdout.strip().splitlines()[-1]
+    assert new.startswith("stf_") and new != old
+    directory = StaffDirectory.from_settings(e2e.database.sessions, e2e.settings)  # as the API checks a key
+    member = await directory.authenticate(new)
+    assert member is not None and member.name == name
+    assert await directory.authenticate(old) is None
+    code, stdout, stderr = await cli(e2e, tmp_path, "staff", "new-key", "nobody-here")
+    assert code == 1 and "no staff member named nobody-here" in stderr and stdout == ""
 
 
 async def test_a_staff_email_is_set_at_creation_changed_checked_and_cleared(e2e: Stack, tmp_path: Path) -> None:
@@ -196,23 +216,23 @@ async def test_a_staff_email_is_set_at_creation_changed_checked_and_cleared(e2e:
     async def email_of(member: str) -> Any:
         return {m["name"]: m for m in await cli_json(e2e, tmp_path, "staff", "list")}[member]["email"]
 
-    code, stdout, _ = await cli(e2e, tmp_path, "staff", "create", name, "--email", "not an address")
-    assert code == 1 and "not a valid email address" in stdout
+    code, _, stderr = await cli(e2e, tmp_path, "staff", "create", name, "--email", "not an address")
+    assert code == 1 and "not a valid email address" in stderr
     code, _, _ = await cli(e2e, tmp_path, "staff", "create", name, "--email", " Edda@Example.com ")
     assert code == 0 and await email_of(name) == "Edda@Example.com"  # as typed (trimmed), as customers' are
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "edda@shop.example")
     assert code == 0 and f"email of {name} (support) set" in stdout
     assert await email_of(name) == "edda@shop.example"
-    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "edda@")
-    assert code == 1 and "email refused" in stdout and await email_of(name) == "edda@shop.example"
+    code, _, stderr = await cli(e2e, tmp_path, "staff", "set-email", name, "edda@")
+    assert code == 1 and "email refused" in stderr and await email_of(name) == "edda@shop.example"
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "list")
     assert code == 0 and "edda@shop.example" in stdout
     code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", name, "--clear")
     assert code == 0 and "cleared" in stdout and await email_of(name) is None
     code, _, stderr = await cli(e2e, tmp_path, "staff", "set-email", name)  # neither an address nor --clear
     assert code == 2 and "--clear" in stderr
-    code, stdout, _ = await cli(e2e, tmp_path, "staff", "set-email", "nobody-here", "x@example.com")
-    assert code == 1 and "no staff member named nobody-here" in stdout
+    code, _, stderr = await cli(e2e, tmp_path, "staff", "set-email", "nobody-here", "x@example.com")
+    assert code == 1 and "no staff member named nobody-here" in stderr
 
 
 async def test_outside_the_project_directory_the_cli_names_the_missing_database(tmp_path: Path) -> None:

@@ -293,10 +293,11 @@ async def accounts_cli(stack: Stack, cwd: Path, *args: str, stdin: str) -> tuple
                           "ACCOUNTS_ARGON2_PARALLELISM": "1", "COLUMNS": "200"}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    stdout, _ = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
     assert process.returncode is not None
-    return process.returncode, stdout.decode()
+    return process.returncode, stdout.decode() + stderr.decode()  # what a terminal shows
 
 
 async def test_cli_creates_staff_with_a_web_password_and_sets_new_ones(e2e: Stack, tmp_path: Path) -> None:
