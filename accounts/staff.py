@@ -44,6 +44,17 @@ class StaffMember:
 
 
 @dataclass(frozen=True)
+class PasswordChecked:
+    """A member whose password was right, and their row as it was read, before argon2 ran. What the sign-in
+    issues must die with any revocation after that read (a new password, a disable or a new key set while
+    the password was being verified): agent tokens name `sessions_revoked_at`, web sessions start at `read_at`."""
+
+    member: StaffMember
+    read_at: datetime
+    sessions_revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
 class StaffListing:
     """A staff member as `accounts staff list` shows them (never a hash)."""
 
@@ -144,13 +155,17 @@ class StaffDirectory:
 
     async def new_key(self, name: str) -> tuple[StaffMember, str]:
         """A new API key for `name` (a lost one, or a leaked one): the old key stops working, here at once and
-        in other processes once their key cache forgets it (CACHE_SECONDS). Shown this once, as at creation."""
+        in other processes once their key cache forgets it (CACHE_SECONDS). Shown this once, as at creation.
+
+        What the old key may have started ends too, as with a new password: an agent's key works as an agent
+        token, so its assistance sessions, and the member's agent tokens and web sessions, are revoked."""
         secret = secrets.token_urlsafe(32)
         async with self._sessions.begin() as session:
             staff = await session.scalar(select(Staff).where(Staff.name == name))
             if staff is None:
                 raise StaffNotFound(name)
             staff.api_key_hash = self._key_hash(secret)
+            staff.sessions_revoked_at = utcnow()
             member = StaffMember(staff.id, staff.name, staff.role)
         self._verified = {digest: entry for digest, entry in self._verified.items() if entry[1].id != member.id}
         return member, f"stf_{member.id}_{secret}"
@@ -243,9 +258,10 @@ class StaffDirectory:
             self._verified = {digest: entry for digest, entry in self._verified.items() if entry[1].id != member.id}
         return member, changed
 
-    async def authenticate_password(self, name: str, password: str) -> StaffMember | None:
+    async def authenticate_password(self, name: str, password: str) -> PasswordChecked | None:
         """The enabled member with this name and password, else None; one argon2 verification either way
         (a dummy one for unknown names, disabled members and members without a password)."""
+        read_at = utcnow()
         async with self._sessions() as session:
             staff = await session.scalar(select(Staff).where(Staff.name == name, Staff.disabled_at.is_(None)))
         if staff is None or staff.password_hash is None:
@@ -253,7 +269,7 @@ class StaffDirectory:
             return None
         if not await self._hasher.verify_async(staff.password_hash, password):
             return None
-        return StaffMember(staff.id, staff.name, staff.role)
+        return PasswordChecked(StaffMember(staff.id, staff.name, staff.role), read_at, staff.sessions_revoked_at)
 
     async def _password_hash(self, name: str, password: str) -> str:
         violations = self._policy.violations(password, user_inputs=[name])

@@ -142,11 +142,10 @@ async def _rotate(request: Request, accounts: Accounts, refresh_token: str) -> d
     store: RefreshTokenStore = request.app.state.refresh_tokens
     customer_id, new_refresh, session_id = await store.rotate_session(refresh_token)
     who = await accounts.customer_by_id(customer_id)
-    if who is not None:
-        know_customer(who.customer_reference)
     if who is None or not await _prolonged(store, who):  # anonymized, no longer able to sign in, or retired
         await store.revoke(new_refresh)
         raise InvalidRefreshToken("customer cannot sign in")
+    know_customer(who.customer_reference)  # a refused refresh names no one, as a refused sign-in
     return _token_attributes(request, who, new_refresh, session_id)
 
 

@@ -16,7 +16,7 @@ made to it after the answer went out.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -58,6 +58,9 @@ MAX_OFFSET = 1_000_000_000
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def revocation_version(revoked_at: datetime | None) -> int:
     """An agent token's `tv`: the member's last revocation (sessions_revoked_at, to the microsecond; 0 for
     none). A token is good while it still names the member's last revocation, so one issued a moment after
@@ -65,7 +68,7 @@ def revocation_version(revoked_at: datetime | None) -> int:
     the revocation's time, a sign-in in the same second as a new password was refused.)"""
     if revoked_at is None:
         return 0
-    return (revoked_at.replace(tzinfo=None) - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+    return (revoked_at - EPOCH) // timedelta(microseconds=1)
 
 
 async def _agent_of_token(request: Request, token: str) -> StaffMember:
@@ -149,9 +152,10 @@ async def create_agent_access_token(
     if signed_in is None or signed_in.member.role != "agent":
         raise GlueException(INVALID_LOGIN)
     agent_tokens: AccessTokenIssuer = request.app.state.agent_issuer
-    async with request.app.state.sessions() as session:
-        revoked = await session.scalar(select(Staff.sessions_revoked_at).where(Staff.id == signed_in.member.id))
-    token, claims = agent_tokens.issue(f"{AGENT_SUBJECT_PREFIX}{signed_in.member.id}", revocation_version(revoked))
+    # the revocation as the row whose password was verified had it: one set since (a new password while
+    # argon2 ran, a disable) already ends this token
+    version = revocation_version(signed_in.checked.sessions_revoked_at)
+    token, claims = agent_tokens.issue(f"{AGENT_SUBJECT_PREFIX}{signed_in.member.id}", version)
     response = token_document(
         request, "agent-access-tokens", _tokens(_seconds(claims.issued_at, claims.expires_at), token)
     )

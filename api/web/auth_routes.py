@@ -91,7 +91,7 @@ async def sign_in(
     if signed_in is None:  # with two-step sign-in required, the one answer also names the enrolment
         return again(FAILED_WITH_CODE if web.settings.staff_mfa_required else FAILED, 400)
     response = RedirectResponse(safe_next(next), status_code=303)
-    await web.codec.start(response, web.sessions, signed_in.member.id)
+    await web.codec.start(response, web.sessions, signed_in.checked)
     lifetime = int(web.settings.device_token_lifetime.total_seconds())
     web.codec.remember_device(response, signed_in.device_token, lifetime)
     return response

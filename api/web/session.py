@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from accounts.db import SessionFactory
 from accounts.models import Staff, utcnow
 from accounts.settings import Settings
-from accounts.staff import StaffMember, row_id
+from accounts.staff import PasswordChecked, StaffMember, row_id
 
 SESSION_COOKIE = "backoffice_session"
 SIGN_IN_COOKIE = "backoffice_sign_in"
@@ -61,11 +61,14 @@ class SessionCodec:
 
     # --- the session ----------------------------------------------------------------------------
 
-    async def start(self, response: Response, sessions: SessionFactory, staff_id: int) -> None:
+    async def start(self, response: Response, sessions: SessionFactory, checked: PasswordChecked) -> None:
+        """The session of a member whose password was just verified. It counts from when their row was read
+        (before argon2): a revocation since then, a new password or a disable while it ran, ends it."""
+        staff_id = checked.member.id
         async with sessions() as session:
             password_hash = await session.scalar(select(Staff.password_hash).where(Staff.id == staff_id))
         assert password_hash is not None, "a member signs in with a password"
-        payload = f"{staff_id}.{_now_ms()}.{secrets.token_urlsafe(16)}"
+        payload = f"{staff_id}.{int(checked.read_at.timestamp() * 1000)}.{secrets.token_urlsafe(16)}"
         self._set(response, SESSION_COOKIE, f"{payload}.{self._sign(payload, password_hash)}", self.lifetime_seconds)
         response.delete_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
 

@@ -30,7 +30,7 @@ from accounts.db import SessionFactory
 from accounts.mfa import MfaPolicy
 from accounts.models import Staff
 from accounts.settings import Settings
-from accounts.staff import StaffDirectory, StaffMember
+from accounts.staff import PasswordChecked, StaffDirectory, StaffMember
 from accounts.throttle import Blocked, Reservation, ThrottlePolicy
 from starter.staff_locks import StaffLockNotices
 
@@ -45,8 +45,12 @@ class SignInBlocked(Exception):
 
 @dataclass(frozen=True)
 class SignedIn:
-    member: StaffMember
+    checked: PasswordChecked  # the member, and their row as read before the password was verified
     device_token: str  # for the browser's device cookie: the one it presented, or a new one
+
+    @property
+    def member(self) -> StaffMember:
+        return self.checked.member
 
 
 class StaffSignIn:
@@ -93,14 +97,15 @@ class StaffSignIn:
             for reservation, _ in reservations:  # no password was tried
                 await throttle.release(self._sessions, reservation, forget_failures=False)
             raise SignInBlocked(_seconds(blocked)) from None
-        member = await self._staff.authenticate_password(name.strip(), password)
-        if member is not None and self._settings.staff_mfa_required:
+        checked = await self._staff.authenticate_password(name.strip(), password)
+        if checked is not None and self._settings.staff_mfa_required:
             # a wrong second factor, or none enrolled, counts as a failed sign-in: a distinct answer for the
             # right password of an unenrolled member would confirm the password to whoever guessed it
-            enrolled = await mfa_staff.enrolled(self._sessions, member.id)
-            if not enrolled or not await mfa_staff.verify(self._sessions, self._mfa_policy, member.id, code):
-                member = None
-        if member is None:
+            staff_id = checked.member.id
+            enrolled = await mfa_staff.enrolled(self._sessions, staff_id)
+            if not enrolled or not await mfa_staff.verify(self._sessions, self._mfa_policy, staff_id, code):
+                checked = None
+        if checked is None:
             for reservation, policy in reservations:
                 if reservation.crossed(policy):
                     locked_until = await throttle.lock(self._sessions, reservation, policy)
@@ -112,10 +117,10 @@ class StaffSignIn:
         lifetime = self._settings.device_token_lifetime
         if device is not None and device_token is not None:
             await device_tokens.renew(self._sessions, device, lifetime)
-            return SignedIn(member, device_token)
+            return SignedIn(checked, device_token)
         keep = self._settings.device_tokens_per_account
-        issued = await device_tokens.issue(self._sessions, staff_id=member.id, lifetime=lifetime, keep=keep)
-        return SignedIn(member, issued)
+        issued = await device_tokens.issue(self._sessions, staff_id=checked.member.id, lifetime=lifetime, keep=keep)
+        return SignedIn(checked, issued)
 
     def _notify_later(self, name: str, reservation: Reservation, locked_until: datetime) -> None:
         task = asyncio.get_running_loop().create_task(self._notify(name, reservation, locked_until))

@@ -121,7 +121,8 @@ async def test_a_disabled_member_is_refused_listed_as_disabled_and_can_be_enable
 
     assert await directory.set_disabled(name, False) == (member, True)
     assert await StaffDirectory(database.sessions, FAST, key_secret=SECRET).authenticate(key) == member
-    assert await directory.authenticate_password(name, password) == member
+    checked = await directory.authenticate_password(name, password)
+    assert checked is not None and checked.member == member
     assert {m.name: m for m in await directory.listing()}[name].disabled_at is None
     with pytest.raises(StaffNotFound):
         await directory.set_disabled(f"nobody-{os.urandom(3).hex()}", True)

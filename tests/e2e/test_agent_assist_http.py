@@ -506,6 +506,27 @@ async def test_a_new_password_for_the_agent_ends_their_tokens_and_assistance_ses
         assert (await http.get("/agent-customer-search?q=a", headers=fresh)).status_code == 200
 
 
+async def test_a_new_key_for_the_agent_ends_what_the_old_key_started(e2e: Stack) -> None:
+    # an agent's API key works as their agent token: a leaked one may have started assistance sessions, and
+    # `accounts staff new-key` is the admin's answer to it, so those end with it, as with a new password
+    agent, key = await member(e2e)
+    async with e2e.http() as http:
+        _, reference = await registered(e2e, http)
+        started = await impersonate(http, key, reference)
+        assert started.status_code == 201, started.text
+        acting = bearer(started.json()["data"]["attributes"]["accessToken"])
+        token = await agent_token(http, agent)
+        assert (await http.get(f"/customers/{reference}", headers=acting)).status_code == 200
+        await StaffDirectory.from_settings(e2e.database.sessions, e2e.settings).new_key(agent)
+        assert errors(await http.get(f"/customers/{reference}", headers=acting)) == [
+            (401, "001", "Invalid access token.")
+        ]
+        dead = await http.get("/agent-customer-search", headers={HEADER: f"Bearer {token}"})
+        assert errors(dead) == [(401, "4102", "Agent access token is invalid.")]
+        fresh = {HEADER: f"Bearer {await agent_token(http, agent)}"}  # signed in after it: works
+        assert (await http.get("/agent-customer-search", headers=fresh)).status_code == 200
+
+
 async def test_changes_past_the_sessions_action_cap_are_audited_all_the_same(
     stack: StackFactory, dev_server: Any, database: Database
 ) -> None:

@@ -7,7 +7,8 @@ import html
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,17 @@ import pytest
 import pytest_asyncio
 from conftest import ACCOUNTS, Database, Stack, StackFactory, checkout_env
 from sqlalchemy import select, update
+from starlette.requests import Request
+from starlette.responses import Response
 from test_backoffice_http import staff_key
 from test_login_http import registered, sign_in
 
 from accounts.models import AuditEvent, Customer, Staff, utcnow
 from accounts.passwords import PasswordHasher
 from accounts.settings import DEVELOPMENT_SECRET
-from accounts.staff import StaffDirectory, StaffNotFound, StaffPasswordRejected
+from accounts.staff import PasswordChecked, StaffDirectory, StaffNotFound, StaffPasswordRejected
+from api.routes.agents import revocation_version
+from api.web.session import SESSION_COOKIE, SessionCodec, WebSession
 from backoffice import BackOffice, cli_staff
 
 pytestmark = pytest.mark.e2e
@@ -353,7 +358,8 @@ async def test_every_password_check_costs_one_verification_and_only_enabled_memb
     ]
     for name, password, expected in attempts:
         before = hasher.verifications
-        assert await directory.authenticate_password(name, password) == expected, name
+        checked = await directory.authenticate_password(name, password)
+        assert (checked.member if checked is not None else None) == expected, name
         assert hasher.verifications == before + 1, name
     for weak in ("short", "password12345", with_password.name + "-2024!"):
         with pytest.raises(StaffPasswordRejected):
@@ -362,7 +368,67 @@ async def test_every_password_check_costs_one_verification_and_only_enabled_memb
         await directory.create(f"weak-{os.urandom(3).hex()}", "support", password="password12345")
     with pytest.raises(StaffNotFound):
         await directory.set_password("nobody-" + os.urandom(3).hex(), STAFF_PASSWORD)
-    assert await directory.authenticate_password(with_password.name, STAFF_PASSWORD) == with_password
+    checked = await directory.authenticate_password(with_password.name, STAFF_PASSWORD)
+    assert checked is not None and checked.member == with_password
+
+
+class RevokedWhileVerifying(PasswordHasher):
+    """Runs `revoke` while it verifies a password, as an admin's new password or disable can land in the
+    tenth of a second argon2 takes."""
+
+    def __init__(self, revoke: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.revoke = revoke
+
+    async def verify_async(self, password_hash: str, password: str) -> bool:
+        right = await super().verify_async(password_hash, password)
+        await self.revoke()
+        return right
+
+
+@pytest.mark.parametrize("revocation", ["new password", "disabled and enabled again"])
+async def test_a_revocation_while_the_password_is_verified_ends_what_that_sign_in_issues(
+    e2e: Stack, revocation: str
+) -> None:
+    """The web session and the agent token of a sign-in count from when the member's row was read, before
+    argon2: a revocation landing while it ran ends them (an attacker with the old password keeps nothing)."""
+    sessions, settings = e2e.database.sessions, e2e.settings
+    admin = StaffDirectory.from_settings(sessions, settings)
+    name = f"rita-{os.urandom(3).hex()}"
+    await admin.create(name, "agent", password=STAFF_PASSWORD)
+
+    async def revoke() -> None:
+        if revocation == "new password":
+            await admin.set_password(name, STAFF_PASSWORD + "-new")
+        else:
+            await admin.set_disabled(name, True)
+            await admin.set_disabled(name, False)
+
+    codec = SessionCodec(settings)
+
+    async def web_session_of(checked: PasswordChecked) -> WebSession | None:
+        response = Response()
+        await codec.start(response, sessions, checked)
+        cookie = SimpleCookie(response.headers["set-cookie"])[SESSION_COOKIE].value
+        scope = {"type": "http", "headers": [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())]}
+        return await codec.read(Request(scope), sessions)
+
+    async def last_revocation() -> int:
+        async with sessions() as session:
+            return revocation_version(await session.scalar(select(Staff.sessions_revoked_at).where(Staff.name == name)))
+
+    racing = StaffDirectory(sessions, RevokedWhileVerifying(revoke), key_secret=DEVELOPMENT_SECRET)
+    raced = await racing.authenticate_password(name, STAFF_PASSWORD)
+    assert raced is not None  # the password was right when checked
+    assert await web_session_of(raced) is None
+    assert revocation_version(raced.sessions_revoked_at) != await last_revocation()  # its agent token: 4102
+    # a sign-in after the revocation gets both
+    password = STAFF_PASSWORD + "-new" if revocation == "new password" else STAFF_PASSWORD
+    after = await admin.authenticate_password(name, password)
+    assert after is not None
+    session = await web_session_of(after)
+    assert session is not None and session.member == after.member
+    assert revocation_version(after.sessions_revoked_at) == await last_revocation()
 
 
 async def test_forged_cookies_tokens_and_page_numbers_get_answers_not_server_errors(e2e: Stack) -> None:
