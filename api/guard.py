@@ -35,7 +35,9 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:@=+/-]{1,128}")
 _SQLITE_ERROR = 1  # SQLITE_ERROR: a bad statement or a missing table, not an outage
 
 # Temporal unreachable or its call cut; a connect refused or timed out (OSError, TimeoutError among them);
-# the pool exhausted; a connection lost mid-request; PostgreSQL refusing connections for now
+# the pool exhausted; a connection lost mid-request; PostgreSQL refusing connections for now; asyncpg's
+# protocol out of step (InternalClientError: a backend's FATAL read before its EOF, the instant of a server
+# restart, accounts.db.checked_out_alive), whose connection the next checkout replaces
 _OUTAGES = (
     RPCError,
     RPCTimeoutOrCancelledError,
@@ -46,6 +48,7 @@ _OUTAGES = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError,
 )
 
 logger = logging.getLogger("api.requests")
@@ -59,6 +62,8 @@ def unavailable(exc: BaseException) -> bool:
         return all(unavailable(inner) for inner in exc.exceptions)
     if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, sa.DBAPIError) and exc.orig is not None and unavailable(exc.orig):
+        return True  # orig: the driver's error as SQLAlchemy's asyncpg adapter raised it (from asyncpg's own)
     if isinstance(exc, sa.OperationalError):
         # SQLite reports "no such table" as an OperationalError too: that is a broken deployment, a 500
         return not (isinstance(exc.orig, sqlite3.Error) and exc.orig.sqlite_errorcode == _SQLITE_ERROR)
