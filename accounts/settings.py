@@ -358,12 +358,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ACCOUNTS_TEMPORAL_TLS_CERT and ACCOUNTS_TEMPORAL_TLS_KEY go together: set both or neither"
             )
-        if min(self.lockout_max_failures, self.lockout_ip_max_failures, self.lockout_device_max_failures) < 1:
-            raise ValueError("lockout thresholds must be at least 1")
+        for name, threshold in [
+            ("ACCOUNTS_LOCKOUT_MAX_FAILURES", self.lockout_max_failures),
+            ("ACCOUNTS_LOCKOUT_IP_MAX_FAILURES", self.lockout_ip_max_failures),
+            ("ACCOUNTS_LOCKOUT_DEVICE_MAX_FAILURES", self.lockout_device_max_failures),
+        ]:
+            if threshold < 1:
+                raise ValueError(f"{name} must be at least 1")
         if not 0 <= self.client_ipv6_prefix <= 128:
             raise ValueError("ACCOUNTS_CLIENT_IPV6_PREFIX must be between 0 and 128")
-        if min(self.rate_limit_per_ip, self.rate_limit_global, self.address_requests_per_hour) < 0:
-            raise ValueError("rate limits must be 0 (off) or positive")
+        for name, limit in [
+            ("ACCOUNTS_RATE_LIMIT_PER_IP", self.rate_limit_per_ip),
+            ("ACCOUNTS_RATE_LIMIT_GLOBAL", self.rate_limit_global),
+            ("ACCOUNTS_ADDRESS_REQUESTS_PER_HOUR", self.address_requests_per_hour),
+        ]:
+            if limit < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive")
         if self.rate_limit_window <= timedelta(0) or self.throttle_cleanup_interval <= timedelta(0):
             raise ValueError("ACCOUNTS_RATE_LIMIT_WINDOW and ACCOUNTS_THROTTLE_CLEANUP_INTERVAL must be positive")
         if not 0 <= self.argon2_niceness <= 19:

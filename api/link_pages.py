@@ -26,8 +26,11 @@ def link_page(
     The token is in the page's URL (and its form): never cached. api/headers.py adds no-referrer and the
     other headers of every HTML page."""
     html = renderer.render_page(
-        page,
-        locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale),
-        {"shop_name": settings.shop_name, **context},
+        page, page_locale(settings, locale, accept_language), {"shop_name": settings.shop_name, **context}
     )
     return HTMLResponse(html, status_code=400 if invalid else 200, headers={"Cache-Control": "no-store"})
+
+
+def page_locale(settings: Settings, locale: str | None, accept_language: str | None) -> str:
+    """The language of a page a link opens: the customer's (the link names them), else the browser's."""
+    return locale or locale_from_accept_language(accept_language, settings.locales, settings.default_locale)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from temporalio.client import (
@@ -24,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from accounts import pending_credentials
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
-from accounts.models import Customer, utcnow
+from accounts.models import Customer, OneTimeToken, utcnow
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
@@ -40,6 +41,16 @@ log = logging.getLogger("accounts.passwords")
 
 def reset_id(customer_reference: str) -> str:
     return f"password-reset:{customer_reference}"
+
+
+@dataclass(frozen=True)
+class ResetLink:
+    valid: bool  # neither used nor expired (its form may be sent)
+    locale: str | None  # the customer's, when the key names one: the page speaks their language
+
+
+def _usable(issued: OneTimeToken) -> bool:
+    return issued.used_at is None and issued.expires_at > utcnow()
 
 
 class Passwords:
@@ -76,11 +87,19 @@ class Passwords:
         except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
             log.warning("forgotten password of %s not handed on: %s", customer.customer_reference, type(error).__name__)
 
+    async def preview_reset(self, token: str) -> ResetLink:
+        """What the reset link's page shows before its form is sent: a read only (mail scanners open links)."""
+        found = await find_issued(self._sessions, token, PASSWORD_RESET) if token else None
+        if found is None:
+            return ResetLink(valid=False, locale=None)
+        issued, customer = found
+        return ResetLink(valid=_usable(issued), locale=customer.locale)
+
     async def complete_reset(self, token: str, password: str) -> str:
         """Set the new password with the emailed key. Raises InvalidResetKey or PasswordRejected."""
         token_hash = hash_token(token)
         found = await find_issued(self._sessions, token, PASSWORD_RESET)
-        if found is None or found[0].used_at is not None or found[0].expires_at <= utcnow():
+        if found is None or not _usable(found[0]):
             raise InvalidResetKey()
         customer = found[1]
         credential_id = await self._pending(customer, await self.checked_hash(password, customer))

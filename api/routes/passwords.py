@@ -10,13 +10,13 @@ from fastapi import APIRouter, BackgroundTasks, Form, Header, Query, Request, Re
 from fastapi.responses import HTMLResponse
 
 from accounts import rate_limits
-from accounts.locales import locale_from_accept_language
 from api.auth import InPerson
 from api.client_address import client_of
 from api.deps import Accounts, Renderer, SettingsDep
 from api.envelope import GlueRequest
 from api.jsonapi import GlueError, GlueException
 from api.limits import admit_address, limited
+from api.link_pages import page_locale
 from api.password_lengths import password_length_rule
 from api.routes.access_tokens import blocked_error
 from api.schemas import ChangePasswordRequest, ForgottenPasswordRequest, RestorePasswordRequest
@@ -119,12 +119,18 @@ async def change_password(
 
 @router.get("/password/restore", response_class=HTMLResponse, summary="Storefront page of the reset link: the form")
 async def restore_page(
+    accounts: Accounts,
     renderer: Renderer,
     settings: SettingsDep,
     token: Annotated[str, Query()] = "",
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
-    return _page(renderer, settings, accept_language, token=token, state="form" if token else "invalid")
+    """The form for a key that is still good, in the customer's language; a used, expired or unknown one gets
+    the invalid page (400) at once, not after a password was typed. A read only: mail scanners open links."""
+    link = await accounts.passwords.preview_reset(token)
+    if not link.valid:
+        return _page(renderer, settings, link.locale, accept_language, token="", state="invalid", status=400)
+    return _page(renderer, settings, link.locale, accept_language, token=token, state="form")
 
 
 @router.post(
@@ -139,21 +145,24 @@ async def restore_form(
     confirm_password: Annotated[str, Form(max_length=4096)],
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
+    locale = (await accounts.passwords.preview_reset(token)).locale  # the answer speaks the customer's language
     if password != confirm_password:
-        return _page(renderer, settings, accept_language, token=token, state="form", codes=["406"], status=422)
+        codes = ["406"]
+        return _page(renderer, settings, locale, accept_language, token=token, state="form", codes=codes, status=422)
     try:
         await accounts.passwords.complete_reset(token, password)
     except InvalidResetKey:
-        return _page(renderer, settings, accept_language, token="", state="invalid", status=400)
+        return _page(renderer, settings, locale, accept_language, token="", state="invalid", status=400)
     except PasswordRejected as rejected:
         codes = [v.code for v in rejected.violations]
-        return _page(renderer, settings, accept_language, token=token, state="form", codes=codes, status=422)
-    return _page(renderer, settings, accept_language, token="", state="done")
+        return _page(renderer, settings, locale, accept_language, token=token, state="form", codes=codes, status=422)
+    return _page(renderer, settings, locale, accept_language, token="", state="done")
 
 
 def _page(
     renderer: Renderer,
     settings: SettingsDep,
+    customer_locale: str | None,
     accept_language: str | None,
     *,
     token: str,
@@ -161,7 +170,7 @@ def _page(
     codes: list[str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    locale = locale_from_accept_language(accept_language, settings.locales, settings.default_locale)
+    locale = page_locale(settings, customer_locale, accept_language)
     messages = _error_messages(settings, locale)
     errors = [
         messages.get(code, code).replace("{min_length}", str(settings.password_min_length)) for code in codes or []

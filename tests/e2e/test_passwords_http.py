@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from conftest import Database, Stack, StackFactory, token_from, unique_email
+from sqlalchemy import update
 from test_login_http import PASSWORD, registered, sign_in, sign_in_after_lift
+
+from accounts.models import Customer
 
 pytestmark = pytest.mark.e2e
 NEW_PASSWORD = "Lantern-7#quiet-harbor"
@@ -82,13 +85,40 @@ async def test_the_storefront_form_works_without_javascript(e2e: Stack) -> None:
 
         fields = {"token": token.group(1), "password": NEW_PASSWORD, "confirm_password": "different-Pass#123"}
         refused = await http.post("/password/restore", data=fields, headers={"Accept-Language": "de"})
-        assert refused.status_code == 422 and 'lang="de"' in refused.text and 'role="alert"' in refused.text
+        # in the customer's language (en_US here), whatever the browser asks for
+        assert refused.status_code == 422 and 'lang="en"' in refused.text and 'role="alert"' in refused.text
         fields["confirm_password"] = NEW_PASSWORD
         accepted = await http.post("/password/restore", data=fields)
         assert accepted.status_code == 200
         reused = await http.post("/password/restore", data=fields)
         assert reused.status_code == 400
         assert (await sign_in(http, email, NEW_PASSWORD)).status_code == 201
+
+
+async def test_the_reset_page_speaks_the_customers_language_and_refuses_a_dead_link_at_once(e2e: Stack) -> None:
+    async with e2e.http() as http:
+        email, reference = await registered(e2e, http)
+        async with e2e.database.sessions.begin() as session:
+            await session.execute(
+                update(Customer).where(Customer.customer_reference == reference).values(locale="de_DE")
+            )
+        await http.post("/customer-forgotten-password", json=forgotten(email))
+        mail = await e2e.mail_to(email, "zurücksetzen")
+        link = next(link for link in mail.links if "/password/restore?token=" in link)
+        english_browser = {"Accept-Language": "en-US"}
+        form = await http.get(link, headers=english_browser)  # the customer's language, not the browser's
+        assert form.status_code == 200 and 'lang="de"' in form.text and "Neues Passwort festlegen" in form.text
+        token = re.search(r'name="token" value="([^"]+)"', form.text)
+        assert token is not None
+        fields = {"token": token.group(1), "password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+        done = await http.post("/password/restore", data=fields, headers=english_browser)
+        assert done.status_code == 200 and 'lang="de"' in done.text
+
+        used = await http.get(link, headers=english_browser)  # no form to fill in for nothing
+        assert used.status_code == 400 and 'lang="de"' in used.text and 'name="password"' not in used.text
+        unknown = await http.get("/password/restore?token=not-a-key", headers=english_browser)
+        assert unknown.status_code == 400 and 'lang="en"' in unknown.text and 'name="password"' not in unknown.text
+        assert (await http.get("/password/restore")).status_code == 400
 
 
 async def test_change_password_ends_other_sessions_and_a_wrong_one_counts(e2e: Stack) -> None:
