@@ -42,7 +42,7 @@ def main() -> None:
             errors.print(exit_.code, soft_wrap=True, markup=False, highlight=False)
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as error:
-        missing = _configuration_error(error) or _missing_schema(error)
+        missing = _configuration_error(error) or _missing_schema(error) or _foreign_payload(error)
         if missing is None:
             raise
         errors.print(missing, soft_wrap=True, markup=False, highlight=False)
@@ -70,6 +70,22 @@ def _configuration_error(error: Exception) -> str | None:
             parts.append(f"ACCOUNTS_{where}: {message}" if where else message)
         return "invalid settings: " + "; ".join(parts)
     return None
+
+
+def _foreign_payload(error: BaseException) -> str | None:
+    """One line instead of a traceback when Temporal hands back a payload this process cannot decrypt: the
+    key it names is not configured here, or ACCOUNTS_TEMPORAL_ADDRESS names another stack's Temporal."""
+    from accounts.temporal import UnknownPayloadKey
+
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, UnknownPayloadKey):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    return (
+        f"{seen}: is ACCOUNTS_TEMPORAL_ADDRESS this stack's Temporal (another stack's runs are sealed with its"
+        " own key), and does ACCOUNTS_PAYLOAD_DECRYPTION_KEYS list every key still in use?"
+    )
 
 
 def _missing_schema(error: Exception) -> str | None:

@@ -69,17 +69,20 @@ async def follow(office: BackOffice, import_id: str, rows: int, *, quiet: bool =
         RowsPerSecond(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[rejected]} rejected, {task.fields[queued]} emails queued"),
+        TextColumn(
+            "{task.fields[rejected]} rejected, emails {task.fields[started]} started, {task.fields[queued]} to start"
+        ),
         console=errors,
         disable=quiet,
         transient=False,
     )
     with bar:
-        task = bar.add_task("rows", total=rows or None, rejected=0, queued=0)
+        task = bar.add_task("rows", total=rows or None, rejected=0, started=0, queued=0)
         while True:
             progress = await office.import_progress(import_id)
             bar.update(task, total=progress.rows_total or None, completed=progress.rows_read,
-                       rejected=progress.rows_rejected, queued=progress.emails_queued)  # fmt: skip
+                       rejected=progress.rows_rejected, started=progress.emails_started,
+                       queued=progress.emails_queued)  # fmt: skip
             if progress.state != "running":
                 return progress
             await asyncio.sleep(POLL_SECONDS)

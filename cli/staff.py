@@ -66,7 +66,8 @@ def staff_create(
     except StaffExists as exists:
         errors.print(
             f"[red]cannot create {escape(name)}[/red]: {escape(str(exists))}"
-            f" (`accounts staff set-password {escape(name)}` sets their web password)"
+            f" (lost their key? `accounts staff new-key {escape(name)}`; a web password:"
+            f" `accounts staff set-password {escape(name)}`)"
         )
         raise typer.Exit(1) from None
     except ValueError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import getpass
 import io
@@ -28,7 +29,9 @@ async def e2e(stack: StackFactory, dev_server: Any, database: Database) -> Async
         yield built
 
 
-async def cli(stack: Stack, cwd: Path, *args: str, columns: int = 200) -> tuple[int, str, str]:
+async def cli(
+    stack: Stack, cwd: Path, *args: str, columns: int = 200, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     settings = stack.settings
     process = await asyncio.create_subprocess_exec(
         *ACCOUNTS,
@@ -46,6 +49,7 @@ async def cli(stack: Stack, cwd: Path, *args: str, columns: int = 200) -> tuple[
                 "ACCOUNTS_ARGON2_MEMORY_COST": "8192",
                 "ACCOUNTS_ARGON2_PARALLELISM": "1",
                 "COLUMNS": str(columns),
+                **(env or {}),
             }
         ),
         stdout=asyncio.subprocess.PIPE,
@@ -163,6 +167,20 @@ async def test_values_to_copy_are_printed_whole_in_80_columns(e2e: Stack, tmp_pa
     assert code == 0, stderr
     link = f"Temporal UI: http://localhost:8233/namespaces/default/workflows/registration:{reference}"
     assert link in stdout.splitlines()
+
+
+async def test_a_run_sealed_with_a_key_this_process_lacks_is_one_line_not_a_traceback(
+    e2e: Stack, tmp_path: Path
+) -> None:
+    # a second stack's CLI left with ACCOUNTS_TEMPORAL_ADDRESS pointing at this one's Temporal (a README walk)
+    email = f"sealed-{uuid.uuid4().hex[:10]}@example.com"
+    created = await cli_json(e2e, tmp_path, "customers", "create", email, "--first-name", "Ada", "--last-name", "Lee")
+    reference = created["customerReference"]
+    foreign = {"ACCOUNTS_PAYLOAD_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode()}
+    code, _, stderr = await cli(e2e, tmp_path, "status", reference, env=foreign)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert "a payload is encrypted with key" in stderr and "ACCOUNTS_TEMPORAL_ADDRESS" in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
 
 
 async def test_staff_commands_list_disable_enable_and_say_why_nothing_was_done(e2e: Stack, tmp_path: Path) -> None:
