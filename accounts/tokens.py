@@ -15,7 +15,7 @@ import secrets
 from sqlalchemy import select
 
 from accounts.db import SessionFactory
-from accounts.models import Customer, OneTimeToken
+from accounts.models import Customer, OneTimeToken, utcnow
 
 
 def new_token() -> str:
@@ -48,3 +48,8 @@ async def find_issued(sessions: SessionFactory, token: str, purpose: str) -> tup
             )
         ).one_or_none()
     return None if found is None else (found[0], found[1])
+
+
+def usable(issued: OneTimeToken) -> bool:
+    """Neither used nor expired: the one rule for every emailed link's key."""
+    return issued.used_at is None and issued.expires_at > utcnow()

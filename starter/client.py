@@ -21,13 +21,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from accounts import metrics, pending_credentials
 from accounts.db import SessionFactory
 from accounts.logs import know_customer
-from accounts.models import Customer, utcnow
+from accounts.models import Customer
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.profile import SignUp
 from accounts.references import allocate_customer_reference
 from accounts.settings import Settings
 from accounts.temporal import connect, lifecycle_attributes, ui_url
-from accounts.tokens import find_issued, hash_token
+from accounts.tokens import find_issued, hash_token, usable
 from activities.customers import EMAIL_VERIFICATION, NewCustomer
 from starter.assists import Assists
 from starter.customer_sessions import CustomerSessions
@@ -218,7 +218,7 @@ class AccountsClient:
         known = Confirmation("pending", customer.customer_reference, customer.locale, customer.first_name)
         if customer.registered_at is not None and customer.anonymized_at is None:
             known.outcome = "already_active"
-        elif issued.used_at is not None or issued.expires_at <= utcnow():
+        elif not usable(issued):
             known.outcome = "invalid"
         return known
 
@@ -233,7 +233,7 @@ class AccountsClient:
         if customer.registered_at is not None and customer.anonymized_at is None:
             known.outcome = "already_active"
             return known
-        if issued.used_at is not None or issued.expires_at <= utcnow():
+        if not usable(issued):
             return known
         try:
             await self.temporal.get_workflow_handle(registration_id(customer.customer_reference)).execute_update(

@@ -21,11 +21,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from accounts import throttle
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
-from accounts.models import Customer, utcnow
+from accounts.models import Customer
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
 from accounts.throttle import Blocked, ThrottlePolicy
-from accounts.tokens import find_issued, hash_token
+from accounts.tokens import find_issued, hash_token, usable
 from activities.email_change import EMAIL_CHANGE, EMAIL_CHANGE_UNDO, UNDONE
 from starter.errors import EmailChangeThrottled
 from starter.passwords import Passwords
@@ -108,9 +108,9 @@ class EmailChanges:
         if found is None:
             return EmailConfirmation("invalid")
         issued, customer = found
-        usable = issued.used_at is None and issued.expires_at > utcnow() and customer.status == "verified"
+        good = usable(issued) and customer.status == "verified"
         return EmailConfirmation(
-            "pending" if usable else "invalid", customer.customer_reference, customer.locale, customer.first_name
+            "pending" if good else "invalid", customer.customer_reference, customer.locale, customer.first_name
         )
 
     async def confirm(self, token: str) -> EmailConfirmation:
@@ -158,7 +158,7 @@ class EmailChanges:
             return EmailConfirmation("invalid"), None
         issued, customer = found
         answer = EmailConfirmation("invalid", customer.customer_reference, customer.locale, customer.first_name)
-        if issued.used_at is not None or issued.expires_at <= utcnow() or customer.status != "verified":
+        if not usable(issued) or customer.status != "verified":
             return answer, None
         handle = self._client.get_workflow_handle_for(
             EmailChangeWorkflow.run, email_change_id(customer.customer_reference)

@@ -25,11 +25,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from accounts import pending_credentials
 from accounts.db import SessionFactory
 from accounts.email_address import email_key
-from accounts.models import Customer, OneTimeToken, utcnow
+from accounts.models import Customer
 from accounts.passwords import PasswordHasher, PasswordPolicy, user_inputs
 from accounts.settings import Settings
 from accounts.temporal import lifecycle_attributes
-from accounts.tokens import find_issued, hash_token
+from accounts.tokens import find_issued, hash_token, usable
 from activities.passwords import PASSWORD_RESET
 from starter.errors import AccountsError, InvalidResetKey, PasswordRejected, RegistrationNotFound
 from starter.login import Logins
@@ -47,10 +47,6 @@ def reset_id(customer_reference: str) -> str:
 class ResetLink:
     valid: bool  # neither used nor expired (its form may be sent)
     locale: str | None  # the customer's, when the key names one: the page speaks their language
-
-
-def _usable(issued: OneTimeToken) -> bool:
-    return issued.used_at is None and issued.expires_at > utcnow()
 
 
 class Passwords:
@@ -93,13 +89,13 @@ class Passwords:
         if found is None:
             return ResetLink(valid=False, locale=None)
         issued, customer = found
-        return ResetLink(valid=_usable(issued), locale=customer.locale)
+        return ResetLink(valid=usable(issued), locale=customer.locale)
 
     async def complete_reset(self, token: str, password: str) -> str:
         """Set the new password with the emailed key. Raises InvalidResetKey or PasswordRejected."""
         token_hash = hash_token(token)
         found = await find_issued(self._sessions, token, PASSWORD_RESET)
-        if found is None or not _usable(found[0]):
+        if found is None or not usable(found[0]):
             raise InvalidResetKey()
         customer = found[1]
         credential_id = await self._pending(customer, await self.checked_hash(password, customer))
