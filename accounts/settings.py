@@ -66,6 +66,13 @@ def is_payload_key(value: str) -> bool:
         return False
 
 
+def _refuse_below(minimum: int, allowed: str, **settings: int) -> None:
+    """Refuse the first of these settings (named as in the environment) under `minimum`, naming it."""
+    for name, value in settings.items():
+        if value < minimum:
+            raise ValueError(f"{name} must be {allowed}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ACCOUNTS_", env_file=".env", extra="ignore")
 
@@ -358,22 +365,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ACCOUNTS_TEMPORAL_TLS_CERT and ACCOUNTS_TEMPORAL_TLS_KEY go together: set both or neither"
             )
-        for name, threshold in [
-            ("ACCOUNTS_LOCKOUT_MAX_FAILURES", self.lockout_max_failures),
-            ("ACCOUNTS_LOCKOUT_IP_MAX_FAILURES", self.lockout_ip_max_failures),
-            ("ACCOUNTS_LOCKOUT_DEVICE_MAX_FAILURES", self.lockout_device_max_failures),
-        ]:
-            if threshold < 1:
-                raise ValueError(f"{name} must be at least 1")
+        _refuse_below(
+            1,
+            "at least 1",
+            ACCOUNTS_LOCKOUT_MAX_FAILURES=self.lockout_max_failures,
+            ACCOUNTS_LOCKOUT_IP_MAX_FAILURES=self.lockout_ip_max_failures,
+            ACCOUNTS_LOCKOUT_DEVICE_MAX_FAILURES=self.lockout_device_max_failures,
+        )
         if not 0 <= self.client_ipv6_prefix <= 128:
             raise ValueError("ACCOUNTS_CLIENT_IPV6_PREFIX must be between 0 and 128")
-        for name, limit in [
-            ("ACCOUNTS_RATE_LIMIT_PER_IP", self.rate_limit_per_ip),
-            ("ACCOUNTS_RATE_LIMIT_GLOBAL", self.rate_limit_global),
-            ("ACCOUNTS_ADDRESS_REQUESTS_PER_HOUR", self.address_requests_per_hour),
-        ]:
-            if limit < 0:
-                raise ValueError(f"{name} must be 0 (off) or positive")
+        _refuse_below(
+            0,
+            "0 (off) or positive",
+            ACCOUNTS_RATE_LIMIT_PER_IP=self.rate_limit_per_ip,
+            ACCOUNTS_RATE_LIMIT_GLOBAL=self.rate_limit_global,
+            ACCOUNTS_ADDRESS_REQUESTS_PER_HOUR=self.address_requests_per_hour,
+        )
         if self.rate_limit_window <= timedelta(0) or self.throttle_cleanup_interval <= timedelta(0):
             raise ValueError("ACCOUNTS_RATE_LIMIT_WINDOW and ACCOUNTS_THROTTLE_CLEANUP_INTERVAL must be positive")
         if not 0 <= self.argon2_niceness <= 19:

@@ -18,6 +18,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from fastapi import Request, Response
@@ -68,7 +69,7 @@ class SessionCodec:
         async with sessions() as session:
             password_hash = await session.scalar(select(Staff.password_hash).where(Staff.id == staff_id))
         assert password_hash is not None, "a member signs in with a password"
-        payload = f"{staff_id}.{int(checked.read_at.timestamp() * 1000)}.{secrets.token_urlsafe(16)}"
+        payload = f"{staff_id}.{_ms(checked.read_at)}.{secrets.token_urlsafe(16)}"
         self._set(response, SESSION_COOKIE, f"{payload}.{self._sign(payload, password_hash)}", self.lifetime_seconds)
         response.delete_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
 
@@ -86,7 +87,7 @@ class SessionCodec:
         if staff is None or staff.password_hash is None:
             return None
         revoked = staff.sessions_revoked_at
-        if revoked is not None and issued_ms <= int(revoked.timestamp() * 1000):
+        if revoked is not None and issued_ms <= _ms(revoked):
             return None
         if not same(signature, self._sign(f"{parts[0]}.{parts[1]}.{nonce}", staff.password_hash)):
             return None
@@ -162,6 +163,11 @@ class SessionCodec:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _ms(moment: datetime) -> int:
+    """A moment as the cookie's issue time counts: milliseconds since the epoch."""
+    return int(moment.timestamp() * 1000)
 
 
 def same(given: str, expected: str) -> bool:
